@@ -1,0 +1,43 @@
+"""Tell a video input from an image input by its content (magic bytes), not only by its name."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+__all__ = ["is_video_input", "VIDEO_EXTENSIONS"]
+
+VIDEO_EXTENSIONS = frozenset({".mp4", ".m4v", ".mov", ".webm", ".mkv", ".avi", ".mpeg", ".mpg", ".ogv"})
+
+
+def _sniff_video(head: bytes) -> bool:
+    if len(head) >= 12 and head[4:8] == b"ftyp":  # ISO BMFF: mp4, mov, m4v (also heic/avif: check brand)
+        brand = head[8:12]
+        return brand not in (b"heic", b"heix", b"mif1", b"msf1", b"avif", b"avis")
+    if head.startswith(b"\x1a\x45\xdf\xa3"):  # EBML: webm, mkv
+        return True
+    if head.startswith(b"RIFF") and head[8:12] == b"AVI ":
+        return True
+    if head.startswith(b"\x00\x00\x01\xba") or head.startswith(b"\x00\x00\x01\xb3"):  # MPEG-PS
+        return True
+    return head.startswith(b"OggS") and b"theora" in head[:64]
+
+
+def is_video_input(item: Any) -> bool:
+    """True when ``item`` is a video: ``{"type": "video"...}`` / ``video_url`` parts, or a path whose
+    content is a video container (its extension decides only when the file cannot be read)."""
+    if isinstance(item, dict):
+        return item.get("type") in ("video", "video_url", "input_video")
+    if isinstance(item, (str, os.PathLike)) and not str(item).startswith(("data:", "http://", "https://")):
+        path = Path(item)
+        try:
+            if len(str(item)) < 4096 and path.is_file():
+                with open(path, "rb") as fh:
+                    return _sniff_video(fh.read(64))
+        except OSError:
+            pass
+        return path.suffix.lower() in VIDEO_EXTENSIONS
+    if isinstance(item, (bytes, bytearray)):
+        return _sniff_video(bytes(item[:64]))
+    return False

@@ -1,0 +1,214 @@
+"""Validation of configuration keys and generation parameters, declared as data.
+
+Each parameter has one ``ParamSpec``: its validator (type and range), its default and whether it may be
+given per call. Providers declare which names they accept; everything else is refused with
+``InvalidParameterError`` and a did-you-mean, never silently ignored.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping
+
+from .enums import ModelParameter
+from .exceptions import InvalidParameterError, did_you_mean
+
+__all__ = ["ParamSpec", "PARAMS", "GENERATION_PARAMS", "normalize_keys", "validate_params", "parse_bytes"]
+
+
+def _fail(name: str, message: str) -> InvalidParameterError:
+    return InvalidParameterError(f"Invalid value for '{name}': {message}", param=name)
+
+
+def _int(lo: int | None = None, hi: int | None = None, *, optional: bool = False) -> Callable[[str, Any], Any]:
+    def check(name: str, value: Any) -> Any:
+        if value is None and optional:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _fail(name, f"expected an integer, got {type(value).__name__} {value!r}.")
+        if lo is not None and value < lo:
+            raise _fail(name, f"{value} is below the minimum {lo}.")
+        if hi is not None and value > hi:
+            raise _fail(name, f"{value} is above the maximum {hi}.")
+        return value
+
+    return check
+
+
+def _float(lo: float, hi: float, *, lo_open: bool = False) -> Callable[[str, Any], Any]:
+    def check(name: str, value: Any) -> Any:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise _fail(name, f"expected a number, got {type(value).__name__} {value!r}.")
+        value = float(value)
+        if math.isnan(value) or value > hi or value < lo or (lo_open and value == lo):
+            bound = f"({lo}, {hi}]" if lo_open else f"[{lo}, {hi}]"
+            raise _fail(name, f"{value} is outside {bound}.")
+        return value
+
+    return check
+
+
+def _bool(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise _fail(name, f"expected True or False, got {value!r}.")
+    return value
+
+
+def _str(name: str, value: Any) -> Any:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise _fail(name, f"expected a non-empty string, got {value!r}.")
+    return value
+
+
+def _model(name: str, value: Any) -> str:
+    if isinstance(value, Path):
+        value = str(value)
+    if not isinstance(value, str) or not value.strip():
+        raise _fail(name, f"expected a local folder or a Hugging Face repo id, got {value!r}.")
+    return value
+
+
+def _stop(name: str, value: Any) -> list[str]:
+    if value is None:
+        return []
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)) or not all(isinstance(s, str) for s in items):
+        raise _fail(name, f"expected a string or a list of strings, got {value!r}.")
+    if any(s == "" for s in items):
+        raise _fail(name, "stop strings must not be empty.")
+    if len(items) > 16:
+        raise _fail(name, f"at most 16 stop strings, got {len(items)}.")
+    return list(dict.fromkeys(items))
+
+
+def _quantize(name: str, value: Any) -> int | None:
+    if value is None or value is False:
+        return None
+    if value is True:
+        return 4
+    if isinstance(value, int) and value in (2, 3, 4, 5, 6, 8):
+        return value
+    raise _fail(name, f"expected True (4 bits), False, or one of 2, 3, 4, 5, 6, 8 bits; got {value!r}.")
+
+
+def _dtype(name: str, value: Any) -> str:
+    allowed = ("auto", "float32", "float16", "bfloat16")
+    if value not in allowed:
+        raise _fail(name, f"expected one of {', '.join(allowed)}; got {value!r}.{did_you_mean(str(value), allowed)}")
+    return value
+
+
+_UNITS = {"": 1, "b": 1, "k": 1e3, "kb": 1e3, "m": 1e6, "mb": 1e6, "g": 1e9, "gb": 1e9, "t": 1e12, "tb": 1e12,
+          "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+
+
+def parse_bytes(value: Any, name: str = "size") -> int:
+    """Parse a byte count: an int, or a string such as ``"8GB"``, ``"512 MiB"``, ``"1.5g"``."""
+    if isinstance(value, bool):
+        raise _fail(name, f"expected a byte count, got {value!r}.")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if value < 0 or (isinstance(value, float) and math.isnan(value)):
+            raise _fail(name, f"expected a non-negative byte count, got {value!r}.")
+        return int(value)
+    if isinstance(value, str):
+        m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([A-Za-z]*)\s*", value)
+        if m and m.group(2).lower() in _UNITS:
+            return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+    raise _fail(name, f"expected bytes as an int or a string like '8GB' or '512MiB', got {value!r}.")
+
+
+def _bytes(*, optional: bool = True) -> Callable[[str, Any], Any]:
+    def check(name: str, value: Any) -> Any:
+        if value is None and optional:
+            return None
+        return parse_bytes(value, name)
+
+    return check
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One parameter: how to validate it, its default, and whether it may be passed per call."""
+
+    name: str
+    validate: Callable[[str, Any], Any]
+    default: Any = None
+    per_call: bool = False
+    doc: str = ""
+
+
+P = ModelParameter
+_SPECS = [
+    ParamSpec(P.MODEL, _model, None, False, "Local model folder or Hugging Face repo id."),
+    ParamSpec(P.REVISION, _str, None, False, "Hub revision (branch, tag or commit) of a repo id."),
+    ParamSpec(P.TRUST_REMOTE_CODE, _bool, False, False, "Allow model code from the repo (tokenizers)."),
+    ParamSpec(P.MAX_TOKENS, _int(1, 1_000_000), 512, True, "Maximum number of tokens to generate."),
+    ParamSpec(P.TEMPERATURE, _float(0.0, 100.0), 0.7, True, "Sampling temperature; 0 is greedy."),
+    ParamSpec(P.TOP_P, _float(0.0, 1.0, lo_open=True), 1.0, True, "Nucleus sampling mass; 1.0 disables."),
+    ParamSpec(P.TOP_K, _int(0), 0, True, "Keep the k most likely tokens; 0 disables."),
+    ParamSpec(P.MIN_P, _float(0.0, 1.0), 0.0, True, "Minimum probability relative to the top token; 0 disables."),
+    ParamSpec(P.REPETITION_PENALTY, _float(0.0, 10.0, lo_open=True), 1.0, True, "Penalty on repeated tokens; 1.0 disables."),
+    ParamSpec(P.REPETITION_CONTEXT_SIZE, _int(1, 100_000), 20, True, "How many recent tokens the penalty looks at."),
+    ParamSpec(P.SEED, _int(0, 2**63 - 1, optional=True), None, True, "Random seed; the same seed gives the same output."),
+    ParamSpec(P.STOP, _stop, None, True, "Stop strings (one or a list): generation ends before them."),
+    ParamSpec(P.QUANTIZE, _quantize, None, False, "Quantize a float model on load: True (4 bits), 4 or 8."),
+    ParamSpec(P.DTYPE, _dtype, "auto", False, "Weight dtype on load; 'auto' picks the fastest for the device."),
+    ParamSpec(P.MEMORY_LIMIT, _bytes(), None, False, "Memory budget in bytes or '8GB'; default: what is available."),
+    ParamSpec(P.PROMPT_CACHE_BYTES, _bytes(), "1GB", False, "Byte budget of the prompt (KV) cache; 0 disables it."),
+    ParamSpec(P.MAX_KV_SIZE, _int(1, optional=True), None, True, "Rotating KV cache size in tokens; None: unbounded."),
+    ParamSpec(P.PREFILL_STEP_SIZE, _int(1, 1_000_000), 2048, False, "Prompt tokens processed per step."),
+    ParamSpec(P.MAX_IMAGE_PIXELS, _int(1, 1_000_000_000), 4_000_000, True, "Images are downscaled to at most this many pixels."),
+    ParamSpec(P.VIDEO_FPS, _float(0.0, 120.0, lo_open=True), 2.0, True, "Frames sampled per second of video."),
+    ParamSpec(P.VIDEO_MAX_FRAMES, _int(1, 1024), 32, True, "Most frames taken from one video."),
+    ParamSpec(P.IMAGE_FETCH_TIMEOUT, _float(0.0, 600.0, lo_open=True), 10.0, True, "Seconds to fetch an image URL."),
+    ParamSpec(P.MAX_IMAGE_BYTES, _bytes(optional=False), "50MB", True, "Largest encoded image accepted (URLs, bytes, files)."),
+]
+PARAMS: dict[str, ParamSpec] = {str(s.name): s for s in _SPECS}
+GENERATION_PARAMS = frozenset(name for name, spec in PARAMS.items() if spec.per_call)
+
+
+def normalize_keys(config: Mapping[Any, Any]) -> dict[str, Any]:
+    """Turn ``ModelParameter`` keys into their plain string names."""
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        name = key.value if isinstance(key, Enum) else key
+        if not isinstance(name, str):
+            raise InvalidParameterError(f"Parameter names must be strings, got {key!r}.")
+        out[name] = value
+    return out
+
+
+def validate_params(
+    params: Mapping[Any, Any], accepted: Iterable[str], *, where: str = "configuration"
+) -> dict[str, Any]:
+    """Validate ``params`` against ``accepted`` names; return the normalized values.
+
+    Raises ``InvalidParameterError`` for an unknown name (with a did-you-mean) or a bad value.
+    """
+    accepted = list(accepted)
+    out: dict[str, Any] = {}
+    for name, value in normalize_keys(params).items():
+        if name not in accepted:
+            raise InvalidParameterError(
+                f"Unknown {where} parameter '{name}'.{did_you_mean(name, accepted)} "
+                f"Accepted: {', '.join(sorted(accepted))}.",
+                param=name,
+            )
+        spec = PARAMS.get(name)
+        out[name] = spec.validate(name, value) if spec else value
+    return out
+
+
+def defaults(names: Iterable[str]) -> dict[str, Any]:
+    """The validated defaults of ``names``."""
+    out = {}
+    for name in names:
+        spec = PARAMS[name]
+        out[name] = spec.validate(name, spec.default) if spec.default is not None else None
+    return out

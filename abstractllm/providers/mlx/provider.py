@@ -1,0 +1,218 @@
+"""``MLXProvider``: local text models through mlx-lm and vision models through mlx-vlm.
+
+Request flow: ``generate`` (base) validates and normalizes on the caller's thread, then ``_stream`` runs
+on this provider's worker thread: load the model if needed (memory guard first), template the prompt,
+let the adapter produce ``Step``s, and ``run_pipeline`` turn them into ``Response`` chunks.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from ...enums import ModelCapability, ModelParameter
+from ...exceptions import AbstractLLMError, GenerationError, InvalidParameterError
+from ...params import defaults
+from ...types import GenerationRequest, Response
+from ..base import BaseProvider
+from ..worker import CancelToken
+from .backend import import_backend, is_metal
+from .memory import available_bytes, check_load_memory, estimate_load_bytes
+from .pipeline import run_pipeline
+from .source import ModelSpec, inspect_model, resolve_model
+
+__all__ = ["MLXProvider"]
+
+P = ModelParameter
+_TEXT_CAPS = frozenset({
+    ModelCapability.TEXT, ModelCapability.STREAMING, ModelCapability.ASYNC, ModelCapability.SYSTEM_PROMPT,
+    ModelCapability.CHAT_HISTORY, ModelCapability.STOP_SEQUENCES, ModelCapability.SEED,
+    ModelCapability.PROMPT_CACHE, ModelCapability.QUANTIZATION,
+})
+
+
+class MLXProvider(BaseProvider):
+    """Runs MLX models locally. ``create_llm("mlx", model="path/or/org/repo", **config)``.
+
+    Config (all optional but ``model``): generation defaults (``max_tokens``, ``temperature``, ``top_p``,
+    ``top_k``, ``min_p``, ``repetition_penalty``, ``repetition_context_size``, ``seed``, ``stop``,
+    ``max_kv_size``), loading (``quantize``, ``dtype``, ``memory_limit``, ``revision``,
+    ``trust_remote_code``, ``prompt_cache_bytes``, ``prefill_step_size``) and vision
+    (``max_image_pixels``, ``video_fps``, ``video_max_frames``, ``image_fetch_timeout``, ``max_image_bytes``).
+    """
+
+    name = "mlx"
+    accepted_config = frozenset(str(p) for p in ModelParameter)
+
+    def __init__(self, **config: Any) -> None:
+        super().__init__(**config)
+        if not self.config.get("model"):
+            raise InvalidParameterError(
+                "The MLX provider needs a model: create_llm('mlx', model='mlx-community/Qwen3-0.6B-4bit') "
+                "or a local folder.", param="model")
+        self.config.setdefault("dtype", "auto")
+        for name in ("prompt_cache_bytes", "prefill_step_size"):
+            self.config.setdefault(name, defaults([name])[name])
+        self._spec: ModelSpec | None = None
+        self._adapter: Any = None
+        self.load_time_s: float | None = None
+
+    # ------------------------------------------------------------------ model
+    @property
+    def spec(self) -> ModelSpec:
+        """The inspected model (resolved and read on first use; no weights loaded)."""
+        if self._spec is None:
+            path = resolve_model(self.config["model"], self.config.get("revision"))
+            self._spec = inspect_model(path)
+        return self._spec
+
+    @property
+    def is_loaded(self) -> bool:
+        return self._adapter is not None
+
+    def get_capabilities(self) -> frozenset[ModelCapability]:
+        caps = set(_TEXT_CAPS)
+        if self.spec.kind == "vision":
+            from .vision import vision_capabilities
+
+            caps |= vision_capabilities(self.spec)
+        return frozenset(caps)
+
+    def _worker_on_exit(self) -> Callable[[], None]:
+        def clear_streams() -> None:
+            import sys
+
+            mx = sys.modules.get("mlx.core")
+            if mx is not None:  # only if this process ever used MLX
+                self._adapter = None
+                mx.clear_streams()
+
+        return clear_streams
+
+    def _load_on_worker(self) -> None:
+        if self._adapter is not None:
+            return
+        import_backend("mlx.core")
+        import_backend("mlx_lm")
+        spec = self.spec
+        on_metal = is_metal()
+        from .text import TextAdapter, float_itemsize_for
+
+        itemsize = None if spec.is_quantized else float_itemsize_for(self.config["dtype"], spec, on_metal)
+        estimate = estimate_load_bytes(spec, quantize_bits=self.config.get("quantize"), float_itemsize=itemsize)
+        check_load_memory(spec, estimate, self.config.get("memory_limit"))
+        t0 = time.perf_counter()
+        if spec.kind == "vision":
+            import_backend("mlx_vlm")
+            from .vision import VisionAdapter
+
+            adapter = VisionAdapter(spec, self.config, on_metal)
+        else:
+            adapter = TextAdapter(spec, self.config, on_metal)
+        adapter.load()
+        self._adapter = adapter
+        self._estimate = estimate
+        self.load_time_s = time.perf_counter() - t0
+
+    def load(self) -> "MLXProvider":
+        """Load the model now (otherwise the first generation loads it). Returns self."""
+        self.worker.call(self._load_on_worker)
+        return self
+
+    def unload(self) -> None:
+        """Free the model's memory (weights, prompt cache, MLX buffer cache); the next call reloads it."""
+        if self._worker is None or self._adapter is None:
+            return
+
+        def _unload() -> None:
+            import gc
+
+            import mlx.core as mx
+
+            if self._adapter is not None:
+                self._adapter.unload()
+            self._adapter = None
+            gc.collect()
+            mx.clear_cache()
+
+        self.worker.call(_unload)
+
+    def _release(self) -> None:
+        self.unload()
+
+    def clear_cache(self) -> None:
+        """Drop the prompt (KV) cache and MLX's buffer cache."""
+        if self._adapter is None:
+            return
+
+        def _clear() -> None:
+            import mlx.core as mx
+
+            self._adapter.clear_cache()
+            mx.clear_cache()
+
+        self.worker.call(_clear)
+
+    def get_model_info(self) -> dict[str, Any]:
+        spec = self.spec
+        info: dict[str, Any] = {
+            "provider": self.name,
+            "model": self.config["model"],
+            "path": str(spec.path),
+            "kind": spec.kind,
+            "model_type": spec.model_type,
+            "weight_bytes": spec.weight_bytes,
+            "parameters": spec.float_params,
+            "quantization": spec.quantization,
+            "quantize_on_load": None if spec.is_quantized else self.config.get("quantize"),
+            "dtype": self.config["dtype"],
+            "has_chat_template": spec.has_chat_template,
+            "loaded": self.is_loaded,
+            "capabilities": sorted(str(c) for c in self.get_capabilities()),
+        }
+        if self._adapter is not None:
+            info["estimated_memory_bytes"] = self._estimate.total
+            info["load_time_s"] = self.load_time_s
+            info["prompt_cache"] = self._adapter.cache_stats
+            info.update({k: v for k, v in self._adapter.info.items() if v is not None})
+        return info
+
+    def memory_status(self) -> dict[str, int]:
+        """Process and MLX memory numbers (bytes)."""
+        import os
+
+        import psutil
+
+        out = {"process_rss": psutil.Process(os.getpid()).memory_info().rss}
+        out["available"], _ = available_bytes(self.config.get("memory_limit"))
+        if self._worker is not None and self._adapter is not None:
+            def _mlx() -> dict[str, int]:
+                import mlx.core as mx
+
+                return {"mlx_active": mx.get_active_memory(), "mlx_peak": mx.get_peak_memory(),
+                        "mlx_cache": mx.get_cache_memory()}
+
+            out.update(self.worker.call(_mlx))
+        return out
+
+    # ------------------------------------------------------------------ the primitive
+    def _stream(self, request: GenerationRequest, cancel: CancelToken) -> Iterator[Response]:
+        try:
+            self._load_on_worker()
+            t0 = time.perf_counter()
+            steps = self._adapter.request_steps(request, cancel)
+            yield from run_pipeline(
+                steps, model=self.config["model"], stop=request.params.get("stop") or [], cancel=cancel,
+                start_time=t0,
+            )
+        except AbstractLLMError:
+            raise
+        except (GeneratorExit, KeyboardInterrupt):
+            raise
+        except MemoryError as exc:
+            from ...exceptions import MemoryLimitError
+
+            raise MemoryLimitError(f"MLX ran out of memory during generation: {exc}") from exc
+        except Exception as exc:
+            raise GenerationError(f"MLX generation failed: {type(exc).__name__}: {exc}") from exc

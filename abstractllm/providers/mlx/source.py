@@ -1,0 +1,220 @@
+"""Find a model (local folder or Hugging Face repo id) and inspect it without loading it.
+
+``resolve_model`` returns a local folder: a path as given, or a repo id through ``huggingface_hub``
+(the local cache first, else a download with its progress bar). ``inspect_model`` reads ``config.json``
+and the safetensors headers to decide text vs vision (from the config, never the name), the
+architecture, the quantization and the bytes of the weights.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ...exceptions import ModelLoadError, ModelNotFoundError
+
+__all__ = ["ModelSpec", "resolve_model", "inspect_model", "looks_like_repo_id"]
+
+_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.\-]{0,95}/[\w.\-]{1,96}$")
+_HUB_PATTERNS = ["*.json", "*.safetensors", "*.jinja", "*.model", "*.txt", "*.tiktoken", "*.py"]
+_DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "U32": 4, "I16": 2, "I8": 1,
+                "U8": 1, "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1}
+# Keys whose presence in config.json marks a vision-language model.
+_VISION_KEYS = ("vision_config", "vision_tower_config", "mm_vision_tower", "visual")
+
+
+@dataclass
+class ModelSpec:
+    """What is known about a model folder before loading it."""
+
+    path: Path
+    config: dict[str, Any]
+    kind: str  # "text" | "vision"
+    model_type: str
+    weight_files: list[Path]
+    weight_bytes: int  # bytes of the tensors as stored
+    float_params: int  # number of float parameters (quantizable)
+    float_bytes: int  # bytes of those float parameters as stored
+    largest_tensor_bytes: int
+    quantization: dict[str, Any] | None
+    has_chat_template: bool
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_quantized(self) -> bool:
+        return self.quantization is not None
+
+
+def looks_like_repo_id(model: str) -> bool:
+    return bool(_REPO_ID.match(model)) and not model.startswith((".", "/", "~"))
+
+
+def _hub_cache_dir() -> str:
+    try:
+        from huggingface_hub import constants
+
+        return str(constants.HF_HUB_CACHE)
+    except Exception:
+        return os.path.expanduser("~/.cache/huggingface/hub")
+
+
+def resolve_model(model: str, revision: str | None = None) -> Path:
+    """Return the local folder of ``model`` (a folder path, or a hub repo id: cached or downloaded)."""
+    local = Path(model).expanduser()
+    if local.exists():
+        if not local.is_dir():
+            raise ModelNotFoundError(f"Model path {str(local)!r} is a file; give the model's folder instead.")
+        return local.resolve()
+    if not looks_like_repo_id(model):
+        raise ModelNotFoundError(
+            f"No model folder at {model!r}, and it is not a Hugging Face repo id (like 'org/name')."
+        )
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError as exc:  # pragma: no cover - part of the mlx extra
+        raise ModelNotFoundError(
+            f"{model!r} looks like a Hugging Face repo id but huggingface_hub is not installed: "
+            'pip install "abstractllm[mlx]"'
+        ) from exc
+    try:
+        return Path(snapshot_download(model, revision=revision, allow_patterns=_HUB_PATTERNS, local_files_only=True))
+    except Exception:
+        pass  # not in the cache: download it
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+    if offline:
+        raise ModelNotFoundError(
+            f"Model {model!r} is not in the Hugging Face cache ({_hub_cache_dir()}) and HF_HUB_OFFLINE is set. "
+            "Download it once while online, or pass a local folder."
+        )
+    try:
+        return Path(snapshot_download(model, revision=revision, allow_patterns=_HUB_PATTERNS))
+    except Exception as exc:
+        raise ModelNotFoundError(
+            f"Model {model!r} is not in the Hugging Face cache ({_hub_cache_dir()}) and could not be "
+            f"downloaded: {type(exc).__name__}: {exc}. Check the repo id and your network, or pass a local folder."
+        ) from exc
+
+
+def _package_dir(name: str) -> Path | None:
+    try:
+        spec = importlib.util.find_spec(name)  # finds the package without executing it
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def _text_architectures() -> set[str]:
+    d = _package_dir("mlx_lm")
+    return {p.stem for p in (d / "models").glob("*.py")} if d else set()
+
+
+def _vision_architectures() -> set[str]:
+    d = _package_dir("mlx_vlm")
+    return {p.name for p in (d / "models").iterdir() if p.is_dir() and (p / "__init__.py").exists()} if d else set()
+
+
+def _safetensors_header(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as fh:
+            (n,) = struct.unpack("<Q", fh.read(8))
+            if n <= 0 or n > 100_000_000:
+                raise ValueError("bad header length")
+            return json.loads(fh.read(n))
+    except (OSError, ValueError, struct.error) as exc:
+        raise ModelLoadError(f"Weight file {str(path)!r} is not a valid safetensors file ({exc}).") from exc
+
+
+def inspect_model(path: Path) -> ModelSpec:
+    """Read ``config.json`` and the weight headers of a model folder; raise a typed error if unusable."""
+    cfg_path = path / "config.json"
+    if not cfg_path.is_file():
+        raise ModelLoadError(f"{str(path)!r} has no config.json: it is not a Hugging Face-style model folder.")
+    try:
+        config = json.loads(cfg_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"{str(cfg_path)!r} is not valid JSON: {exc}") from exc
+    if not isinstance(config, dict):
+        raise ModelLoadError(f"{str(cfg_path)!r} must hold a JSON object.")
+    model_type = config.get("model_type")
+    if not isinstance(model_type, str) or not model_type:
+        raise ModelLoadError(f"{str(cfg_path)!r} has no 'model_type': the architecture is unknown.")
+
+    is_vision = any(k in config for k in _VISION_KEYS)
+    if is_vision:
+        known = _vision_architectures()
+        if model_type not in known and model_type.replace("-", "_") not in known:
+            raise ModelLoadError(
+                f"Model type {model_type!r} has a vision config but mlx-vlm does not support it "
+                f"(supported: {', '.join(sorted(known)) or 'mlx-vlm not installed'})."
+            )
+    else:
+        known = _text_architectures()
+        remapped = _TEXT_REMAP.get(model_type, model_type).replace("-", "_")
+        if remapped not in known:
+            raise ModelLoadError(
+                f"Unknown architecture {model_type!r}: mlx-lm has no model of that type. "
+                "Upgrade mlx-lm, or check the model's config.json."
+            )
+
+    weight_files = sorted(path.glob("*.safetensors"))
+    if not weight_files:
+        raise ModelLoadError(f"{str(path)!r} has no *.safetensors weights (MLX models need safetensors).")
+    weight_bytes = float_params = float_bytes = largest = 0
+    for wf in weight_files:
+        for name, info in _safetensors_header(wf).items():
+            if name == "__metadata__":
+                continue
+            count = 1
+            for d in info.get("shape", []):
+                count *= int(d)
+            nbytes = int(info["data_offsets"][1]) - int(info["data_offsets"][0])
+            weight_bytes += nbytes
+            largest = max(largest, nbytes)
+            if info.get("dtype") in ("F32", "F16", "BF16", "F64"):
+                float_params += count
+                float_bytes += nbytes
+    quant = config.get("quantization") or config.get("quantization_config")
+    has_template = (path / "chat_template.jinja").is_file() or (path / "chat_template.json").is_file()
+    tok_cfg = path / "tokenizer_config.json"
+    if not has_template and tok_cfg.is_file():
+        try:
+            has_template = bool(json.loads(tok_cfg.read_text(encoding="utf-8")).get("chat_template"))
+        except (OSError, ValueError):
+            has_template = False
+    return ModelSpec(
+        path=path,
+        config=config,
+        kind="vision" if is_vision else "text",
+        model_type=model_type,
+        weight_files=weight_files,
+        weight_bytes=weight_bytes,
+        float_params=float_params,
+        float_bytes=float_bytes,
+        largest_tensor_bytes=largest,
+        quantization=quant if isinstance(quant, dict) else None,
+        has_chat_template=has_template,
+    )
+
+
+# mlx-lm's own remapping of model types (mlx_lm.utils.MODEL_REMAPPING), read lazily.
+class _Remap(dict):
+    def get(self, key, default=None):  # type: ignore[override]
+        if not self:
+            try:
+                from mlx_lm.utils import MODEL_REMAPPING
+
+                self.update(MODEL_REMAPPING)
+            except Exception:
+                self["__loaded__"] = "1"
+        return super().get(key, default)
+
+
+_TEXT_REMAP = _Remap()

@@ -1,0 +1,196 @@
+"""The text adapter: mlx-lm's ``load``, chat template, sampler, logits processors, prompt cache and
+``stream_generate``, turned into pipeline ``Step``s. Runs on the provider's worker thread only."""
+
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+from ...exceptions import InvalidParameterError, ModelLoadError
+from ...types import GenerationRequest, Message
+from ..worker import CancelToken
+from .pipeline import Step
+from .source import ModelSpec
+
+__all__ = ["TextAdapter", "plain_prompt", "cast_for_device", "float_itemsize_for"]
+
+
+def plain_prompt(messages: list[Message]) -> str:
+    """The documented fallback for base models without a chat template::
+
+        <system text>
+
+        User: <text>
+        Assistant: <text>
+        ...
+        Assistant:
+    """
+    lines = []
+    for m in messages:
+        if m.role == "system":
+            lines.append(m.text + "\n")
+        else:
+            lines.append(f"{'User' if m.role == 'user' else 'Assistant'}: {m.text}")
+    lines.append("Assistant:")
+    return "\n".join(lines)
+
+
+def float_itemsize_for(dtype: str, spec: ModelSpec, on_metal: bool) -> int | None:
+    """Bytes per float weight after load (None: kept as stored). ``auto`` casts half-precision weights
+    to float32 on CPU, where bfloat16/float16 matmuls are several times slower; keeps them on Apple GPUs."""
+    if dtype == "auto":
+        return None if on_metal else 4
+    return {"float32": 4, "float16": 2, "bfloat16": 2}[dtype]
+
+
+def cast_for_device(model: Any, dtype: str, on_metal: bool) -> str | None:
+    """Cast the float weights of ``model`` as ``dtype`` says; return the dtype name applied (or None)."""
+    import mlx.core as mx
+
+    target = None
+    if dtype == "auto":
+        target = None if on_metal else mx.float32
+    else:
+        target = getattr(mx, dtype)
+    if target is None:
+        return None
+    model.set_dtype(target, lambda x: mx.issubdtype(x, mx.floating))
+    return str(target).replace("mlx.core.", "")
+
+
+class TextAdapter:
+    """Loads a text model with mlx-lm and generates from it."""
+
+    kind = "text"
+
+    def __init__(self, spec: ModelSpec, config: dict[str, Any], on_metal: bool) -> None:
+        self.spec = spec
+        self.config = config
+        self.on_metal = on_metal
+        self.model = None
+        self.tokenizer = None
+        self.info: dict[str, Any] = {}
+        self._cache = None  # mlx_lm LRUPromptCache
+        self.cache_hits = 0
+
+    # ------------------------------------------------------------------ load
+    def load(self) -> None:
+        import mlx.core as mx
+        from mlx_lm import load
+        from mlx_lm.models.cache import LRUPromptCache
+        from mlx_lm.utils import quantize_model
+
+        bits = self.config.get("quantize")
+        try:
+            model, tokenizer, config = load(
+                str(self.spec.path), lazy=True, return_config=True,
+                trust_remote_code=bool(self.config.get("trust_remote_code")),
+            )
+        except (ValueError, KeyError, TypeError, OSError, ImportError) as exc:
+            raise ModelLoadError(f"mlx-lm could not load {str(self.spec.path)!r}: {type(exc).__name__}: {exc}") from exc
+        if config.get("quantization") is None:
+            cast_for_device(model, self.config.get("dtype") or "auto", self.on_metal)
+            if bits:
+                model, config = quantize_model(model, config, group_size=64, bits=bits)
+                self.info["quantized_on_load"] = bits
+        mx.eval(model.parameters())
+        self.model, self.tokenizer = model, tokenizer
+        budget = self.config.get("prompt_cache_bytes")
+        self._cache = LRUPromptCache(max_size=32, max_bytes=budget) if budget else None
+        self.info["quantization"] = config.get("quantization")
+
+    def unload(self) -> None:
+        self.model = self.tokenizer = self._cache = None
+
+    def clear_cache(self) -> None:
+        if self._cache is not None:
+            self._cache.trim_to(n_sequences=0)
+
+    @property
+    def cache_stats(self) -> dict[str, int]:
+        if self._cache is None:
+            return {"entries": 0, "bytes": 0, "hits": self.cache_hits}
+        return {"entries": len(self._cache), "bytes": int(self._cache.nbytes), "hits": self.cache_hits}
+
+    # ------------------------------------------------------------------ prompt
+    def encode_messages(self, messages: list[Message]) -> list[int]:
+        """Template the conversation with the model's chat template (ids), or the plain fallback."""
+        tok = self.tokenizer
+        if tok.has_chat_template:
+            chat = [{"role": m.role, "content": m.text} for m in messages]
+            try:
+                ids = tok.apply_chat_template(chat, add_generation_prompt=True)
+            except Exception as exc:
+                raise InvalidParameterError(
+                    f"The model's chat template rejected these messages: {type(exc).__name__}: {exc}",
+                    param="messages",
+                ) from exc
+            if isinstance(ids, dict):  # some tokenizers return a BatchEncoding
+                ids = ids["input_ids"]
+            return list(ids)
+        return list(tok.encode(plain_prompt(messages), add_special_tokens=True))
+
+    # ------------------------------------------------------------------ generate
+    def request_steps(self, request: GenerationRequest, cancel: CancelToken) -> Iterator[Step]:
+        """Template the request's conversation and start generating (templating errors raise here)."""
+        return self.steps(self.encode_messages(request.messages), request.params, cancel)
+
+    def steps(self, prompt_ids: list[int], params: dict[str, Any], cancel: CancelToken) -> Iterator[Step]:
+        import mlx.core as mx
+        from mlx_lm import stream_generate
+        from mlx_lm.models.cache import can_trim_prompt_cache, make_prompt_cache, trim_prompt_cache
+        from mlx_lm.sample_utils import make_logits_processors, make_sampler
+
+        if not prompt_ids:
+            raise InvalidParameterError("The prompt is empty after templating.", param="prompt")
+        model, tok = self.model, self.tokenizer
+        if params.get("seed") is not None:
+            mx.random.seed(params["seed"])
+        sampler = make_sampler(
+            temp=params["temperature"],
+            top_p=params["top_p"] if params["top_p"] < 1.0 else 0.0,
+            min_p=params["min_p"],
+            top_k=params["top_k"],
+        )
+        processors = make_logits_processors(
+            repetition_penalty=params["repetition_penalty"] if params["repetition_penalty"] != 1.0 else None,
+            repetition_context_size=params["repetition_context_size"],
+        )
+        max_kv = params.get("max_kv_size")
+        key = str(self.spec.path)
+        cache, rest = (None, prompt_ids)
+        if self._cache is not None and max_kv is None:
+            cache, rest = self._cache.fetch_nearest_cache(key, prompt_ids)
+            if cache is not None and not rest:  # exact hit: recompute the last token to get its logits
+                if can_trim_prompt_cache(cache):
+                    trim_prompt_cache(cache, 1)
+                    rest = prompt_ids[-1:]
+                else:
+                    cache, rest = None, prompt_ids
+        if cache is None:
+            cache, rest = make_prompt_cache(model, max_kv_size=max_kv), prompt_ids
+        cached = len(prompt_ids) - len(rest)
+        seen = list(prompt_ids)
+        mx.reset_peak_memory()
+        failed = False
+        self.cache_hits += cached > 0
+        try:
+            for r in stream_generate(
+                model, tok, mx.array(rest), max_tokens=params["max_tokens"], sampler=sampler,
+                logits_processors=processors or None, prompt_cache=cache,
+                prefill_step_size=self.config.get("prefill_step_size") or 2048,
+            ):
+                seen.append(r.token)
+                yield Step(
+                    text=r.text, token=int(r.token), finish_reason=r.finish_reason,
+                    prompt_tokens=int(r.prompt_tokens), generation_tokens=int(r.generation_tokens),
+                    prompt_tps=float(r.prompt_tps), generation_tps=float(r.generation_tps),
+                    peak_memory_bytes=int(r.peak_memory * 1e9), cached_tokens=cached,
+                )
+                if cancel.cancelled:
+                    break
+        except Exception:
+            failed = True  # the KV cache may be half-updated: never store it
+            raise
+        finally:
+            if self._cache is not None and max_kv is None and not failed:
+                self._cache.insert_cache(key, seen, cache)

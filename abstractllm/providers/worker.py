@@ -1,0 +1,200 @@
+"""A dedicated worker thread per provider, and the bridge that carries a stream off it.
+
+MLX streams are thread-local (mlx >= 0.31.2): all MLX work of one model must run on the thread that
+loaded it, and that thread must call ``mx.clear_streams()`` before it ends or the process aborts at exit.
+``SerialWorker`` is that thread: jobs run one at a time, in order; ``on_exit`` runs on the thread as it
+stops (at ``close()`` or at interpreter exit). ``ChunkStream`` runs a generator function on the worker
+and hands its items to one consumer, synchronous or asynchronous, with cooperative cancellation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import queue
+import threading
+import weakref
+from concurrent.futures import Future
+from typing import Any, AsyncIterator, Callable, Iterator
+
+__all__ = ["SerialWorker", "ChunkStream", "CancelToken"]
+
+_LIVE_WORKERS: "weakref.WeakSet[SerialWorker]" = weakref.WeakSet()
+_STOP = object()
+
+
+class CancelToken:
+    """Set by the consumer to ask the producer to stop at its next token."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def cancel(self) -> None:
+        self._event.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set()
+
+
+class SerialWorker:
+    """One daemon thread that runs submitted callables one at a time, in order."""
+
+    def __init__(self, name: str, on_exit: Callable[[], None] | None = None) -> None:
+        self._name = name
+        self._on_exit = on_exit
+        self._jobs: "queue.SimpleQueue[Any]" = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._closed = False
+
+    @property
+    def thread(self) -> threading.Thread | None:
+        return self._thread
+
+    def _ensure_started(self) -> None:
+        with self._lock:
+            if self._closed:
+                raise RuntimeError(f"worker {self._name} is closed")
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name=self._name, daemon=True)
+                self._thread.start()
+                _LIVE_WORKERS.add(self)
+
+    def _loop(self) -> None:
+        try:
+            while True:
+                job = self._jobs.get()
+                if job is _STOP:
+                    return
+                future, fn, args, kwargs = job
+                if not future.set_running_or_notify_cancel():
+                    continue
+                try:
+                    future.set_result(fn(*args, **kwargs))
+                except BaseException as exc:  # delivered to the caller
+                    future.set_exception(exc)
+        finally:
+            if self._on_exit is not None:
+                try:
+                    self._on_exit()
+                except Exception:
+                    pass
+
+    def submit(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Future:
+        """Queue ``fn(*args, **kwargs)`` to run on the worker thread; returns its Future."""
+        self._ensure_started()
+        future: Future = Future()
+        self._jobs.put((future, fn, args, kwargs))
+        return future
+
+    def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run ``fn`` on the worker thread and wait for its result (inline if already on it)."""
+        if threading.current_thread() is self._thread:
+            return fn(*args, **kwargs)
+        return self.submit(fn, *args, **kwargs).result()
+
+    def close(self, timeout: float | None = 30.0) -> None:
+        """Finish queued jobs, run ``on_exit`` on the thread, and stop it. Idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            thread = self._thread
+        if thread is not None:
+            self._jobs.put(_STOP)
+            if thread is not threading.current_thread():
+                thread.join(timeout)
+        _LIVE_WORKERS.discard(self)
+
+
+@atexit.register
+def _close_all_workers() -> None:
+    # Daemon threads are still alive when atexit handlers run: stop each so it runs its on_exit
+    # (mx.clear_streams) on its own thread before the interpreter tears down.
+    for worker in list(_LIVE_WORKERS):
+        worker.close(timeout=60.0)
+
+
+_DONE = ("done", None)
+
+
+class ChunkStream:
+    """Runs ``produce(cancel)`` (a generator function) on ``worker``; iterate it sync or async, once.
+
+    Closing the iterator early, breaking out of the loop, or cancelling the awaiting task sets the
+    cancel token; the producer stops at its next item and its ``finally`` blocks run on the worker.
+    """
+
+    def __init__(self, worker: SerialWorker, produce: Callable[[CancelToken], Iterator[Any]]) -> None:
+        self._worker = worker
+        self._produce = produce
+        self.cancel_token = CancelToken()
+        self._started = False
+
+    def _start(self, emit: Callable[[tuple[str, Any]], None]) -> Future:
+        if self._started:
+            raise RuntimeError("a stream can be iterated only once")
+        self._started = True
+        token = self.cancel_token
+
+        def run() -> None:
+            try:
+                gen = self._produce(token)
+                try:
+                    for item in gen:
+                        emit(("item", item))
+                        if token.cancelled:
+                            break
+                finally:
+                    close = getattr(gen, "close", None)
+                    if close is not None:
+                        close()
+                emit(_DONE)
+            except BaseException as exc:
+                emit(("error", exc))
+
+        return self._worker.submit(run)
+
+    def __iter__(self) -> Iterator[Any]:
+        q: "queue.SimpleQueue[tuple[str, Any]]" = queue.SimpleQueue()
+        self._start(q.put)
+        try:
+            while True:
+                kind, value = q.get()
+                if kind == "item":
+                    yield value
+                elif kind == "error":
+                    raise value
+                else:
+                    return
+        finally:
+            self.cancel_token.cancel()
+
+    def cancel(self) -> None:
+        self.cancel_token.cancel()
+
+    async def aiter(self) -> AsyncIterator[Any]:
+        """Iterate from an event loop without ever blocking it."""
+        loop = asyncio.get_running_loop()
+        q: "asyncio.Queue[tuple[str, Any]]" = asyncio.Queue()
+        token = self.cancel_token
+
+        def emit(msg: tuple[str, Any]) -> None:
+            try:
+                loop.call_soon_threadsafe(q.put_nowait, msg)
+            except RuntimeError:  # the loop is closed: nobody is listening any more
+                token.cancel()
+
+        self._start(emit)
+        try:
+            while True:
+                kind, value = await q.get()
+                if kind == "item":
+                    yield value
+                elif kind == "error":
+                    raise value
+                else:
+                    return
+        finally:
+            token.cancel()
