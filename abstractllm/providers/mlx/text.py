@@ -169,6 +169,11 @@ class TextAdapter:
         if cache is None:
             cache, rest = make_prompt_cache(model, max_kv_size=max_kv), prompt_ids
         cached = len(prompt_ids) - len(rest)
+        if processors and cached:
+            # mlx-lm's processors (repetition penalty) see only the tokens passed in; give them the
+            # cached prefix too, so that a cache hit penalizes exactly as a cold call does.
+            prefix = mx.array(prompt_ids[:cached])
+            processors = [_with_prefix(p, prefix) for p in processors]
         seen = list(prompt_ids)
         mx.reset_peak_memory()
         failed = False
@@ -194,3 +199,13 @@ class TextAdapter:
         finally:
             if self._cache is not None and max_kv is None and not failed:
                 self._cache.insert_cache(key, seen, cache)
+
+
+def _with_prefix(processor: Any, prefix: Any) -> Any:
+    """Wrap a logits processor so that the token history it sees starts with ``prefix``."""
+    import mlx.core as mx
+
+    def process(tokens: Any, logits: Any) -> Any:
+        return processor(mx.concatenate([prefix, tokens.astype(prefix.dtype)]), logits)
+
+    return process
