@@ -215,3 +215,18 @@ def test_context_managers():
 
     content, q = asyncio.run(main())
     assert content == "b " and q._closed
+
+
+def test_an_unclosed_provider_is_collected_and_its_thread_stops():
+    import gc
+    import weakref
+
+    p = CountingProvider(model="m")
+    assert p.generate("a b").content == "a b "
+    thread = p.worker.thread
+    ref = weakref.ref(p)
+    del p
+    gc.collect()
+    assert ref() is None
+    thread.join(5)
+    assert not thread.is_alive()

@@ -15,6 +15,7 @@ declared capabilities (images need ``VISION``, videos need ``VIDEO``).
 
 from __future__ import annotations
 
+import weakref
 from abc import ABC, abstractmethod
 from typing import Any, AsyncIterator, Callable, ClassVar, Iterable, Iterator, Sequence
 
@@ -80,7 +81,8 @@ class BaseProvider(ABC):
         """The one primitive: yield ``Response`` chunks; stop early when ``cancel.cancelled``."""
 
     def _worker_on_exit(self) -> Callable[[], None] | None:
-        """A function the worker thread runs as it stops (MLX: ``mx.clear_streams``)."""
+        """A function the worker thread runs as it stops (MLX: ``mx.clear_streams``). It must not hold a
+        reference to the provider, so that an unclosed provider can still be garbage-collected."""
         return None
 
     def get_model_info(self) -> dict[str, Any]:
@@ -97,6 +99,8 @@ class BaseProvider(ABC):
             raise AbstractLLMError(f"This {self.name} provider is closed; create a new one with create_llm().")
         if self._worker is None:
             self._worker = SerialWorker(f"abstractllm-{self.name}", on_exit=self._worker_on_exit())
+            # A provider dropped without close() still stops its thread (and frees its model) when collected.
+            weakref.finalize(self, self._worker.close)
         return self._worker
 
     def _prepare(

@@ -74,6 +74,9 @@ class SerialWorker:
                     future.set_result(fn(*args, **kwargs))
                 except BaseException as exc:  # delivered to the caller
                     future.set_exception(exc)
+                    del exc
+                # drop references to the finished job, so an unused provider can be collected
+                del job, future, fn, args, kwargs
         finally:
             if self._on_exit is not None:
                 try:

@@ -32,6 +32,15 @@ _TEXT_CAPS = frozenset({
 })
 
 
+def _clear_streams() -> None:
+    """Runs on the worker thread as it stops: MLX aborts the process at exit otherwise (mlx >= 0.32)."""
+    import sys
+
+    mx = sys.modules.get("mlx.core")
+    if mx is not None:  # only if this process ever used MLX
+        mx.clear_streams()
+
+
 class MLXProvider(BaseProvider):
     """Runs MLX models locally. ``create_llm("mlx", model="path/or/org/repo", **config)``.
 
@@ -80,15 +89,7 @@ class MLXProvider(BaseProvider):
         return frozenset(caps)
 
     def _worker_on_exit(self) -> Callable[[], None]:
-        def clear_streams() -> None:
-            import sys
-
-            mx = sys.modules.get("mlx.core")
-            if mx is not None:  # only if this process ever used MLX
-                self._adapter = None
-                mx.clear_streams()
-
-        return clear_streams
+        return _clear_streams
 
     def _load_on_worker(self) -> None:
         if self._adapter is not None:
@@ -181,19 +182,16 @@ class MLXProvider(BaseProvider):
     def memory_status(self) -> dict[str, int]:
         """Process and MLX memory numbers (bytes)."""
         import os
+        import sys
 
         import psutil
 
         out = {"process_rss": psutil.Process(os.getpid()).memory_info().rss}
         out["available"], _ = available_bytes(self.config.get("memory_limit"))
-        if self._worker is not None and self._adapter is not None:
-            def _mlx() -> dict[str, int]:
-                import mlx.core as mx
-
-                return {"mlx_active": mx.get_active_memory(), "mlx_peak": mx.get_peak_memory(),
-                        "mlx_cache": mx.get_cache_memory()}
-
-            out.update(self.worker.call(_mlx))
+        mx = sys.modules.get("mlx.core")
+        if mx is not None:  # allocator counters: safe to read from any thread, never wait for a generation
+            out.update(mlx_active=mx.get_active_memory(), mlx_peak=mx.get_peak_memory(),
+                       mlx_cache=mx.get_cache_memory())
         return out
 
     # ------------------------------------------------------------------ the primitive
