@@ -64,6 +64,7 @@ def raw_generate(
     repetition_penalty: float | None = None,
     repetition_context_size: int = 20,
     seed: int | None = None,
+    **stream_kwargs: Any,
 ) -> RawResult:
     """Raw ``mlx_lm.stream_generate`` with mlx-lm's own sampler and logits processors."""
     import mlx.core as mx
@@ -78,7 +79,7 @@ def raw_generate(
                                         repetition_context_size=repetition_context_size)
     segments, tokens, last = [], [], None
     for r in stream_generate(model, tok, mx.array(prompt_ids), max_tokens=max_tokens, sampler=sampler,
-                             logits_processors=processors or None):
+                             logits_processors=processors or None, **stream_kwargs):
         segments.append(r.text)
         tokens.append(int(r.token))
         last = r
