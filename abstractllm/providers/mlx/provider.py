@@ -65,6 +65,7 @@ class MLXProvider(BaseProvider):
             self.config.setdefault(name, defaults([name])[name])
         self._spec: ModelSpec | None = None
         self._adapter: Any = None
+        self._estimate: Any = None
         self.load_time_s: float | None = None
 
     # ------------------------------------------------------------------ model
