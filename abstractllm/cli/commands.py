@@ -1,0 +1,123 @@
+"""``generate``, ``serve`` and ``demo``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from .common import CLIError, llm_config_from, make_llm, model_from, stream_to
+
+__all__ = ["cmd_generate", "cmd_serve", "cmd_demo", "sampling_params"]
+
+
+def sampling_params(args: argparse.Namespace) -> dict[str, Any]:
+    """The generation parameters given on the command line (unset ones keep the provider's defaults)."""
+    out: dict[str, Any] = {}
+    for flag, name in (("max_tokens", "max_tokens"), ("temperature", "temperature"), ("top_p", "top_p"),
+                       ("top_k", "top_k"), ("seed", "seed"), ("stop", "stop")):
+        value = getattr(args, flag, None)
+        if value is not None:
+            out[name] = value
+    return out
+
+
+def _footer(last: Any) -> str:
+    if last is None or last.usage is None:
+        return ""
+    u = last.usage
+    speed = f", {last.tokens_per_second:.1f} tok/s" if last.tokens_per_second else ""
+    return f"[{u.prompt_tokens} prompt + {u.completion_tokens} generated tokens{speed}, finish: {last.finish_reason}]"
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
+    files = list(args.image or []) + ([args.video] if args.video else [])
+    for f in files:
+        if not f.startswith(("http://", "https://", "data:")) and not Path(f).is_file():
+            raise CLIError(f"no such file: {f}")
+    llm = make_llm(model_from(args), **llm_config_from(args))
+    try:
+        kwargs = dict(system_prompt=args.system, files=files or None, **sampling_params(args))
+        if args.json:
+            resp = llm.generate(prompt, **kwargs)
+            print(json.dumps(resp.to_dict(), indent=2, ensure_ascii=False))
+        elif args.output:
+            resp = llm.generate(prompt, **kwargs)
+            try:
+                Path(args.output).write_text(resp.content, encoding="utf-8")
+            except OSError as exc:
+                raise CLIError(f"cannot write {args.output}: {exc.strerror or exc}") from exc
+            print(f"wrote {len(resp.content)} characters to {args.output} {_footer(resp)}", file=sys.stderr)
+        else:
+            last = stream_to(llm.generate(prompt, stream=True, **kwargs))
+            print()
+            if sys.stderr.isatty():
+                print(_footer(last), file=sys.stderr)
+    finally:
+        llm.close()
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from ..testing import demo_model
+
+    print("Building the offline demo model (cached after the first run)...", file=sys.stderr)
+    try:
+        path = demo_model("text", args.preset)
+    except (KeyError, ValueError) as exc:
+        raise CLIError(f"unknown preset {args.preset!r} ({exc})", 2) from exc
+    print(f"Model: {path}", file=sys.stderr)
+    print("Note: this model has RANDOM weights, so the text below is gibberish. It shows the whole pipeline "
+          "(load, chat template, sampling, streaming) running on your machine.", file=sys.stderr)
+    print(f"Prompt: {args.prompt}", file=sys.stderr)
+    llm = make_llm(str(path))
+    try:
+        chunks = llm.generate(args.prompt, stream=True, max_tokens=args.max_tokens,
+                              temperature=args.temperature, seed=args.seed)
+        last = stream_to(chunks)
+        print()
+        print(_footer(last), file=sys.stderr)
+    finally:
+        llm.close()
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        import fastapi  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError as exc:
+        raise CLIError(f'the server needs FastAPI and uvicorn ({exc.name} is missing): '
+                       'pip install "abstractllm[server]"') from exc
+    from ..params import parse_bytes
+    from ..server import ServerConfig, run_server
+
+    allow = None
+    if args.allow_local_files:
+        allow = Path(args.allow_local_files).expanduser()
+        if not allow.is_dir():
+            raise CLIError(f"--allow-local-files: {args.allow_local_files} is not a folder", 2)
+        allow = allow.resolve()
+    if not 0 <= args.port <= 65535:
+        raise CLIError(f"--port must be 0-65535, got {args.port}", 2)
+    llm_config = llm_config_from(args)
+    if args.max_tokens:
+        llm_config["max_tokens"] = args.max_tokens
+    config = ServerConfig(
+        model=model_from(args), llm_config=llm_config, host=args.host, port=args.port,
+        api_key=args.api_key or os.environ.get("ABSTRACTLLM_API_KEY") or None,
+        max_body_bytes=parse_bytes(args.max_body_size, "--max-body-size"), allow_local_files=allow,
+        model_id=args.model_id, log_level=args.log_level,
+    )
+    llm = make_llm(config.model, **llm_config)  # a bad model fails now, before the port opens
+    print(f"Serving {config.resolved_model_id()} on http://{config.host}:{config.port}/v1 "
+          f"(loading the model in the background; GET /health says when it is ready)", file=sys.stderr)
+    try:
+        run_server(config, llm)
+    finally:
+        llm.close()
+    return 0

@@ -1,0 +1,123 @@
+"""The argument parser. Each sub-command's function is imported only when that command runs."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+from typing import Callable
+
+__all__ = ["build_parser"]
+
+_EPILOG = """examples:
+  abstractllm demo
+  abstractllm generate "Write a haiku" --model mlx-community/Qwen3-0.6B-4bit -m 64
+  abstractllm chat --model ./my-model
+  abstractllm serve --model ./my-model --port 8000
+  abstractllm models ~/models
+The model defaults to $ABSTRACTLLM_MODEL."""
+
+
+def _lazy(target: str) -> Callable[[argparse.Namespace], int]:
+    module, _, name = target.partition(":")
+
+    def run(args: argparse.Namespace) -> int:
+        return getattr(importlib.import_module(module, __package__), name)(args)
+
+    return run
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _add_model(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", "-M", help="model folder or Hugging Face repo id (default: $ABSTRACTLLM_MODEL)")
+
+
+def _add_load(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--quantize", choices=("4", "8"), help="quantize a float model to 4 or 8 bits on load")
+    p.add_argument("--full-precision", action="store_true", help="load the weights as float32")
+
+
+def _add_sampling(p: argparse.ArgumentParser, max_tokens: int | None = None) -> None:
+    p.add_argument("--max-tokens", "-m", type=_positive_int, default=max_tokens,
+                   help="most tokens to generate" + (f" (default {max_tokens})" if max_tokens else ""))
+    p.add_argument("--temperature", "-t", type=float, help="sampling temperature (0: greedy)")
+    p.add_argument("--top-p", type=float, help="nucleus sampling mass")
+    p.add_argument("--top-k", type=int, help="keep the k most likely tokens")
+    p.add_argument("--seed", type=int, help="random seed")
+    p.add_argument("--stop", action="append", metavar="S", help="stop string (repeatable)")
+    p.add_argument("--system", "-s", help="system prompt")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``abstractllm`` parser with its sub-commands."""
+    from .. import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="abstractllm", description="Run local MLX language and vision models from the terminal or over HTTP.",
+        epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"abstractllm {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("generate", help="generate a reply to one prompt (streamed)",
+                       description="Generate a reply to PROMPT ('-' reads it from stdin) and stream it.")
+    p.add_argument("prompt", metavar="PROMPT")
+    _add_model(p)
+    p.add_argument("--image", "-i", action="append", metavar="PATH", help="an image file or URL (repeatable)")
+    p.add_argument("--video", metavar="PATH", help="a video file")
+    _add_sampling(p)
+    _add_load(p)
+    p.add_argument("--output", "-o", metavar="FILE", help="write the reply to FILE instead of the terminal")
+    p.add_argument("--json", action="store_true", help="print the whole Response as JSON")
+    p.set_defaults(func=_lazy(".commands:cmd_generate"))
+
+    p = sub.add_parser("chat", help="interactive chat with history (/image PATH, /reset, /exit)",
+                       description="Chat with a model. Commands: /image PATH attaches an image to your next "
+                       "message, /reset forgets the conversation, /help, /exit (or Ctrl-D).")
+    _add_model(p)
+    _add_sampling(p, max_tokens=512)
+    _add_load(p)
+    p.set_defaults(func=_lazy(".chat:cmd_chat"))
+
+    p = sub.add_parser("serve", help="serve an OpenAI-compatible HTTP API",
+                       description="Serve MODEL over an OpenAI-compatible API (needs the 'server' extra).")
+    _add_model(p)
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--api-key", help="require 'Authorization: Bearer KEY' (default: $ABSTRACTLLM_API_KEY)")
+    p.add_argument("--max-body-size", default="32MiB", help="largest request body, e.g. 32MiB (default)")
+    p.add_argument("--allow-local-files", metavar="DIR",
+                   help="allow image/video paths in requests, only inside DIR (default: refuse local paths)")
+    p.add_argument("--max-tokens", "-m", type=_positive_int, help="default max tokens per request")
+    p.add_argument("--model-id", help="the model id /v1/models reports")
+    p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    _add_load(p)
+    p.set_defaults(func=_lazy(".commands:cmd_serve"))
+
+    p = sub.add_parser("models", help="list MLX models in the Hugging Face cache and in folders",
+                       description="List loadable models (text or vision, size, quantization) found in the "
+                       "Hugging Face cache and in the given folders (each folder, and its sub-folders).")
+    p.add_argument("folders", nargs="*", metavar="FOLDER")
+    p.add_argument("--no-cache", action="store_true", help="skip the Hugging Face cache")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=_lazy(".models:cmd_models"))
+
+    p = sub.add_parser("demo", help="build a tiny offline model and stream a generation from it",
+                       description="Build (once, cached) a tiny model with random weights and stream a "
+                       "generation through create_llm('mlx'): the text is gibberish, but every step runs.")
+    p.add_argument("--prompt", "-p", default="Tell me about the ocean.", help="the prompt")
+    p.add_argument("--max-tokens", "-m", type=_positive_int, default=48, help="tokens to generate (default 48)")
+    p.add_argument("--preset", default="tiny", help="model preset: tiny, small, llama-tiny, ... (default tiny)")
+    p.add_argument("--temperature", "-t", type=float, default=0.8, help="sampling temperature (default 0.8)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.set_defaults(func=_lazy(".commands:cmd_demo"))
+    return parser
+
+

@@ -1,0 +1,32 @@
+"""The OpenAI-compatible HTTP server (``abstractllm serve``), in the ``server`` extra.
+
+    from abstractllm.server import ServerConfig, create_app, run_server
+    run_server(ServerConfig(model="mlx-community/Qwen3-0.6B-4bit", port=8000))
+
+Modules: ``config`` (``ServerConfig``), ``app`` (``create_app``: FastAPI app, auth, lifespan),
+``routes`` (the endpoints), ``schemas`` (request checks, response shapes), ``media_policy`` (local file
+rules), ``stats`` (counters, admission gate), ``errors`` (OpenAI error shape, status mapping), ``run``
+(uvicorn). Importing this package does not import FastAPI; ``create_app`` and ``run_server`` do.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .config import DEFAULT_MAX_BODY_BYTES, ServerConfig
+
+__all__ = ["ServerConfig", "DEFAULT_MAX_BODY_BYTES", "create_app", "run_server"]
+
+
+def create_app(config: ServerConfig, llm: Any = None) -> Any:
+    """Build the FastAPI app (see ``abstractllm.server.app.create_app``)."""
+    from .app import create_app as _create
+
+    return _create(config, llm)
+
+
+def run_server(config: ServerConfig, llm: Any = None) -> None:
+    """Serve until interrupted (see ``abstractllm.server.run.run_server``)."""
+    from .run import run_server as _run
+
+    _run(config, llm)

@@ -1,0 +1,172 @@
+"""``create_app``: the FastAPI application, its state, API-key check, error handlers and lifespan.
+
+The model is loaded in the background as the server starts, so the port answers at once: ``/health``
+says ``loading`` (503) until the weights are in memory, then ``ok``; generation endpoints answer 503
+(``model_not_loaded``) until then, or for good if the load failed (``/health`` gives the reason).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import time
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from .config import ServerConfig
+from .errors import APIError, api_error_from, error_body
+from .stats import Gate, Stats
+
+__all__ = ["create_app", "ServerState"]
+
+log = logging.getLogger("abstractllm.server")
+_OPEN_PATHS = ("/health",)
+
+
+@dataclass
+class ServerState:
+    """What the routes share: the provider, its load status, counters and the admission gate."""
+
+    config: ServerConfig
+    llm: Any
+    owns_llm: bool
+    model_id: str
+    stats: Stats = field(default_factory=Stats)
+    gate: Gate = field(default_factory=Gate)
+    status: str = "loading"  # loading | ok | error
+    load_error: str | None = None
+    device: str | None = None
+    load_task: Any = None
+
+    def require_loaded(self) -> None:
+        """Raise 503 unless the model is loaded."""
+        if self.status == "ok":
+            return
+        if self.status == "loading":
+            raise APIError(503, f"Model {self.model_id!r} is still loading; retry shortly.",
+                           code="model_not_loaded", headers={"Retry-After": "2"})
+        raise APIError(503, f"Model {self.model_id!r} is not loaded: {self.load_error}", code="model_not_loaded")
+
+
+def _load_sync(state: ServerState) -> None:
+    llm = state.llm
+    llm.load()
+
+    def _device() -> str:
+        import mlx.core as mx
+
+        return str(mx.default_device().type).replace("DeviceType.", "")
+
+    try:
+        state.device = llm.worker.call(_device)
+    except Exception:
+        state.device = None
+
+
+async def _load(state: ServerState) -> None:
+    try:
+        await asyncio.to_thread(_load_sync, state)
+        state.status = "ok"
+        log.info("model %s loaded", state.model_id)
+    except Exception as exc:  # reported by /health and as 503s
+        state.status = "error"
+        state.load_error = f"{type(exc).__name__}: {exc}"
+        log.error("model %s failed to load: %s", state.model_id, state.load_error)
+
+
+class _AuthMiddleware:
+    """Pure ASGI: ``Authorization: Bearer <key>`` on every path but ``/health`` (streams untouched)."""
+
+    def __init__(self, app: Any, api_key: str) -> None:
+        self.app = app
+        self.expected = f"Bearer {api_key}".encode()
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope.get("path") not in _OPEN_PATHS:
+            given = dict(scope.get("headers") or []).get(b"authorization", b"")
+            if not hmac.compare_digest(given, self.expected):
+                body = json.dumps(error_body("Invalid or missing API key: send 'Authorization: Bearer <key>'.",
+                                             "authentication_error", None, "invalid_api_key")).encode()
+                await send({"type": "http.response.start", "status": 401, "headers": [
+                    (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                    (b"www-authenticate", b"Bearer")]})
+                await send({"type": "http.response.body", "body": body})
+                return
+        await self.app(scope, receive, send)
+
+
+def _json_error(err: APIError) -> JSONResponse:
+    return JSONResponse(err.body(), status_code=err.status, headers=err.headers)
+
+
+def create_app(config: ServerConfig, llm: Any = None) -> FastAPI:
+    """Build the app for ``config``. Without ``llm``, the provider is created from ``config`` (and
+    closed at shutdown); a given ``llm`` is used as is and left open."""
+    owns = llm is None
+    if llm is None:
+        from ..registry import create_llm
+
+        llm = create_llm(config.provider, model=config.model, **config.llm_config)
+    state = ServerState(config=config, llm=llm, owns_llm=owns, model_id=config.resolved_model_id())
+    if getattr(llm, "is_loaded", False):
+        state.status = "ok"
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if state.status != "ok":
+            state.load_task = asyncio.create_task(_load(state))
+        try:
+            yield
+        finally:
+            if state.load_task is not None and not state.load_task.done():
+                await asyncio.wait({state.load_task}, timeout=60)
+            if state.owns_llm:
+                await asyncio.to_thread(state.llm.close)
+
+    app = FastAPI(title="abstractllm", version=_version(), lifespan=lifespan, docs_url=None, redoc_url=None,
+                  openapi_url=None)
+    app.state.server = state
+
+    @app.exception_handler(APIError)
+    async def _api_error(request: Request, exc: APIError) -> JSONResponse:
+        state.stats.errors += 1
+        return _json_error(exc)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        state.stats.errors += 1
+        message = {404: f"Unknown path {request.url.path!r}.", 405: f"Method {request.method} is not allowed on "
+                   f"{request.url.path!r}."}.get(exc.status_code, str(exc.detail))
+        return _json_error(APIError(exc.status_code, message, headers=dict(exc.headers or {})))
+
+    @app.exception_handler(Exception)
+    async def _any_error(request: Request, exc: Exception) -> JSONResponse:
+        err = api_error_from(exc)
+        if err.status >= 500:
+            log.exception("error serving %s", request.url.path, exc_info=exc)
+        state.stats.errors += 1
+        return _json_error(err)
+
+    from .routes import router
+
+    app.include_router(router)
+    if config.api_key:
+        app.add_middleware(_AuthMiddleware, api_key=config.api_key)
+    return app
+
+
+def _version() -> str:
+    from .. import __version__
+
+    return __version__
+
+
+def uptime(state: ServerState) -> float:
+    return round(time.time() - state.stats.started, 3)

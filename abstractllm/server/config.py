@@ -1,0 +1,46 @@
+"""``ServerConfig``: everything ``abstractllm serve`` is started with."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["ServerConfig", "DEFAULT_MAX_BODY_BYTES"]
+
+#: default request body limit: room for a few images as data URIs
+DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024
+
+
+@dataclass
+class ServerConfig:
+    """How the server runs.
+
+    Attributes:
+        model: the model folder or Hugging Face repo id to serve.
+        provider: the provider name for ``create_llm`` (``"mlx"``).
+        llm_config: extra ``create_llm`` configuration (``quantize``, ``dtype``, ``max_tokens``...).
+        host, port: where to listen (loopback by default).
+        api_key: when set, every endpoint but ``/health`` needs ``Authorization: Bearer <api_key>``.
+        max_body_bytes: larger request bodies are answered 413.
+        allow_local_files: a folder; image/video paths in requests must resolve inside it. ``None``
+            (the default) refuses every local path.
+        model_id: the id ``/v1/models`` reports (default: the repo id, or the folder's name).
+    """
+
+    model: str
+    provider: str = "mlx"
+    llm_config: dict[str, Any] = field(default_factory=dict)
+    host: str = "127.0.0.1"
+    port: int = 8000
+    api_key: str | None = None
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    allow_local_files: Path | None = None
+    model_id: str | None = None
+    log_level: str = "info"
+
+    def resolved_model_id(self) -> str:
+        if self.model_id:
+            return self.model_id
+        path = Path(self.model).expanduser()
+        return path.name if path.exists() else self.model

@@ -1,0 +1,103 @@
+"""Errors in the OpenAI shape, and the one mapping from abstractllm's exceptions to HTTP statuses.
+
+Every error body is ``{"error": {"message", "type", "param", "code"}}``. Statuses:
+
+==========================================================  ======  =============================
+cause                                                       status  ``type``
+==========================================================  ======  =============================
+malformed JSON, wrong types, bad values, bad image,          400     ``invalid_request_error``
+unsupported feature (``InvalidParameterError``,
+``ImageProcessingError``, ``UnsupportedFeatureError``)
+missing or wrong API key                                    401     ``authentication_error``
+unknown path                                                404     ``not_found_error``
+wrong HTTP method                                           405     ``invalid_request_error``
+body larger than the limit                                  413     ``invalid_request_error``
+model not loaded (still loading, or its load failed)        503     ``server_error``
+the request would exceed the memory budget                  507     ``insufficient_memory``
+(``MemoryLimitError``: the server is short of memory,
+not the request malformed; retry smaller or later)
+anything else (a bug, ``GenerationError``)                  500     ``server_error``
+==========================================================  ======  =============================
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..exceptions import (
+    AbstractLLMError,
+    ImageProcessingError,
+    InvalidParameterError,
+    MemoryLimitError,
+    ModelLoadError,
+    UnsupportedFeatureError,
+)
+
+__all__ = ["APIError", "error_body", "status_for", "api_error_from"]
+
+
+class APIError(Exception):
+    """An error answered to the client with ``status`` and an OpenAI error body."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type: str | None = None,
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.type = type or _default_type(status)
+        self.param = param
+        self.code = code
+        self.headers = headers or {}
+
+    def body(self) -> dict[str, Any]:
+        return error_body(self.message, self.type, self.param, self.code)
+
+
+def _default_type(status: int) -> str:
+    return {401: "authentication_error", 404: "not_found_error", 507: "insufficient_memory"}.get(
+        status, "invalid_request_error" if status < 500 else "server_error"
+    )
+
+
+def error_body(message: str, type: str, param: str | None = None, code: str | None = None) -> dict[str, Any]:
+    """The OpenAI error object."""
+    return {"error": {"message": message, "type": type, "param": param, "code": code}}
+
+
+def status_for(exc: BaseException) -> int:
+    """The HTTP status of an exception raised while serving a request."""
+    if isinstance(exc, APIError):
+        return exc.status
+    if isinstance(exc, (InvalidParameterError, ImageProcessingError, UnsupportedFeatureError)):
+        return 400
+    if isinstance(exc, MemoryLimitError):
+        return 507
+    if isinstance(exc, ModelLoadError):
+        return 503
+    return 500
+
+
+def api_error_from(exc: BaseException) -> APIError:
+    """Wrap any exception as an ``APIError`` (500s hide nothing but the traceback)."""
+    if isinstance(exc, APIError):
+        return exc
+    status = status_for(exc)
+    param = getattr(exc, "param", None)
+    code = {400: "invalid_value", 503: "model_not_loaded", 507: "insufficient_memory"}.get(status)
+    if isinstance(exc, UnsupportedFeatureError):
+        code = "unsupported_feature"
+    elif isinstance(exc, ImageProcessingError):
+        code = "invalid_image"
+    if isinstance(exc, AbstractLLMError):
+        message = str(exc)
+    else:
+        message = f"Internal server error: {type(exc).__name__}: {exc}"
+    return APIError(status, message, param=param, code=code)

@@ -1,0 +1,294 @@
+"""The endpoints: OpenAI chat/completions (plain and server-sent events), models, health, stats,
+cache clearing, and the seed project's ``POST /api/v1/generate``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any, AsyncIterator, Callable
+
+import anyio
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from ..exceptions import AbstractLLMError
+from ..providers.base import aggregate_chunks
+from ..types import Response
+from .app import ServerState, uptime
+from .errors import APIError, api_error_from
+from .media_policy import apply_media_policy
+from .schemas import (
+    ParsedRequest, chat_chunk, chat_response, completion_chunk, completion_response, new_id, parse_chat,
+    parse_completion, parse_json, parse_vlm_generate, usage_dict,
+)
+from .stats import memory_snapshot
+
+__all__ = ["router", "read_body"]
+
+router = APIRouter()
+_DRAIN_LIMIT = 64 * 1024 * 1024  # bytes of an oversize body read (and dropped) so the client sees the 413
+
+
+def _state(request: Request) -> ServerState:
+    return request.app.state.server
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """Read the body, or answer 413 when it is larger than ``limit`` (declared or actual size)."""
+    too_large = APIError(413, f"The request body is larger than this server's limit of {limit} bytes.",
+                         code="request_too_large")
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            declared_n = int(declared)
+        except ValueError:
+            raise APIError(400, "Invalid Content-Length header.") from None
+        if declared_n > limit:
+            await _drain(request, declared_n)
+            raise too_large
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            await _drain(request, size)
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _drain(request: Request, seen: int) -> None:
+    if seen > _DRAIN_LIMIT:
+        return
+    try:
+        async for chunk in request.stream():
+            seen += len(chunk)
+            if seen > _DRAIN_LIMIT:
+                return
+    except Exception:
+        return
+
+
+async def _json(request: Request) -> dict[str, Any]:
+    return parse_json(await read_body(request, _state(request).config.max_body_bytes))
+
+
+class _Run:
+    """One admitted generation: the provider stream, its gate slot, its stats."""
+
+    def __init__(self, state: ServerState, agen: Any) -> None:
+        self.state, self.agen, self.t0 = state, agen, time.perf_counter()
+        self._done = False
+
+    async def first(self) -> Response:
+        try:
+            return await self.agen.__anext__()
+        except StopAsyncIteration:
+            return Response(content="", finish_reason="stop")
+
+    def finish(self, resp: Response | None, outcome: str) -> None:
+        """Account for the request (``outcome``: ok, error, cancelled) and release the gate once the
+        provider's worker is idle again. Only the first call counts."""
+        if self._done:
+            return
+        self._done = True
+        st = self.state
+        if outcome == "ok":
+            st.stats.record(resp, time.perf_counter() - self.t0)
+        elif outcome == "cancelled":
+            st.stats.cancelled += 1
+        agen = self.agen
+
+        async def barrier() -> None:
+            try:
+                await agen.aclose()  # sets the cancel token if the stream is still open
+            except Exception:
+                pass
+            await asyncio.wrap_future(st.llm.worker.submit(lambda: None))
+
+        st.gate.release_after(barrier)
+
+
+async def _start(state: ServerState, req: ParsedRequest) -> _Run:
+    """Check the request, wait for our turn, and start generating (errors before the first chunk raise)."""
+    state.require_loaded()
+    messages = apply_media_policy(req.messages, state.config.allow_local_files)
+    try:
+        agen = await state.llm.generate_async(messages=messages, stream=True, **req.params)
+    except AbstractLLMError as exc:
+        raise api_error_from(exc) from exc
+    await state.gate.acquire()
+    return _Run(state, agen)
+
+
+async def _complete(state: ServerState, req: ParsedRequest) -> Response:
+    run = await _start(state, req)
+    chunks: list[Response] = []
+    try:
+        chunks.append(await run.first())
+        async for chunk in run.agen:
+            chunks.append(chunk)
+    except BaseException as exc:
+        run.finish(None, "error" if isinstance(exc, Exception) else "cancelled")
+        if isinstance(exc, AbstractLLMError):
+            raise api_error_from(exc) from exc
+        raise
+    resp = aggregate_chunks(chunks)
+    run.finish(resp, "ok")
+    return resp
+
+
+class _SSE(StreamingResponse):
+    """Server-sent events that always settle their run, even if the client left before the first byte."""
+
+    def __init__(self, content: AsyncIterator[str], run: _Run) -> None:
+        super().__init__(content, media_type="text/event-stream",
+                         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        self._run = run
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._run.finish(None, "cancelled")  # no-op when the stream completed or failed
+
+
+def _event(obj: Any) -> str:
+    return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n"
+
+
+async def _stream(state: ServerState, req: ParsedRequest,
+                  make_chunk: Callable[..., dict[str, Any]], role_delta: bool) -> StreamingResponse:
+    run = await _start(state, req)
+    try:
+        first = await run.first()
+    except BaseException as exc:
+        run.finish(None, "error" if isinstance(exc, Exception) else "cancelled")
+        if isinstance(exc, AbstractLLMError):
+            raise api_error_from(exc) from exc
+        raise
+    rid, created, model = new_id("chatcmpl" if role_delta else "cmpl"), int(time.time()), state.model_id
+
+    def piece(text: str | None, finish: str | None = None, usage: dict | None = None) -> str:
+        if role_delta:
+            delta = None if text is None else ({} if finish else {"content": text})
+            return _event(make_chunk(rid, model, created, delta, finish, usage))
+        return _event(make_chunk(rid, model, created, text, finish, usage))
+
+    async def events() -> AsyncIterator[str]:
+        chunks = [first]
+        try:
+            if role_delta:
+                yield _event(make_chunk(rid, model, created, {"role": "assistant", "content": ""}))
+            chunk: Response | None = first
+            while chunk is not None:
+                if chunk.content:
+                    yield piece(chunk.content)
+                try:
+                    chunk = await run.agen.__anext__()
+                    chunks.append(chunk)
+                except StopAsyncIteration:
+                    chunk = None
+            resp = aggregate_chunks(chunks)
+            yield piece("", resp.finish_reason or "stop")
+            if req.include_usage:
+                yield piece(None, usage=usage_dict(resp))
+            yield "data: [DONE]\n\n"
+            run.finish(resp, "ok")
+        except Exception as exc:  # after the 200 went out: report in-band, the OpenAI way
+            err = api_error_from(exc)
+            state.stats.errors += 1
+            run.finish(None, "error")
+            yield _event(err.body())
+            yield "data: [DONE]\n\n"
+        finally:
+            with anyio.CancelScope(shield=True):
+                await run.agen.aclose()
+
+    return _SSE(events(), run)
+
+
+# ---------------------------------------------------------------------------------------------- routes
+@router.post("/v1/chat/completions")
+async def chat_completions(request: Request) -> Any:
+    state = _state(request)
+    req = parse_chat(await _json(request))
+    if req.stream:
+        return await _stream(state, req, chat_chunk, role_delta=True)
+    resp = await _complete(state, req)
+    return JSONResponse(chat_response(new_id("chatcmpl"), state.model_id, resp))
+
+
+@router.post("/v1/completions")
+async def completions(request: Request) -> Any:
+    state = _state(request)
+    req = parse_completion(await _json(request))
+    if req.stream:
+        return await _stream(state, req, completion_chunk, role_delta=False)
+    resp = await _complete(state, req)
+    return JSONResponse(completion_response(new_id("cmpl"), state.model_id, resp))
+
+
+@router.post("/api/v1/generate")
+async def vlm_generate(request: Request) -> Any:
+    """The VLM-server form: ``{messages, max_new_tokens, temperature, top_p}`` ->
+    ``{response, usage: {input_tokens, output_tokens, total_tokens}, processing_time}``."""
+    state = _state(request)
+    req = parse_vlm_generate(await _json(request))
+    t0 = time.perf_counter()
+    resp = await _complete(state, req)
+    u = resp.usage
+    return JSONResponse({
+        "response": resp.content,
+        "usage": {"input_tokens": u.prompt_tokens if u else 0, "output_tokens": u.completion_tokens if u else 0,
+                  "total_tokens": u.total_tokens if u else 0},
+        "processing_time": round(time.perf_counter() - t0, 4),
+    })
+
+
+@router.get("/v1/models")
+async def models(request: Request) -> Any:
+    state = _state(request)
+    return {"object": "list", "data": [{"id": state.model_id, "object": "model",
+                                        "created": int(state.stats.started), "owned_by": "abstractllm"}]}
+
+
+@router.get("/health")
+async def health(request: Request) -> Any:
+    state = _state(request)
+    body = {"status": state.status, "model": state.model_id, "model_loaded": state.status == "ok",
+            "device": state.device, "uptime_s": uptime(state)}
+    if state.load_error:
+        body["error"] = state.load_error
+    return JSONResponse(body, status_code=200 if state.status == "ok" else 503)
+
+
+def _prompt_cache(state: ServerState) -> dict[str, Any] | None:
+    if state.status != "ok":
+        return None
+    try:
+        return state.llm.get_model_info().get("prompt_cache")
+    except Exception:
+        return None
+
+
+@router.get("/stats")
+async def stats(request: Request) -> Any:
+    state = _state(request)
+    body = state.stats.as_dict()
+    body.update({"model": state.model_id, "status": state.status, "active_requests": state.gate.active,
+                 "queued_requests": state.gate.queued, "prompt_cache": _prompt_cache(state),
+                 "memory": memory_snapshot()})
+    return body
+
+
+@router.post("/v1/cache/clear")
+async def clear_cache(request: Request) -> Any:
+    state = _state(request)
+    state.require_loaded()
+    await state.gate.acquire()
+    try:
+        await asyncio.to_thread(state.llm.clear_cache)
+    finally:
+        state.gate.release()
+    return {"cleared": True, "prompt_cache": _prompt_cache(state), "memory": memory_snapshot()}
