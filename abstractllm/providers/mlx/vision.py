@@ -1,0 +1,371 @@
+"""The vision adapter: mlx-vlm's ``load``, chat templating with the images in place, its processor and
+``stream_generate``, turned into pipeline ``Step``s. Runs on the provider's worker thread only.
+
+``request_steps`` does all the checking before it returns the generator: media read and planned from
+their headers, the memory check, one bounded decode per image / sampled video, templating and the
+model's processor. So a bad input raises a typed error before any token is generated.
+
+Prompt cache: one ``mlx_vlm`` ``PromptCacheState`` per *media content* (a hash of the decoded pixels),
+so a follow-up question about the same images reuses the cached prefix, while a different image of the
+same size (same token ids!) never meets the old image's state.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+from ...enums import ModelCapability
+from ...exceptions import (
+    ImageProcessingError,
+    InvalidParameterError,
+    ModelLoadError,
+    UnsupportedFeatureError,
+)
+from ...types import GenerationRequest
+from ..worker import CancelToken
+from .pipeline import Step
+from .source import ModelSpec
+
+__all__ = ["vision_capabilities", "VisionAdapter", "PreparedVisionRequest"]
+
+#: config.json keys that declare a video placeholder token: the family takes video input in mlx-vlm.
+_VIDEO_KEYS = ("video_token_id", "video_token_index", "video_token")
+_MAX_CACHE_ENTRIES = 8
+
+
+def vision_capabilities(spec: ModelSpec) -> set[ModelCapability]:
+    """VISION always; MULTI_IMAGE unless mlx-vlm lists the family as single-image; VIDEO when the
+    config declares a video token (the mlx-vlm processors of those families take frames)."""
+    caps = {ModelCapability.VISION}
+    single: set[str] = set()
+    try:
+        from mlx_vlm.prompt_utils import SINGLE_IMAGE_ONLY_MODELS
+
+        single = set(SINGLE_IMAGE_ONLY_MODELS)
+    except Exception:
+        pass
+    if spec.model_type not in single:
+        caps.add(ModelCapability.MULTI_IMAGE)
+    text_cfg = spec.config.get("text_config") if isinstance(spec.config.get("text_config"), dict) else {}
+    if any(k in spec.config or k in text_cfg for k in _VIDEO_KEYS):
+        caps.add(ModelCapability.VIDEO)
+    return caps
+
+
+@dataclass
+class PreparedVisionRequest:
+    """Everything ``stream_generate`` needs, computed before generation starts."""
+
+    prompt: str
+    input_ids: Any
+    pixel_values: Any
+    mask: Any
+    extra: dict[str, Any]
+    media_key: str
+    n_images: int = 0
+    n_frames: int = 0
+    memory: Any = None
+    images: list[Any] = field(default_factory=list)
+
+
+def _cache_nbytes(cache: Any) -> int:
+    total = 0
+    for c in cache or []:
+        try:
+            total += int(c.nbytes)
+        except Exception:
+            pass
+    return total
+
+
+class VisionAdapter:
+    """Loads a vision-language model with mlx-vlm and generates from text, images and video."""
+
+    kind = "vision"
+
+    def __init__(self, spec: ModelSpec, config: dict[str, Any], on_metal: bool) -> None:
+        self.spec = spec
+        self.config = config
+        self.on_metal = on_metal
+        self.model = None
+        self.processor = None
+        self.info: dict[str, Any] = {}
+        self.caps = vision_capabilities(spec)
+        self._states: OrderedDict[str, Any] = OrderedDict()  # media key -> mlx_vlm PromptCacheState
+        self.cache_hits = 0
+
+    # ------------------------------------------------------------------ load
+    def load(self) -> None:
+        import mlx.core as mx
+        from mlx_vlm import load
+
+        from .text import cast_for_device
+
+        try:
+            model, processor = load(str(self.spec.path), lazy=True,
+                                    trust_remote_code=bool(self.config.get("trust_remote_code")))
+        except (ValueError, KeyError, TypeError, OSError, ImportError, AttributeError) as exc:
+            raise ModelLoadError(f"mlx-vlm could not load {str(self.spec.path)!r}: {type(exc).__name__}: {exc}") from exc
+        if self.spec.quantization is None:
+            self.info["dtype"] = cast_for_device(model, self.config.get("dtype") or "auto", self.on_metal)
+        if self.config.get("quantize"):
+            self.info["quantize_on_load"] = "not applied to vision models (use a pre-quantized mlx-community model)"
+        mx.eval(model.parameters())
+        self.model, self.processor = model, processor
+        self.info["processor"] = type(processor).__name__
+
+    def unload(self) -> None:
+        self.model = self.processor = None
+        self._states.clear()
+
+    def clear_cache(self) -> None:
+        self._states.clear()
+
+    @property
+    def cache_stats(self) -> dict[str, int]:
+        return {"entries": len(self._states),
+                "bytes": sum(_cache_nbytes(s.cache) for s in self._states.values()),
+                "hits": self.cache_hits}
+
+    # ------------------------------------------------------------------ media
+    def _processor_max_pixels(self, video: bool = False) -> int | None:
+        proc = getattr(self.processor, "video_processor" if video else "image_processor", None)
+        value = getattr(proc, "max_pixels", None)
+        return int(value) if isinstance(value, (int, float)) and value > 0 else None
+
+    def _vision_bytes(self, width: int, height: int, frames: int = 1) -> int:
+        """Model-specific bytes of one image's (or video's) vision work: processor tensors, vision tower
+        activations and attention, and the vision tokens in the KV cache."""
+        vc = self.spec.config.get("vision_config") or {}
+        tc = self.spec.config.get("text_config") or self.spec.config
+        patch = int(vc.get("patch_size") or 14)
+        merge = int(vc.get("spatial_merge_size") or 2)
+        temporal = int(vc.get("temporal_patch_size") or 1)
+        tokens = 0
+        try:
+            from mlx_vlm.utils import estimate_num_image_tokens
+
+            tokens = estimate_num_image_tokens(self.processor, height, width)
+        except Exception:
+            tokens = max(1, (width * height) // (patch * merge) ** 2)
+        tokens *= max(1, -(-frames // max(temporal, 1)))
+        patches = tokens * merge * merge
+        embed = int(vc.get("embed_dim") or vc.get("hidden_size") or 1024)
+        heads = int(vc.get("num_heads") or vc.get("num_attention_heads") or 16)
+        layers = int(tc.get("num_hidden_layers") or 24)
+        kv_heads = int(tc.get("num_key_value_heads") or tc.get("num_attention_heads") or 8)
+        head_dim = int(tc.get("head_dim") or (int(tc.get("hidden_size") or 1024) // int(tc.get("num_attention_heads") or 8)))
+        pixel_tensor = patches * 3 * max(temporal, 1) * patch * patch * 4
+        tower = patches * embed * 4 * 8 + heads * patches * patches * 4
+        kv = tokens * layers * 2 * kv_heads * head_dim * 4
+        return pixel_tensor + tower + kv
+
+    def _load_media(self, request: GenerationRequest) -> tuple[list[Any], list[Any], Any, list[int], list[int]]:
+        """Read, check (sizes, memory) and decode every image and video of the conversation, in order."""
+        import mlx.core as mx
+
+        from ...media.images import decode_image, plan_image
+        from ...media.memory import check_memory_requirements
+        from ...media.sources import read_source
+        from ...media.video import decode_video, plan_video
+
+        p = request.params
+        max_pixels = int(p.get("max_image_pixels") or 4_000_000)
+        proc_max = self._processor_max_pixels()
+        image_pixels = min(max_pixels, proc_max) if proc_max else max_pixels
+        video_max = self._processor_max_pixels(video=True)
+        frame_pixels = min(max_pixels, video_max) if video_max else max_pixels
+        max_bytes = int(p.get("max_image_bytes") or 50_000_000)
+        timeout = float(p.get("image_fetch_timeout") or 10.0)
+        image_plans, video_plans, per_msg_images, per_msg_videos = [], [], [], []
+        for i, msg in enumerate(request.messages):
+            if (msg.images or msg.videos) and msg.role != "user":
+                raise InvalidParameterError(
+                    f"messages[{i}] ({msg.role}) holds media; only user messages can carry images or video.",
+                    param="messages")
+            for item in msg.images:
+                image_plans.append(plan_image(read_source(item, max_bytes=max_bytes, timeout=timeout),
+                                              max_pixels=image_pixels))
+            for item in msg.videos:
+                source = read_source(item, max_bytes=max_bytes * 10, timeout=timeout, accept=("video/",))
+                video_plans.append(plan_video(source, fps=float(p.get("video_fps") or 2.0),
+                                              max_frames=int(p.get("video_max_frames") or 32),
+                                              max_pixels=frame_pixels))
+            per_msg_images.append(len(msg.images))
+            per_msg_videos.append(len(msg.videos))
+        if len(image_plans) > 1 and ModelCapability.MULTI_IMAGE not in self.caps:
+            raise UnsupportedFeatureError(
+                f"{self.spec.model_type} models take one image per request in mlx-vlm; got {len(image_plans)}.")
+        factor = 28
+        for vp in video_plans:
+            if min(vp.output_size) < factor:
+                raise ImageProcessingError(
+                    f"{vp.label}: frames of {vp.output_size[0]}x{vp.output_size[1]} are too small; video frames "
+                    f"need at least {factor} pixels on each side.")
+        vision = sum(self._vision_bytes(*pl.output_size) for pl in image_plans)
+        vision += sum(self._vision_bytes(*vp.output_size, frames=len(vp.times)) for vp in video_plans)
+        memory = check_memory_requirements(
+            image_plans,
+            extra_decode_bytes=max([vp.decode_bytes for vp in video_plans] + [0]),
+            extra_output_bytes=sum(vp.output_bytes for vp in video_plans),
+            vision_bytes=vision,
+            memory_limit=self.config.get("memory_limit"),
+            in_use=int(mx.get_active_memory()),
+        )
+        images = [decode_image(pl) for pl in image_plans]
+        videos = [decode_video(vp) for vp in video_plans]
+        return images, videos, memory, per_msg_images, per_msg_videos
+
+    # ------------------------------------------------------------------ prompt
+    def _template(self, request: GenerationRequest, n_images: list[int], n_videos: list[int]) -> str:
+        from mlx_vlm.prompt_utils import apply_chat_template, get_chat_template
+
+        chat: list[dict[str, Any]] = []
+        for msg, ni in zip(request.messages, n_images):
+            if msg.role == "user":
+                parts: list[dict[str, Any]] = [{"type": "text", "text": msg.text}] if msg.text else []
+                parts += [{"type": "image"} for _ in range(ni)]
+                chat.append({"role": "user", "content": parts or [{"type": "text", "text": ""}]})
+            else:
+                chat.append({"role": msg.role, "content": msg.text})
+        try:
+            if not any(n_videos):
+                return apply_chat_template(self.processor, self.model.config, chat, num_images=sum(n_images))
+            formatted = apply_chat_template(self.processor, self.model.config, chat, num_images=sum(n_images),
+                                            return_messages=True)
+            for m, nv in zip(formatted, n_videos):
+                if nv:
+                    content = m["content"] if isinstance(m["content"], list) else [{"type": "text", "text": m["content"]}]
+                    m["content"] = content + [{"type": "video"} for _ in range(nv)]
+            return get_chat_template(self.processor, formatted, True)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise InvalidParameterError(
+                f"The model's chat template rejected these messages: {type(exc).__name__}: {exc}", param="messages"
+            ) from exc
+
+    def prepare(self, request: GenerationRequest) -> PreparedVisionRequest:
+        """Media, memory check, template and processor: everything before the first token."""
+        from mlx_vlm.utils import prepare_inputs, should_add_special_tokens
+
+        images, videos, memory, n_images, n_videos = self._load_media(request)
+        prompt = self._template(request, n_images, n_videos)
+        model = self.model
+        try:
+            inputs = prepare_inputs(
+                self.processor, images=images or None, videos=videos or None, prompts=prompt,
+                image_token_index=getattr(model.config, "image_token_index", None),
+                add_special_tokens=should_add_special_tokens(model.config.model_type, self.processor),
+            )
+        except (ValueError, TypeError, IndexError, KeyError) as exc:
+            raise ImageProcessingError(
+                f"The model's processor refused the media: {type(exc).__name__}: {exc}") from exc
+        h = hashlib.blake2b(digest_size=16)
+        for img in images:
+            h.update(f"I{img.size}".encode())
+            h.update(img.tobytes())
+        for frames in videos:
+            h.update(f"V{frames.shape}".encode())
+            h.update(frames.tobytes())
+        extra = {k: v for k, v in inputs.items() if k not in ("input_ids", "pixel_values", "attention_mask")}
+        return PreparedVisionRequest(
+            prompt=prompt, input_ids=inputs["input_ids"], pixel_values=inputs.get("pixel_values"),
+            mask=inputs.get("attention_mask"), extra=extra, media_key=h.hexdigest(), n_images=len(images),
+            n_frames=sum(len(v) for v in videos), memory=memory, images=images,
+        )
+
+    # ------------------------------------------------------------------ generate
+    def request_steps(self, request: GenerationRequest, cancel: CancelToken) -> Iterator[Step]:
+        """Prepare the request (typed errors raise here, before generation) and return its steps."""
+        prepared = self.prepare(request)
+        return self.steps(prepared, request.params, cancel)
+
+    def _sampling(self, params: dict[str, Any]) -> dict[str, Any]:
+        rep = params.get("repetition_penalty")
+        return {
+            "temperature": float(params["temperature"]),
+            "top_p": float(params.get("top_p") or 1.0),
+            "top_k": int(params.get("top_k") or 0),
+            "min_p": float(params.get("min_p") or 0.0),
+            "repetition_penalty": None if rep in (None, 1.0) else float(rep),
+            "repetition_context_size": int(params.get("repetition_context_size") or 20),
+            "seed": params.get("seed"),
+        }
+
+    def _store(self, key: str, state: Any) -> None:
+        self._states[key] = state
+        self._states.move_to_end(key)
+        budget = self.config.get("prompt_cache_bytes") or 0
+        while self._states and (len(self._states) > _MAX_CACHE_ENTRIES or self.cache_stats["bytes"] > budget):
+            self._states.popitem(last=False)
+
+    def steps(self, prepared: PreparedVisionRequest, params: dict[str, Any], cancel: CancelToken) -> Iterator[Step]:
+        import mlx.core as mx
+        from mlx_vlm import stream_generate
+        from mlx_vlm.generate.common import PromptCacheState
+
+        max_kv = params.get("max_kv_size")
+        use_cache = bool(self.config.get("prompt_cache_bytes")) and max_kv is None
+        key = prepared.media_key
+        state = self._states.pop(key, None) if use_cache else None
+        if use_cache and state is None:
+            state = PromptCacheState()
+        kwargs: dict[str, Any] = dict(prepared.extra)
+        kwargs.update(self._sampling(params))
+        if state is not None:
+            kwargs["prompt_cache_state"] = state
+        if max_kv is not None:
+            kwargs["max_kv_size"] = int(max_kv)
+        kwargs["prefill_step_size"] = self.config.get("prefill_step_size") or 2048
+        mx.reset_peak_memory()
+        gen = stream_generate(
+            self.model, self.processor, prepared.prompt, input_ids=prepared.input_ids,
+            pixel_values=prepared.pixel_values, mask=prepared.mask, max_tokens=int(params["max_tokens"]), **kwargs,
+        )
+        completed = hit = False
+
+        def step(r: Any, text: str, token: int, finish: str | None) -> Step:
+            cached = int(getattr(r, "cached_tokens", 0) or 0)
+            return Step(
+                text=text, token=int(token), finish_reason=finish,
+                prompt_tokens=int(r.prompt_tokens) - cached, generation_tokens=int(r.generation_tokens),
+                prompt_tps=float(r.prompt_tps or 0.0), generation_tps=float(r.generation_tps or 0.0),
+                peak_memory_bytes=int((r.peak_memory or 0.0) * 1e9), cached_tokens=cached,
+            )
+
+        def _tok(t: Any) -> int:
+            return int(t.item()) if hasattr(t, "item") else int(t)
+
+        try:
+            prev = None  # one result held back: mlx-vlm's last result may repeat the last token
+            for r in gen:
+                if r.finish_reason is None:
+                    if prev is not None:
+                        yield step(prev, prev.text, _tok(prev.token), None)
+                    prev = r
+                    hit = hit or int(getattr(r, "cached_tokens", 0) or 0) > 0
+                    if cancel.cancelled:
+                        yield step(prev, prev.text, _tok(prev.token), None)
+                        return
+                    continue
+                for _ in gen:  # let mlx-vlm save the prompt-cache state after its last result
+                    pass
+                completed = True
+                if r.finish_reason == "length" and prev is not None:
+                    yield step(r, prev.text + (r.text or ""), _tok(prev.token), "length")
+                elif r.token is None:  # nothing generated
+                    if prev is not None:
+                        yield step(r, prev.text, _tok(prev.token), "length")
+                else:
+                    if prev is not None:
+                        yield step(prev, prev.text, _tok(prev.token), None)
+                    hit = hit or int(getattr(r, "cached_tokens", 0) or 0) > 0
+                    yield step(r, r.text or "", _tok(r.token), r.finish_reason)
+                return
+        finally:
+            gen.close()
+            self.cache_hits += int(hit)
+            if state is not None and completed and state.cache is not None:
+                self._store(key, state)
