@@ -42,3 +42,11 @@ def tiny_llm(tiny_model: Path):
     llm = create_llm("mlx", model=str(tiny_model), temperature=0.0, max_tokens=24)
     yield llm
     llm.close()
+
+
+@pytest.fixture(scope="session")
+def vision_model() -> Path:
+    """A Qwen2-VL-architecture vision model (~1 MB, 4..16 vision tokens per image), built offline."""
+    from abstractllm.testing import demo_model
+
+    return demo_model("vision", "tiny")

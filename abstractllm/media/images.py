@@ -40,6 +40,7 @@ class ImagePlan:
     output_size: tuple[int, int]  # final, at most max_pixels
     encoded: bool  # True when decoding from bytes is still to come
     bands: int = 4
+    max_pixels: int = 0
 
     @property
     def decode_bytes(self) -> int:
@@ -124,7 +125,8 @@ def plan_image(source: MediaSource, *, max_pixels: int) -> ImagePlan:
         img = source.obj if isinstance(source.obj, Image.Image) else array_to_image(source.obj, source.label)
         w, h = img.size
         _check_size(source.label, w, h)
-        return ImagePlan(source.label, img, (w, h), (w, h), target_size(w, h, max_pixels), encoded=False)
+        return ImagePlan(source.label, img, (w, h), (w, h), target_size(w, h, max_pixels), encoded=False,
+                         max_pixels=max_pixels)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -146,7 +148,8 @@ def plan_image(source: MediaSource, *, max_pixels: int) -> ImagePlan:
             scale *= 2
         decode = (math.ceil(w / scale), math.ceil(h / scale))
     bands = len(img.getbands()) if img.mode not in ("P", "1") else 4
-    return ImagePlan(source.label, img, (w, h), decode, out, encoded=True, bands=max(1, min(bands, 4)))
+    return ImagePlan(source.label, img, (w, h), decode, out, encoded=True, bands=max(1, min(bands, 4)),
+                     max_pixels=max_pixels)
 
 
 def to_rgb(img: Any) -> Any:
@@ -195,7 +198,12 @@ def decode_image(plan: ImagePlan) -> Any:
     except Exception as exc:  # truncated / corrupt data, decoder errors
         raise ImageProcessingError(f"{plan.label} cannot be decoded (corrupt or truncated): {type(exc).__name__}: {exc}") from exc
     w, h = img.size
-    out = target_size(w, h, plan.output_size[0] * plan.output_size[1])
+    if (w, h) == plan.size:
+        out = plan.output_size
+    elif (h, w) == plan.size:  # EXIF rotated by 90 degrees
+        out = plan.output_size[::-1]
+    else:  # draft-reduced
+        out = target_size(w, h, plan.max_pixels or plan.output_size[0] * plan.output_size[1])
     if out != (w, h):
         img = img.resize(out, Image.Resampling.BICUBIC, reducing_gap=3.0)
     return img

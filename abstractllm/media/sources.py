@@ -184,10 +184,13 @@ def _from_string(text: str, max_bytes: int, timeout: float, accept: tuple[str, .
             exists = path.exists()
         except OSError:
             exists = False
-        if exists or len(text) < 256:
+        if exists:
             return _read_path(path, describe(text), max_bytes)
-    if len(text) >= 16 and _B64_CHARS.match(text.encode("ascii", "ignore")) and text.isascii():
+    is_b64 = len(text) >= 16 and text.isascii() and bool(_B64_CHARS.match(text.encode("ascii")))
+    if is_b64 and not (looks_like_path and len(text) < 64):
         return MediaSource(label="base64 string", data=_decode_b64(text, "base64 string", max_bytes))
+    if looks_like_path:
+        return _read_path(Path(text).expanduser(), describe(text), max_bytes)
     raise ImageProcessingError(
         f"{describe(text)} is neither an existing file, an http(s) URL, a data URI nor valid base64."
     )
