@@ -75,7 +75,7 @@ def _random_weights(model: Any, seed: int, init_scale: float) -> None:
     keys = mx.random.split(mx.random.key(seed), len(flat))
     params = []
     for i, (name, value) in enumerate(flat):
-        if "norm" in name and name.endswith("weight"):
+        if value.ndim < 2 and name.endswith("weight"):  # norms (ln_q, norm1, ...): identity scale
             params.append((name, mx.ones_like(value)))
         elif name.endswith("bias") or value.ndim < 2:
             params.append((name, mx.zeros_like(value)))
@@ -153,6 +153,12 @@ def build_vision_model(
     model = qwen2_vl.Model(model_config)
     mx.random.seed(seed)
     _random_weights(model, seed, init_scale)
+    # Tied embeddings: a zero row gives the end-of-turn tokens a logit of 0, below the top random logits,
+    # so greedy answers run to max_tokens instead of stopping at random after a token or two.
+    emb = model.language_model.model.embed_tokens
+    quiet = mx.array([ids["<|im_end|>"], ids["<|endoftext|>"]])
+    emb.weight[quiet] = mx.zeros((2, emb.weight.shape[1]), dtype=emb.weight.dtype)
+    mx.eval(emb.weight)
     save_weights(path, model, donate_weights=True)
     save_config(config, path / "config.json")
 

@@ -1,0 +1,188 @@
+"""Vision generation on the tiny offline Qwen2-VL model: parity with raw mlx-vlm (greedy, one and several
+images), streaming, system prompt, history with images, text-only prompts, video, the prompt cache keyed by
+image content, and a text-only model refusing images."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from abstractllm import create_llm
+from abstractllm.exceptions import UnsupportedFeatureError
+
+MAX = 12
+
+
+def noise(seed: int, size=(84, 56)) -> Image.Image:
+    return Image.fromarray((np.random.RandomState(seed).rand(size[1], size[0], 3) * 255).astype("uint8"))
+
+
+@pytest.fixture(scope="module")
+def vlm(vision_model: Path):
+    llm = create_llm("mlx", model=str(vision_model), temperature=0.0, max_tokens=MAX)
+    yield llm
+    llm.close()
+
+
+@pytest.fixture(scope="module")
+def raw(vision_model: Path):
+    """Raw mlx-vlm on the same folder: the parity oracle."""
+    from mlx_vlm import load
+
+    return load(str(vision_model))
+
+
+def raw_generate(raw, prompt: str, images, system: str | None = None) -> tuple[str, list[int]]:
+    from mlx_vlm import stream_generate
+    from mlx_vlm.prompt_utils import apply_chat_template
+
+    model, proc = raw
+    msgs = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
+    templated = apply_chat_template(proc, model.config, msgs, num_images=len(images))
+    text, ids = [], []
+    for r in stream_generate(model, proc, templated, image=list(images) or None, max_tokens=MAX, temperature=0.0):
+        text.append(r.text)
+        if r.finish_reason is None:
+            ids.append(int(r.token))
+    return "".join(text), ids
+
+
+@pytest.mark.parametrize("n_images", [1, 3])
+def test_parity_with_raw_mlx_vlm(vlm, raw, n_images):
+    images = [noise(i, (84 + 28 * i, 56)) for i in range(n_images)]
+    expected, expected_ids = raw_generate(raw, "Describe the pictures.", images)
+    got = vlm.generate("Describe the pictures.", files=images)
+    assert got.content == expected
+    assert got.token_ids[: len(expected_ids)] == expected_ids
+    assert got.usage.completion_tokens == len(got.token_ids)
+    # image tokens are counted: 84x56 -> 3x2 merged tokens for the first image, more with more images
+    text_only = vlm.generate("Describe the pictures.")
+    assert got.usage.prompt_tokens > text_only.usage.prompt_tokens + 6 * n_images - 1
+
+
+def test_image_order_matters(vlm):
+    a, b = noise(10), noise(11)
+    assert vlm.generate("Compare.", files=[a, b]).content != vlm.generate("Compare.", files=[b, a]).content
+
+
+def test_streaming_concatenates_to_the_whole(vlm):
+    img = noise(3)
+    whole = vlm.generate("What is it?", files=[img], max_tokens=10)
+    chunks = list(vlm.generate("What is it?", files=[img], max_tokens=10, stream=True))
+    assert len(chunks) >= 3  # real per-token chunks, then the final one
+    assert "".join(c.content for c in chunks) == whole.content
+    assert chunks[-1].finish_reason == whole.finish_reason and chunks[-1].usage == whole.usage
+
+
+def test_system_prompt_matches_raw_and_changes_output(vlm, raw):
+    img = noise(4)
+    expected, _ = raw_generate(raw, "Hi.", [img], system="You are terse.")
+    got = vlm.generate("Hi.", files=[img], system_prompt="You are terse.")
+    assert got.content == expected
+    assert got.usage.prompt_tokens > vlm.generate("Hi.", files=[img]).usage.prompt_tokens
+
+
+def test_history_with_images_in_earlier_turns(vlm):
+    first, second = noise(5), noise(6)
+    msgs = [
+        {"role": "user", "content": [{"type": "text", "text": "Look."}, {"type": "image_url", "image_url": {"url": first}}]},
+        {"role": "assistant", "content": "ok"},
+        {"role": "user", "content": "And now?"},
+    ]
+    r1 = vlm.generate(messages=msgs)
+    msgs2 = [dict(msgs[0], content=[msgs[0]["content"][0], {"type": "image_url", "image_url": {"url": second}}]),
+             msgs[1], msgs[2]]
+    r2 = vlm.generate(messages=msgs2)
+    no_image = vlm.generate(messages=[{"role": "user", "content": "Look."}] + msgs[1:])
+    assert r1.usage.prompt_tokens == r2.usage.prompt_tokens > no_image.usage.prompt_tokens
+    assert r1.content != r2.content  # the earlier turn's image is really seen
+
+
+def test_text_only_prompt_to_vision_model(vlm, raw):
+    expected, _ = raw_generate(raw, "Say something.", [])
+    got = vlm.generate("Say something.")
+    assert got.content == expected and got.content
+
+
+def test_stop_string_is_applied_on_text(vlm):
+    img = noise(7)
+    full = vlm.generate("Go.", files=[img]).content
+    assert len(full) > 4
+    stop = full[2:4]
+    cut = vlm.generate("Go.", files=[img], stop=[stop])
+    assert cut.finish_reason == "stop" and cut.content == full[: full.index(stop)]
+
+
+def write_video(path: Path, seconds: float = 2.0, fps: int = 10, size=(64, 48)) -> Path:
+    import av
+
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("mpeg4", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = size[0], size[1], "yuv420p"
+        for i in range(int(seconds * fps)):
+            arr = np.zeros((size[1], size[0], 3), dtype=np.uint8)
+            arr[:, : (i * 3) % size[0]] = (200, 50, 20)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(arr, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def test_video_frames_sampled_and_generated(vlm, tmp_path: Path):
+    from abstractllm.media import load_video
+
+    path = write_video(tmp_path / "clip.mp4")
+    frames = load_video(str(path), fps=2.0, max_frames=32)
+    assert frames.shape[0] == 4 and frames.shape[-1] == 3  # 2 s at 2 fps
+    assert load_video(path.read_bytes(), fps=10.0, max_frames=3).shape[0] == 3  # capped, spread out
+    r = vlm.generate("What happens?", files=[str(path)])
+    assert r.content and r.usage.completion_tokens > 0
+    r_fewer = vlm.generate("What happens?", files=[str(path)], video_fps=1.0)
+    assert r_fewer.usage.prompt_tokens < r.usage.prompt_tokens  # fewer frames -> fewer video tokens
+
+
+def test_prompt_cache_follow_up_and_different_image_same_size(vision_model: Path):
+    a, b = noise(20), noise(21)  # same size, different content: identical token ids
+    turn1 = [{"role": "user", "content": [{"type": "text", "text": "What?"}, {"type": "image_url", "image_url": {"url": a}}]}]
+    with create_llm("mlx", model=str(vision_model), temperature=0.0, max_tokens=MAX) as warm, \
+         create_llm("mlx", model=str(vision_model), temperature=0.0, max_tokens=MAX, prompt_cache_bytes=0) as cold:
+        r1 = warm.generate(messages=turn1)
+        follow = turn1 + [{"role": "assistant", "content": r1.content}, {"role": "user", "content": "More?"}]
+        w2 = warm.generate(messages=follow)
+        c2 = cold.generate(messages=follow)
+        assert w2.usage.cached_tokens > 0 and c2.usage.cached_tokens == 0
+        assert w2.content == c2.content and w2.usage.prompt_tokens == c2.usage.prompt_tokens
+        assert warm.get_model_info()["prompt_cache"]["hits"] >= 1
+        # the same conversation with a different image of the same size: never the old image's state
+        follow_b = [dict(turn1[0], content=[turn1[0]["content"][0], {"type": "image_url", "image_url": {"url": b}}])] + follow[1:]
+        wb = warm.generate(messages=follow_b)
+        cb = cold.generate(messages=follow_b)
+        assert wb.usage.cached_tokens == 0
+        assert wb.content == cb.content
+
+
+def test_text_only_model_refuses_images_before_touching_them(tiny_llm):
+    with pytest.raises(UnsupportedFeatureError):
+        tiny_llm.generate("What is it?", files=["/no/such/image.png"])  # not even read
+    with pytest.raises(UnsupportedFeatureError):
+        tiny_llm.generate("What?", files=[io.BytesIO(b"not read")])
+    assert tiny_llm.generate("Still works.", max_tokens=3).content is not None
+
+
+def test_async_stream_with_image(vlm):
+    import asyncio
+
+    img = noise(8)
+
+    async def go():
+        parts = []
+        async for chunk in await vlm.generate_async("Async?", files=[img], stream=True, max_tokens=6):
+            parts.append(chunk.content)
+        return "".join(parts)
+
+    assert asyncio.run(go()) == vlm.generate("Async?", files=[img], max_tokens=6).content
