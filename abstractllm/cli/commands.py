@@ -114,8 +114,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         model_id=args.model_id, log_level=args.log_level,
     )
     llm = make_llm(config.model, **llm_config)  # a bad model fails now, before the port opens
-    print(f"Serving {config.resolved_model_id()} on http://{config.host}:{config.port}/v1 "
-          f"(loading the model in the background; GET /health says when it is ready)", file=sys.stderr)
+    where = f" on http://{config.host}:{config.port}/v1" if config.port else ""
+    print(f"Serving {config.resolved_model_id()}{where} (the model loads in the background; GET /health "
+          "answers 200 once it is ready)", file=sys.stderr)
     try:
         run_server(config, llm)
     finally:

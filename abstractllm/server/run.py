@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
-from typing import Any
+from typing import Any, Iterator
 
 from .config import ServerConfig
 
@@ -34,5 +35,28 @@ def run_server(config: ServerConfig, llm: Any = None) -> None:
         log.warning("listening on %s without --api-key: anyone who can reach this address can use the model",
                     config.host)
     app = create_app(config, llm)
-    uvicorn.run(app, host=config.host, port=config.port, log_level=config.log_level,
-                timeout_graceful_shutdown=5, access_log=config.log_level == "debug")
+    uv_config = uvicorn.Config(app, host=config.host, port=config.port, log_level=config.log_level,
+                               timeout_graceful_shutdown=5, access_log=config.log_level == "debug")
+    _GracefulServer(uv_config).run()
+
+
+def _graceful_server_class() -> type:
+    import uvicorn
+
+    class GracefulServer(uvicorn.Server):
+        """uvicorn re-raises SIGINT/SIGTERM after its graceful shutdown (the process then dies of the
+        signal); a server stopped on purpose and cleanly should exit with code 0 instead."""
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            with super().capture_signals():
+                yield
+                captured = getattr(self, "_captured_signals", None)
+                if isinstance(captured, list):
+                    captured.clear()
+
+    return GracefulServer
+
+
+def _GracefulServer(config: Any) -> Any:  # noqa: N802 - a class built lazily (uvicorn is optional)
+    return _graceful_server_class()(config)

@@ -1,0 +1,282 @@
+"""The OpenAI-compatible server, run for real: ``abstractllm serve`` in a subprocess on a loopback port,
+driven with the official ``openai`` client and raw ``httpx``. Replies are compared token for token with
+the library's own greedy generation on the same tiny model."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import signal
+import threading
+import time
+
+import httpx
+import openai
+import pytest
+
+from test_server_support import ServerProcess
+
+MSGS = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Tell me a story."}]
+BODY_LIMIT = 256 * 1024
+
+
+@pytest.fixture(scope="module")
+def server(tiny_model):
+    srv = ServerProcess(tiny_model, "--max-body-size", str(BODY_LIMIT), "--max-tokens", "24")
+    yield srv
+    rc = srv.stop(signal.SIGINT)
+    assert rc == 0, "".join(srv.log)
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    with openai.OpenAI(base_url=server.base_url, api_key="unused", max_retries=0, timeout=60) as c:
+        yield c
+
+
+def test_health_models_and_shapes(server, client):
+    h = httpx.get(server.url + "/health").json()
+    assert h["status"] == "ok" and h["model_loaded"] is True and h["device"] == "cpu"
+    assert h["model"] == server_model_id(server) and h["uptime_s"] > 0
+    ids = [m.id for m in client.models.list()]
+    assert ids == [server_model_id(server)]
+
+
+def server_model_id(server) -> str:
+    return httpx.get(server.url + "/v1/models").json()["data"][0]["id"]
+
+
+def test_chat_matches_library_greedy(client, tiny_llm):
+    expected = tiny_llm.generate(messages=MSGS, temperature=0.0, max_tokens=12)
+    r = client.chat.completions.create(model="anything", messages=MSGS, temperature=0, max_tokens=12)
+    assert r.object == "chat.completion" and r.id.startswith("chatcmpl-")
+    assert r.choices[0].message.role == "assistant"
+    assert r.choices[0].message.content == expected.content
+    assert r.choices[0].finish_reason == expected.finish_reason == "length"
+    assert r.usage.prompt_tokens == expected.usage.prompt_tokens
+    assert r.usage.completion_tokens == 12 == expected.usage.completion_tokens
+    assert r.usage.total_tokens == r.usage.prompt_tokens + 12
+
+
+def test_max_completion_tokens_and_server_default(client):
+    r = client.chat.completions.create(model="m", messages=MSGS, temperature=0, max_completion_tokens=5)
+    assert r.usage.completion_tokens == 5
+    r = client.chat.completions.create(model="m", messages=MSGS, temperature=0)  # --max-tokens 24
+    assert r.usage.completion_tokens <= 24 and (r.choices[0].finish_reason == "stop" or r.usage.completion_tokens == 24)
+
+
+def test_stream_with_usage_equals_plain(client, server):
+    plain = client.chat.completions.create(model="m", messages=MSGS, temperature=0, max_tokens=16)
+    stream = client.chat.completions.create(model="m", messages=MSGS, temperature=0, max_tokens=16, stream=True,
+                                            stream_options={"include_usage": True})
+    chunks = list(stream)
+    assert chunks[0].choices[0].delta.role == "assistant"
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == plain.choices[0].message.content
+    finishes = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert finishes == ["length"]
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == 16
+    assert chunks[-1].usage.prompt_tokens == plain.usage.prompt_tokens
+    assert len({c.id for c in chunks}) == 1
+    # without include_usage: no usage chunk; the raw stream ends with [DONE]
+    with httpx.stream("POST", server.base_url + "/chat/completions", json={
+            "messages": MSGS, "temperature": 0, "max_tokens": 4, "stream": True}) as resp:
+        assert resp.headers["content-type"].startswith("text/event-stream")
+        lines = [ln for ln in resp.iter_lines() if ln]
+    assert lines[-1] == "data: [DONE]"
+    assert all("usage" not in json.loads(ln[6:]) for ln in lines[:-1])
+
+
+def test_stop_and_seed(client, tiny_llm):
+    base = tiny_llm.generate(messages=MSGS, temperature=0.0, max_tokens=16).content
+    stop = base[len(base) // 2: len(base) // 2 + 2]
+    assert stop.strip()
+    expected = tiny_llm.generate(messages=MSGS, temperature=0.0, max_tokens=16, stop=[stop])
+    r = client.chat.completions.create(model="m", messages=MSGS, temperature=0, max_tokens=16, stop=[stop])
+    assert r.choices[0].message.content == expected.content and stop not in r.choices[0].message.content
+    assert r.choices[0].finish_reason == "stop"
+    a, b, c = (client.chat.completions.create(model="m", messages=MSGS, temperature=1.5, top_p=0.95, max_tokens=16,
+                                              seed=s).choices[0].message.content for s in (7, 7, 8))
+    assert a == b and a != c
+
+
+def test_multi_turn_reuses_the_prompt_cache(client, server):
+    turn1 = [{"role": "user", "content": "First question, a long one about many things at once."}]
+    r1 = client.chat.completions.create(model="m", messages=turn1, temperature=0, max_tokens=8)
+    hits = server.stats()["prompt_cache"]["hits"]
+    turn2 = turn1 + [{"role": "assistant", "content": r1.choices[0].message.content},
+                     {"role": "user", "content": "And a second one."}]
+    r2 = client.chat.completions.create(model="m", messages=turn2, temperature=0, max_tokens=8)
+    assert r2.usage.prompt_tokens_details.cached_tokens > 0
+    assert server.stats()["prompt_cache"]["hits"] == hits + 1
+
+
+def test_completions_endpoint(client, tiny_llm):
+    expected = tiny_llm.generate("Once upon a time", temperature=0.0, max_tokens=6)
+    r = client.completions.create(model="m", prompt="Once upon a time", temperature=0, max_tokens=6)
+    assert r.object == "text_completion" and r.choices[0].text == expected.content
+    assert r.usage.completion_tokens == 6
+    stream = client.completions.create(model="m", prompt="Once upon a time", temperature=0, max_tokens=6,
+                                       stream=True, stream_options={"include_usage": True})
+    chunks = list(stream)
+    assert "".join(c.choices[0].text for c in chunks if c.choices) == expected.content
+    assert chunks[-1].usage.completion_tokens == 6
+    r = client.completions.create(model="m", prompt="Once upon a time", temperature=0)
+    assert r.usage.completion_tokens <= 16  # OpenAI's default max_tokens for completions
+
+
+def test_vlm_generate_form(server, tiny_llm):
+    msgs = [{"role": "user", "content": "Describe."}]
+    expected = tiny_llm.generate(messages=msgs, temperature=0.0, max_tokens=7)
+    r = httpx.post(server.url + "/api/v1/generate",
+                   json={"messages": msgs, "max_new_tokens": 7, "temperature": 0.0, "top_p": 1.0})
+    assert r.status_code == 200
+    body = r.json()
+    assert body["response"] == expected.content
+    assert body["usage"] == {"input_tokens": expected.usage.prompt_tokens, "output_tokens": 7,
+                             "total_tokens": expected.usage.prompt_tokens + 7}
+    assert body["processing_time"] > 0
+    bad = httpx.post(server.url + "/api/v1/generate", json={"messages": msgs, "max_new_tokens": 0})
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "max_tokens"
+
+
+def _png_data_uri() -> str:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8), (200, 10, 10)).save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+@pytest.mark.parametrize("kwargs, param", [
+    ({"temperature": -1}, "temperature"),
+    ({"top_p": 0}, "top_p"),
+    ({"max_tokens": 0}, "max_tokens"),
+    ({"stop": [""]}, "stop"),
+    ({"seed": -5}, "seed"),
+    ({"n": 2}, "n"),
+    ({"extra_body": {"frobnicate": 1}}, "frobnicate"),
+    ({"messages": []}, "messages"),
+    ({"messages": [{"role": "tool", "content": "x"}]}, "messages"),
+    ({"messages": [{"role": "user", "content": 5}]}, "messages"),
+    ({"messages": [{"role": "user", "content": [{"type": "audio", "x": 1}]}]}, "messages"),
+])
+def test_bad_requests_are_400_with_param(client, kwargs, param):
+    args = {"model": "m", "messages": MSGS, "max_tokens": 4, **kwargs}
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(**args)
+    err = info.value
+    assert err.status_code == 400
+    assert err.body["type"] == "invalid_request_error" and err.body["param"] == param
+    assert err.body["message"]
+
+
+def test_image_to_text_model_is_400_and_server_keeps_working(client):
+    content = [{"type": "text", "text": "What is this?"}, {"type": "image_url", "image_url": {"url": _png_data_uri()}}]
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(model="m", messages=[{"role": "user", "content": content}], max_tokens=4)
+    assert info.value.body["code"] == "unsupported_feature" and "text-only" in info.value.body["message"]
+    r = client.chat.completions.create(model="m", messages=MSGS, temperature=0, max_tokens=3)
+    assert r.usage.completion_tokens == 3
+
+
+@pytest.mark.parametrize("url", ["/etc/passwd", "file:///etc/passwd", "../../etc/passwd", "~/.ssh/id_rsa",
+                                 "relative.png", "ftp://example.com/x.png"])
+def test_local_paths_refused_by_default(server, url):
+    body = {"messages": [{"role": "user", "content": [{"type": "text", "text": "x"},
+                                                       {"type": "image_url", "image_url": {"url": url}}]}]}
+    r = httpx.post(server.base_url + "/chat/completions", json=body)
+    assert r.status_code == 400
+    assert r.json()["error"]["code"] == "local_file_refused"
+
+
+@pytest.mark.parametrize("body", [b"{not json", b"[1, 2]", b"\xff\xfe", b"", b'"text"'])
+def test_malformed_bodies(server, body):
+    r = httpx.post(server.base_url + "/chat/completions", content=body,
+                   headers={"content-type": "application/json"})
+    assert r.status_code == 400
+    err = r.json()["error"]
+    assert err["type"] == "invalid_request_error" and err["code"] == "invalid_json"
+
+
+def test_oversize_body_is_413(server):
+    big = {"messages": [{"role": "user", "content": "x" * (BODY_LIMIT + 10)}]}
+    r = httpx.post(server.base_url + "/chat/completions", json=big)
+    assert r.status_code == 413 and r.json()["error"]["code"] == "request_too_large"
+
+    def chunked():  # no Content-Length: the limit is enforced while reading
+        yield b'{"messages": [{"role": "user", "content": "'
+        for _ in range(BODY_LIMIT // 4096 + 2):
+            yield b"y" * 4096
+        yield b'"}]}'
+
+    r = httpx.post(server.base_url + "/chat/completions", content=chunked())
+    assert r.status_code == 413
+    assert httpx.get(server.url + "/health").status_code == 200
+
+
+def test_unknown_paths_and_methods(server):
+    r = httpx.get(server.url + "/v1/nothing")
+    assert r.status_code == 404 and r.json()["error"]["type"] == "not_found_error"
+    r = httpx.get(server.base_url + "/chat/completions")
+    assert r.status_code == 405 and "error" in r.json()
+    r = httpx.get(server.url + "/v1/../../etc/passwd")
+    assert r.status_code == 404
+
+
+def test_stats_and_cache_clear(server, client):
+    before = server.stats()
+    client.chat.completions.create(model="m", messages=MSGS, temperature=0, max_tokens=4)
+    after = server.stats()
+    assert after["requests_served"] == before["requests_served"] + 1
+    assert after["completion_tokens"] == before["completion_tokens"] + 4
+    assert after["mean_latency_s"] > 0 and after["active_requests"] == 0 and after["queued_requests"] == 0
+    mem = after["memory"]
+    assert mem["process_rss"] > 10_000_000 and mem["mlx_active"] > 0 and mem["mlx_peak"] >= mem["mlx_active"]
+    assert after["prompt_cache"]["entries"] >= 1
+    r = httpx.post(server.base_url + "/cache/clear")
+    assert r.status_code == 200 and r.json()["prompt_cache"]["entries"] == 0
+    assert server.stats()["memory"]["mlx_cache"] == 0
+
+
+def test_disconnect_mid_stream_cancels_and_queue_is_reported(server, client):
+    before = server.stats()
+    long_body = {"messages": [{"role": "user", "content": "hello"}], "temperature": 0, "max_tokens": 200000,
+                 "stream": True}
+    second: dict = {}
+
+    def queued_request():
+        second["r"] = client.chat.completions.create(model="m", messages=MSGS, temperature=0, max_tokens=3)
+
+    with httpx.Client(timeout=30) as http:
+        with http.stream("POST", server.base_url + "/chat/completions", json=long_body) as resp:
+            assert resp.status_code == 200
+            lines = resp.iter_lines()
+            got = [next(lines) for _ in range(12)]
+            assert sum(ln.startswith("data: ") for ln in got) >= 5
+            assert server.stats()["active_requests"] == 1
+            t = threading.Thread(target=queued_request)
+            t.start()
+            deadline = time.monotonic() + 10
+            while server.stats()["queued_requests"] != 1:
+                assert time.monotonic() < deadline, "the second request never showed as queued"
+                time.sleep(0.05)
+        # leaving the block closes the connection mid-stream
+    t.join(30)
+    assert second["r"].usage.completion_tokens == 3  # it ran once the cancelled generation stopped
+    deadline = time.monotonic() + 10
+    while (s := server.stats())["active_requests"] or s["queued_requests"]:
+        assert time.monotonic() < deadline, f"generation not cancelled: {s}"
+        time.sleep(0.05)
+    assert s["requests_cancelled"] == before["requests_cancelled"] + 1
+    # the cancelled generation is not counted as served; its tokens were far fewer than 200000
+    assert s["requests_served"] == before["requests_served"] + 1
+
+
+def test_sigterm_exits_zero(tiny_model):
+    srv = ServerProcess(tiny_model)
+    r = httpx.post(srv.base_url + "/chat/completions",
+                   json={"messages": MSGS, "max_tokens": 3, "temperature": 0})
+    assert r.status_code == 200
+    assert srv.stop(signal.SIGTERM) == 0, "".join(srv.log)
