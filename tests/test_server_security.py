@@ -1,0 +1,226 @@
+"""Server security and availability: the API key, ``--allow-local-files`` (paths, ``file://``, ``..``
+and symlink tricks), and 503 while the model is not loaded. Real servers in subprocesses on loopback."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from abstractllm.server.errors import APIError
+from abstractllm.server.media_policy import apply_media_policy, check_media_reference
+from test_server_support import ServerProcess
+
+KEY = "sk-test-123"
+MSGS = [{"role": "user", "content": "hi"}]
+
+
+@pytest.fixture(scope="module")
+def media_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("allowed")
+    (root / "cat.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    (root / "sub").mkdir()
+    (root / "sub" / "dog.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    outside = tmp_path_factory.mktemp("outside") / "secret.png"
+    outside.write_bytes(b"secret")
+    os.symlink(outside, root / "link.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def keyed_server(tiny_model, media_dir):
+    srv = ServerProcess(tiny_model, "--api-key", KEY, "--allow-local-files", str(media_dir))
+    srv.auth = {"Authorization": f"Bearer {KEY}"}
+    yield srv
+    assert srv.stop() == 0, "".join(srv.log)
+
+
+def test_api_key_required_except_health(keyed_server):
+    srv = keyed_server
+    assert httpx.get(srv.url + "/health").status_code == 200
+    for path in ("/v1/models", "/stats"):
+        r = httpx.get(srv.url + path)
+        assert r.status_code == 401 and r.json()["error"]["type"] == "authentication_error"
+        assert httpx.get(srv.url + path, headers={"Authorization": "Bearer wrong"}).status_code == 401
+        assert httpx.get(srv.url + path, headers=srv.auth).status_code == 200
+    with openai.OpenAI(base_url=srv.base_url, api_key="wrong", max_retries=0) as bad:
+        with pytest.raises(openai.AuthenticationError) as info:
+            bad.chat.completions.create(model="m", messages=MSGS, max_tokens=2)
+        assert info.value.status_code == 401 and info.value.body["code"] == "invalid_api_key"
+    with openai.OpenAI(base_url=srv.base_url, api_key=KEY, max_retries=0) as good:
+        r = good.chat.completions.create(model="m", messages=MSGS, max_tokens=2, temperature=0)
+        assert r.usage.completion_tokens == 2
+    # the key is checked before the body is read: an oversize unauthenticated body is a 401, not a 413
+    r = httpx.post(srv.base_url + "/chat/completions", content=b"x" * 100_000)
+    assert r.status_code == 401
+
+
+def _image_request(srv, url: str) -> httpx.Response:
+    body = {"messages": [{"role": "user", "content": [{"type": "text", "text": "x"},
+                                                       {"type": "image_url", "image_url": {"url": url}}]}],
+            "max_tokens": 2}
+    return httpx.post(srv.base_url + "/chat/completions", json=body, headers=srv.auth)
+
+
+@pytest.mark.parametrize("url", ["cat.png", "sub/dog.png", "sub/../cat.png", "{root}/cat.png",
+                                 "file://{root}/cat.png", "file://{root}/sub%2Fdog.png"])
+def test_paths_inside_the_allowed_folder_pass_the_policy(keyed_server, media_dir, url):
+    # the policy lets them through; the text-only model then refuses images (a different, typed 400)
+    r = _image_request(keyed_server, url.format(root=media_dir))
+    assert r.status_code == 400
+    assert r.json()["error"]["code"] == "unsupported_feature", r.text
+
+
+@pytest.mark.parametrize("url", ["../outside/secret.png", "{root}/../secret.png", "/etc/passwd",
+                                 "file:///etc/passwd", "file://{root}/../x.png", "file://{root}/%2e%2e/x.png",
+                                 "file://evil.host/{root}/cat.png", "link.png", "sub/../../x.png",
+                                 "gopher://x/y.png"])
+def test_paths_outside_are_refused(keyed_server, media_dir, url):
+    r = _image_request(keyed_server, url.format(root=media_dir))
+    assert r.status_code == 400
+    assert r.json()["error"]["code"] == "local_file_refused", r.text
+
+
+def test_policy_rewrites_to_resolved_paths_and_leaves_remote_urls(tmp_path):
+    (tmp_path / "a.png").write_bytes(b"x")
+    msgs = [{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": "a.png"}},
+        {"type": "image", "image": "file://" + str(tmp_path / "a.png")},
+        {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}},
+        {"type": "video", "video": "data:video/mp4;base64,AAAA"},
+        {"type": "text", "text": "hi"}]}]
+    out = apply_media_policy(msgs, tmp_path)
+    parts = out[0]["content"]
+    assert parts[0]["image_url"]["url"] == str((tmp_path / "a.png").resolve())
+    assert parts[1]["image"] == str((tmp_path / "a.png").resolve())
+    assert parts[2]["image_url"]["url"] == "https://example.com/a.png"
+    assert parts[3]["video"].startswith("data:video/mp4")
+    assert msgs[0]["content"][0]["image_url"]["url"] == "a.png"  # the input is not modified
+    with pytest.raises(APIError) as info:
+        check_media_reference(str(tmp_path / "a.png"), None)  # default: every local path refused
+    assert info.value.status == 400 and "--allow-local-files" in info.value.message
+    with pytest.raises(APIError):
+        apply_media_policy([{"role": "user", "content": [{"type": "video_url", "video_url": {"url": "/x.mp4"}}]}],
+                           tmp_path)
+    with pytest.raises(APIError):
+        check_media_reference("a\x00.png", tmp_path)
+
+
+@pytest.fixture(scope="module")
+def broken_model(tiny_model, tmp_path_factory):
+    """A model folder whose config and weight header are fine but whose weights are truncated."""
+    path = tmp_path_factory.mktemp("broken") / "broken-model"
+    shutil.copytree(tiny_model, path)
+    weights = path / "model.safetensors"
+    os.truncate(weights, weights.stat().st_size // 2)
+    return path
+
+
+def test_model_not_loaded_is_503(broken_model):
+    srv = ServerProcess(broken_model, wait_ready=False)
+    try:
+        health = srv.wait_health(503)
+        assert health["status"] == "error" and health["model_loaded"] is False and health["error"]
+        with openai.OpenAI(base_url=srv.base_url, api_key="x", max_retries=0) as client:
+            with pytest.raises(openai.InternalServerError) as info:
+                client.chat.completions.create(model="m", messages=MSGS, max_tokens=2)
+            assert info.value.status_code == 503 and info.value.body["code"] == "model_not_loaded"
+            with pytest.raises(openai.InternalServerError):
+                client.completions.create(model="m", prompt="x", max_tokens=2)
+        assert httpx.post(srv.url + "/api/v1/generate", json={"messages": MSGS}).status_code == 503
+        assert httpx.post(srv.base_url + "/cache/clear").status_code == 503
+        stats = httpx.get(srv.url + "/stats").json()
+        assert stats["status"] == "error" and stats["prompt_cache"] is None
+        # bad input is still a 400, not a 503 in disguise
+        assert httpx.post(srv.base_url + "/chat/completions", content=b"{").status_code == 400
+    finally:
+        assert srv.stop(signal.SIGTERM) == 0, "".join(srv.log)
+
+
+def test_serve_refuses_a_missing_model_before_listening(tmp_path):
+    import subprocess
+
+    from test_server_support import cli_command
+
+    r = subprocess.run(cli_command("serve", "--model", str(tmp_path / "nope"), "--port", "0"),
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and r.stderr.count("\n") == 1 and "No model folder" in r.stderr
+    r = subprocess.run(cli_command("serve", "--model", str(tmp_path), "--allow-local-files", str(tmp_path / "x")),
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "--allow-local-files" in r.stderr
+
+
+def test_image_data_uri_on_a_vision_model(request):
+    try:
+        vision_model = request.getfixturevalue("vision_model")
+    except pytest.FixtureLookupError:
+        pytest.skip("no vision_model fixture yet (tests/conftest.py)")
+    import base64
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (32, 32), (10, 120, 200)).save(buf, format="PNG")
+    uri = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+    srv = ServerProcess(vision_model)
+    try:
+        with openai.OpenAI(base_url=srv.base_url, api_key="x", max_retries=0) as client:
+            content = [{"type": "text", "text": "What is in the image?"}, {"type": "image_url", "image_url": {"url": uri}}]
+            r = client.chat.completions.create(model="m", messages=[{"role": "user", "content": content}],
+                                               max_tokens=6, temperature=0)
+            assert r.usage.completion_tokens >= 1 and isinstance(r.choices[0].message.content, str)
+            stream = client.chat.completions.create(model="m", messages=[{"role": "user", "content": content}],
+                                                    max_tokens=6, temperature=0, stream=True)
+            assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == r.choices[0].message.content
+            bad = [{"type": "text", "text": "x"}, {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]
+            with pytest.raises(openai.BadRequestError):
+                client.chat.completions.create(model="m", messages=[{"role": "user", "content": bad}], max_tokens=2)
+            r2 = client.chat.completions.create(model="m", messages=[{"role": "user", "content": content}],
+                                                max_tokens=6, temperature=0)
+            assert r2.choices[0].message.content == r.choices[0].message.content
+            # the same image from an http:// URL (a loopback file server) gives the same reply
+            with _http_file_server(buf.getvalue()) as url:
+                via_url = [content[0], {"type": "image_url", "image_url": {"url": url}}]
+                r3 = client.chat.completions.create(model="m", messages=[{"role": "user", "content": via_url}],
+                                                    max_tokens=6, temperature=0)
+            assert r3.choices[0].message.content == r.choices[0].message.content
+    finally:
+        assert srv.stop() == 0, "".join(srv.log)
+
+
+class _http_file_server:
+    """Serve ``data`` at http://127.0.0.1:PORT/image.png in a thread."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def __enter__(self) -> str:
+        import http.server
+        import threading
+
+        data = self.data
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802
+                self.send_response(200)
+                self.send_header("Content-Type", "image/png")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}/image.png"
+
+    def __exit__(self, *exc) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
