@@ -113,6 +113,10 @@ def normalize_messages(
         raise InvalidParameterError(
             "Nothing to answer: give a prompt, files, or messages with at least one user message.", param="prompt"
         )
+    if not any(m.text.strip() or m.images or m.videos for m in out):
+        raise InvalidParameterError(
+            "Nothing to answer: the prompt and messages are empty (no text, images or videos).", param="prompt"
+        )
     if system_prompt:
         if out[0].role == "system":
             out[0] = Message(role="system", text=f"{system_prompt}\n\n{out[0].text}".strip())
