@@ -127,8 +127,16 @@ def _safetensors_header(path: Path) -> dict[str, Any]:
             (n,) = struct.unpack("<Q", fh.read(8))
             if n <= 0 or n > 100_000_000:
                 raise ValueError("bad header length")
-            return json.loads(fh.read(n))
-    except (OSError, ValueError, struct.error) as exc:
+            header = json.loads(fh.read(n))
+        if not isinstance(header, dict):
+            raise ValueError("the header is not a JSON object")
+        end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
+        size = path.stat().st_size
+        if 8 + n + end > size:
+            raise ValueError(f"truncated: the header needs {8 + n + end} bytes, the file has {size}; "
+                             "an incomplete download?")
+        return header
+    except (OSError, ValueError, KeyError, TypeError, IndexError, struct.error) as exc:
         raise ModelLoadError(f"Weight file {str(path)!r} is not a valid safetensors file ({exc}).") from exc
 
 
