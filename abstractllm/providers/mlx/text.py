@@ -85,14 +85,22 @@ class TextAdapter:
                 str(self.spec.path), lazy=True, return_config=True,
                 trust_remote_code=bool(self.config.get("trust_remote_code")),
             )
-        except (ValueError, KeyError, TypeError, OSError, ImportError) as exc:
+        except (ValueError, KeyError, TypeError, OSError, ImportError, RuntimeError) as exc:
             raise ModelLoadError(f"mlx-lm could not load {str(self.spec.path)!r}: {type(exc).__name__}: {exc}") from exc
+        if not tokenizer.encode("a", add_special_tokens=False):
+            raise ModelLoadError(
+                f"mlx-lm could not load {str(self.spec.path)!r}: its tokenizer is empty (no tokenizer.json, "
+                "tokenizer.model or vocabulary files in the folder?)."
+            )
         if config.get("quantization") is None:
             cast_for_device(model, self.config.get("dtype") or "auto", self.on_metal)
             if bits:
                 model, config = quantize_model(model, config, group_size=64, bits=bits)
                 self.info["quantized_on_load"] = bits
-        mx.eval(model.parameters())
+        try:
+            mx.eval(model.parameters())
+        except RuntimeError as exc:  # e.g. a weight file that cannot be read
+            raise ModelLoadError(f"mlx-lm could not load {str(self.spec.path)!r}: {exc}") from exc
         self.model, self.tokenizer = model, tokenizer
         budget = self.config.get("prompt_cache_bytes")
         self._cache = LRUPromptCache(max_size=32, max_bytes=budget) if budget else None
