@@ -43,7 +43,7 @@ def describe(item: Any) -> str:
             return f"data URI ({s[:30]}...)"
         return repr(s if len(s) <= 80 else s[:77] + "...")
     if isinstance(item, (bytes, bytearray, memoryview)):
-        return f"{len(item)} bytes"
+        return f"bytes input ({len(item)} bytes)"
     return type(item).__name__
 
 
