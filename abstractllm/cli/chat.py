@@ -82,11 +82,10 @@ class ChatSession:
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
-    llm = make_llm(model_from(args), **llm_config_from(args))
+    llm = make_llm(model_from(args), load=True, **llm_config_from(args))
     interactive = sys.stdin.isatty()
     out = sys.stdout
     try:
-        llm.load()
         session = ChatSession(llm, args.system, sampling_params(args))
         print(f"Chatting with {llm.config['model']}. {HELP}", file=sys.stderr)
         while True:

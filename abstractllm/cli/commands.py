@@ -39,7 +39,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     for f in files:
         if not f.startswith(("http://", "https://", "data:")) and not Path(f).is_file():
             raise CLIError(f"no such file: {f}")
-    llm = make_llm(model_from(args), **llm_config_from(args))
+    llm = make_llm(model_from(args), load=True, **llm_config_from(args))
     try:
         kwargs = dict(system_prompt=args.system, files=files or None, **sampling_params(args))
         if args.json:
@@ -74,7 +74,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print("Note: this model has RANDOM weights, so the text below is gibberish. It shows the whole pipeline "
           "(load, chat template, sampling, streaming) running on your machine.", file=sys.stderr)
     print(f"Prompt: {args.prompt}", file=sys.stderr)
-    llm = make_llm(str(path))
+    llm = make_llm(str(path), load=True)
     try:
         chunks = llm.generate(args.prompt, stream=True, max_tokens=args.max_tokens,
                               temperature=args.temperature, seed=args.seed)

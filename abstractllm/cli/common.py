@@ -49,12 +49,23 @@ def llm_config_from(args: argparse.Namespace) -> dict[str, Any]:
     return config
 
 
-def make_llm(model: str, **config: Any) -> Any:
-    """``create_llm("mlx", ...)``, checking the model folder / repo before anything loads."""
+def make_llm(model: str, *, load: bool = False, **config: Any) -> Any:
+    """``create_llm("mlx", ...)``, checking the model folder / repo before anything loads. With
+    ``load``, load the weights now, with the backends' progress prints sent to stderr (stdout carries
+    only the generated text, or the JSON)."""
+    import contextlib
+
     from ..registry import create_llm
 
     llm = create_llm("mlx", model=model, **config)
-    llm.get_capabilities()  # resolves and inspects the model: a bad path fails here, in one line
+    try:
+        llm.get_capabilities()  # resolves and inspects the model: a bad path fails here, in one line
+        if load:
+            with contextlib.redirect_stdout(sys.stderr):
+                llm.load()
+    except BaseException:
+        llm.close()
+        raise
     return llm
 
 
