@@ -194,3 +194,47 @@ def test_async_context_manager_closes(tiny_model):
     assert r.usage.completion_tokens == 4
     with pytest.raises(AbstractLLMError):
         llm.generate(PROMPTS[0], max_tokens=2)
+
+
+def test_abandoned_sync_stream_stops_generation(tiny_llm):
+    import gc
+
+    stream = tiny_llm.generate(PROMPTS[0], max_tokens=LONG, stream=True)
+    next(stream)
+    next(stream)
+    del stream  # dropped without close(): the generator's finally cancels the work
+    gc.collect()
+    _prompt_completes_quickly(tiny_llm)
+
+
+def test_wait_for_timeout_cancels(tiny_llm):
+    async def main():
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(tiny_llm.generate_async(PROMPTS[2], max_tokens=LONG), timeout=0.2)
+        t = time.perf_counter()
+        await tiny_llm.generate_async(PROMPTS[2], max_tokens=4)
+        return time.perf_counter() - t
+
+    assert asyncio.run(main()) < 2.0
+
+
+def test_two_providers_in_parallel_keep_their_own_seeds(tiny_model, llama_model):
+    """Each provider has its own worker thread (MLX random state is per thread): seeded sampling on two
+    models at once equals each one alone."""
+    from abstractllm import create_llm
+
+    a = create_llm("mlx", model=str(tiny_model), temperature=1.0, max_tokens=150)
+    b = create_llm("mlx", model=str(llama_model), temperature=1.0, max_tokens=150)
+    try:
+        alone = (a.generate(PROMPTS[1], seed=1).token_ids, b.generate(PROMPTS[1], seed=2).token_ids)
+
+        async def both():
+            return await asyncio.gather(a.generate_async(PROMPTS[1], seed=1), b.generate_async(PROMPTS[1], seed=2))
+
+        for _ in range(2):
+            ra, rb = asyncio.run(both())
+            assert (ra.token_ids, rb.token_ids) == alone
+        assert a.worker.thread is not b.worker.thread
+    finally:
+        a.close()
+        b.close()

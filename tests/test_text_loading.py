@@ -254,3 +254,22 @@ def test_processes_using_the_provider_exit_zero(tiny_model, mode):
     """)
     assert proc.returncode == 0, f"rc={proc.returncode} stderr={proc.stderr[-2000:]}"
     assert "OK" in proc.stdout
+
+
+def test_hub_revision_selects_the_snapshot(tiny_model, llama_model, tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    cache = tmp_path / "hub"
+    _fake_hub_cache(cache, "org/multi", tiny_model, sha="a" * 40)
+    repo_dir = cache / "models--org--multi"
+    shutil.copytree(llama_model, repo_dir / "snapshots" / ("b" * 40))
+    (repo_dir / "refs" / "v2").write_text("b" * 40)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    main = create_llm("mlx", model="org/multi")
+    v2 = create_llm("mlx", model="org/multi", revision="v2")
+    by_sha = create_llm("mlx", model="org/multi", revision="b" * 40)
+    assert main.get_model_info()["model_type"] == "qwen3"
+    assert v2.get_model_info()["model_type"] == "llama" == by_sha.get_model_info()["model_type"]
+    for llm in (main, v2, by_sha):
+        llm.close()

@@ -140,3 +140,49 @@ def test_base_model_without_template_uses_plain_fallback(tmp_path_factory):
         raw = raw_generate(path, ids, max_tokens=12)
         assert resp.token_ids == raw.tokens and resp.content == raw.text
         assert resp.usage.prompt_tokens == len(ids)
+
+
+# ------------------------------------------------------------------ loading options that must not change the math
+def test_chunked_prefill_matches_raw(tiny_model):
+    """A long prompt prefilled in small steps (prefill_step_size) gives raw mlx-lm's tokens."""
+    long_prompt = " ".join(PROMPTS * 12)
+    ids = raw_prompt_ids(tiny_model, chat(long_prompt))
+    assert len(ids) > 100
+    raw = raw_generate(tiny_model, ids, max_tokens=20)
+    with create_llm("mlx", model=str(tiny_model), temperature=0.0, prefill_step_size=7) as llm:
+        resp = llm.generate(long_prompt, max_tokens=20)
+    assert resp.token_ids == raw.tokens and resp.usage.prompt_tokens == len(ids)
+
+
+@pytest.mark.parametrize("stored,dtype,expected", [
+    ("bfloat16", "auto", "float32"),  # auto on CPU: half-precision weights are cast to float32
+    ("bfloat16", "bfloat16", "bfloat16"),
+    ("float32", "float16", "float16"),
+])
+def test_dtype_on_load_matches_raw_with_the_same_cast(tmp_path_factory, stored, dtype, expected):
+    import mlx.core as mx
+    from mlx.utils import tree_flatten
+    from mlx_lm import load, stream_generate
+
+    path = build_text_model(tmp_path_factory.mktemp("dt") / "m", "tiny", dtype=stored)
+    with create_llm("mlx", model=str(path), temperature=0.0, dtype=dtype) as llm:
+        resp = llm.generate(PROMPTS[0], max_tokens=16)
+        dtypes = llm.worker.call(lambda: {str(v.dtype) for _, v in tree_flatten(llm._adapter.model.parameters())})
+    assert dtypes == {f"mlx.core.{expected}"}
+    model, tok = load(str(path))
+    model.set_dtype(getattr(mx, expected), lambda t: mx.issubdtype(t, mx.floating))
+    ids = raw_prompt_ids(path, chat(PROMPTS[0]))
+    raw = [int(r.token) for r in stream_generate(model, tok, mx.array(ids), max_tokens=16)]
+    assert resp.token_ids == raw
+
+
+@pytest.mark.slow
+def test_greedy_parity_small_preset():
+    """The same oracle on the 'small' Qwen3 preset (6 layers, 4096-token vocabulary)."""
+    from abstractllm.testing import demo_model
+
+    path = demo_model("text", "small")
+    with create_llm("mlx", model=str(path), temperature=0.0) as llm:
+        for prompt, system in ((PROMPTS[0], None), (PROMPTS[3], "You are brief.")):
+            _check_equal(path, llm, prompt=prompt, system=system, max_tokens=24)
+        _check_equal(path, llm, messages=HISTORY, max_tokens=24, temperature=0.8, top_k=50, seed=1)
