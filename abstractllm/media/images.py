@@ -191,7 +191,8 @@ def decode_image(plan: ImagePlan) -> Any:
             if plan.decode_size != plan.size:
                 img.draft("RGB" if img.mode in ("RGB", "YCbCr") else img.mode, plan.output_size)
             img.load()
-        img = ImageOps.exif_transpose(img) if hasattr(img, "getexif") else img
+        if hasattr(img, "getexif") and img.getexif().get(0x0112, 1) != 1:  # EXIF orientation
+            img = ImageOps.exif_transpose(img)
         img = to_rgb(img)
     except ImageProcessingError:
         raise
@@ -205,8 +206,24 @@ def decode_image(plan: ImagePlan) -> Any:
     else:  # draft-reduced
         out = target_size(w, h, plan.max_pixels or plan.output_size[0] * plan.output_size[1])
     if out != (w, h):
-        img = img.resize(out, Image.Resampling.BICUBIC, reducing_gap=3.0)
+        img = _resize_in_strips(img, out)
     return img
+
+
+def _resize_in_strips(img: Any, size: tuple[int, int], rows: int = 128) -> Any:
+    """Antialiased bilinear downscale, done in bands of output rows: Pillow's one-call resize keeps a
+    full-height intermediate image (output width x input height), this keeps only a band of it."""
+    from PIL import Image
+
+    (W, H), (w, h) = img.size, size
+    if w * h < 1_000_000:
+        return img.resize(size, Image.Resampling.BILINEAR)
+    out = Image.new("RGB", size)
+    for y0 in range(0, h, rows):
+        y1 = min(h, y0 + rows)
+        band = img.resize((w, y1 - y0), Image.Resampling.BILINEAR, box=(0, y0 * H / h, W, y1 * H / h))
+        out.paste(band, (0, y0))
+    return out
 
 
 def load_image(
