@@ -186,3 +186,26 @@ def test_async_stream_with_image(vlm):
         return "".join(parts)
 
     assert asyncio.run(go()) == vlm.generate("Async?", files=[img], max_tokens=6).content
+
+
+def test_capabilities_come_from_config_data(vision_model: Path):
+    import dataclasses
+
+    from abstractllm.enums import ModelCapability as C
+    from abstractllm.providers.mlx.source import inspect_model
+    from abstractllm.providers.mlx.vision import vision_capabilities
+
+    spec = inspect_model(vision_model)
+    assert spec.kind == "vision"
+    assert vision_capabilities(spec) == {C.VISION, C.MULTI_IMAGE, C.VIDEO}
+    no_video = dataclasses.replace(spec, config={k: v for k, v in spec.config.items() if k != "video_token_id"})
+    assert C.VIDEO not in vision_capabilities(no_video)
+    single = dataclasses.replace(spec, model_type="paligemma")  # listed single-image by mlx-vlm
+    assert C.MULTI_IMAGE not in vision_capabilities(single)
+
+
+def test_video_as_bytes_equals_video_as_path(vlm, tmp_path: Path):
+    path = write_video(tmp_path / "clip2.mp4", seconds=1.0)
+    by_path = vlm.generate("Video?", files=[str(path)])
+    by_bytes = vlm.generate("Video?", files=[path.read_bytes()])
+    assert by_bytes.content == by_path.content and by_bytes.usage.prompt_tokens == by_path.usage.prompt_tokens

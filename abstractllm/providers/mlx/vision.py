@@ -12,6 +12,7 @@ same size (same token ids!) never meets the old image's state.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -40,19 +41,33 @@ def vision_capabilities(spec: ModelSpec) -> set[ModelCapability]:
     """VISION always; MULTI_IMAGE unless mlx-vlm lists the family as single-image; VIDEO when the
     config declares a video token (the mlx-vlm processors of those families take frames)."""
     caps = {ModelCapability.VISION}
-    single: set[str] = set()
-    try:
-        from mlx_vlm.prompt_utils import SINGLE_IMAGE_ONLY_MODELS
-
-        single = set(SINGLE_IMAGE_ONLY_MODELS)
-    except Exception:
-        pass
-    if spec.model_type not in single:
+    if spec.model_type not in _single_image_models():
         caps.add(ModelCapability.MULTI_IMAGE)
     text_cfg = spec.config.get("text_config") if isinstance(spec.config.get("text_config"), dict) else {}
     if any(k in spec.config or k in text_cfg for k in _VIDEO_KEYS):
         caps.add(ModelCapability.VIDEO)
     return caps
+
+
+@functools.lru_cache(maxsize=1)
+def _single_image_models() -> frozenset[str]:
+    """mlx-vlm's ``SINGLE_IMAGE_ONLY_MODELS``, read from its source without importing mlx-vlm (~2 s)."""
+    import ast
+
+    from .source import _package_dir
+
+    d = _package_dir("mlx_vlm")
+    try:
+        tree = ast.parse((d / "prompt_utils.py").read_text(encoding="utf-8")) if d else None
+    except (OSError, SyntaxError):
+        tree = None
+    for node in getattr(tree, "body", []):
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "SINGLE_IMAGE_ONLY_MODELS" for t in node.targets):
+            try:
+                return frozenset(ast.literal_eval(node.value))
+            except ValueError:
+                break
+    return frozenset()
 
 
 @dataclass
