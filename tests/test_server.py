@@ -191,13 +191,23 @@ def test_local_paths_refused_by_default(server, url):
     assert r.json()["error"]["code"] == "local_file_refused"
 
 
-@pytest.mark.parametrize("body", [b"{not json", b"[1, 2]", b"\xff\xfe", b"", b'"text"'])
+@pytest.mark.parametrize("body", [b"{not json", b"[1, 2]", b"\xff\xfe", b"", b'"text"', b"[" * 100_000,
+                                  b'{"messages": [{"role": "user", "content": "x"}'])
 def test_malformed_bodies(server, body):
     r = httpx.post(server.base_url + "/chat/completions", content=body,
                    headers={"content-type": "application/json"})
     assert r.status_code == 400
     err = r.json()["error"]
     assert err["type"] == "invalid_request_error" and err["code"] == "invalid_json"
+
+
+def test_non_finite_numbers_are_400(server):
+    body = b'{"messages": [{"role": "user", "content": "x"}], "temperature": NaN, "max_tokens": 2}'
+    r = httpx.post(server.base_url + "/chat/completions", content=body)
+    assert r.status_code == 400 and r.json()["error"]["param"] == "temperature"
+    body = b'{"messages": [{"role": "user", "content": "x"}], "max_tokens": 1e400}'
+    r = httpx.post(server.base_url + "/chat/completions", content=body)
+    assert r.status_code == 400 and r.json()["error"]["param"] == "max_tokens"
 
 
 def test_oversize_body_is_413(server):

@@ -26,9 +26,10 @@ def cli_command(*args: str) -> list[str]:
 class ServerProcess:
     """``abstractllm serve --port 0`` in a subprocess; the bound port is read from uvicorn's log."""
 
-    def __init__(self, model: str | Path, *extra: str, wait_ready: bool = True, env: dict | None = None) -> None:
-        self.args = cli_command("serve", "--model", str(model), "--host", "127.0.0.1", "--port", "0",
-                                "--log-level", "info", *extra)
+    def __init__(self, model: str | Path | None, *extra: str, wait_ready: bool = True, env: dict | None = None,
+                 argv: list[str] | None = None) -> None:
+        self.args = argv or cli_command("serve", "--model", str(model), "--host", "127.0.0.1", "--port", "0",
+                                        "--log-level", "info", *extra)
         self.proc = subprocess.Popen(self.args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                      env={**os.environ, **(env or {})})
         self.log: list[str] = []

@@ -1,7 +1,9 @@
 """The OpenAI-compatible HTTP server (``abstractllm serve``), in the ``server`` extra.
 
-    from abstractllm.server import ServerConfig, create_app, run_server
-    run_server(ServerConfig(model="mlx-community/Qwen3-0.6B-4bit", port=8000))
+    from abstractllm.server import ServerConfig, run_server, start_server
+    run_server(ServerConfig(model="mlx-community/Qwen3-0.6B-4bit", port=8000))   # blocks, like the CLI
+    with start_server(ServerConfig(model="mlx-community/Qwen3-0.6B-4bit", port=0)) as server:
+        ...                                                                    # server.base_url
 
 Modules: ``config`` (``ServerConfig``), ``app`` (``create_app``: FastAPI app, auth, lifespan),
 ``routes`` (the endpoints), ``schemas`` (request checks, response shapes), ``media_policy`` (local file
@@ -15,7 +17,7 @@ from typing import Any
 
 from .config import DEFAULT_MAX_BODY_BYTES, ServerConfig
 
-__all__ = ["ServerConfig", "DEFAULT_MAX_BODY_BYTES", "create_app", "run_server"]
+__all__ = ["ServerConfig", "DEFAULT_MAX_BODY_BYTES", "create_app", "run_server", "start_server"]
 
 
 def create_app(config: ServerConfig, llm: Any = None) -> Any:
@@ -30,3 +32,15 @@ def run_server(config: ServerConfig, llm: Any = None) -> None:
     from .run import run_server as _run
 
     _run(config, llm)
+
+
+def start_server(config: ServerConfig, llm: Any = None, **kwargs: Any) -> Any:
+    """Serve in a background thread of this process; returns once the model is loaded (see
+    ``abstractllm.server.run.start_server``)::
+
+        with start_server(ServerConfig(model=path, port=0)) as server:
+            print(server.base_url)   # http://127.0.0.1:PORT/v1
+    """
+    from .run import start_server as _start
+
+    return _start(config, llm, **kwargs)

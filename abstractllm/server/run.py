@@ -9,7 +9,7 @@ from typing import Any, Iterator
 
 from .config import ServerConfig
 
-__all__ = ["run_server", "is_loopback"]
+__all__ = ["run_server", "start_server", "RunningServer", "is_loopback"]
 
 log = logging.getLogger("abstractllm.server")
 
@@ -60,3 +60,71 @@ def _graceful_server_class() -> type:
 
 def _GracefulServer(config: Any) -> Any:  # noqa: N802 - a class built lazily (uvicorn is optional)
     return _graceful_server_class()(config)
+
+
+class RunningServer:
+    """A server running in a background thread of this process (see ``start_server``)."""
+
+    def __init__(self, server: Any, thread: Any, app: Any) -> None:
+        self._server, self._thread, self.app = server, thread, app
+        self.host, self.port = _bound_address(server)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def base_url(self) -> str:
+        """The OpenAI ``base_url``: ``http://host:port/v1``."""
+        return self.url + "/v1"
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Shut down gracefully (the model is closed if the server created it)."""
+        self._server.should_exit = True
+        self._thread.join(timeout)
+
+    def __enter__(self) -> "RunningServer":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+
+def _bound_address(server: Any) -> tuple[str, int]:
+    for srv in getattr(server, "servers", []):
+        for sock in srv.sockets:
+            host, port = sock.getsockname()[:2]
+            return host, port
+    return server.config.host, server.config.port
+
+
+def start_server(config: ServerConfig, llm: Any = None, *, timeout: float = 600.0) -> RunningServer:
+    """Start the server in a background thread and return once the model is loaded (``port=0`` picks a
+    free port: read it from ``.port`` / ``.base_url``). Use it as a context manager to stop it."""
+    import threading
+    import time
+
+    import uvicorn
+
+    from ..exceptions import ModelLoadError
+    from .app import create_app
+
+    app = create_app(config, llm)
+    server = uvicorn.Server(uvicorn.Config(app, host=config.host, port=config.port, log_level="warning",
+                                           timeout_graceful_shutdown=5))
+    thread = threading.Thread(target=server.run, name="abstractllm-server", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + timeout
+    state = app.state.server
+    while not (server.started and state.status != "loading"):
+        if not thread.is_alive():
+            raise RuntimeError(f"the server could not start on {config.host}:{config.port}")
+        if time.monotonic() > deadline:
+            server.should_exit = True
+            raise TimeoutError("the server did not become ready in time")
+        time.sleep(0.02)
+    running = RunningServer(server, thread, app)
+    if state.status == "error":
+        running.stop()
+        raise ModelLoadError(f"The model could not be loaded: {state.load_error}")
+    return running
