@@ -36,7 +36,7 @@ def raw(vision_model: Path):
     return load(str(vision_model))
 
 
-def raw_generate(raw, prompt: str, images, system: str | None = None) -> tuple[str, list[int]]:
+def raw_generate(raw, prompt: str, images, system: str | None = None, counts: dict | None = None) -> tuple[str, list[int]]:
     from mlx_vlm import stream_generate
     from mlx_vlm.prompt_utils import apply_chat_template
 
@@ -48,17 +48,21 @@ def raw_generate(raw, prompt: str, images, system: str | None = None) -> tuple[s
         text.append(r.text)
         if r.finish_reason is None:
             ids.append(int(r.token))
+    if counts is not None:
+        counts.update(prompt_tokens=r.prompt_tokens, generation_tokens=r.generation_tokens)
     return "".join(text), ids
 
 
 @pytest.mark.parametrize("n_images", [1, 3])
 def test_parity_with_raw_mlx_vlm(vlm, raw, n_images):
     images = [noise(i, (84 + 28 * i, 56)) for i in range(n_images)]
-    expected, expected_ids = raw_generate(raw, "Describe the pictures.", images)
+    counts: dict = {}
+    expected, expected_ids = raw_generate(raw, "Describe the pictures.", images, counts=counts)
     got = vlm.generate("Describe the pictures.", files=images)
     assert got.content == expected
     assert got.token_ids[: len(expected_ids)] == expected_ids
-    assert got.usage.completion_tokens == len(got.token_ids)
+    assert got.usage.completion_tokens == len(got.token_ids) == counts["generation_tokens"]
+    assert got.usage.prompt_tokens == counts["prompt_tokens"]  # exact, image tokens included
     # image tokens are counted: 84x56 -> 3x2 merged tokens for the first image, more with more images
     text_only = vlm.generate("Describe the pictures.")
     assert got.usage.prompt_tokens > text_only.usage.prompt_tokens + 6 * n_images - 1
@@ -209,3 +213,41 @@ def test_video_as_bytes_equals_video_as_path(vlm, tmp_path: Path):
     by_path = vlm.generate("Video?", files=[str(path)])
     by_bytes = vlm.generate("Video?", files=[path.read_bytes()])
     assert by_bytes.content == by_path.content and by_bytes.usage.prompt_tokens == by_path.usage.prompt_tokens
+
+
+def test_cancelled_stream_keeps_cache_and_provider_sound(vision_model: Path):
+    img = noise(30)
+    convo = [{"role": "user", "content": [{"type": "text", "text": "Hm?"}, {"type": "image_url", "image_url": {"url": img}}]}]
+    with create_llm("mlx", model=str(vision_model), temperature=0.0, max_tokens=MAX) as llm, \
+         create_llm("mlx", model=str(vision_model), temperature=0.0, max_tokens=MAX, prompt_cache_bytes=0) as cold:
+        first = llm.generate(messages=convo)
+        follow = convo + [{"role": "assistant", "content": first.content}, {"role": "user", "content": "So?"}]
+        stream = llm.generate(messages=follow, stream=True)
+        next(stream), next(stream)
+        stream.close()  # abandoned mid-generation: its (half-updated) cache state must not be reused
+        again = llm.generate(messages=follow)
+        assert again.content == cold.generate(messages=follow).content
+
+
+def test_video_data_uri(vlm, tmp_path: Path):
+    import base64
+
+    path = write_video(tmp_path / "clip3.mp4", seconds=1.0)
+    uri = "data:video/mp4;base64," + base64.b64encode(path.read_bytes()).decode()
+    assert vlm.generate("Video?", files=[uri]).content == vlm.generate("Video?", files=[str(path)]).content
+
+
+def test_process_using_vision_exits_with_code_0(vision_model: Path):
+    import subprocess
+    import sys
+
+    code = (
+        "import numpy as np\n"
+        "from abstractllm import create_llm\n"
+        f"llm = create_llm('mlx', model={str(vision_model)!r}, temperature=0, max_tokens=4)\n"
+        "r = llm.generate('hi', files=[np.zeros((40, 40, 3), np.uint8)])\n"
+        "print('OK', r.usage.completion_tokens)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.startswith("OK 4")

@@ -25,10 +25,17 @@ def _sniff_video(head: bytes) -> bool:
 
 
 def is_video_input(item: Any) -> bool:
-    """True when ``item`` is a video: ``{"type": "video"...}`` / ``video_url`` parts, or a path whose
-    content is a video container (its extension decides only when the file cannot be read)."""
+    """True when ``item`` is a video: ``{"type": "video"...}`` / ``video_url`` parts, a ``data:video/...``
+    URI, an http(s) URL whose path has a video extension, bytes or a path whose content is a video
+    container (a path's extension decides only when the file cannot be read)."""
     if isinstance(item, dict):
         return item.get("type") in ("video", "video_url", "input_video")
+    if isinstance(item, str) and item[:11].lower() == "data:video/":
+        return True
+    if isinstance(item, str) and item[:8].lower().startswith(("http://", "https://")):
+        from urllib.parse import urlparse
+
+        return Path(urlparse(item).path).suffix.lower() in VIDEO_EXTENSIONS
     if isinstance(item, (str, os.PathLike)) and not str(item).startswith(("data:", "http://", "https://")):
         path = Path(item)
         try:
