@@ -151,6 +151,11 @@ class TextAdapter:
         if not prompt_ids:
             raise InvalidParameterError("The prompt is empty after templating.", param="prompt")
         model, tok = self.model, self.tokenizer
+        vocab = self.spec.config.get("vocab_size")
+        if params["top_k"] and isinstance(vocab, int) and params["top_k"] >= vocab:
+            raise InvalidParameterError(
+                f"Invalid value for 'top_k': {params['top_k']} must be below the model's vocabulary size "
+                f"({vocab}); 0 disables top-k.", param="top_k")
         if params.get("seed") is not None:
             mx.random.seed(params["seed"])
         sampler = make_sampler(
@@ -203,6 +208,11 @@ class TextAdapter:
                     break
         except Exception:
             failed = True  # the KV cache may be half-updated: never store it
+            # An error inside mlx-lm's compiled samplers leaves this thread's random state as an
+            # unevaluable placeholder: every later sampling call would fail. Give it a fresh key.
+            import os
+
+            mx.random.seed(int.from_bytes(os.urandom(8), "little") >> 1)
             raise
         finally:
             if self._cache is not None and max_kv is None and not failed:
