@@ -263,3 +263,31 @@ def test_model_string_neither_folder_nor_repo(still_works, model):
 def test_errors_are_all_abstractllm_errors():
     for cls in (InvalidParameterError, ModelLoadError, ModelNotFoundError):
         assert issubclass(cls, AbstractLLMError)
+
+
+# ------------------------------------------------------------------ errors inside the backend
+@pytest.mark.parametrize("top_k", [1024, 5000])
+def test_top_k_not_below_vocabulary_is_refused(tiny_llm, still_works, top_k):
+    # the tiny model has 1024 tokens; mlx-lm's top-k refuses k >= vocabulary
+    with pytest.raises(InvalidParameterError, match="vocabulary size") as err:
+        tiny_llm.generate(PROMPT, temperature=1.0, top_k=top_k, max_tokens=3)
+    assert err.value.param == "top_k"
+    assert tiny_llm.generate(PROMPT, temperature=1.0, top_k=1023, seed=1, max_tokens=3).usage.completion_tokens == 3
+
+
+def test_provider_recovers_from_an_error_inside_mlx_lm_sampler(tiny_model, monkeypatch):
+    """A failure inside mlx-lm's compiled sampler must not poison the worker thread's random state:
+    later sampled generations still work (and seeded ones are still reproducible)."""
+    from abstractllm import GenerationError
+
+    with create_llm("mlx", model=str(tiny_model), temperature=1.0, max_tokens=6) as llm:
+        # as for a model whose config does not state its vocabulary size: mlx-lm itself refuses top_k
+        monkeypatch.setitem(llm.spec.config, "vocab_size", None)
+        with pytest.raises(GenerationError, match="top_k"):
+            llm.generate(PROMPT, top_k=10_000)
+        assert llm.generate(PROMPT).usage.completion_tokens == 6  # unseeded sampling works
+        seeded = llm.generate(PROMPT, seed=3).token_ids
+        with pytest.raises(GenerationError, match="top_k"):
+            list(llm.generate(PROMPT, top_k=10_000, stream=True))
+        assert llm.generate(PROMPT, seed=3).token_ids == seeded  # seeded sampling is reproducible
+        assert llm.generate(PROMPT, temperature=0.0).token_ids == llm.generate(PROMPT, temperature=0.0).token_ids
