@@ -237,3 +237,16 @@ def test_memory_check_refuses_before_decoding(vision_model: Path):
 def test_video_to_a_model_without_video_support(tiny_llm, files):
     with pytest.raises(UnsupportedFeatureError):
         tiny_llm.generate("What happens?", files=[str(files["corrupt.mp4"])])
+
+
+def test_memory_check_counts_the_models_vision_work():
+    """Decoding a 2000x2000 image fits in 300 MB, but this model's processor keeps up to 4 MP, and its
+    vision tower's attention over ~20k patches would not: refused before decoding, numbers given."""
+    from abstractllm.testing import demo_model
+
+    path = demo_model("vision", "tiny", max_pixels=4_000_000)
+    with create_llm("mlx", model=str(path), temperature=0.0, max_tokens=2, memory_limit="300MB") as llm:
+        with pytest.raises(MemoryLimitError, match="vision tokens") as info:
+            llm.generate("Big?", files=[png_header(2000, 2000)])
+        assert info.value.required_bytes > 1_000_000_000
+        assert llm.generate("Small?", files=[GOOD]).usage.completion_tokens >= 1

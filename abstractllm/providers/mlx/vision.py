@@ -166,15 +166,20 @@ class VisionAdapter:
             tokens = estimate_num_image_tokens(self.processor, height, width)
         except Exception:
             tokens = max(1, (width * height) // (patch * merge) ** 2)
-        tokens *= max(1, -(-frames // max(temporal, 1)))
-        patches = tokens * merge * merge
+        groups = max(1, -(-frames // max(temporal, 1)))  # temporal patch groups (1 for an image)
+        group_patches = tokens * merge * merge
+        tokens *= groups
+        patches = group_patches * groups
         embed = int(vc.get("embed_dim") or vc.get("hidden_size") or 1024)
         heads = int(vc.get("num_heads") or vc.get("num_attention_heads") or 16)
         layers = int(tc.get("num_hidden_layers") or 24)
         kv_heads = int(tc.get("num_key_value_heads") or tc.get("num_attention_heads") or 8)
         head_dim = int(tc.get("head_dim") or (int(tc.get("hidden_size") or 1024) // int(tc.get("num_attention_heads") or 8)))
         pixel_tensor = patches * 3 * max(temporal, 1) * patch * patch * 4
-        tower = patches * embed * 4 * 8 + heads * patches * patches * 4
+        # Vision attention runs per image / frame group; off Metal, MLX's attention materializes the
+        # scores (heads x n x n floats), on Metal its fused kernel does not.
+        scores = 0 if self.on_metal else groups * heads * group_patches * group_patches * 4
+        tower = patches * embed * 4 * 8 + scores
         kv = tokens * layers * 2 * kv_heads * head_dim * 4
         return pixel_tensor + tower + kv
 
