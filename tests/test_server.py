@@ -290,3 +290,18 @@ def test_sigterm_exits_zero(tiny_model):
                    json={"messages": MSGS, "max_tokens": 3, "temperature": 0})
     assert r.status_code == 200
     assert srv.stop(signal.SIGTERM) == 0, "".join(srv.log)
+
+
+def test_client_timeout_on_a_plain_request_cancels_it(server, client):
+    before = server.stats()
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(server.base_url + "/chat/completions", timeout=1.0, json={
+            "messages": [{"role": "user", "content": "hello"}], "temperature": 0, "max_tokens": 200000})
+    deadline = time.monotonic() + 10
+    while (s := server.stats())["active_requests"]:
+        assert time.monotonic() < deadline, f"generation not cancelled: {s}"
+        time.sleep(0.05)
+    assert s["requests_cancelled"] == before["requests_cancelled"] + 1
+    assert s["requests_served"] == before["requests_served"]
+    r = client.chat.completions.create(model="m", messages=MSGS, temperature=0, max_tokens=3)
+    assert r.usage.completion_tokens == 3

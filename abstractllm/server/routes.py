@@ -121,21 +121,50 @@ async def _start(state: ServerState, req: ParsedRequest) -> _Run:
     return _Run(state, agen)
 
 
-async def _complete(state: ServerState, req: ParsedRequest) -> Response:
-    run = await _start(state, req)
-    chunks: list[Response] = []
+async def _complete(state: ServerState, req: ParsedRequest, request: Request) -> Response | None:
+    """Run a whole generation; ``None`` when the client disconnected first (the generation is stopped)."""
+    task = asyncio.current_task()
+    gone = False
+
+    async def watch_disconnect() -> None:
+        nonlocal gone
+        while True:  # the body has been read: the next message is the disconnect
+            if (await request.receive())["type"] == "http.disconnect":
+                gone = True
+                if task is not None:
+                    task.cancel()
+                return
+
+    watcher = asyncio.get_running_loop().create_task(watch_disconnect())
+    run: _Run | None = None
     try:
-        chunks.append(await run.first())
+        run = await _start(state, req)
+        chunks = [await run.first()]
         async for chunk in run.agen:
             chunks.append(chunk)
+    except asyncio.CancelledError:
+        if run is not None:
+            run.finish(None, "cancelled")
+        if not gone:
+            raise
+        uncancel = getattr(task, "uncancel", None)  # Python 3.11+: this cancellation is handled
+        if uncancel is not None:
+            uncancel()
+        return None
     except BaseException as exc:
-        run.finish(None, "error" if isinstance(exc, Exception) else "cancelled")
+        if run is not None:
+            run.finish(None, "error")
         if isinstance(exc, AbstractLLMError):
             raise api_error_from(exc) from exc
         raise
+    finally:
+        watcher.cancel()
     resp = aggregate_chunks(chunks)
     run.finish(resp, "ok")
     return resp
+
+
+_GONE = 499  # nginx's "client closed request": never seen by the client, only in logs
 
 
 class _SSE(StreamingResponse):
@@ -215,7 +244,9 @@ async def chat_completions(request: Request) -> Any:
     req = parse_chat(await _json(request))
     if req.stream:
         return await _stream(state, req, chat_chunk, role_delta=True)
-    resp = await _complete(state, req)
+    resp = await _complete(state, req, request)
+    if resp is None:
+        return JSONResponse({}, status_code=_GONE)
     return JSONResponse(chat_response(new_id("chatcmpl"), state.model_id, resp))
 
 
@@ -225,7 +256,9 @@ async def completions(request: Request) -> Any:
     req = parse_completion(await _json(request))
     if req.stream:
         return await _stream(state, req, completion_chunk, role_delta=False)
-    resp = await _complete(state, req)
+    resp = await _complete(state, req, request)
+    if resp is None:
+        return JSONResponse({}, status_code=_GONE)
     return JSONResponse(completion_response(new_id("cmpl"), state.model_id, resp))
 
 
@@ -236,7 +269,9 @@ async def vlm_generate(request: Request) -> Any:
     state = _state(request)
     req = parse_vlm_generate(await _json(request))
     t0 = time.perf_counter()
-    resp = await _complete(state, req)
+    resp = await _complete(state, req, request)
+    if resp is None:
+        return JSONResponse({}, status_code=_GONE)
     u = resp.usage
     return JSONResponse({
         "response": resp.content,
