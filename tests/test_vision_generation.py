@@ -251,3 +251,12 @@ def test_process_using_vision_exits_with_code_0(vision_model: Path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.startswith("OK 4")
+
+
+def test_seeded_sampling_is_reproducible(vlm):
+    img = noise(40)
+    a = vlm.generate("Sample.", files=[img], temperature=1.0, seed=7)
+    b = vlm.generate("Sample.", files=[img], temperature=1.0, seed=7)
+    others = {vlm.generate("Sample.", files=[img], temperature=1.0, seed=s).content for s in (8, 9, 10)}
+    assert a.content == b.content
+    assert len(others | {a.content}) > 1
