@@ -52,6 +52,8 @@ def test_generate_streams_the_greedy_reply(tiny_model, tiny_llm):
                 "-t", "0", "-m", "12")
     assert r.returncode == 0, r.stderr
     assert r.stdout == expected.content + "\n"
+    r = run_cli("generate", "Tell me a story.", "--model", str(tiny_model), "-t", "0", "-m", "12", "--stats")
+    assert "12 generated tokens" in r.stderr and "finish: length" in r.stderr
 
 
 def test_generate_json_output_file_and_stdin(tiny_model, tiny_llm, tmp_path):
@@ -118,8 +120,11 @@ def test_chat_keeps_history_and_commands(tiny_model, tiny_llm):
     fresh = tiny_llm.generate(messages=[{"role": "user", "content": "And then?"}], temperature=0.0, max_tokens=8)
     assert second.content != fresh.content  # the history changes the reply
     script = "Hello\nAnd then?\n/image {m}/config.json\n/help\n/bogus\n/reset\nAnd then?\n/exit\nnever sent\n"
-    r = run_cli("chat", "--model", str(tiny_model), "-t", "0", "-m", "8", stdin=script.format(m=tiny_model))
+    r = run_cli("chat", "--model", str(tiny_model), "-t", "0", "-m", "8", "--stats",
+                stdin=script.format(m=tiny_model))
     assert r.returncode == 0, r.stderr
+    footers = [ln for ln in r.stderr.splitlines() if ln.startswith("[")]
+    assert len(footers) == 3 and "cached" not in footers[0] and "cached" in footers[1]  # turn 2 reused turn 1
     out = r.stdout
     assert f"assistant> {first.content}\n" in out
     assert f"assistant> {second.content}\n" in out

@@ -3,6 +3,7 @@ and symlink tricks), and 503 while the model is not loaded. Real servers in subp
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -113,11 +114,13 @@ def test_policy_rewrites_to_resolved_paths_and_leaves_remote_urls(tmp_path):
 
 @pytest.fixture(scope="module")
 def broken_model(tiny_model, tmp_path_factory):
-    """A model folder whose config and weight header are fine but whose weights are truncated."""
+    """A model folder that passes inspection (config, safetensors headers) but cannot be loaded: its
+    config's MLP width does not match the weights' shapes."""
     path = tmp_path_factory.mktemp("broken") / "broken-model"
     shutil.copytree(tiny_model, path)
-    weights = path / "model.safetensors"
-    os.truncate(weights, weights.stat().st_size // 2)
+    config = json.loads((path / "config.json").read_text())
+    config["intermediate_size"] += 32
+    (path / "config.json").write_text(json.dumps(config))
     return path
 
 

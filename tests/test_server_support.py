@@ -36,7 +36,7 @@ class ServerProcess:
         self._port_seen = threading.Event()
         self.port: int | None = None
         threading.Thread(target=self._read, daemon=True).start()
-        if not self._port_seen.wait(60):
+        if not self._port_seen.wait(60) or self.port is None:
             self.stop()
             raise RuntimeError("server did not start:\n" + "".join(self.log))
         self.url = f"http://127.0.0.1:{self.port}"

@@ -14,7 +14,7 @@ from typing import Any
 
 from ..enums import ModelCapability
 from ..exceptions import AbstractLLMError
-from .commands import sampling_params
+from .commands import footer, sampling_params
 from .common import llm_config_from, make_llm, model_from, stream_to
 
 __all__ = ["cmd_chat", "ChatSession"]
@@ -25,8 +25,8 @@ HELP = "commands: /image PATH (attach to your next message), /reset (forget the 
 class ChatSession:
     """The conversation state: history and pending images."""
 
-    def __init__(self, llm: Any, system: str | None, params: dict[str, Any]) -> None:
-        self.llm, self.system, self.params = llm, system, params
+    def __init__(self, llm: Any, system: str | None, params: dict[str, Any], stats: bool = False) -> None:
+        self.llm, self.system, self.params, self.stats = llm, system, params, stats
         self.history: list[dict[str, Any]] = []
         self.pending_images: list[str] = []
 
@@ -69,11 +69,14 @@ class ChatSession:
         user = {"role": "user", "content": content}
         try:
             parts: list[str] = []
+            last = None
             for chunk in self.llm.generate(system_prompt=self.system, messages=[*self.history, user],
                                            stream=True, **self.params):
                 parts.append(chunk.content)
-                stream_to([chunk], out)
+                last = stream_to([chunk], out)
             print(file=out)
+            if self.stats:
+                print(footer(last), file=sys.stderr, flush=True)
         except AbstractLLMError as exc:
             print(f"\nerror: {' '.join(str(exc).split())}", file=out)
             return
@@ -86,7 +89,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
     interactive = sys.stdin.isatty()
     out = sys.stdout
     try:
-        session = ChatSession(llm, args.system, sampling_params(args))
+        session = ChatSession(llm, args.system, sampling_params(args), stats=args.stats)
         print(f"Chatting with {llm.config['model']}. {HELP}", file=sys.stderr)
         while True:
             if interactive:

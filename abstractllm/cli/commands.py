@@ -11,7 +11,7 @@ from typing import Any
 
 from .common import CLIError, llm_config_from, make_llm, model_from, stream_to
 
-__all__ = ["cmd_generate", "cmd_serve", "cmd_demo", "sampling_params"]
+__all__ = ["cmd_generate", "cmd_serve", "cmd_demo", "sampling_params", "footer"]
 
 
 def sampling_params(args: argparse.Namespace) -> dict[str, Any]:
@@ -25,12 +25,15 @@ def sampling_params(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
-def _footer(last: Any) -> str:
+def footer(last: Any) -> str:
+    """A one-line summary of a generation: tokens (cached ones too), speed, finish reason."""
     if last is None or last.usage is None:
         return ""
     u = last.usage
     speed = f", {last.tokens_per_second:.1f} tok/s" if last.tokens_per_second else ""
-    return f"[{u.prompt_tokens} prompt + {u.completion_tokens} generated tokens{speed}, finish: {last.finish_reason}]"
+    cached = f" ({u.cached_tokens} cached)" if u.cached_tokens else ""
+    return (f"[{u.prompt_tokens} prompt{cached} + {u.completion_tokens} generated tokens{speed}, "
+            f"finish: {last.finish_reason}]")
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -51,12 +54,12 @@ def cmd_generate(args: argparse.Namespace) -> int:
                 Path(args.output).write_text(resp.content, encoding="utf-8")
             except OSError as exc:
                 raise CLIError(f"cannot write {args.output}: {exc.strerror or exc}") from exc
-            print(f"wrote {len(resp.content)} characters to {args.output} {_footer(resp)}", file=sys.stderr)
+            print(f"wrote {len(resp.content)} characters to {args.output} {footer(resp)}", file=sys.stderr)
         else:
             last = stream_to(llm.generate(prompt, stream=True, **kwargs))
             print()
-            if sys.stderr.isatty():
-                print(_footer(last), file=sys.stderr)
+            if args.stats or sys.stderr.isatty():
+                print(footer(last), file=sys.stderr)
     finally:
         llm.close()
     return 0
@@ -80,7 +83,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
                               temperature=args.temperature, seed=args.seed)
         last = stream_to(chunks)
         print()
-        print(_footer(last), file=sys.stderr)
+        print(footer(last), file=sys.stderr)
     finally:
         llm.close()
     return 0

@@ -76,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_load(p)
     p.add_argument("--output", "-o", metavar="FILE", help="write the reply to FILE instead of the terminal")
     p.add_argument("--json", action="store_true", help="print the whole Response as JSON")
+    p.add_argument("--stats", action="store_true", help="print token counts and speed to stderr")
     p.set_defaults(func=_lazy(".commands:cmd_generate"))
 
     p = sub.add_parser("chat", help="interactive chat with history (/image PATH, /reset, /exit)",
@@ -84,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model(p)
     _add_sampling(p, max_tokens=512)
     _add_load(p)
+    p.add_argument("--stats", action="store_true", help="after each reply, print token counts (cached ones "
+                   "too) and speed to stderr")
     p.set_defaults(func=_lazy(".chat:cmd_chat"))
 
     p = sub.add_parser("serve", help="serve an OpenAI-compatible HTTP API",

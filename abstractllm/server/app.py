@@ -55,19 +55,21 @@ class ServerState:
         raise APIError(503, f"Model {self.model_id!r} is not loaded: {self.load_error}", code="model_not_loaded")
 
 
-def _load_sync(state: ServerState) -> None:
-    llm = state.llm
-    llm.load()
-
+def _device_of(state: ServerState) -> None:
     def _device() -> str:
         import mlx.core as mx
 
         return str(mx.default_device().type).replace("DeviceType.", "")
 
     try:
-        state.device = llm.worker.call(_device)
+        state.device = state.llm.worker.call(_device)
     except Exception:
         state.device = None
+
+
+def _load_sync(state: ServerState) -> None:
+    state.llm.load()
+    _device_of(state)
 
 
 async def _load(state: ServerState) -> None:
@@ -122,6 +124,8 @@ def create_app(config: ServerConfig, llm: Any = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if state.status != "ok":
             state.load_task = asyncio.create_task(_load(state))
+        else:  # a provider loaded by the caller: only the device is left to read
+            state.load_task = asyncio.create_task(asyncio.to_thread(_device_of, state))
         try:
             yield
         finally:
