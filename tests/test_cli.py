@@ -203,3 +203,19 @@ def test_demo_streams_and_says_the_text_is_gibberish():
     assert again.stdout == r.stdout  # seeded: the same text each run
     r = run_cli("demo", "--preset", "llama-tiny", "-m", "4", "-t", "0")
     assert r.returncode == 0 and "4 generated tokens" in r.stderr
+
+
+def test_generate_with_an_image_on_a_vision_model(vision_model, tmp_path):
+    from PIL import Image
+
+    from abstractllm import create_llm
+
+    img = tmp_path / "blue.png"
+    Image.new("RGB", (24, 24), (10, 20, 230)).save(img)
+    with create_llm("mlx", model=str(vision_model), temperature=0.0, max_tokens=6) as llm:
+        expected = llm.generate("Describe.", files=[str(img)])
+    r = run_cli("generate", "Describe.", "--model", str(vision_model), "--image", str(img), "-t", "0", "-m", "6",
+                "--json")
+    assert r.returncode == 0, r.stderr
+    data = json.loads(r.stdout)
+    assert data["content"] == expected.content and data["token_ids"] == expected.token_ids

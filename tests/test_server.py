@@ -305,3 +305,26 @@ def test_client_timeout_on_a_plain_request_cancels_it(server, client):
     assert s["requests_served"] == before["requests_served"]
     r = client.chat.completions.create(model="m", messages=MSGS, temperature=0, max_tokens=3)
     assert r.usage.completion_tokens == 3
+
+
+def test_concurrent_requests_match_sequential(client, tiny_llm):
+    prompts = ["Alpha beta", "Gamma delta epsilon", "Zeta"]
+    expected = [tiny_llm.generate(p, temperature=0.0, max_tokens=10).content for p in prompts]
+    results: dict[int, str] = {}
+
+    def ask(i: int) -> None:
+        if i % 2:
+            stream = client.chat.completions.create(model="m", messages=[{"role": "user", "content": prompts[i]}],
+                                                    temperature=0, max_tokens=10, stream=True)
+            results[i] = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+        else:
+            r = client.chat.completions.create(model="m", messages=[{"role": "user", "content": prompts[i]}],
+                                               temperature=0, max_tokens=10)
+            results[i] = r.choices[0].message.content
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(len(prompts))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert [results.get(i) for i in range(len(prompts))] == expected
