@@ -15,6 +15,7 @@ declared capabilities (images need ``VISION``, videos need ``VIDEO``).
 
 from __future__ import annotations
 
+import asyncio
 import weakref
 from abc import ABC, abstractmethod
 from typing import Any, AsyncIterator, Callable, ClassVar, Iterable, Iterator, Sequence
@@ -178,7 +179,8 @@ class BaseProvider(ABC):
     ) -> Response | AsyncIterator[Response]:
         """Like ``generate``, awaited: the event loop is never blocked. With ``stream=True`` the awaited
         value is an async iterator of chunks (``async for chunk in await llm.generate_async(..., stream=True)``)."""
-        request = self._prepare(prompt, system_prompt, files, messages, params)
+        # Off the loop: the first call resolves and inspects the model (imports the backend, may download).
+        request = await asyncio.to_thread(self._prepare, prompt, system_prompt, files, messages, params)
         chunks = self._open_stream(request)
         if stream:
             return chunks.aiter()
@@ -216,7 +218,7 @@ class BaseProvider(ABC):
         return self
 
     async def __aexit__(self, *exc: Any) -> None:
-        self.close()
+        await asyncio.to_thread(self.close)  # close waits for the worker: never on the event loop
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} model={self.config.get('model')!r}>"
