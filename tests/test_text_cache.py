@@ -144,3 +144,19 @@ def _common(a, b):
     while n < min(len(a), len(b)) and a[n] == b[n]:
         n += 1
     return n
+
+
+def test_cancelled_stream_leaves_a_correct_cache(pair):
+    path, warm, cold = pair
+    msgs = [{"role": "user", "content": QUESTIONS[2]}]
+    stream = warm.generate(messages=msgs, max_tokens=5000, stream=True)
+    for i, _ in enumerate(stream):
+        if i == 3:
+            break
+    stream.close()
+    a = warm.generate(messages=msgs)
+    b = cold.generate(messages=msgs)
+    assert a.usage.cached_tokens > 0 and a.token_ids == b.token_ids
+    # continuing the conversation from the cancelled turn's cached tokens is exact too
+    msgs2 = msgs + [{"role": "assistant", "content": a.content}, {"role": "user", "content": QUESTIONS[3]}]
+    assert warm.generate(messages=msgs2).token_ids == cold.generate(messages=msgs2).token_ids
