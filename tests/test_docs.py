@@ -135,3 +135,22 @@ def test_relative_links_resolve(path):
             continue
         file_part = target.split("#", 1)[0]
         assert (path.parent / file_part).exists(), f"{path.relative_to(ROOT)}: broken link {target}"
+
+
+@pytest.mark.parametrize("doc", ["docs/mlx/provider.md", "docs/api/providers/mlx.md"])
+def test_every_parameter_is_documented(doc):
+    from abstractllm import ModelParameter
+
+    text = (ROOT / doc).read_text(encoding="utf-8")
+    for member in ModelParameter:
+        assert f"| `{member.value}` | `{member.name}` |" in text, f"{doc}: no table row for {member.value}"
+
+
+def test_every_exception_is_documented():
+    import abstractllm.exceptions as exc
+
+    for doc in ("docs/mlx/provider.md", "docs/api/providers/mlx.md", "docs/api/core.md"):
+        text = (ROOT / doc).read_text(encoding="utf-8")
+        for name in exc.__all__:
+            if name[0].isupper() and name != "AbstractLLMError":
+                assert name in text, f"{doc} does not mention {name}"
