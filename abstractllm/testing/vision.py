@@ -24,6 +24,7 @@ VISION_SPECIAL_TOKENS = CHATML_SPECIAL_TOKENS + (
 #: The Qwen2-VL chat template (without its default system prompt): content as a string or a list of
 #: ``{"type": "text"|"image"|"video"}`` parts, each image/video rendered as its vision placeholder.
 QWEN2_VL_TEMPLATE = (
+    "{%- if enable_thinking is defined %}{%- endif %}"  # mlx-vlm passes it; declaring it avoids a warning
     "{%- for message in messages %}"
     "{{- '<|im_start|>' + message['role'] + '\\n' }}"
     "{%- if message['content'] is string %}{{- message['content'] }}"
