@@ -68,6 +68,11 @@ class Handler(BaseHTTPRequestHandler):
                     self.wfile.write(b"\x00" * 65536)
             except OSError:
                 pass
+        elif self.path == "/to-file.png":  # a redirect must never reach the local disk
+            self.send_response(302)
+            self.send_header("Location", "file:///etc/hostname")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
         elif self.path == "/page.html":
             self._send(200, "text/html", b"<html>not an image</html>")
         else:
@@ -169,6 +174,7 @@ CASES = [
     ("url-too-large", ImageProcessingError, lambda f, u: ([f"{u}/big.png"], {})),
     ("url-stream-too-large", ImageProcessingError, lambda f, u: ([f"{u}/stream.png"], {})),
     ("url-wrong-content-type", ImageProcessingError, lambda f, u: ([f"{u}/page.html"], {})),
+    ("url-redirects-to-file", ImageProcessingError, lambda f, u: ([f"{u}/to-file.png"], {})),
     ("url-refused-port", ImageProcessingError, lambda f, u: (["http://127.0.0.1:9/x.png"], {})),
     ("file-over-max-bytes", ImageProcessingError, lambda f, u: ([str(f["big.png"])], {})),
     ("float-array-out-of-range", ImageProcessingError, lambda f, u: ([np.full((32, 32, 3), 3.0)], {})),

@@ -168,6 +168,13 @@ def test_prompt_cache_follow_up_and_different_image_same_size(vision_model: Path
         cb = cold.generate(messages=follow_b)
         assert wb.usage.cached_tokens == 0
         assert wb.content == cb.content
+        # clear_cache and unload drop every state; answers stay the same
+        warm.clear_cache()
+        assert warm.get_model_info()["prompt_cache"]["entries"] == 0
+        again = warm.generate(messages=follow)
+        assert again.usage.cached_tokens == 0 and again.content == c2.content
+        warm.unload()
+        assert warm.generate(messages=follow).content == c2.content
 
 
 def test_text_only_model_refuses_images_before_touching_them(tiny_llm):

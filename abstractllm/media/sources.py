@@ -118,6 +118,24 @@ def _read_data_uri(uri: str, max_bytes: int, accept: tuple[str, ...]) -> MediaSo
     return MediaSource(label=label, data=data, content_type=mime)
 
 
+def _http_only_redirects():
+    import urllib.request
+
+    class HttpOnlyRedirects(urllib.request.HTTPRedirectHandler):
+        """Follow redirects to http(s) URLs only (never ftp:// or file://)."""
+
+        def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: D401
+            if not newurl.lower().startswith(("http://", "https://")):
+                raise ImageProcessingError(f"{describe(req.full_url)} redirects to a non-http(s) URL; refused.")
+            return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+    return HttpOnlyRedirects
+
+
+def _HttpOnlyRedirects():  # noqa: N802 - a factory used like a class
+    return _http_only_redirects()()
+
+
 def fetch_url(url: str, *, timeout: float, max_bytes: int, accept: tuple[str, ...] = ("image/",)) -> MediaSource:
     """GET ``url`` with ``timeout`` seconds (connect and each read, and the whole download), at most
     ``max_bytes``, and a content type starting with one of ``accept`` (or a generic binary type)."""
@@ -127,10 +145,11 @@ def fetch_url(url: str, *, timeout: float, max_bytes: int, accept: tuple[str, ..
     import urllib.request
 
     label = describe(url)
+    opener = urllib.request.build_opener(_HttpOnlyRedirects())
     request = urllib.request.Request(url, headers={"User-Agent": "abstractllm", "Accept": ", ".join(a + "*" for a in accept)})
     deadline = time.monotonic() + timeout
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as resp:  # noqa: S310 - http(s) only, checked by caller
+        with opener.open(request, timeout=timeout) as resp:
             ctype = (resp.headers.get("Content-Type") or "").split(";")[0].strip().lower()
             if ctype and not ctype.startswith(accept) and ctype not in ("application/octet-stream", "binary/octet-stream"):
                 raise ImageProcessingError(
