@@ -328,3 +328,26 @@ def test_concurrent_requests_match_sequential(client, tiny_llm):
     for t in threads:
         t.join(60)
     assert [results.get(i) for i in range(len(prompts))] == expected
+
+
+def test_a_queued_stream_whose_client_leaves_never_runs(server):
+    before = server.stats()
+    long_body = {"messages": [{"role": "user", "content": "hello"}], "temperature": 0, "max_tokens": 200000,
+                 "stream": True}
+    with httpx.Client(timeout=30) as http, http.stream("POST", server.base_url + "/chat/completions",
+                                                       json=long_body) as resp:
+        lines = resp.iter_lines()  # keep it: a dropped line iterator closes the connection
+        next(lines)
+        with pytest.raises(httpx.ReadTimeout):  # queued behind the first: gives up waiting
+            httpx.post(server.base_url + "/chat/completions", timeout=1.0, json={**long_body, "stream": True})
+        deadline = time.monotonic() + 10
+        while server.stats()["queued_requests"]:
+            assert time.monotonic() < deadline, "the abandoned request is still queued"
+            time.sleep(0.05)
+        assert server.stats()["active_requests"] == 1
+    deadline = time.monotonic() + 10
+    while (s := server.stats())["active_requests"]:
+        assert time.monotonic() < deadline, f"generation not cancelled: {s}"
+        time.sleep(0.05)
+    assert s["requests_cancelled"] == before["requests_cancelled"] + 1  # only the first ever ran
+    assert s["requests_failed"] == before["requests_failed"]

@@ -21,7 +21,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .config import ServerConfig
-from .errors import APIError, api_error_from, error_body
+from .errors import APIError, ClientGone, api_error_from, error_body
 from .stats import Gate, Stats
 
 __all__ = ["create_app", "ServerState"]
@@ -142,6 +142,10 @@ def create_app(config: ServerConfig, llm: Any = None) -> FastAPI:
     async def _api_error(request: Request, exc: APIError) -> JSONResponse:
         state.stats.errors += 1
         return _json_error(exc)
+
+    @app.exception_handler(ClientGone)
+    async def _client_gone(request: Request, exc: ClientGone) -> JSONResponse:
+        return JSONResponse({}, status_code=499)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:

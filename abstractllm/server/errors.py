@@ -33,7 +33,7 @@ from ..exceptions import (
     UnsupportedFeatureError,
 )
 
-__all__ = ["APIError", "error_body", "status_for", "api_error_from"]
+__all__ = ["APIError", "ClientGone", "error_body", "status_for", "api_error_from"]
 
 
 class APIError(Exception):
@@ -59,6 +59,11 @@ class APIError(Exception):
 
     def body(self) -> dict[str, Any]:
         return error_body(self.message, self.type, self.param, self.code)
+
+
+class ClientGone(Exception):
+    """The client disconnected before the response started; its generation was stopped. Answered with
+    499 (nginx's "client closed request"), which nobody receives: it shows only in logs."""
 
 
 def _default_type(status: int) -> str:

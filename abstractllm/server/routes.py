@@ -16,7 +16,7 @@ from ..exceptions import AbstractLLMError
 from ..providers.base import aggregate_chunks
 from ..types import Response
 from .app import ServerState, uptime
-from .errors import APIError, api_error_from
+from .errors import APIError, ClientGone, api_error_from
 from .media_policy import apply_media_policy
 from .schemas import (
     ParsedRequest, chat_chunk, chat_response, completion_chunk, completion_response, new_id, parse_chat,
@@ -121,50 +121,54 @@ async def _start(state: ServerState, req: ParsedRequest) -> _Run:
     return _Run(state, agen)
 
 
-async def _complete(state: ServerState, req: ParsedRequest, request: Request) -> Response | None:
-    """Run a whole generation; ``None`` when the client disconnected first (the generation is stopped)."""
-    task = asyncio.current_task()
-    gone = False
+class _DisconnectWatch:
+    """While the request is being served (before any response byte), a client that disconnects cancels
+    the serving task; leaving the block then raises ``ClientGone`` instead of ``CancelledError``."""
 
-    async def watch_disconnect() -> None:
-        nonlocal gone
+    def __init__(self, request: Request) -> None:
+        self.request, self.gone = request, False
+        self.task = asyncio.current_task()
+        self.watcher: asyncio.Task | None = None
+
+    async def _watch(self) -> None:
         while True:  # the body has been read: the next message is the disconnect
-            if (await request.receive())["type"] == "http.disconnect":
-                gone = True
-                if task is not None:
-                    task.cancel()
+            if (await self.request.receive())["type"] == "http.disconnect":
+                self.gone = True
+                if self.task is not None:
+                    self.task.cancel()
                 return
 
-    watcher = asyncio.get_running_loop().create_task(watch_disconnect())
-    run: _Run | None = None
-    try:
+    async def __aenter__(self) -> "_DisconnectWatch":
+        self.watcher = asyncio.get_running_loop().create_task(self._watch())
+        return self
+
+    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
+        assert self.watcher is not None
+        self.watcher.cancel()
+        if exc_type is not None and issubclass(exc_type, asyncio.CancelledError) and self.gone:
+            uncancel = getattr(self.task, "uncancel", None)  # Python 3.11+: this cancellation is handled
+            if uncancel is not None:
+                uncancel()
+            raise ClientGone()
+        return False
+
+
+async def _complete(state: ServerState, req: ParsedRequest, request: Request) -> Response:
+    """Run a whole generation (``ClientGone`` if the client disconnects: the generation is stopped)."""
+    async with _DisconnectWatch(request):
         run = await _start(state, req)
-        chunks = [await run.first()]
-        async for chunk in run.agen:
-            chunks.append(chunk)
-    except asyncio.CancelledError:
-        if run is not None:
-            run.finish(None, "cancelled")
-        if not gone:
+        try:
+            chunks = [await run.first()]
+            async for chunk in run.agen:
+                chunks.append(chunk)
+        except BaseException as exc:
+            run.finish(None, "error" if isinstance(exc, Exception) else "cancelled")
+            if isinstance(exc, AbstractLLMError):
+                raise api_error_from(exc) from exc
             raise
-        uncancel = getattr(task, "uncancel", None)  # Python 3.11+: this cancellation is handled
-        if uncancel is not None:
-            uncancel()
-        return None
-    except BaseException as exc:
-        if run is not None:
-            run.finish(None, "error")
-        if isinstance(exc, AbstractLLMError):
-            raise api_error_from(exc) from exc
-        raise
-    finally:
-        watcher.cancel()
     resp = aggregate_chunks(chunks)
     run.finish(resp, "ok")
     return resp
-
-
-_GONE = 499  # nginx's "client closed request": never seen by the client, only in logs
 
 
 class _SSE(StreamingResponse):
@@ -186,16 +190,17 @@ def _event(obj: Any) -> str:
     return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n"
 
 
-async def _stream(state: ServerState, req: ParsedRequest,
+async def _stream(state: ServerState, req: ParsedRequest, request: Request,
                   make_chunk: Callable[..., dict[str, Any]], role_delta: bool) -> StreamingResponse:
-    run = await _start(state, req)
-    try:
-        first = await run.first()
-    except BaseException as exc:
-        run.finish(None, "error" if isinstance(exc, Exception) else "cancelled")
-        if isinstance(exc, AbstractLLMError):
-            raise api_error_from(exc) from exc
-        raise
+    async with _DisconnectWatch(request):  # until the first chunk (queue wait, prefill)
+        run = await _start(state, req)
+        try:
+            first = await run.first()
+        except BaseException as exc:
+            run.finish(None, "error" if isinstance(exc, Exception) else "cancelled")
+            if isinstance(exc, AbstractLLMError):
+                raise api_error_from(exc) from exc
+            raise
     rid, created, model = new_id("chatcmpl" if role_delta else "cmpl"), int(time.time()), state.model_id
 
     def piece(text: str | None, finish: str | None = None, usage: dict | None = None) -> str:
@@ -243,10 +248,8 @@ async def chat_completions(request: Request) -> Any:
     state = _state(request)
     req = parse_chat(await _json(request))
     if req.stream:
-        return await _stream(state, req, chat_chunk, role_delta=True)
+        return await _stream(state, req, request, chat_chunk, role_delta=True)
     resp = await _complete(state, req, request)
-    if resp is None:
-        return JSONResponse({}, status_code=_GONE)
     return JSONResponse(chat_response(new_id("chatcmpl"), state.model_id, resp))
 
 
@@ -255,10 +258,8 @@ async def completions(request: Request) -> Any:
     state = _state(request)
     req = parse_completion(await _json(request))
     if req.stream:
-        return await _stream(state, req, completion_chunk, role_delta=False)
+        return await _stream(state, req, request, completion_chunk, role_delta=False)
     resp = await _complete(state, req, request)
-    if resp is None:
-        return JSONResponse({}, status_code=_GONE)
     return JSONResponse(completion_response(new_id("cmpl"), state.model_id, resp))
 
 
@@ -270,8 +271,6 @@ async def vlm_generate(request: Request) -> Any:
     req = parse_vlm_generate(await _json(request))
     t0 = time.perf_counter()
     resp = await _complete(state, req, request)
-    if resp is None:
-        return JSONResponse({}, status_code=_GONE)
     u = resp.usage
     return JSONResponse({
         "response": resp.content,
