@@ -29,8 +29,15 @@ def png_header(width: int, height: int) -> bytes:
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     chunk = b"IHDR" + ihdr
     idat = b"IDAT" + zlib.compress(b"\x00" * 64)
-    return (b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + chunk + struct.pack(">I", zlib.crc32(chunk))
-            + struct.pack(">I", len(idat) - 4) + idat + struct.pack(">I", zlib.crc32(idat)))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + struct.pack(">I", 13)
+        + chunk
+        + struct.pack(">I", zlib.crc32(chunk))
+        + struct.pack(">I", len(idat) - 4)
+        + idat
+        + struct.pack(">I", zlib.crc32(idat))
+    )
 
 
 def test_exif_orientation_is_applied():
@@ -48,7 +55,9 @@ def test_exif_orientation_is_applied():
 def test_every_mode_becomes_rgb(mode):
     base = Image.new("RGB", (16, 12), (10, 200, 30))
     if mode in ("I;16", "I"):
-        img = Image.fromarray(np.full((12, 16), 65535 if mode == "I;16" else 40000, dtype=np.uint16 if mode == "I;16" else np.int32))
+        img = Image.fromarray(
+            np.full((12, 16), 65535 if mode == "I;16" else 40000, dtype=np.uint16 if mode == "I;16" else np.int32)
+        )
     elif mode == "F":
         img = Image.fromarray(np.full((12, 16), 0.5, dtype=np.float32))
     else:
@@ -157,22 +166,35 @@ def test_input_forms(tmp_path: Path):
     path = tmp_path / "x.png"
     path.write_bytes(data)
     b64 = base64.b64encode(data).decode()
-    forms = [str(path), path, f"file://{path}", data, bytearray(data), io.BytesIO(data), b64,
-             f"data:image/png;base64,{b64}", {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{b64}"}},
-             {"url": str(path)}, img]
+    forms = [
+        str(path),
+        path,
+        f"file://{path}",
+        data,
+        bytearray(data),
+        io.BytesIO(data),
+        b64,
+        f"data:image/png;base64,{b64}",
+        {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{b64}"}},
+        {"url": str(path)},
+        img,
+    ]
     for form in forms:
         out = load_image(form)
         assert out.size == (30, 20) and tuple(np.asarray(out)[0, 0]) == (1, 2, 3), type(form)
 
 
-@pytest.mark.parametrize("bad,match", [
-    (b"", "empty"),
-    (b"\xff\xd8\xff\xe0" + b"\x00" * 50, "corrupt|not an image|decoded"),
-    ("data:text/plain;base64,aGVsbG8=", "type"),
-    ("data:image/png;base64,!!!!", "base64"),
-    ({"foo": 1}, "Unknown media dict"),
-    (12345, "Unsupported"),
-])
+@pytest.mark.parametrize(
+    "bad,match",
+    [
+        (b"", "empty"),
+        (b"\xff\xd8\xff\xe0" + b"\x00" * 50, "corrupt|not an image|decoded"),
+        ("data:text/plain;base64,aGVsbG8=", "type"),
+        ("data:image/png;base64,!!!!", "base64"),
+        ({"foo": 1}, "Unknown media dict"),
+        (12345, "Unsupported"),
+    ],
+)
 def test_bad_inputs_raise_typed_errors(bad, match):
     with pytest.raises(ImageProcessingError, match=match):
         load_image(bad)

@@ -35,8 +35,15 @@ def png(size=(64, 48), color=(10, 120, 200)) -> bytes:
 def png_header(width: int, height: int) -> bytes:
     chunk = b"IHDR" + struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     idat = b"IDAT" + zlib.compress(b"\x00" * 64)
-    return (b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + chunk + struct.pack(">I", zlib.crc32(chunk))
-            + struct.pack(">I", len(idat) - 4) + idat + struct.pack(">I", zlib.crc32(idat)))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + struct.pack(">I", 13)
+        + chunk
+        + struct.pack(">I", zlib.crc32(chunk))
+        + struct.pack(">I", len(idat) - 4)
+        + idat
+        + struct.pack(">I", zlib.crc32(idat))
+    )
 
 
 GOOD = png()
@@ -103,8 +110,9 @@ def server():
 
 @pytest.fixture(scope="module")
 def vlm(vision_model: Path):
-    llm = create_llm("mlx", model=str(vision_model), temperature=0.0, max_tokens=3, image_fetch_timeout=0.5,
-                     max_image_bytes="2MB")
+    llm = create_llm(
+        "mlx", model=str(vision_model), temperature=0.0, max_tokens=3, image_fetch_timeout=0.5, max_image_bytes="2MB"
+    )
     yield llm
     llm.close()
 
@@ -219,15 +227,26 @@ def test_table_is_large_enough():
 
 def test_good_url_and_parts_work(vlm, server):
     r1 = vlm.generate("URL?", files=[f"{server}/ok.png"])
-    r2 = vlm.generate(messages=[{"role": "user", "content": [
-        {"type": "text", "text": "URL?"}, {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{b64(GOOD)}"}}]}])
+    r2 = vlm.generate(
+        messages=[
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "URL?"},
+                    {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{b64(GOOD)}"}},
+                ],
+            }
+        ]
+    )
     assert r1.content == r2.content and r1.usage.prompt_tokens == r2.usage.prompt_tokens
 
 
 def test_media_in_assistant_message_is_refused(vlm):
-    msgs = [{"role": "user", "content": "hi"},
-            {"role": "assistant", "content": [{"type": "image_url", "image_url": {"url": "x.png"}}]},
-            {"role": "user", "content": "again"}]
+    msgs = [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": [{"type": "image_url", "image_url": {"url": "x.png"}}]},
+        {"role": "user", "content": "again"},
+    ]
     with pytest.raises(InvalidParameterError):
         vlm.generate(messages=msgs)
 

@@ -36,7 +36,9 @@ def raw(vision_model: Path):
     return load(str(vision_model))
 
 
-def raw_generate(raw, prompt: str, images, system: str | None = None, counts: dict | None = None) -> tuple[str, list[int]]:
+def raw_generate(
+    raw, prompt: str, images, system: str | None = None, counts: dict | None = None
+) -> tuple[str, list[int]]:
     from mlx_vlm import stream_generate
     from mlx_vlm.prompt_utils import apply_chat_template
 
@@ -93,13 +95,19 @@ def test_system_prompt_matches_raw_and_changes_output(vlm, raw):
 def test_history_with_images_in_earlier_turns(vlm):
     first, second = noise(5), noise(6)
     msgs = [
-        {"role": "user", "content": [{"type": "text", "text": "Look."}, {"type": "image_url", "image_url": {"url": first}}]},
+        {
+            "role": "user",
+            "content": [{"type": "text", "text": "Look."}, {"type": "image_url", "image_url": {"url": first}}],
+        },
         {"role": "assistant", "content": "ok"},
         {"role": "user", "content": "And now?"},
     ]
     r1 = vlm.generate(messages=msgs)
-    msgs2 = [dict(msgs[0], content=[msgs[0]["content"][0], {"type": "image_url", "image_url": {"url": second}}]),
-             msgs[1], msgs[2]]
+    msgs2 = [
+        dict(msgs[0], content=[msgs[0]["content"][0], {"type": "image_url", "image_url": {"url": second}}]),
+        msgs[1],
+        msgs[2],
+    ]
     r2 = vlm.generate(messages=msgs2)
     no_image = vlm.generate(messages=[{"role": "user", "content": "Look."}] + msgs[1:])
     assert r1.usage.prompt_tokens == r2.usage.prompt_tokens > no_image.usage.prompt_tokens
@@ -152,9 +160,13 @@ def test_video_frames_sampled_and_generated(vlm, tmp_path: Path):
 
 def test_prompt_cache_follow_up_and_different_image_same_size(vision_model: Path):
     a, b = noise(20), noise(21)  # same size, different content: identical token ids
-    turn1 = [{"role": "user", "content": [{"type": "text", "text": "What?"}, {"type": "image_url", "image_url": {"url": a}}]}]
-    with create_llm("mlx", model=str(vision_model), temperature=0.0, max_tokens=MAX) as warm, \
-         create_llm("mlx", model=str(vision_model), temperature=0.0, max_tokens=MAX, prompt_cache_bytes=0) as cold:
+    turn1 = [
+        {"role": "user", "content": [{"type": "text", "text": "What?"}, {"type": "image_url", "image_url": {"url": a}}]}
+    ]
+    with (
+        create_llm("mlx", model=str(vision_model), temperature=0.0, max_tokens=MAX) as warm,
+        create_llm("mlx", model=str(vision_model), temperature=0.0, max_tokens=MAX, prompt_cache_bytes=0) as cold,
+    ):
         r1 = warm.generate(messages=turn1)
         follow = turn1 + [{"role": "assistant", "content": r1.content}, {"role": "user", "content": "More?"}]
         w2 = warm.generate(messages=follow)
@@ -163,7 +175,9 @@ def test_prompt_cache_follow_up_and_different_image_same_size(vision_model: Path
         assert w2.content == c2.content and w2.usage.prompt_tokens == c2.usage.prompt_tokens
         assert warm.get_model_info()["prompt_cache"]["hits"] >= 1
         # the same conversation with a different image of the same size: never the old image's state
-        follow_b = [dict(turn1[0], content=[turn1[0]["content"][0], {"type": "image_url", "image_url": {"url": b}}])] + follow[1:]
+        follow_b = [
+            dict(turn1[0], content=[turn1[0]["content"][0], {"type": "image_url", "image_url": {"url": b}}])
+        ] + follow[1:]
         wb = warm.generate(messages=follow_b)
         cb = cold.generate(messages=follow_b)
         assert wb.usage.cached_tokens == 0
@@ -224,9 +238,13 @@ def test_video_as_bytes_equals_video_as_path(vlm, tmp_path: Path):
 
 def test_cancelled_stream_keeps_cache_and_provider_sound(vision_model: Path):
     img = noise(30)
-    convo = [{"role": "user", "content": [{"type": "text", "text": "Hm?"}, {"type": "image_url", "image_url": {"url": img}}]}]
-    with create_llm("mlx", model=str(vision_model), temperature=0.0, max_tokens=MAX) as llm, \
-         create_llm("mlx", model=str(vision_model), temperature=0.0, max_tokens=MAX, prompt_cache_bytes=0) as cold:
+    convo = [
+        {"role": "user", "content": [{"type": "text", "text": "Hm?"}, {"type": "image_url", "image_url": {"url": img}}]}
+    ]
+    with (
+        create_llm("mlx", model=str(vision_model), temperature=0.0, max_tokens=MAX) as llm,
+        create_llm("mlx", model=str(vision_model), temperature=0.0, max_tokens=MAX, prompt_cache_bytes=0) as cold,
+    ):
         first = llm.generate(messages=convo)
         follow = convo + [{"role": "assistant", "content": first.content}, {"role": "user", "content": "So?"}]
         stream = llm.generate(messages=follow, stream=True)

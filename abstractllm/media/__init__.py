@@ -13,7 +13,18 @@ from .sources import MediaSource, read_source
 from .video import VideoPlan, decode_video, load_video, plan_video
 
 __all__ = [
-    "is_video_input", "read_source", "MediaSource", "load_image", "plan_image", "decode_image", "to_rgb",
-    "ImagePlan", "check_memory_requirements", "MediaMemoryEstimate", "load_video", "plan_video",
-    "decode_video", "VideoPlan",
+    "is_video_input",
+    "read_source",
+    "MediaSource",
+    "load_image",
+    "plan_image",
+    "decode_image",
+    "to_rgb",
+    "ImagePlan",
+    "check_memory_requirements",
+    "MediaMemoryEstimate",
+    "load_video",
+    "plan_video",
+    "decode_video",
+    "VideoPlan",
 ]

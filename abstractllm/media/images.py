@@ -18,8 +18,18 @@ from typing import Any
 from ..exceptions import ImageProcessingError
 from .sources import MediaSource, read_source
 
-__all__ = ["ImagePlan", "plan_image", "decode_image", "load_image", "to_rgb", "array_to_image", "target_size",
-           "BOMB_PIXELS", "MIN_IMAGE_SIDE", "MAX_ASPECT_RATIO"]
+__all__ = [
+    "ImagePlan",
+    "plan_image",
+    "decode_image",
+    "load_image",
+    "to_rgb",
+    "array_to_image",
+    "target_size",
+    "BOMB_PIXELS",
+    "MIN_IMAGE_SIDE",
+    "MAX_ASPECT_RATIO",
+]
 
 #: Header sizes above this many pixels are refused before decoding (Pillow's own error threshold).
 BOMB_PIXELS = 178_956_970
@@ -85,8 +95,7 @@ def array_to_image(arr: Any, label: str = "array") -> Any:
         lo, hi = float(a.min()), float(a.max())
         if lo < 0.0 or hi > 1.0:
             raise ImageProcessingError(
-                f"{label}: float image arrays must hold values in 0..1, got {lo:g}..{hi:g}. "
-                "Scale it, or pass uint8."
+                f"{label}: float image arrays must hold values in 0..1, got {lo:g}..{hi:g}. Scale it, or pass uint8."
             )
         a = np.round(a * 255.0).astype(np.uint8)
     elif a.dtype == np.uint16:
@@ -125,8 +134,9 @@ def plan_image(source: MediaSource, *, max_pixels: int) -> ImagePlan:
         img = source.obj if isinstance(source.obj, Image.Image) else array_to_image(source.obj, source.label)
         w, h = img.size
         _check_size(source.label, w, h)
-        return ImagePlan(source.label, img, (w, h), (w, h), target_size(w, h, max_pixels), encoded=False,
-                         max_pixels=max_pixels)
+        return ImagePlan(
+            source.label, img, (w, h), (w, h), target_size(w, h, max_pixels), encoded=False, max_pixels=max_pixels
+        )
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -134,7 +144,9 @@ def plan_image(source: MediaSource, *, max_pixels: int) -> ImagePlan:
     except Image.DecompressionBombError as exc:
         raise ImageProcessingError(f"{source.label} is refused as a decompression bomb: {exc}") from exc
     except UnidentifiedImageError as exc:
-        raise ImageProcessingError(f"{source.label} is not an image Pillow can read (unknown or corrupt format).") from exc
+        raise ImageProcessingError(
+            f"{source.label} is not an image Pillow can read (unknown or corrupt format)."
+        ) from exc
     except Exception as exc:  # Pillow raises many types on broken headers
         raise ImageProcessingError(f"{source.label} has a corrupt image header: {type(exc).__name__}: {exc}") from exc
     w, h = img.size
@@ -148,8 +160,9 @@ def plan_image(source: MediaSource, *, max_pixels: int) -> ImagePlan:
             scale *= 2
         decode = (math.ceil(w / scale), math.ceil(h / scale))
     bands = len(img.getbands()) if img.mode not in ("P", "1") else 4
-    return ImagePlan(source.label, img, (w, h), decode, out, encoded=True, bands=max(1, min(bands, 4)),
-                     max_pixels=max_pixels)
+    return ImagePlan(
+        source.label, img, (w, h), decode, out, encoded=True, bands=max(1, min(bands, 4)), max_pixels=max_pixels
+    )
 
 
 def to_rgb(img: Any) -> Any:
@@ -181,7 +194,7 @@ def to_rgb(img: Any) -> Any:
 
 def decode_image(plan: ImagePlan) -> Any:
     """Decode a planned image once into an RGB ``PIL.Image`` of ``plan.output_size`` (orientation fixed)."""
-    from PIL import Image, ImageOps
+    from PIL import ImageOps
 
     img = plan.image
     try:
@@ -197,7 +210,9 @@ def decode_image(plan: ImagePlan) -> Any:
     except ImageProcessingError:
         raise
     except Exception as exc:  # truncated / corrupt data, decoder errors
-        raise ImageProcessingError(f"{plan.label} cannot be decoded (corrupt or truncated): {type(exc).__name__}: {exc}") from exc
+        raise ImageProcessingError(
+            f"{plan.label} cannot be decoded (corrupt or truncated): {type(exc).__name__}: {exc}"
+        ) from exc
     w, h = img.size
     if (w, h) == plan.size:
         out = plan.output_size

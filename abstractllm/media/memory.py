@@ -42,7 +42,10 @@ def media_available_bytes(memory_limit: int | None = None, in_use: int = 0) -> t
 
     avail, source = int(psutil.virtual_memory().available), "available system memory"
     if memory_limit is not None and memory_limit - in_use < avail:
-        avail, source = max(0, memory_limit - in_use), f"memory_limit ({_fmt(memory_limit)}) minus {_fmt(in_use)} in use"
+        avail, source = (
+            max(0, memory_limit - in_use),
+            f"memory_limit ({_fmt(memory_limit)}) minus {_fmt(in_use)} in use",
+        )
     return avail, source
 
 

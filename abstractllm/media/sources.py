@@ -106,9 +106,7 @@ def _read_data_uri(uri: str, max_bytes: int, accept: tuple[str, ...]) -> MediaSo
     meta = head[5:].split(";")
     mime = (meta[0] or "text/plain").strip().lower()
     if not mime.startswith(accept):
-        raise ImageProcessingError(
-            f"{label} declares type {mime!r}; expected {' or '.join(a + '*' for a in accept)}."
-        )
+        raise ImageProcessingError(f"{label} declares type {mime!r}; expected {' or '.join(a + '*' for a in accept)}.")
     if "base64" in (m.strip().lower() for m in meta[1:]):
         data = _decode_b64(payload, label, max_bytes)
     else:
@@ -146,12 +144,18 @@ def fetch_url(url: str, *, timeout: float, max_bytes: int, accept: tuple[str, ..
 
     label = describe(url)
     opener = urllib.request.build_opener(_HttpOnlyRedirects())
-    request = urllib.request.Request(url, headers={"User-Agent": "abstractllm", "Accept": ", ".join(a + "*" for a in accept)})
+    request = urllib.request.Request(
+        url, headers={"User-Agent": "abstractllm", "Accept": ", ".join(a + "*" for a in accept)}
+    )
     deadline = time.monotonic() + timeout
     try:
         with opener.open(request, timeout=timeout) as resp:
             ctype = (resp.headers.get("Content-Type") or "").split(";")[0].strip().lower()
-            if ctype and not ctype.startswith(accept) and ctype not in ("application/octet-stream", "binary/octet-stream"):
+            if (
+                ctype
+                and not ctype.startswith(accept)
+                and ctype not in ("application/octet-stream", "binary/octet-stream")
+            ):
                 raise ImageProcessingError(
                     f"{label} answered with content type {ctype!r}, not {' or '.join(a + '*' for a in accept)}."
                 )
@@ -161,7 +165,9 @@ def fetch_url(url: str, *, timeout: float, max_bytes: int, accept: tuple[str, ..
             chunks, total = [], 0
             while True:
                 if time.monotonic() > deadline:
-                    raise ImageProcessingError(f"Fetching {label} took longer than {timeout:g} s (image_fetch_timeout).")
+                    raise ImageProcessingError(
+                        f"Fetching {label} took longer than {timeout:g} s (image_fetch_timeout)."
+                    )
                 chunk = resp.read(65536)
                 if not chunk:
                     break
@@ -177,7 +183,9 @@ def fetch_url(url: str, *, timeout: float, max_bytes: int, accept: tuple[str, ..
         raise ImageProcessingError(f"Fetching {label} timed out after {timeout:g} s (image_fetch_timeout).") from exc
     except urllib.error.URLError as exc:
         if isinstance(exc.reason, (socket.timeout, TimeoutError)):
-            raise ImageProcessingError(f"Fetching {label} timed out after {timeout:g} s (image_fetch_timeout).") from exc
+            raise ImageProcessingError(
+                f"Fetching {label} timed out after {timeout:g} s (image_fetch_timeout)."
+            ) from exc
         raise ImageProcessingError(f"Fetching {label} failed: {exc.reason}.") from exc
     except (OSError, ValueError) as exc:
         raise ImageProcessingError(f"Fetching {label} failed: {type(exc).__name__}: {exc}") from exc

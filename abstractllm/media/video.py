@@ -50,7 +50,9 @@ def _open(data: bytes, label: str) -> Any:
     try:
         import av
     except ImportError as exc:  # pragma: no cover - part of the mlx extra
-        raise ImageProcessingError('Video input needs PyAV: pip install "abstractllm[mlx]" (or pip install av).') from exc
+        raise ImageProcessingError(
+            'Video input needs PyAV: pip install "abstractllm[mlx]" (or pip install av).'
+        ) from exc
     try:
         container = av.open(io.BytesIO(data), mode="r")
     except Exception as exc:
@@ -61,7 +63,9 @@ def _open(data: bytes, label: str) -> Any:
     return container
 
 
-def plan_video(source: MediaSource, *, fps: float = 2.0, max_frames: int = 32, max_pixels: int = 4_000_000) -> VideoPlan:
+def plan_video(
+    source: MediaSource, *, fps: float = 2.0, max_frames: int = 32, max_pixels: int = 4_000_000
+) -> VideoPlan:
     """Parse the container of ``source`` (no frame decoded) and plan the sampling."""
     if source.data is None:
         raise ImageProcessingError(f"{source.label}: a video must be a file, bytes, URL or data URI.")
@@ -83,7 +87,9 @@ def plan_video(source: MediaSource, *, fps: float = 2.0, max_frames: int = 32, m
     if width * height > 50_000_000:
         raise ImageProcessingError(f"{source.label}: {width}x{height} frames are refused (over 50 MP).")
     times = sample_times(max(duration, 0.0), fps, max_frames)
-    return VideoPlan(source.label, source.data, (width, height), duration, times, target_size(width, height, max_pixels))
+    return VideoPlan(
+        source.label, source.data, (width, height), duration, times, target_size(width, height, max_pixels)
+    )
 
 
 def decode_video(plan: VideoPlan) -> Any:
@@ -113,7 +119,9 @@ def decode_video(plan: VideoPlan) -> Any:
     except ImageProcessingError:
         raise
     except Exception as exc:
-        raise ImageProcessingError(f"{plan.label} cannot be decoded (corrupt video): {type(exc).__name__}: {exc}") from exc
+        raise ImageProcessingError(
+            f"{plan.label} cannot be decoded (corrupt video): {type(exc).__name__}: {exc}"
+        ) from exc
     finally:
         container.close()
     if not frames:
@@ -121,8 +129,15 @@ def decode_video(plan: VideoPlan) -> Any:
     return np.stack(frames, axis=0)
 
 
-def load_video(item: Any, *, fps: float = 2.0, max_frames: int = 32, max_pixels: int = 4_000_000,
-               max_bytes: int = 500_000_000, timeout: float = 10.0) -> Any:
+def load_video(
+    item: Any,
+    *,
+    fps: float = 2.0,
+    max_frames: int = 32,
+    max_pixels: int = 4_000_000,
+    max_bytes: int = 500_000_000,
+    timeout: float = 10.0,
+) -> Any:
     """Read and decode a video input (path, bytes, URL, data URI...) into sampled ``(T, H, W, 3)`` frames."""
     source = read_source(item, max_bytes=max_bytes, timeout=timeout, accept=("video/",))
     return decode_video(plan_video(source, fps=fps, max_frames=max_frames, max_pixels=max_pixels))

@@ -18,7 +18,11 @@ __all__ = ["VISION_PRESETS", "QWEN2_VL_TEMPLATE", "VISION_SPECIAL_TOKENS", "buil
 
 #: Special tokens the Qwen2-VL processor and model look up by name.
 VISION_SPECIAL_TOKENS = CHATML_SPECIAL_TOKENS + (
-    "<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>", "<|vision_pad|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+    "<|vision_pad|>",
 )
 
 #: The Qwen2-VL chat template (without its default system prompt): content as a string or a list of
@@ -52,16 +56,30 @@ _TEXT_BASE = {
 #: name -> (text config, vision config, max_pixels). ``tiny``: ~0.5 MB, 4..16 tokens per image.
 VISION_PRESETS: dict[str, tuple[dict[str, Any], dict[str, Any], int]] = {
     "tiny": (
-        {**_TEXT_BASE, "hidden_size": 64, "num_hidden_layers": 2, "intermediate_size": 128,
-         "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 1024,
-         "rope_scaling": {"type": "mrope", "mrope_section": [2, 3, 3]}},
+        {
+            **_TEXT_BASE,
+            "hidden_size": 64,
+            "num_hidden_layers": 2,
+            "intermediate_size": 128,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+            "vocab_size": 1024,
+            "rope_scaling": {"type": "mrope", "mrope_section": [2, 3, 3]},
+        },
         {"depth": 2, "embed_dim": 32, "num_heads": 2, "mlp_ratio": 2},
         112 * 112,
     ),
     "small": (
-        {**_TEXT_BASE, "hidden_size": 256, "num_hidden_layers": 4, "intermediate_size": 512,
-         "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 4096,
-         "rope_scaling": {"type": "mrope", "mrope_section": [8, 12, 12]}},
+        {
+            **_TEXT_BASE,
+            "hidden_size": 256,
+            "num_hidden_layers": 4,
+            "intermediate_size": 512,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+            "vocab_size": 4096,
+            "rope_scaling": {"type": "mrope", "mrope_section": [8, 12, 12]},
+        },
         {"depth": 4, "embed_dim": 128, "num_heads": 4, "mlp_ratio": 2},
         224 * 224,
     ),
@@ -125,7 +143,10 @@ def build_vision_model(
     text = {**text, **(overrides or {})}
 
     ids = write_tokenizer(
-        path, text["vocab_size"], special_tokens=VISION_SPECIAL_TOKENS, seed=seed,
+        path,
+        text["vocab_size"],
+        special_tokens=VISION_SPECIAL_TOKENS,
+        seed=seed,
         chat_template=QWEN2_VL_TEMPLATE,
         extra_config={"processor_class": "Qwen2VLProcessor"},
     )
@@ -135,9 +156,15 @@ def build_vision_model(
         "architectures": ["Qwen2VLForConditionalGeneration"],
         **text,
         "vision_config": {
-            "model_type": "qwen2_vl", "in_chans": 3, "in_channels": 3, "patch_size": 14,
-            "spatial_patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2,
-            "hidden_size": text["hidden_size"], **vision,
+            "model_type": "qwen2_vl",
+            "in_chans": 3,
+            "in_channels": 3,
+            "patch_size": 14,
+            "spatial_patch_size": 14,
+            "spatial_merge_size": 2,
+            "temporal_patch_size": 2,
+            "hidden_size": text["hidden_size"],
+            **vision,
         },
         "image_token_id": ids["<|image_pad|>"],
         "video_token_id": ids["<|video_pad|>"],
@@ -166,19 +193,32 @@ def build_vision_model(
     processor = {
         "image_processor_type": "Qwen2VLImageProcessor",
         "processor_class": "Qwen2VLProcessor",
-        "patch_size": 14, "temporal_patch_size": 2, "merge_size": 2,
-        "min_pixels": min_pixels, "max_pixels": max_pixels,
+        "patch_size": 14,
+        "temporal_patch_size": 2,
+        "merge_size": 2,
+        "min_pixels": min_pixels,
+        "max_pixels": max_pixels,
         "image_mean": [0.48145466, 0.4578275, 0.40821073],
         "image_std": [0.26862954, 0.26130258, 0.27577711],
-        "do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True, "do_convert_rgb": True,
+        "do_rescale": True,
+        "rescale_factor": 1 / 255,
+        "do_normalize": True,
+        "do_convert_rgb": True,
     }
     (path / "preprocessor_config.json").write_text(json.dumps(processor, indent=2), encoding="utf-8")
-    video = {**processor, "video_processor_type": "Qwen2VLVideoProcessor", "fps": 2.0, "min_frames": 2,
-             "max_frames": 32}
+    video = {
+        **processor,
+        "video_processor_type": "Qwen2VLVideoProcessor",
+        "fps": 2.0,
+        "min_frames": 2,
+        "max_frames": 32,
+    }
     video.pop("image_processor_type")
     (path / "video_preprocessor_config.json").write_text(json.dumps(video, indent=2), encoding="utf-8")
     (path / "processor_config.json").write_text(
-        json.dumps({"processor_class": "Qwen2VLProcessor"}, indent=2), encoding="utf-8")
+        json.dumps({"processor_class": "Qwen2VLProcessor"}, indent=2), encoding="utf-8"
+    )
     (path / "generation_config.json").write_text(
-        json.dumps({"eos_token_id": config["eos_token_id"], "do_sample": False}, indent=2), encoding="utf-8")
+        json.dumps({"eos_token_id": config["eos_token_id"], "do_sample": False}, indent=2), encoding="utf-8"
+    )
     return path

@@ -62,7 +62,9 @@ def _single_image_models() -> frozenset[str]:
     except (OSError, SyntaxError):
         tree = None
     for node in getattr(tree, "body", []):
-        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "SINGLE_IMAGE_ONLY_MODELS" for t in node.targets):
+        if isinstance(node, ast.Assign) and any(
+            getattr(t, "id", None) == "SINGLE_IMAGE_ONLY_MODELS" for t in node.targets
+        ):
             try:
                 return frozenset(ast.literal_eval(node.value))
             except ValueError:
@@ -120,10 +122,13 @@ class VisionAdapter:
         from .text import cast_for_device
 
         try:
-            model, processor = load(str(self.spec.path), lazy=True,
-                                    trust_remote_code=bool(self.config.get("trust_remote_code")))
+            model, processor = load(
+                str(self.spec.path), lazy=True, trust_remote_code=bool(self.config.get("trust_remote_code"))
+            )
         except (ValueError, KeyError, TypeError, OSError, ImportError, AttributeError) as exc:
-            raise ModelLoadError(f"mlx-vlm could not load {str(self.spec.path)!r}: {type(exc).__name__}: {exc}") from exc
+            raise ModelLoadError(
+                f"mlx-vlm could not load {str(self.spec.path)!r}: {type(exc).__name__}: {exc}"
+            ) from exc
         if self.spec.quantization is None:
             self.info["dtype"] = cast_for_device(model, self.config.get("dtype") or "auto", self.on_metal)
         if self.config.get("quantize"):
@@ -141,9 +146,11 @@ class VisionAdapter:
 
     @property
     def cache_stats(self) -> dict[str, int]:
-        return {"entries": len(self._states),
-                "bytes": sum(_cache_nbytes(s.cache) for s in self._states.values()),
-                "hits": self.cache_hits}
+        return {
+            "entries": len(self._states),
+            "bytes": sum(_cache_nbytes(s.cache) for s in self._states.values()),
+            "hits": self.cache_hits,
+        }
 
     # ------------------------------------------------------------------ media
     def _processor_max_pixels(self, video: bool = False) -> int | None:
@@ -174,7 +181,9 @@ class VisionAdapter:
         heads = int(vc.get("num_heads") or vc.get("num_attention_heads") or 16)
         layers = int(tc.get("num_hidden_layers") or 24)
         kv_heads = int(tc.get("num_key_value_heads") or tc.get("num_attention_heads") or 8)
-        head_dim = int(tc.get("head_dim") or (int(tc.get("hidden_size") or 1024) // int(tc.get("num_attention_heads") or 8)))
+        head_dim = int(
+            tc.get("head_dim") or (int(tc.get("hidden_size") or 1024) // int(tc.get("num_attention_heads") or 8))
+        )
         pixel_tensor = patches * 3 * max(temporal, 1) * patch * patch * 4
         # Vision attention runs per image / frame group; off Metal, MLX's attention materializes the
         # scores (heads x n x n floats), on Metal its fused kernel does not.
@@ -205,26 +214,35 @@ class VisionAdapter:
             if (msg.images or msg.videos) and msg.role != "user":
                 raise InvalidParameterError(
                     f"messages[{i}] ({msg.role}) holds media; only user messages can carry images or video.",
-                    param="messages")
+                    param="messages",
+                )
             for item in msg.images:
-                image_plans.append(plan_image(read_source(item, max_bytes=max_bytes, timeout=timeout),
-                                              max_pixels=image_pixels))
+                image_plans.append(
+                    plan_image(read_source(item, max_bytes=max_bytes, timeout=timeout), max_pixels=image_pixels)
+                )
             for item in msg.videos:
                 source = read_source(item, max_bytes=max_bytes * 10, timeout=timeout, accept=("video/",))
-                video_plans.append(plan_video(source, fps=float(p.get("video_fps") or 2.0),
-                                              max_frames=int(p.get("video_max_frames") or 32),
-                                              max_pixels=frame_pixels))
+                video_plans.append(
+                    plan_video(
+                        source,
+                        fps=float(p.get("video_fps") or 2.0),
+                        max_frames=int(p.get("video_max_frames") or 32),
+                        max_pixels=frame_pixels,
+                    )
+                )
             per_msg_images.append(len(msg.images))
             per_msg_videos.append(len(msg.videos))
         if len(image_plans) > 1 and ModelCapability.MULTI_IMAGE not in self.caps:
             raise UnsupportedFeatureError(
-                f"{self.spec.model_type} models take one image per request in mlx-vlm; got {len(image_plans)}.")
+                f"{self.spec.model_type} models take one image per request in mlx-vlm; got {len(image_plans)}."
+            )
         factor = 28
         for vp in video_plans:
             if min(vp.output_size) < factor:
                 raise ImageProcessingError(
                     f"{vp.label}: frames of {vp.output_size[0]}x{vp.output_size[1]} are too small; video frames "
-                    f"need at least {factor} pixels on each side.")
+                    f"need at least {factor} pixels on each side."
+                )
         vision = sum(self._vision_bytes(*pl.output_size) for pl in image_plans)
         vision += sum(self._vision_bytes(*vp.output_size, frames=len(vp.times)) for vp in video_plans)
         memory = check_memory_requirements(
@@ -244,7 +262,7 @@ class VisionAdapter:
         from mlx_vlm.prompt_utils import apply_chat_template, get_chat_template
 
         chat: list[dict[str, Any]] = []
-        for msg, ni in zip(request.messages, n_images):
+        for msg, ni in zip(request.messages, n_images, strict=True):
             if msg.role == "user":
                 parts: list[dict[str, Any]] = [{"type": "text", "text": msg.text}] if msg.text else []
                 parts += [{"type": "image"} for _ in range(ni)]
@@ -254,11 +272,14 @@ class VisionAdapter:
         try:
             if not any(n_videos):
                 return apply_chat_template(self.processor, self.model.config, chat, num_images=sum(n_images))
-            formatted = apply_chat_template(self.processor, self.model.config, chat, num_images=sum(n_images),
-                                            return_messages=True)
-            for m, nv in zip(formatted, n_videos):
+            formatted = apply_chat_template(
+                self.processor, self.model.config, chat, num_images=sum(n_images), return_messages=True
+            )
+            for m, nv in zip(formatted, n_videos, strict=True):
                 if nv:
-                    content = m["content"] if isinstance(m["content"], list) else [{"type": "text", "text": m["content"]}]
+                    content = (
+                        m["content"] if isinstance(m["content"], list) else [{"type": "text", "text": m["content"]}]
+                    )
                     m["content"] = content + [{"type": "video"} for _ in range(nv)]
             return get_chat_template(self.processor, formatted, True)
         except (ValueError, KeyError, TypeError) as exc:
@@ -275,13 +296,15 @@ class VisionAdapter:
         model = self.model
         try:
             inputs = prepare_inputs(
-                self.processor, images=images or None, videos=videos or None, prompts=prompt,
+                self.processor,
+                images=images or None,
+                videos=videos or None,
+                prompts=prompt,
                 image_token_index=getattr(model.config, "image_token_index", None),
                 add_special_tokens=should_add_special_tokens(model.config.model_type, self.processor),
             )
         except (ValueError, TypeError, IndexError, KeyError) as exc:
-            raise ImageProcessingError(
-                f"The model's processor refused the media: {type(exc).__name__}: {exc}") from exc
+            raise ImageProcessingError(f"The model's processor refused the media: {type(exc).__name__}: {exc}") from exc
         h = hashlib.blake2b(digest_size=16)
         for img in images:
             h.update(f"I{img.size}".encode())
@@ -291,9 +314,16 @@ class VisionAdapter:
             h.update(frames.tobytes())
         extra = {k: v for k, v in inputs.items() if k not in ("input_ids", "pixel_values", "attention_mask")}
         return PreparedVisionRequest(
-            prompt=prompt, input_ids=inputs["input_ids"], pixel_values=inputs.get("pixel_values"),
-            mask=inputs.get("attention_mask"), extra=extra, media_key=h.hexdigest(), n_images=len(images),
-            n_frames=sum(len(v) for v in videos), memory=memory, images=images,
+            prompt=prompt,
+            input_ids=inputs["input_ids"],
+            pixel_values=inputs.get("pixel_values"),
+            mask=inputs.get("attention_mask"),
+            extra=extra,
+            media_key=h.hexdigest(),
+            n_images=len(images),
+            n_frames=sum(len(v) for v in videos),
+            memory=memory,
+            images=images,
         )
 
     # ------------------------------------------------------------------ generate
@@ -341,18 +371,29 @@ class VisionAdapter:
         kwargs["prefill_step_size"] = self.config.get("prefill_step_size") or 2048
         mx.reset_peak_memory()
         gen = stream_generate(
-            self.model, self.processor, prepared.prompt, input_ids=prepared.input_ids,
-            pixel_values=prepared.pixel_values, mask=prepared.mask, max_tokens=int(params["max_tokens"]), **kwargs,
+            self.model,
+            self.processor,
+            prepared.prompt,
+            input_ids=prepared.input_ids,
+            pixel_values=prepared.pixel_values,
+            mask=prepared.mask,
+            max_tokens=int(params["max_tokens"]),
+            **kwargs,
         )
         completed = hit = False
 
         def step(r: Any, text: str, token: int, finish: str | None) -> Step:
             cached = int(getattr(r, "cached_tokens", 0) or 0)
             return Step(
-                text=text, token=int(token), finish_reason=finish,
-                prompt_tokens=int(r.prompt_tokens) - cached, generation_tokens=int(r.generation_tokens),
-                prompt_tps=float(r.prompt_tps or 0.0), generation_tps=float(r.generation_tps or 0.0),
-                peak_memory_bytes=int((r.peak_memory or 0.0) * 1e9), cached_tokens=cached,
+                text=text,
+                token=int(token),
+                finish_reason=finish,
+                prompt_tokens=int(r.prompt_tokens) - cached,
+                generation_tokens=int(r.generation_tokens),
+                prompt_tps=float(r.prompt_tps or 0.0),
+                generation_tps=float(r.generation_tps or 0.0),
+                peak_memory_bytes=int((r.peak_memory or 0.0) * 1e9),
+                cached_tokens=cached,
             )
 
         def _tok(t: Any) -> int:
