@@ -150,7 +150,7 @@ def bench_generation(rounds: int, max_tokens: int) -> dict:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--rounds", type=int, default=11, help="alternating rounds (median)")
     p.add_argument("--max-pixels", type=int, default=4_000_000, help="max_image_pixels of the pipeline")
     p.add_argument("--max-tokens", type=int, default=32)
     p.add_argument("--json", dest="json_path")
