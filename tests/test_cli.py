@@ -100,6 +100,8 @@ def test_generate_load_options(tiny_model, tiny_llm):
     (("generate", "hi", "--model", "{model}", "--image", "{model}/config.json"), 1, "text-only"),
     (("generate", "hi", "--model", "{model}", "--quantize", "4", "--full-precision"), 2, "exclude"),
     (("generate", "hi", "--model", "{model}", "-m", "0"), 2, "positive integer"),
+    (("generate", "hi", "--model", "{model}", "--memory-limit", "1KB"), 1, "memory_limit"),
+    (("generate", "hi", "--model", "{model}", "--memory-limit", "lots"), 1, "memory_limit"),
     (("demo", "--preset", "nonsense"), 2, "preset"),
     (("models", "/no/such/folder"), 1, "not a folder"),
 ])

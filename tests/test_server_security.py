@@ -226,3 +226,33 @@ class _http_file_server:
     def __exit__(self, *exc) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+def test_request_over_the_memory_budget_is_507(vision_model):
+    """A huge (but well compressed) image on a server with a small --memory-limit: refused before any
+    pixel is decoded, answered 507, and the server keeps serving."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    def uri(size: int) -> str:
+        buf = io.BytesIO()
+        Image.new("RGB", (size, size), (1, 2, 3)).save(buf, format="PNG")
+        return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+    srv = ServerProcess(vision_model, "--memory-limit", "128MB")
+    try:
+        with openai.OpenAI(base_url=srv.base_url, api_key="x", max_retries=0) as client:
+            def ask(size: int):
+                content = [{"type": "text", "text": "x"}, {"type": "image_url", "image_url": {"url": uri(size)}}]
+                return client.chat.completions.create(model="m", messages=[{"role": "user", "content": content}],
+                                                      max_tokens=2, temperature=0)
+
+            with pytest.raises(openai.APIStatusError) as info:
+                ask(8000)
+            assert info.value.status_code == 507
+            assert info.value.body["type"] == "insufficient_memory" and "memory_limit" in info.value.body["message"]
+            assert ask(16).usage.completion_tokens == 2
+    finally:
+        assert srv.stop() == 0, "".join(srv.log)

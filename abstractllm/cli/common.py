@@ -36,7 +36,7 @@ def model_from(args: argparse.Namespace) -> str:
 
 
 def llm_config_from(args: argparse.Namespace) -> dict[str, Any]:
-    """Load-time options (``--quantize``, ``--full-precision``) as ``create_llm`` config."""
+    """Load-time options (``--quantize``, ``--full-precision``, ``--memory-limit``) as ``create_llm`` config."""
     config: dict[str, Any] = {}
     quantize = getattr(args, "quantize", None)
     full = getattr(args, "full_precision", False)
@@ -46,6 +46,8 @@ def llm_config_from(args: argparse.Namespace) -> dict[str, Any]:
         config["quantize"] = int(quantize)
     if full:
         config["dtype"] = "float32"
+    if getattr(args, "memory_limit", None):
+        config["memory_limit"] = args.memory_limit  # validated by the provider ("8GB", "512MiB", bytes)
     return config
 
 

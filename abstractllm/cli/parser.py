@@ -43,6 +43,8 @@ def _add_model(p: argparse.ArgumentParser) -> None:
 def _add_load(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quantize", choices=("4", "8"), help="quantize a float model to 4 or 8 bits on load")
     p.add_argument("--full-precision", action="store_true", help="load the weights as float32")
+    p.add_argument("--memory-limit", metavar="SIZE", help="memory budget, e.g. 8GB: loads and requests that would "
+                   "exceed it are refused (default: the available memory)")
 
 
 def _add_sampling(p: argparse.ArgumentParser, max_tokens: int | None = None) -> None:
