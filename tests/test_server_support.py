@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import re
 import signal
@@ -32,6 +33,7 @@ class ServerProcess:
                                         "--log-level", "info", *extra)
         self.proc = subprocess.Popen(self.args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                      env={**os.environ, **(env or {})})
+        atexit.register(self._kill_if_running)  # a test run cut short must not leave a server behind
         self.log: list[str] = []
         self._port_seen = threading.Event()
         self.port: int | None = None
@@ -70,6 +72,11 @@ class ServerProcess:
 
     def stats(self) -> dict:
         return httpx.get(self.url + "/stats", timeout=10, headers=getattr(self, "auth", {})).json()
+
+    def _kill_if_running(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
 
     def stop(self, sig: int = signal.SIGINT, timeout: float = 30) -> int:
         """Stop the server with ``sig``; return its exit code."""
