@@ -1,6 +1,7 @@
 """Every command in docs/_server_cli_readme_snippet.md (the README's CLI and Server sections) runs: its
 ``abstractllm`` lines, its ``curl`` line against the served model, and its Python block. Hub ids are
-replaced by offline demo models, as tests/test_docs.py does for the README."""
+replaced by offline demo models, as tests/test_docs.py does for the README. Once the snippet is merged
+into README.md (and the snippet file removed), the README's "## CLI" and "## Server" sections are read."""
 
 from __future__ import annotations
 
@@ -18,14 +19,27 @@ import pytest
 
 from test_server_support import ServerProcess, cli_command
 
-SNIPPET = Path(__file__).resolve().parent.parent / "docs" / "_server_cli_readme_snippet.md"
+ROOT = Path(__file__).resolve().parent.parent
+SNIPPET = ROOT / "docs" / "_server_cli_readme_snippet.md"
 STANDINS = {"mlx-community/Qwen3-0.6B-4bit": ("text", "tiny")}
 _FENCE = re.compile(r"^```(\w*)[^\n]*\n(.*?)^```", re.S | re.M)
 _HUB_ID = re.compile(r"\bmlx-community/[\w.\-]+")
 
 
+def _snippet_text() -> str:
+    if SNIPPET.exists():
+        return SNIPPET.read_text(encoding="utf-8")
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    sections = []
+    for title in ("CLI", "Server"):
+        m = re.search(rf"^## {title}\b.*?(?=^## |\Z)", readme, re.S | re.M)
+        assert m, f"README.md has no '## {title}' section (and {SNIPPET.name} is gone)"
+        sections.append(m.group(0))
+    return "\n".join(sections)
+
+
 def _blocks(lang: str) -> list[str]:
-    return [m.group(2) for m in _FENCE.finditer(SNIPPET.read_text(encoding="utf-8")) if m.group(1) == lang]
+    return [m.group(2) for m in _FENCE.finditer(_snippet_text()) if m.group(1) == lang]
 
 
 def _substitute(text: str) -> str:
