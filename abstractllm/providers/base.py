@@ -30,6 +30,13 @@ from .worker import CancelToken, ChunkStream, SerialWorker
 __all__ = ["BaseProvider", "aggregate_chunks"]
 
 
+def _stop_worker(worker: SerialWorker, streams: "weakref.WeakSet[ChunkStream]") -> None:
+    """Cancel the streams still running (they stop at their next token), then stop the worker."""
+    for stream in list(streams):
+        stream.cancel()
+    worker.close()
+
+
 def aggregate_chunks(chunks: Iterable[Response]) -> Response:
     """Fold stream chunks into one ``Response``: texts and token ids joined, the last chunk's totals."""
     texts: list[str] = []
@@ -71,6 +78,7 @@ class BaseProvider(ABC):
         self._generation_defaults.update({k: v for k, v in self.config.items() if k in GENERATION_PARAMS})
         self._worker: SerialWorker | None = None
         self._closed = False
+        self._streams: "weakref.WeakSet[ChunkStream]" = weakref.WeakSet()
 
     # ----------------------------------------------------------------- to implement
     @abstractmethod
@@ -101,7 +109,8 @@ class BaseProvider(ABC):
         if self._worker is None:
             self._worker = SerialWorker(f"abstractllm-{self.name}", on_exit=self._worker_on_exit())
             # A provider dropped without close() still stops its thread (and frees its model) when collected.
-            weakref.finalize(self, self._worker.close)
+            # (also at interpreter exit: a stream nobody reads any more must not keep generating)
+            weakref.finalize(self, _stop_worker, self._worker, self._streams)
         return self._worker
 
     def _prepare(
@@ -137,7 +146,9 @@ class BaseProvider(ABC):
             raise UnsupportedFeatureError(f"The {self.name} provider does not support system prompts.")
 
     def _open_stream(self, request: GenerationRequest) -> ChunkStream:
-        return ChunkStream(self.worker, lambda cancel: self._stream(request, cancel))
+        stream = ChunkStream(self.worker, lambda cancel: self._stream(request, cancel))
+        self._streams.add(stream)
+        return stream
 
     # ----------------------------------------------------------------- public API
     def generate(
@@ -198,6 +209,8 @@ class BaseProvider(ABC):
         if self._closed:
             return
         worker = self._worker
+        for stream in list(self._streams):  # generations still running stop at their next token
+            stream.cancel()
         if worker is not None:
             try:
                 self._release()
