@@ -273,3 +273,58 @@ def test_hub_revision_selects_the_snapshot(tiny_model, llama_model, tmp_path, mo
     assert v2.get_model_info()["model_type"] == "llama" == by_sha.get_model_info()["model_type"]
     for llm in (main, v2, by_sha):
         llm.close()
+
+
+@pytest.mark.parametrize("mode", ["open-stream", "open-stream-closed-provider", "with-block", "async-stream"])
+def test_exit_with_a_generation_still_running_is_prompt_and_clean(tiny_model, mode):
+    """A script that leaves with a long stream unread must neither wait for the whole generation nor
+    abort at exit (134): the provider's streams are cancelled before its worker stops."""
+    proc_t = __import__("time").perf_counter()
+    proc = _run_py(f"""
+        import asyncio
+        from abstractllm import create_llm
+        mode = {mode!r}
+        llm = create_llm("mlx", model={str(tiny_model)!r}, temperature=0.0)
+        if mode == "open-stream":
+            s = llm.generate("hi", max_tokens=1_000_000, stream=True); next(s)
+        elif mode == "open-stream-closed-provider":
+            s = llm.generate("hi", max_tokens=1_000_000, stream=True); next(s); llm.close()
+        elif mode == "with-block":
+            with llm:
+                s = llm.generate("hi", max_tokens=1_000_000, stream=True); next(s)
+        else:
+            async def main():
+                s = await llm.generate_async("hi", max_tokens=1_000_000, stream=True)
+                await s.__anext__()
+                return s
+            keep = asyncio.run(main())
+        print("LEFT")
+    """, timeout=60)
+    took = __import__("time").perf_counter() - proc_t
+    assert proc.returncode == 0, f"rc={proc.returncode} stderr={proc.stderr[-2000:]}"
+    assert "LEFT" in proc.stdout
+    assert took < 20, f"exit took {took:.1f} s: the generation kept running"
+
+
+def test_close_cancels_a_stream_running_in_another_thread(tiny_model):
+    import threading
+    import time
+
+    llm = create_llm("mlx", model=str(tiny_model), temperature=0.0)
+    got, started = [], threading.Event()
+
+    def consume():
+        for chunk in llm.generate("hi", max_tokens=1_000_000, stream=True):
+            got.append(chunk)
+            started.set()
+
+    t = threading.Thread(target=consume)
+    t.start()
+    assert started.wait(30)
+    t0 = time.perf_counter()
+    llm.close()
+    t.join(10)
+    assert not t.is_alive() and time.perf_counter() - t0 < 5  # the reader's stream ended promptly
+    # (known gap: the stream ends without a final "cancelled" chunk; ChunkStream stops at the cancel)
+    assert got[-1].finish_reason in (None, "cancelled")
+    assert not llm.is_loaded
