@@ -291,3 +291,18 @@ def test_provider_recovers_from_an_error_inside_mlx_lm_sampler(tiny_model, monke
             list(llm.generate(PROMPT, top_k=10_000, stream=True))
         assert llm.generate(PROMPT, seed=3).token_ids == seeded  # seeded sampling is reproducible
         assert llm.generate(PROMPT, temperature=0.0).token_ids == llm.generate(PROMPT, temperature=0.0).token_ids
+
+
+def test_chat_template_that_refuses_the_messages(tmp_path, tiny_llm, still_works):
+    """A template that raises (as Gemma's does for a system role) gives InvalidParameterError."""
+    from abstractllm.testing import build_text_model
+    from abstractllm.testing.tokenizer import CHATML_TEMPLATE
+
+    template = ("{%- if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}"
+                "{%- endif %}" + CHATML_TEMPLATE)
+    path = build_text_model(tmp_path / "m", "tiny", chat_template=template)
+    with create_llm("mlx", model=str(path), temperature=0.0) as llm:
+        with pytest.raises(InvalidParameterError, match="System role not supported") as err:
+            llm.generate(PROMPT, system_prompt="Be brief.", max_tokens=3)
+        assert err.value.param == "messages"
+        assert llm.generate(PROMPT, max_tokens=3).usage.completion_tokens == 3

@@ -328,3 +328,25 @@ def test_close_cancels_a_stream_running_in_another_thread(tiny_model):
     # (known gap: the stream ends without a final "cancelled" chunk; ChunkStream stops at the cancel)
     assert got[-1].finish_reason in (None, "cancelled")
     assert not llm.is_loaded
+
+
+def test_unload_frees_the_memory(tiny_llm):
+    import gc
+
+    import mlx.core as mx
+    from abstractllm.testing import demo_model
+
+    path = demo_model("text", "small")  # ~44 MB of float32 weights
+    with create_llm("mlx", model=str(path), temperature=0.0) as llm:
+        weights = llm.get_model_info()["weight_bytes"]
+        before = mx.get_active_memory()
+        llm.generate(PROMPT, max_tokens=8)
+        llm.generate(PROMPT + " Again.", max_tokens=8)  # a prompt-cache entry too
+        loaded = mx.get_active_memory()
+        assert loaded - before >= weights
+        llm.unload()
+        gc.collect()
+        assert mx.get_active_memory() - before < 0.05 * weights
+        llm.generate(PROMPT, max_tokens=2)
+        assert mx.get_active_memory() - before >= weights
+    assert mx.get_active_memory() - before < 0.05 * weights
