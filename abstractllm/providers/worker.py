@@ -157,6 +157,12 @@ class ChunkStream:
                         emit(("item", item))
                         _release_gil()
                         if token.cancelled:
+                            # A cooperative producer ends at its next item with the chunk that says how
+                            # it ended (finish_reason "cancelled", usage): a reader still listening (one
+                            # cancelled by close()) gets it. At most one more item is produced.
+                            last = next(gen, _DONE)
+                            if last is not _DONE:
+                                emit(("item", last))
                             break
                 finally:
                     close = getattr(gen, "close", None)
