@@ -330,4 +330,4 @@ def test_first_async_call_in_a_fresh_process_does_not_stall_the_loop(tiny_model)
     elapsed, worst, n, completion = proc.stdout.split("RESULT")[1].split()
     assert int(completion) == 3
     assert float(worst) < 0.5, f"the loop stalled {float(worst) * 1000:.0f} ms during a {float(elapsed):.2f} s first call"
-    assert int(n) * 0.005 > float(elapsed) * 0.5  # it kept ticking through the call
+    assert int(n) >= 20  # it kept ticking through the call (a stalled loop ticks once)

@@ -325,9 +325,28 @@ def test_close_cancels_a_stream_running_in_another_thread(tiny_model):
     llm.close()
     t.join(10)
     assert not t.is_alive() and time.perf_counter() - t0 < 5  # the reader's stream ended promptly
-    # (known gap: the stream ends without a final "cancelled" chunk; ChunkStream stops at the cancel)
-    assert got[-1].finish_reason in (None, "cancelled")
+    last = got[-1]  # and it says so, with exact usage
+    assert last.finish_reason == "cancelled"
+    n = sum(len(c.token_ids) for c in got)
+    assert last.usage.completion_tokens == n > 0
     assert not llm.is_loaded
+
+
+def test_close_cancels_a_blocking_generate_in_another_thread(tiny_model):
+    import threading
+    import time
+
+    llm = create_llm("mlx", model=str(tiny_model), temperature=0.0)
+    llm.load()
+    out = []
+    t = threading.Thread(target=lambda: out.append(llm.generate("hi", max_tokens=1_000_000)))
+    t.start()
+    time.sleep(0.3)
+    llm.close()
+    t.join(10)
+    assert not t.is_alive()
+    r = out[0]
+    assert r.finish_reason == "cancelled" and r.usage.completion_tokens == len(r.token_ids) > 0
 
 
 def test_unload_frees_the_memory(tiny_llm):
