@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -279,7 +280,7 @@ def test_hub_revision_selects_the_snapshot(tiny_model, llama_model, tmp_path, mo
 def test_exit_with_a_generation_still_running_is_prompt_and_clean(tiny_model, mode):
     """A script that leaves with a long stream unread must neither wait for the whole generation nor
     abort at exit (134): the provider's streams are cancelled before its worker stops."""
-    proc_t = __import__("time").perf_counter()
+    proc_t = time.perf_counter()
     proc = _run_py(f"""
         import asyncio
         from abstractllm import create_llm
@@ -300,7 +301,7 @@ def test_exit_with_a_generation_still_running_is_prompt_and_clean(tiny_model, mo
             keep = asyncio.run(main())
         print("LEFT")
     """, timeout=60)
-    took = __import__("time").perf_counter() - proc_t
+    took = time.perf_counter() - proc_t
     assert proc.returncode == 0, f"rc={proc.returncode} stderr={proc.stderr[-2000:]}"
     assert "LEFT" in proc.stdout
     assert took < 20, f"exit took {took:.1f} s: the generation kept running"
@@ -308,7 +309,6 @@ def test_exit_with_a_generation_still_running_is_prompt_and_clean(tiny_model, mo
 
 def test_close_cancels_a_stream_running_in_another_thread(tiny_model):
     import threading
-    import time
 
     llm = create_llm("mlx", model=str(tiny_model), temperature=0.0)
     got, started = [], threading.Event()
@@ -334,7 +334,6 @@ def test_close_cancels_a_stream_running_in_another_thread(tiny_model):
 
 def test_close_cancels_a_blocking_generate_in_another_thread(tiny_model):
     import threading
-    import time
 
     llm = create_llm("mlx", model=str(tiny_model), temperature=0.0)
     llm.load()
