@@ -18,7 +18,7 @@ import pytest
 from abstractllm import (AbstractLLMError, InvalidParameterError, MemoryLimitError, ModelNotFoundError,
                          create_llm)
 from abstractllm.testing import build_text_model
-from text_oracle import chat, raw_generate, raw_load, raw_prompt_ids
+from text_oracle import chat, raw_generate, raw_prompt_ids
 
 PROMPT = "What is the capital of France?"
 
