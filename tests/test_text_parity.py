@@ -186,3 +186,16 @@ def test_greedy_parity_small_preset():
         for prompt, system in ((PROMPTS[0], None), (PROMPTS[3], "You are brief.")):
             _check_equal(path, llm, prompt=prompt, system=system, max_tokens=24)
         _check_equal(path, llm, messages=HISTORY, max_tokens=24, temperature=0.8, top_k=50, seed=1)
+
+
+def test_prompt_after_messages_and_merged_system_prompt(arch):
+    """prompt is appended after messages; system_prompt is merged ahead of a leading system message."""
+    path, llm = arch
+    a = llm.generate("And the sea?", messages=HISTORY[:2], max_tokens=12)
+    b = llm.generate(messages=HISTORY, max_tokens=12)
+    assert a.token_ids == b.token_ids
+    msgs = [{"role": "system", "content": "Be brief."}, *HISTORY]
+    resp = llm.generate(messages=msgs, system_prompt="You paint.", max_tokens=12)
+    merged = [{"role": "system", "content": "You paint.\n\nBe brief."}, *HISTORY]
+    raw = raw_generate(path, raw_prompt_ids(path, merged), max_tokens=12)
+    assert resp.token_ids == raw.tokens
