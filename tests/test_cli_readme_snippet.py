@@ -1,17 +1,14 @@
-"""Every command in docs/_server_cli_readme_snippet.md (the README's CLI and Server sections) runs: its
-``abstractllm`` lines, its ``curl`` line against the served model, and its Python block. Hub ids are
-replaced by offline demo models, as tests/test_docs.py does for the README. Once the snippet is merged
-into README.md (and the snippet file removed), the README's "## CLI" and "## Server" sections are read."""
+"""The README's "## CLI" and "## Server" sections: each documented ``abstractllm serve`` line starts a real
+server that answers the documented ``curl`` line (and refuses a missing API key when the line sets one).
+The other CLI lines and the Python blocks are run by tests/test_docs.py, with the same hub-id stand-ins."""
 
 from __future__ import annotations
 
 import json
-import os
 import re
 import shlex
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import httpx
@@ -61,17 +58,6 @@ def test_the_snippet_has_what_the_readme_needs():
     assert len(_lines("curl ")) == 1 and len(_blocks("python")) == 1
 
 
-@pytest.mark.parametrize("line", [ln for ln in _lines("abstractllm ") if " serve " not in ln])
-def test_cli_lines_run(line, tmp_path):
-    argv = cli_command(*shlex.split(_substitute(line))[1:])
-    r = subprocess.run(argv, capture_output=True, text=True, timeout=120, cwd=tmp_path, stdin=subprocess.DEVNULL)
-    assert r.returncode == 0, r.stderr
-    if "--json" in line:
-        assert json.loads(r.stdout)["usage"]["completion_tokens"] > 0
-    elif " generate " in line or line.endswith(" demo"):
-        assert r.stdout.strip()
-
-
 @pytest.mark.parametrize("line", [ln for ln in _lines("abstractllm ") if " serve " in ln])
 def test_serve_lines_and_curl(line, tmp_path):
     args = shlex.split(_substitute(line))[1:]
@@ -93,13 +79,3 @@ def test_serve_lines_and_curl(line, tmp_path):
         assert body["object"] == "chat.completion" and body["usage"]["completion_tokens"] <= 32
     finally:
         assert srv.stop(signal.SIGINT) == 0, "".join(srv.log)
-
-
-def test_python_block_runs(tmp_path):
-    script = tmp_path / "client.py"
-    script.write_text(_substitute(_blocks("python")[0]), encoding="utf-8")
-    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, cwd=tmp_path,
-                       env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    assert r.returncode == 0, r.stderr
-    lines = r.stdout.splitlines()
-    assert lines[0].endswith(" 32") or lines[0].split()[-1].isdigit()
