@@ -43,7 +43,8 @@ def float_itemsize_for(dtype: str, spec: ModelSpec, on_metal: bool) -> int | Non
 
 
 def cast_for_device(model: Any, dtype: str, on_metal: bool) -> str | None:
-    """Cast the float weights of ``model`` as ``dtype`` says; return the dtype name applied (or None)."""
+    """Cast the float weights of ``model`` as ``dtype`` says (of a quantized model: its scales, biases
+    and unquantized layers; the packed integer weights stay); return the dtype name applied (or None)."""
     import mlx.core as mx
 
     target = None
@@ -92,11 +93,12 @@ class TextAdapter:
                 f"mlx-lm could not load {str(self.spec.path)!r}: its tokenizer is empty (no tokenizer.json, "
                 "tokenizer.model or vocabulary files in the folder?)."
             )
-        if config.get("quantization") is None:
-            cast_for_device(model, self.config.get("dtype") or "auto", self.on_metal)
-            if bits:
-                model, config = quantize_model(model, config, group_size=64, bits=bits)
-                self.info["quantized_on_load"] = bits
+        # Quantized models too: their scales, biases, norms and unquantized layers are floats, and on
+        # CPU a 4-bit Qwen3-0.6B decodes ~8x faster with float32 scales than with bfloat16 ones.
+        cast_for_device(model, self.config.get("dtype") or "auto", self.on_metal)
+        if bits and config.get("quantization") is None:
+            model, config = quantize_model(model, config, group_size=64, bits=bits)
+            self.info["quantized_on_load"] = bits
         try:
             mx.eval(model.parameters())
         except RuntimeError as exc:  # e.g. a weight file that cannot be read
