@@ -17,7 +17,8 @@ from typing import Any, Callable, Iterable, Mapping
 from .enums import ModelParameter
 from .exceptions import InvalidParameterError, did_you_mean
 
-__all__ = ["ParamSpec", "PARAMS", "GENERATION_PARAMS", "normalize_keys", "validate_params", "parse_bytes"]
+__all__ = ["ParamSpec", "PARAMS", "GENERATION_PARAMS", "normalize_keys", "validate_params", "parse_bytes",
+           "format_bytes"]
 
 
 def _fail(name: str, message: str) -> InvalidParameterError:
@@ -121,6 +122,15 @@ def parse_bytes(value: Any, name: str = "size") -> int:
         if m and m.group(2).lower() in _UNITS:
             return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
     raise _fail(name, f"expected bytes as an int or a string like '8GB' or '512MiB', got {value!r}.")
+
+
+def format_bytes(n: float) -> str:
+    """``1234567`` -> ``"1.23 MB"`` (decimal units, as in error messages and tables)."""
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
+        n /= 1000
+    return f"{n} B"  # pragma: no cover
 
 
 def _bytes(*, optional: bool = True) -> Callable[[str, Any], Any]:

@@ -8,16 +8,9 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from ..exceptions import MemoryLimitError
+from ..params import format_bytes as _fmt
 
 __all__ = ["MediaMemoryEstimate", "check_memory_requirements", "media_available_bytes"]
-
-
-def _fmt(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n} B"  # pragma: no cover
 
 
 @dataclass

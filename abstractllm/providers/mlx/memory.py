@@ -11,20 +11,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ...exceptions import MemoryLimitError
+from ...params import format_bytes
 from .source import ModelSpec
 
 __all__ = ["MemoryEstimate", "estimate_load_bytes", "available_bytes", "check_load_memory", "format_bytes"]
 
 _MARGIN_FRACTION = 0.10
 _MARGIN_MIN = 64 * 2**20
-
-
-def format_bytes(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
-        n /= 1000
-    return f"{n} B"  # pragma: no cover
 
 
 @dataclass
