@@ -329,5 +329,7 @@ def test_first_async_call_in_a_fresh_process_does_not_stall_the_loop(tiny_model)
     assert proc.returncode == 0, proc.stderr[-2000:]
     elapsed, worst, n, completion = proc.stdout.split("RESULT")[1].split()
     assert int(completion) == 3
-    assert float(worst) < 0.5, f"the loop stalled {float(worst) * 1000:.0f} ms during a {float(elapsed):.2f} s first call"
+    # a loop blocked by the first call stalls for nearly all of it (2.1 s of 2.2 s before the fix)
+    assert float(worst) < 0.3 * float(elapsed), (
+        f"the loop stalled {float(worst) * 1000:.0f} ms during a {float(elapsed):.2f} s first call")
     assert int(n) >= 20  # it kept ticking through the call (a stalled loop ticks once)
