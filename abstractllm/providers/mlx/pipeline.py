@@ -112,8 +112,8 @@ def run_pipeline(
             if cancel.cancelled:
                 finish = "cancelled"
                 break
-        else:
-            finish = finish or "stop"
+        else:  # the steps ended without a finish reason: cancelled (e.g. during prefill) or exhausted
+            finish = finish or ("cancelled" if cancel.cancelled else "stop")
     finally:
         close = getattr(iterator, "close", None)
         if close is not None:

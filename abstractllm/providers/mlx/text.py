@@ -193,11 +193,17 @@ class TextAdapter:
         mx.reset_peak_memory()
         failed = False
         self.cache_hits += cached > 0
+
+        def prefill_progress(done: int, total: int) -> None:
+            if cancel.cancelled:  # checked between prefill steps: a long prompt is cancellable too
+                raise _PrefillCancelled
+
         try:
             for r in stream_generate(
                 model, tok, mx.array(rest), max_tokens=params["max_tokens"], sampler=sampler,
                 logits_processors=processors or None, prompt_cache=cache,
                 prefill_step_size=self.config.get("prefill_step_size") or 2048,
+                prompt_progress_callback=prefill_progress,
             ):
                 seen.append(r.token)
                 yield Step(
@@ -208,6 +214,8 @@ class TextAdapter:
                 )
                 if cancel.cancelled:
                     break
+        except _PrefillCancelled:
+            failed = True  # a partly filled cache is not stored
         except Exception:
             failed = True  # the KV cache may be half-updated: never store it
             # An error inside mlx-lm's compiled samplers leaves this thread's random state as an
@@ -219,6 +227,10 @@ class TextAdapter:
         finally:
             if self._cache is not None and max_kv is None and not failed:
                 self._cache.insert_cache(key, seen, cache)
+
+
+class _PrefillCancelled(Exception):
+    """Raised from mlx-lm's prefill progress callback to stop a cancelled request before its first token."""
 
 
 def _with_prefix(processor: Any, prefix: Any) -> Any:
