@@ -333,3 +333,36 @@ def test_first_async_call_in_a_fresh_process_does_not_stall_the_loop(tiny_model)
     assert float(worst) < 0.3 * float(elapsed), (
         f"the loop stalled {float(worst) * 1000:.0f} ms during a {float(elapsed):.2f} s first call")
     assert int(n) >= 20  # it kept ticking through the call (a stalled loop ticks once)
+
+
+def test_cancel_during_a_long_prefill_is_prompt(tmp_path):
+    """A request cancelled before its first token (a long prompt still being prefilled) stops between
+    prefill steps instead of finishing the whole prompt (~6 s here) first."""
+    from abstractllm import create_llm
+    from abstractllm.testing import demo_model
+
+    long_prompt = " ".join(["The quick brown fox jumps over the lazy dog."] * 100)  # ~1,000 tokens
+    with create_llm("mlx", model=str(demo_model("text", "small")), temperature=0.0, prefill_step_size=16,
+                    prompt_cache_bytes=0) as llm:
+        llm.load()
+
+        async def main():
+            task = asyncio.create_task(llm.generate_async(long_prompt, max_tokens=5))
+            await asyncio.sleep(0.4)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            t = time.perf_counter()
+            r = await llm.generate_async(PROMPTS[0], max_tokens=2)
+            return r, time.perf_counter() - t
+
+        r, took = asyncio.run(main())
+        assert r.usage.completion_tokens == 2
+        assert took < 2.0, f"the next call waited {took:.2f} s for the cancelled prefill"
+
+        # a reader still listening (its stream cancelled by someone else) is told how it ended
+        stream = llm._open_stream(llm._prepare(long_prompt, None, None, None, {"max_tokens": 5}))
+        threading.Timer(0.4, stream.cancel).start()
+        chunks = list(stream)
+        assert chunks[-1].finish_reason == "cancelled"
+        assert sum(len(c.token_ids) for c in chunks) == 0
