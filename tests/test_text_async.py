@@ -161,7 +161,7 @@ def test_closing_async_iterator_stops_generation(tiny_llm):
     got = asyncio.run(main())
     assert len(got) == 3
     took = _prompt_completes_quickly(tiny_llm)
-    assert took * rate < 500  # at most a few hundred token-times, not 20,000
+    assert took < 0.1 * LONG / rate  # a small fraction of what the uncancelled generation would take
     assert tiny_llm.generate(PROMPTS[0], max_tokens=8).token_ids == reference.token_ids
 
 
