@@ -45,6 +45,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"),
                    help="load dtype of float weights (provider's `dtype`; raw mlx-lm gets the same cast)")
     p.add_argument("--rounds", type=int, default=3, help="alternating rounds per measurement (median)")
+    p.add_argument("--prompts", type=int, default=len(PROMPTS), choices=range(1, len(PROMPTS) + 1),
+                   metavar=f"1..{len(PROMPTS)}", help="how many of the prompts each round runs")
     p.add_argument("--max-tokens", type=int, default=64, help="tokens generated per decode measurement")
     p.add_argument("--history-tokens", type=int, default=2000, help="chat history length of the turn test")
     p.add_argument("--turn-rounds", type=int, default=2, help="rounds of the cold/warm second-turn test")
@@ -175,8 +177,7 @@ def main(argv=None) -> int:
 
     on_metal = is_metal()
     model, tok = load(str(path))
-    if args.quantize is None:  # the provider casts float models only
-        cast_for_device(model, args.dtype, on_metal)
+    cast_for_device(model, args.dtype, on_metal)  # what the provider does on load, quantized models too
     mx.eval(model.parameters())
     raw_dtype = weights_dtype(model)
     llm = create_llm("mlx", model=str(path), temperature=0.0, dtype=args.dtype).load()
@@ -199,7 +200,7 @@ def main(argv=None) -> int:
     warm = [{"role": "user", "content": "Hello."}]
     run_raw(model, tok, warm, 4), run_provider(llm, warm, 4)  # warm-up both (kernels, allocator)
     for r in range(args.rounds):
-        for i, prompt in enumerate(PROMPTS):
+        for i, prompt in enumerate(PROMPTS[: args.prompts]):
             convo = [{"role": "user", "content": prompt}]
             order = ("raw", "provider") if (r + i) % 2 == 0 else ("provider", "raw")
             lines = {}
@@ -262,7 +263,7 @@ def main(argv=None) -> int:
     print()
     print(f"abstractllm {__version__} vs raw mlx-lm {env['mlx_lm']} | preset {args.preset}"
           f"{f' {args.quantize}-bit' if args.quantize else ''} | dtype {prov_dtype} | {blas} | "
-          f"{env['date']} | {args.rounds} rounds x {len(PROMPTS)} prompts, {median(n_tokens):.0f} tokens, medians")
+          f"{env['date']} | {args.rounds} rounds x {args.prompts} prompts, {median(n_tokens):.0f} tokens, medians")
     print(f"| metric | raw mlx-lm | provider | ratio | target |")
     print(f"|---|---|---|---|---|")
     print(f"| decode tokens/s | {med['raw']['tps']:.2f} | {med['provider']['tps']:.2f} | {decode_ratio:.3f} | "
