@@ -10,11 +10,13 @@ from .exceptions import InvalidParameterError
 from .media.kinds import is_video_input
 from .types import Message
 
-__all__ = ["normalize_messages", "ROLES"]
+__all__ = ["normalize_messages", "ROLES", "IMAGE_PART_TYPES", "VIDEO_PART_TYPES"]
 
 ROLES = ("system", "user", "assistant")
-_IMAGE_PARTS = ("image_url", "input_image", "image")
-_VIDEO_PARTS = ("video_url", "input_video", "video")
+#: OpenAI-style content part types that carry an image / a video (the one definition; the server and
+#: ``media.sources`` import these)
+IMAGE_PART_TYPES = ("image_url", "input_image", "image")
+VIDEO_PART_TYPES = ("video_url", "input_video", "video")
 
 
 def _part_media(part: dict[str, Any], index: int) -> Any:
@@ -70,9 +72,9 @@ def _message(raw: Any, index: int) -> Message:
             if not isinstance(text, str):
                 raise InvalidParameterError(f"messages[{index}]: a text part needs a string 'text'.", param="messages")
             texts.append(text)
-        elif kind in _IMAGE_PARTS:
+        elif kind in IMAGE_PART_TYPES:
             msg.images.append(_part_media(part, index))
-        elif kind in _VIDEO_PARTS:
+        elif kind in VIDEO_PART_TYPES:
             msg.videos.append(_part_media(part, index))
         else:
             raise InvalidParameterError(

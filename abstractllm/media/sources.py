@@ -15,14 +15,18 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from ..exceptions import ImageProcessingError
 
-__all__ = ["MediaSource", "read_source", "describe", "fetch_url"]
+__all__ = ["MediaSource", "read_source", "describe", "fetch_url", "URLRefusedError"]
 
 _B64_CHARS = re.compile(rb"^[A-Za-z0-9+/_\-\s]*={0,2}\s*$")
-_PART_KEYS = ("image_url", "input_image", "image", "video_url", "input_video", "video", "url")
+
+
+class URLRefusedError(ImageProcessingError):
+    """``fetch_url`` refused to connect: an address the URL's host (or a redirect's) resolves to was
+    refused by ``allow_address``."""
 
 
 @dataclass
@@ -134,16 +138,79 @@ def _HttpOnlyRedirects():  # noqa: N802 - a factory used like a class
     return _http_only_redirects()()
 
 
-def fetch_url(url: str, *, timeout: float, max_bytes: int, accept: tuple[str, ...] = ("image/",)) -> MediaSource:
+def _guarded_handlers(allow_address: Callable[[str], bool]) -> list[Any]:
+    """urllib handlers whose connections resolve the host once, check every address with
+    ``allow_address``, and connect only to a checked address (so DNS cannot change it in between).
+    Each redirect opens a new connection, so every hop is checked."""
+    import socket
+    import urllib.request
+
+    def create_connection(address, timeout=socket._GLOBAL_DEFAULT_TIMEOUT, source_address=None, **kw):
+        host, port = address[0], address[1]
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        refused = [info[4][0] for info in infos if not allow_address(info[4][0])]
+        if refused:
+            raise URLRefusedError(f"Refused to connect to {host!r}: it resolves to a refused address ({refused[0]}).")
+        last: OSError | None = None
+        for family, kind, proto, _, sockaddr in infos:  # connect to the checked address itself
+            sock = socket.socket(family, kind, proto)
+            try:
+                if timeout is not socket._GLOBAL_DEFAULT_TIMEOUT:
+                    sock.settimeout(timeout)
+                if source_address:
+                    sock.bind(source_address)
+                sock.connect(sockaddr)
+                return sock
+            except OSError as exc:
+                sock.close()
+                last = exc
+        raise last or OSError(f"cannot connect to {host!r}")
+
+    def guarded(http_class: type) -> type:
+        class Guarded(http_class):  # type: ignore[misc, valid-type]
+            def __init__(self, *args: Any, **kwargs: Any) -> None:
+                super().__init__(*args, **kwargs)
+                self._create_connection = create_connection
+
+        return Guarded
+
+    class HTTP(urllib.request.HTTPHandler):
+        def do_open(self, http_class, req, **kwargs):  # noqa: D401
+            return super().do_open(guarded(http_class), req, **kwargs)
+
+    class HTTPS(urllib.request.HTTPSHandler):
+        def do_open(self, http_class, req, **kwargs):  # noqa: D401
+            return super().do_open(guarded(http_class), req, **kwargs)
+
+    # no proxy: the addresses checked must be the ones connected to
+    return [urllib.request.ProxyHandler({}), HTTP(), HTTPS()]
+
+
+def fetch_url(
+    url: str,
+    *,
+    timeout: float,
+    max_bytes: int,
+    accept: tuple[str, ...] = ("image/",),
+    allow_address: Callable[[str], bool] | None = None,
+) -> MediaSource:
     """GET ``url`` with ``timeout`` seconds (connect and each read, and the whole download), at most
-    ``max_bytes``, and a content type starting with one of ``accept`` (or a generic binary type)."""
+    ``max_bytes``, and a content type starting with one of ``accept`` (or a generic binary type).
+
+    ``allow_address``: when given, called with every IP address the host of the URL, and of each
+    redirect, resolves to, before connecting; one ``False`` refuses the fetch with ``URLRefusedError``
+    and nothing is sent to that host (a server passes e.g. ``lambda ip: ipaddress.ip_address(ip).is_global``
+    to keep requests away from loopback and private networks). Environment proxies are then not used.
+    ``None`` (the default): every address is allowed.
+    """
     import socket
     import time
     import urllib.error
     import urllib.request
 
     label = describe(url)
-    opener = urllib.request.build_opener(_HttpOnlyRedirects())
+    handlers = _guarded_handlers(allow_address) if allow_address is not None else []
+    opener = urllib.request.build_opener(*handlers, _HttpOnlyRedirects())
     request = urllib.request.Request(
         url, headers={"User-Agent": "abstractllm", "Accept": ", ".join(a + "*" for a in accept)}
     )
@@ -236,8 +303,10 @@ def read_source(
     Raises ``ImageProcessingError`` for anything unreadable, too large, or of the wrong type.
     """
     if isinstance(item, dict):
+        from ..messages import IMAGE_PART_TYPES, VIDEO_PART_TYPES  # here: messages imports this package
+
         value = None
-        for key in _PART_KEYS:
+        for key in (*IMAGE_PART_TYPES, *VIDEO_PART_TYPES, "url"):
             if key in item:
                 value = item[key]
                 break
