@@ -23,7 +23,9 @@ BODY_LIMIT = 256 * 1024
 
 @pytest.fixture(scope="module")
 def server(tiny_model):
-    srv = ServerProcess(tiny_model, "--max-body-size", str(BODY_LIMIT), "--max-tokens", "24")
+    # the long generations below (cancelled mid-way) ask for 200000 tokens: above the default limit
+    srv = ServerProcess(tiny_model, "--max-body-size", str(BODY_LIMIT), "--max-tokens", "24",
+                        "--max-tokens-limit", "200000")
     yield srv
     rc = srv.stop(signal.SIGINT)
     assert rc == 0, "".join(srv.log)

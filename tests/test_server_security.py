@@ -1,5 +1,7 @@
-"""Server security and availability: the API key, ``--allow-local-files`` (paths, ``file://``, ``..``
-and symlink tricks), and 503 while the model is not loaded. Real servers in subprocesses on loopback."""
+"""Server security and availability: the API key, a minimal open ``/health``, ``--allow-local-files``
+(paths, ``file://``, ``..`` and symlink tricks), image URLs to private addresses (refused without
+``--allow-private-urls``, on every redirect hop), ``--max-tokens-limit``, and 503 while the model is not
+loaded. Real servers in subprocesses on loopback."""
 
 from __future__ import annotations
 
@@ -34,7 +36,7 @@ def media_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def keyed_server(tiny_model, media_dir):
-    srv = ServerProcess(tiny_model, "--api-key", KEY, "--allow-local-files", str(media_dir))
+    srv = ServerProcess(tiny_model, "--api-key", KEY, "--allow-local-files", str(media_dir), "--max-tokens-limit", "8")
     srv.auth = {"Authorization": f"Bearer {KEY}"}
     yield srv
     assert srv.stop() == 0, "".join(srv.log)
@@ -64,7 +66,7 @@ def _image_request(srv, url: str) -> httpx.Response:
     body = {"messages": [{"role": "user", "content": [{"type": "text", "text": "x"},
                                                        {"type": "image_url", "image_url": {"url": url}}]}],
             "max_tokens": 2}
-    return httpx.post(srv.base_url + "/chat/completions", json=body, headers=srv.auth)
+    return httpx.post(srv.base_url + "/chat/completions", json=body, headers=getattr(srv, "auth", {}))
 
 
 @pytest.mark.parametrize("url", ["cat.png", "sub/dog.png", "sub/../cat.png", "{root}/cat.png",
@@ -84,6 +86,88 @@ def test_paths_outside_are_refused(keyed_server, media_dir, url):
     r = _image_request(keyed_server, url.format(root=media_dir))
     assert r.status_code == 400
     assert r.json()["error"]["code"] == "local_file_refused", r.text
+
+
+def test_health_is_minimal_with_an_api_key(keyed_server):
+    h = httpx.get(keyed_server.url + "/health").json()
+    assert set(h) == {"status", "model_loaded", "device", "uptime_s"} and h["status"] == "ok", h
+    stats = httpx.get(keyed_server.url + "/stats", headers=keyed_server.auth).json()
+    assert stats["model"] and stats["status"] == "ok" and stats["error"] is None
+
+
+PRIVATE = "The image URL was refused: it points to a private address."
+
+
+def test_image_urls_to_private_addresses_are_refused_without_the_flag(keyed_server):
+    fs = _http_file_server(b"\x89PNG\r\n\x1a\n")
+    with fs as url:
+        answers = [_image_request(keyed_server, u) for u in (url, url.replace("127.0.0.1", "localhost"))]
+        assert fs.requests == []  # nothing was sent to the loopback server
+    answers.append(_image_request(keyed_server, url))  # now a closed port: the same answer
+    for r in answers:
+        assert r.status_code == 400 and r.json()["error"] == {
+            "message": PRIVATE, "type": "invalid_request_error", "param": "messages", "code": "url_refused"}, r.text
+    # refused before connecting (these would hang or fail differently if tried): cloud metadata,
+    # private ranges, IPv6 loopback, IPv4-mapped loopback, the unspecified address
+    for url in ("http://169.254.169.254/latest/meta-data/", "https://10.0.0.1/x.png", "http://192.168.1.1/",
+                "http://[::1]:9/x.png", "http://[::ffff:127.0.0.1]/x.png", "http://0.0.0.0:9/"):
+        r = _image_request(keyed_server, url)
+        assert r.status_code == 400 and r.json()["error"]["message"] == PRIVATE, (url, r.text)
+    video = {"messages": [{"role": "user", "content": [
+        {"type": "video_url", "video_url": {"url": "http://127.0.0.1:9/v.mp4"}}]}]}
+    r = httpx.post(keyed_server.base_url + "/chat/completions", json=video, headers=keyed_server.auth)
+    assert r.status_code == 400 and r.json()["error"]["message"] == PRIVATE.replace("image", "video")
+    # the server keeps serving
+    assert httpx.post(keyed_server.base_url + "/chat/completions", headers=keyed_server.auth,
+                      json={"messages": MSGS, "max_tokens": 2}).status_code == 200
+
+
+def test_fetch_url_checks_every_redirect_hop():
+    """``allow_address`` is checked on each hop: a redirect to a refused address is not followed."""
+    from abstractllm.media.sources import URLRefusedError, fetch_url
+    from abstractllm.server.media_policy import is_public_address
+
+    png = b"\x89PNG\r\n\x1a\n-bytes"
+    for host in ("::1", "127.0.0.2"):  # a second loopback address for the second hop
+        inner = _http_file_server(png, host=host)
+        try:
+            target = inner.__enter__()
+            break
+        except OSError:
+            continue
+    else:
+        pytest.skip("no second loopback address (::1 or 127.0.0.2) to redirect to")
+    outer = _http_file_server(b"", redirect=target)
+    try:
+        with outer as start:
+            assert fetch_url(start, timeout=5, max_bytes=1000).data == png  # the library default: permissive
+            assert len(outer.requests) == 1 and len(inner.requests) == 1
+            with pytest.raises(URLRefusedError):
+                fetch_url(start, timeout=5, max_bytes=1000, allow_address=lambda ip: ip == "127.0.0.1")
+            assert len(outer.requests) == 2 and len(inner.requests) == 1  # the second hop was never contacted
+            with pytest.raises(URLRefusedError):
+                fetch_url(start, timeout=5, max_bytes=1000, allow_address=is_public_address)
+            assert len(outer.requests) == 2
+            assert fetch_url(start, timeout=5, max_bytes=1000, allow_address=lambda ip: True).data == png
+    finally:
+        inner.__exit__(None, None, None)
+
+
+def test_max_tokens_limit(keyed_server):
+    srv = keyed_server  # started with --max-tokens-limit 8
+    with openai.OpenAI(base_url=srv.base_url, api_key=KEY, max_retries=0) as client:
+        for call in (lambda: client.chat.completions.create(model="m", messages=MSGS, max_tokens=9),
+                     lambda: client.chat.completions.create(model="m", messages=MSGS, max_tokens=10**6, stream=True),
+                     lambda: client.completions.create(model="m", prompt="x", max_tokens=9)):
+            with pytest.raises(openai.BadRequestError) as info:
+                call()
+            assert info.value.body["param"] == "max_tokens" and "limit of 8" in info.value.body["message"]
+        assert client.chat.completions.create(model="m", messages=MSGS, max_tokens=8,
+                                              temperature=0).usage.completion_tokens == 8
+        r = client.chat.completions.create(model="m", messages=MSGS, temperature=0)  # default 512: capped
+        assert r.usage.completion_tokens == 8 and r.choices[0].finish_reason == "length"
+    r = httpx.post(srv.url + "/api/v1/generate", json={"messages": MSGS, "max_new_tokens": 9}, headers=srv.auth)
+    assert r.status_code == 400 and r.json()["error"]["param"] == "max_tokens"
 
 
 def test_policy_rewrites_to_resolved_paths_and_leaves_remote_urls(tmp_path):
@@ -155,6 +239,21 @@ def test_serve_refuses_a_missing_model_before_listening(tmp_path):
     r = subprocess.run(cli_command("serve", "--model", str(tmp_path), "--allow-local-files", str(tmp_path / "x")),
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "--allow-local-files" in r.stderr
+    r = subprocess.run(cli_command("serve", "--model", str(tmp_path), "--max-tokens", "10", "--max-tokens-limit", "8"),
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "--max-tokens-limit" in r.stderr
+
+
+def test_load_error_is_not_on_the_open_health_with_a_key(broken_model):
+    srv = ServerProcess(broken_model, "--api-key", KEY, wait_ready=False)
+    try:
+        health = srv.wait_health(503)
+        assert set(health) == {"status", "model_loaded", "device", "uptime_s"} and health["status"] == "error"
+        assert httpx.get(srv.url + "/stats").status_code == 401
+        stats = httpx.get(srv.url + "/stats", headers={"Authorization": f"Bearer {KEY}"}).json()
+        assert stats["status"] == "error" and "Error" in stats["error"]
+    finally:
+        assert srv.stop() == 0, "".join(srv.log)
 
 
 def test_image_data_uri_on_a_vision_model(request):
@@ -170,7 +269,7 @@ def test_image_data_uri_on_a_vision_model(request):
     buf = io.BytesIO()
     Image.new("RGB", (32, 32), (10, 120, 200)).save(buf, format="PNG")
     uri = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
-    srv = ServerProcess(vision_model)
+    srv = ServerProcess(vision_model, "--allow-private-urls")  # the image URL below is on loopback
     try:
         with openai.OpenAI(base_url=srv.base_url, api_key="x", max_retries=0) as client:
             content = [{"type": "text", "text": "What is in the image?"}, {"type": "image_url", "image_url": {"url": uri}}]
@@ -192,36 +291,58 @@ def test_image_data_uri_on_a_vision_model(request):
                 r3 = client.chat.completions.create(model="m", messages=[{"role": "user", "content": via_url}],
                                                     max_tokens=6, temperature=0)
             assert r3.choices[0].message.content == r.choices[0].message.content
+            # a failed fetch is a 400 with one generic message: nothing about the status or the port
+            with _http_file_server(buf.getvalue(), status=404) as url:
+                missing = _image_request(srv, url)
+            closed = _image_request(srv, url)  # that server is gone: its port is closed
+            for resp in (missing, closed):
+                assert resp.status_code == 400 and resp.json()["error"]["code"] == "url_fetch_failed", resp.text
+                assert resp.json()["error"]["message"] == "The image URL could not be fetched."
     finally:
         assert srv.stop() == 0, "".join(srv.log)
 
 
 class _http_file_server:
-    """Serve ``data`` at http://127.0.0.1:PORT/image.png in a thread."""
+    """Serve ``data`` at http://HOST:PORT/image.png in a thread (answering ``status``; a ``redirect``
+    URL is answered 302 to it); ``.requests`` lists the paths asked for."""
 
-    def __init__(self, data: bytes) -> None:
-        self.data = data
+    def __init__(self, data: bytes, status: int = 200, host: str = "127.0.0.1", redirect: str | None = None) -> None:
+        self.data, self.status, self.host, self.redirect = data, status, host, redirect
+        self.requests: list[str] = []
 
     def __enter__(self) -> str:
         import http.server
         import threading
 
-        data = self.data
+        outer = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self):  # noqa: N802
-                self.send_response(200)
+                outer.requests.append(self.path)
+                if outer.redirect:
+                    self.send_response(302)
+                    self.send_header("Location", outer.redirect)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                self.send_response(outer.status)
                 self.send_header("Content-Type", "image/png")
-                self.send_header("Content-Length", str(len(data)))
+                self.send_header("Content-Length", str(len(outer.data)))
                 self.end_headers()
-                self.wfile.write(data)
+                self.wfile.write(outer.data)
 
             def log_message(self, *args):
                 pass
 
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        import socket
+
+        class Server(http.server.ThreadingHTTPServer):
+            address_family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+
+        self.httpd = Server((self.host, 0), Handler)
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}/image.png"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.httpd.server_address[1]}/image.png"
 
     def __exit__(self, *exc) -> None:
         self.httpd.shutdown()

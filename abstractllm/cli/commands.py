@@ -107,6 +107,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         allow = allow.resolve()
     if not 0 <= args.port <= 65535:
         raise CLIError(f"--port must be 0-65535, got {args.port}", 2)
+    if args.max_tokens and args.max_tokens > args.max_tokens_limit:
+        raise CLIError(f"--max-tokens {args.max_tokens} is above --max-tokens-limit {args.max_tokens_limit}", 2)
     llm_config = llm_config_from(args)
     if args.max_tokens:
         llm_config["max_tokens"] = args.max_tokens
@@ -114,7 +116,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         model=model_from(args), llm_config=llm_config, host=args.host, port=args.port,
         api_key=args.api_key or os.environ.get("ABSTRACTLLM_API_KEY") or None,
         max_body_bytes=parse_bytes(args.max_body_size, "--max-body-size"), allow_local_files=allow,
-        model_id=args.model_id, log_level=args.log_level,
+        model_id=args.model_id, log_level=args.log_level, allow_private_urls=args.allow_private_urls,
+        max_tokens_limit=args.max_tokens_limit,
     )
     llm = make_llm(config.model, **llm_config)  # a bad model fails now, before the port opens
     where = f" on http://{config.host}:{config.port}/v1" if config.port else ""

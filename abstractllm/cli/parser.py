@@ -100,7 +100,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-body-size", default="32MiB", help="largest request body, e.g. 32MiB (default)")
     p.add_argument("--allow-local-files", metavar="DIR",
                    help="allow image/video paths in requests, only inside DIR (default: refuse local paths)")
+    p.add_argument("--allow-private-urls", action="store_true",
+                   help="fetch image/video URLs on loopback, private and link-local addresses (default: refuse)")
     p.add_argument("--max-tokens", "-m", type=_positive_int, help="default max tokens per request")
+    p.add_argument("--max-tokens-limit", type=_positive_int, default=4096, metavar="N",
+                   help="refuse requests asking for more than N max_tokens (default 4096)")
     p.add_argument("--model-id", help="the model id /v1/models reports")
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     _add_load(p)

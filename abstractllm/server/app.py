@@ -2,7 +2,9 @@
 
 The model is loaded in the background as the server starts, so the port answers at once: ``/health``
 says ``loading`` (503) until the weights are in memory, then ``ok``; generation endpoints answer 503
-(``model_not_loaded``) until then, or for good if the load failed (``/health`` gives the reason).
+(``model_not_loaded``) until then, or for good if the load failed (``/stats`` gives the reason, and
+``/health`` too when no API key is set: with a key, ``/health`` is the one open path and says only
+``status``, ``model_loaded``, ``device`` and ``uptime_s``).
 """
 
 from __future__ import annotations
@@ -77,7 +79,7 @@ async def _load(state: ServerState) -> None:
         await asyncio.to_thread(_load_sync, state)
         state.status = "ok"
         log.info("model %s loaded", state.model_id)
-    except Exception as exc:  # reported by /health and as 503s
+    except Exception as exc:  # reported by /stats (and /health without an API key) and as 503s
         state.status = "error"
         state.load_error = f"{type(exc).__name__}: {exc}"
         log.error("model %s failed to load: %s", state.model_id, state.load_error)

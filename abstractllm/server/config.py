@@ -6,10 +6,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ServerConfig", "DEFAULT_MAX_BODY_BYTES"]
+__all__ = ["ServerConfig", "DEFAULT_MAX_BODY_BYTES", "DEFAULT_MAX_TOKENS_LIMIT"]
 
 #: default request body limit: room for a few images as data URIs
 DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024
+#: default upper bound on a request's ``max_tokens``: a long answer, but one request cannot hold the
+#: (one-at-a-time) model for tens of thousands of tokens
+DEFAULT_MAX_TOKENS_LIMIT = 4096
 
 
 @dataclass
@@ -21,10 +24,15 @@ class ServerConfig:
         provider: the provider name for ``create_llm`` (``"mlx"``).
         llm_config: extra ``create_llm`` configuration (``quantize``, ``dtype``, ``max_tokens``...).
         host, port: where to listen (loopback by default).
-        api_key: when set, every endpoint but ``/health`` needs ``Authorization: Bearer <api_key>``.
+        api_key: when set, every endpoint but ``/health`` needs ``Authorization: Bearer <api_key>``
+            (and ``/health`` then reports no model id or load error).
         max_body_bytes: larger request bodies are answered 413.
         allow_local_files: a folder; image/video paths in requests must resolve inside it. ``None``
             (the default) refuses every local path.
+        allow_private_urls: fetch image/video URLs whose host resolves to a loopback, private,
+            link-local or otherwise non-global address (checked on every redirect too). ``False`` (the
+            default) refuses them: a client must not make the server reach its own network.
+        max_tokens_limit: requests asking for more ``max_tokens`` are answered 400 (``None``: no limit).
         model_id: the id ``/v1/models`` reports (default: the repo id, or the folder's name).
     """
 
@@ -36,6 +44,8 @@ class ServerConfig:
     api_key: str | None = None
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     allow_local_files: Path | None = None
+    allow_private_urls: bool = False
+    max_tokens_limit: int | None = DEFAULT_MAX_TOKENS_LIMIT
     model_id: str | None = None
     log_level: str = "info"
 

@@ -1,26 +1,50 @@
 """Where a request's images and videos may come from.
 
-Data URIs and ``http(s)://`` URLs pass through to the provider. Anything else names a local file (a bare
-path or a ``file://`` URL): refused unless the server was started with ``--allow-local-files DIR`` and the
-path, with ``..`` and symbolic links resolved, lies inside ``DIR``. Relative paths are taken relative to
-``DIR``. Accepted local paths are rewritten to their resolved absolute form before the provider sees
-them, so nothing can re-interpret them afterwards.
+Data URIs pass through to the provider. ``http(s)://`` URLs are fetched here, by the server, and handed
+to the provider as data URIs: unless the server was started with ``--allow-private-urls``, a URL whose
+host (or a redirect's host) resolves to a loopback, private, link-local or otherwise non-global address
+is refused before anything is sent to it (the address is checked when connecting, so DNS cannot change
+it in between). Fetch failures are answered with a generic message: the details (connection refused,
+HTTP status...) would tell a client about the server's network; they go to the server's log.
+
+Anything else names a local file (a bare path or a ``file://`` URL): refused unless the server was
+started with ``--allow-local-files DIR`` and the path, with ``..`` and symbolic links resolved, lies
+inside ``DIR``. Relative paths are taken relative to ``DIR``. Accepted local paths are rewritten to their
+resolved absolute form before the provider sees them, so nothing can re-interpret them afterwards.
 """
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import copy
+import ipaddress
+import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 from urllib.parse import unquote, urlsplit
 
+from ..messages import IMAGE_PART_TYPES, VIDEO_PART_TYPES
 from .errors import APIError
 
-__all__ = ["MEDIA_PART_TYPES", "apply_media_policy", "check_media_reference"]
+__all__ = ["MEDIA_PART_TYPES", "apply_media_policy", "check_media_reference", "fetch_remote_media",
+           "is_public_address"]
+
+log = logging.getLogger("abstractllm.server")
 
 #: content part types that carry an image or a video (as ``abstractllm.messages`` reads them)
-MEDIA_PART_TYPES = ("image_url", "input_image", "image", "video_url", "input_video", "video")
+MEDIA_PART_TYPES = IMAGE_PART_TYPES + VIDEO_PART_TYPES
 _REMOTE = ("data:", "http://", "https://")
+_HTTP = ("http://", "https://")
+
+
+def is_public_address(ip: str) -> bool:
+    """True for a globally routable IP address (``ipaddress``'s ``is_global``): not loopback, private,
+    link-local (cloud metadata at 169.254.169.254), shared, reserved or unspecified."""
+    try:
+        return ipaddress.ip_address(ip).is_global
+    except ValueError:
+        return False
 
 
 def _refuse(message: str) -> APIError:
@@ -56,13 +80,10 @@ def check_media_reference(ref: str, allowed_dir: Path | None) -> str:
     return str(target)
 
 
-def apply_media_policy(messages: list[Any], allowed_dir: Path | None) -> list[Any]:
-    """Check every image/video part of OpenAI-style ``messages``; return a copy with local paths resolved.
-
-    Malformed structures are left for ``abstractllm.messages`` to refuse with its own clear error.
-    """
-    out = copy.deepcopy(messages)
-    for msg in out:
+def _references(messages: list[Any]) -> Iterator[tuple[dict[str, Any], str, str, str]]:
+    """``(holder, key, part type, reference)`` for every image/video reference: ``holder[key]`` is the
+    string. Malformed structures are left for ``abstractllm.messages`` to refuse with its own clear error."""
+    for msg in messages:
         content = msg.get("content") if isinstance(msg, dict) else None
         if not isinstance(content, list):
             continue
@@ -74,11 +95,53 @@ def apply_media_policy(messages: list[Any], allowed_dir: Path | None) -> list[An
             if isinstance(value, dict):
                 url = value.get("url")
                 if isinstance(url, str):
-                    value["url"] = check_media_reference(url, allowed_dir)
+                    yield value, "url", kind, url
                 elif url is not None:
                     raise APIError(400, f"A '{kind}' part's url must be a string.", param="messages")
             elif isinstance(value, str):
-                part[kind] = check_media_reference(value, allowed_dir)
+                yield part, kind, kind, value
             elif value is not None:
                 raise APIError(400, f"A '{kind}' part must hold a URL string or {{'url': ...}}.", param="messages")
+
+
+def apply_media_policy(messages: list[Any], allowed_dir: Path | None) -> list[Any]:
+    """Check every image/video part of OpenAI-style ``messages``; return a copy with local paths resolved."""
+    out = copy.deepcopy(messages)
+    for holder, key, _, ref in _references(out):
+        holder[key] = check_media_reference(ref, allowed_dir)
     return out
+
+
+def _fetch(url: str, video: bool, allow_private: bool, timeout: float, max_bytes: int) -> str:
+    from ..exceptions import ImageProcessingError
+    from ..media.sources import URLRefusedError, fetch_url
+
+    noun = "video" if video else "image"
+    try:
+        src = fetch_url(url, timeout=timeout, max_bytes=max_bytes, accept=("video/",) if video else ("image/",),
+                        allow_address=None if allow_private else is_public_address)
+    except URLRefusedError as exc:
+        log.warning("refused to fetch an %s URL: %s", noun, exc)
+        raise APIError(400, f"The {noun} URL was refused: it points to a private address.", param="messages",
+                       code="url_refused") from None
+    except ImageProcessingError as exc:
+        log.info("could not fetch an %s URL: %s", noun, exc)
+        raise APIError(400, f"The {noun} URL could not be fetched.", param="messages",
+                       code="url_fetch_failed") from None
+    ctype = src.content_type or ""
+    if not ctype.startswith(("video/" if video else "image/")):
+        ctype = "video/unknown" if video else "image/unknown"  # a generic binary type: the decoder sniffs
+    return f"data:{ctype};base64," + base64.b64encode(src.data or b"").decode("ascii")
+
+
+async def fetch_remote_media(messages: list[Any], *, allow_private: bool, timeout: float = 10.0,
+                             max_bytes: int = 50_000_000) -> list[Any]:
+    """Fetch every ``http(s)://`` image/video of ``messages`` (in place; call it on the copy that
+    ``apply_media_policy`` returned) and replace it with a ``data:`` URI. Videos may be 10x ``max_bytes``
+    (as the vision provider allows). Raises a 400 ``APIError`` with a generic message on failure."""
+    for holder, key, kind, ref in list(_references(messages)):
+        if ref[:8].lower().startswith(_HTTP):
+            video = kind in VIDEO_PART_TYPES
+            holder[key] = await asyncio.to_thread(_fetch, ref, video, allow_private, timeout,
+                                                  max_bytes * 10 if video else max_bytes)
+    return messages

@@ -17,7 +17,7 @@ from ..providers.base import aggregate_chunks
 from ..types import Response
 from .app import ServerState, uptime
 from .errors import APIError, ClientGone, api_error_from
-from .media_policy import apply_media_policy
+from .media_policy import apply_media_policy, fetch_remote_media
 from .schemas import (
     ParsedRequest, chat_chunk, chat_response, completion_chunk, completion_response, new_id, parse_chat,
     parse_completion, parse_json, parse_vlm_generate, usage_dict,
@@ -109,10 +109,33 @@ class _Run:
         st.gate.release_after(barrier)
 
 
+def _check_max_tokens(state: ServerState, req: ParsedRequest) -> None:
+    """A ``max_tokens`` above ``--max-tokens-limit`` is a 400; an omitted one whose default is above the
+    limit becomes the limit."""
+    limit, asked = state.config.max_tokens_limit, req.params.get("max_tokens")
+    if limit is None:
+        return
+    if asked is None:
+        from ..params import PARAMS
+
+        default = (getattr(state.llm, "config", None) or {}).get("max_tokens") or PARAMS["max_tokens"].default
+        if isinstance(default, int) and default > limit:
+            req.params["max_tokens"] = limit
+    elif isinstance(asked, int) and not isinstance(asked, bool) and asked > limit:
+        raise APIError(400, f"'max_tokens' = {asked} is above this server's limit of {limit} tokens "
+                       "(--max-tokens-limit).", param="max_tokens", code="invalid_value")
+
+
 async def _start(state: ServerState, req: ParsedRequest) -> _Run:
     """Check the request, wait for our turn, and start generating (errors before the first chunk raise)."""
     state.require_loaded()
+    _check_max_tokens(state, req)
     messages = apply_media_policy(req.messages, state.config.allow_local_files)
+    llm_config = getattr(state.llm, "config", None) or {}
+    messages = await fetch_remote_media(
+        messages, allow_private=state.config.allow_private_urls,
+        timeout=float(llm_config.get("image_fetch_timeout") or 10.0),
+        max_bytes=int(llm_config.get("max_image_bytes") or 50_000_000))
     try:
         agen = await state.llm.generate_async(messages=messages, stream=True, **req.params)
     except AbstractLLMError as exc:
@@ -290,10 +313,12 @@ async def models(request: Request) -> Any:
 @router.get("/health")
 async def health(request: Request) -> Any:
     state = _state(request)
-    body = {"status": state.status, "model": state.model_id, "model_loaded": state.status == "ok",
-            "device": state.device, "uptime_s": uptime(state)}
-    if state.load_error:
-        body["error"] = state.load_error
+    body = {"status": state.status, "model_loaded": state.status == "ok", "device": state.device,
+            "uptime_s": uptime(state)}
+    if not state.config.api_key:  # with a key, /health is the one open path: the details are in /stats
+        body["model"] = state.model_id
+        if state.load_error:
+            body["error"] = state.load_error
     return JSONResponse(body, status_code=200 if state.status == "ok" else 503)
 
 
@@ -312,7 +337,7 @@ async def stats(request: Request) -> Any:
     body = state.stats.as_dict()
     body.update({"model": state.model_id, "status": state.status, "active_requests": state.gate.active,
                  "queued_requests": state.gate.queued, "prompt_cache": _prompt_cache(state),
-                 "memory": memory_snapshot()})
+                 "memory": memory_snapshot(), "error": state.load_error})
     return body
 
 
