@@ -31,7 +31,12 @@ def _part_media(part: dict[str, Any], index: int) -> Any:
 
 def _message(raw: Any, index: int) -> Message:
     if isinstance(raw, Message):
-        return raw
+        if raw.role not in ROLES:
+            raise InvalidParameterError(
+                f"messages[{index}] has role {raw.role!r}; expected one of {', '.join(ROLES)}.", param="messages"
+            )
+        # a copy: files attached later must never change the caller's object
+        return Message(role=raw.role, text=raw.text, images=list(raw.images), videos=list(raw.videos))
     if not isinstance(raw, dict):
         raise InvalidParameterError(
             f"messages[{index}] must be a dict like {{'role': 'user', 'content': '...'}}, got {type(raw).__name__}.",

@@ -114,7 +114,7 @@ def parse_bytes(value: Any, name: str = "size") -> int:
     if isinstance(value, bool):
         raise _fail(name, f"expected a byte count, got {value!r}.")
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        if value < 0 or (isinstance(value, float) and math.isnan(value)):
+        if value < 0 or (isinstance(value, float) and not math.isfinite(value)):
             raise _fail(name, f"expected a non-negative byte count, got {value!r}.")
         return int(value)
     if isinstance(value, str):

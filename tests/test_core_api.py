@@ -112,6 +112,7 @@ def test_unknown_config_key_has_did_you_mean(tiny_model):
         {"dtype": "float64"},
         {"memory_limit": "lots"},
         {"memory_limit": -1},
+        {"memory_limit": float("inf")},
         {"model": ""},
         {"model": 42},
         {"trust_remote_code": "yes"},

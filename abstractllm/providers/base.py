@@ -16,25 +16,19 @@ declared capabilities (images need ``VISION``, videos need ``VIDEO``).
 from __future__ import annotations
 
 import asyncio
+import threading
 import weakref
 from abc import ABC, abstractmethod
 from typing import Any, AsyncIterator, Callable, ClassVar, Iterable, Iterator, Sequence
 
 from ..enums import ModelCapability, ModelParameter
-from ..exceptions import UnsupportedFeatureError
+from ..exceptions import AbstractLLMError, UnsupportedFeatureError
 from ..messages import normalize_messages
 from ..params import GENERATION_PARAMS, defaults, validate_params
 from ..types import GenerationRequest, Response, Usage
 from .worker import CancelToken, ChunkStream, SerialWorker
 
 __all__ = ["BaseProvider", "aggregate_chunks"]
-
-
-def _stop_worker(worker: SerialWorker, streams: "weakref.WeakSet[ChunkStream]") -> None:
-    """Cancel the streams still running (they stop at their next token), then stop the worker."""
-    for stream in list(streams):
-        stream.cancel()
-    worker.close()
 
 
 def aggregate_chunks(chunks: Iterable[Response]) -> Response:
@@ -78,7 +72,7 @@ class BaseProvider(ABC):
         self._generation_defaults.update({k: v for k, v in self.config.items() if k in GENERATION_PARAMS})
         self._worker: SerialWorker | None = None
         self._closed = False
-        self._streams: "weakref.WeakSet[ChunkStream]" = weakref.WeakSet()
+        self._worker_lock = threading.Lock()
 
     # ----------------------------------------------------------------- to implement
     @abstractmethod
@@ -101,17 +95,16 @@ class BaseProvider(ABC):
     # ----------------------------------------------------------------- plumbing
     @property
     def worker(self) -> SerialWorker:
-        """The thread all of this provider's backend work runs on."""
-        if self._closed:
-            from ..exceptions import AbstractLLMError
-
-            raise AbstractLLMError(f"This {self.name} provider is closed; create a new one with create_llm().")
-        if self._worker is None:
-            self._worker = SerialWorker(f"abstractllm-{self.name}", on_exit=self._worker_on_exit())
-            # A provider dropped without close() still stops its thread (and frees its model) when collected.
-            # (also at interpreter exit: a stream nobody reads any more must not keep generating)
-            weakref.finalize(self, _stop_worker, self._worker, self._streams)
-        return self._worker
+        """The thread all of this provider's backend work runs on (created on first use)."""
+        with self._worker_lock:
+            if self._closed:
+                raise AbstractLLMError(f"This {self.name} provider is closed; create a new one with create_llm().")
+            if self._worker is None:
+                self._worker = SerialWorker(f"abstractllm-{self.name}", on_exit=self._worker_on_exit())
+                # A provider dropped without close() still stops its thread (and frees its model) when
+                # collected; its streams still running are cancelled first.
+                weakref.finalize(self, self._worker.close)
+            return self._worker
 
     def _prepare(
         self,
@@ -146,9 +139,7 @@ class BaseProvider(ABC):
             raise UnsupportedFeatureError(f"The {self.name} provider does not support system prompts.")
 
     def _open_stream(self, request: GenerationRequest) -> ChunkStream:
-        stream = ChunkStream(self.worker, lambda cancel: self._stream(request, cancel))
-        self._streams.add(stream)
-        return stream
+        return ChunkStream(self.worker, lambda cancel: self._stream(request, cancel))
 
     # ----------------------------------------------------------------- public API
     def generate(
@@ -205,18 +196,20 @@ class BaseProvider(ABC):
         return aggregate_chunks(texts)
 
     def close(self) -> None:
-        """Free the model and stop the worker thread. The provider cannot be used afterwards."""
-        if self._closed:
+        """Cancel running generations, free the model and stop the worker thread. Idempotent; the
+        provider cannot be used afterwards (calls raise ``AbstractLLMError``)."""
+        with self._worker_lock:
+            if self._closed:
+                return
+            self._closed = True  # from now on new calls fail with a typed error
+            worker = self._worker
+        if worker is None:
             return
-        worker = self._worker
-        for stream in list(self._streams):  # generations still running stop at their next token
-            stream.cancel()
-        if worker is not None:
-            try:
-                self._release()
-            finally:
-                worker.close()
-        self._closed = True
+        worker.cancel_all()  # generations still running or queued stop at their next token
+        try:
+            self._release()
+        finally:
+            worker.close()
 
     def _release(self) -> None:
         """Free backend resources (runs before the worker stops). Override in providers that load models."""

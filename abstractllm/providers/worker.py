@@ -18,6 +18,8 @@ import weakref
 from concurrent.futures import Future
 from typing import Any, AsyncIterator, Callable, Iterator
 
+from ..exceptions import AbstractLLMError
+
 __all__ = ["SerialWorker", "ChunkStream", "CancelToken"]
 
 _LIVE_WORKERS: "weakref.WeakSet[SerialWorker]" = weakref.WeakSet()
@@ -48,15 +50,20 @@ class SerialWorker:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._closed = False
+        self._live: set[CancelToken] = set()  # tokens of the streams submitted and not finished
 
     @property
     def thread(self) -> threading.Thread | None:
         return self._thread
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def _ensure_started(self) -> None:
         with self._lock:
             if self._closed:
-                raise RuntimeError(f"worker {self._name} is closed")
+                raise AbstractLLMError(f"This provider is closed ({self._name}); create a new one with create_llm().")
             if self._thread is None:
                 self._thread = threading.Thread(target=self._loop, name=self._name, daemon=True)
                 self._thread.start()
@@ -84,6 +91,7 @@ class SerialWorker:
                     self._on_exit()
                 except Exception:
                     pass
+            _LIVE_WORKERS.discard(self)
 
     def submit(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Future:
         """Queue ``fn(*args, **kwargs)`` to run on the worker thread; returns its Future."""
@@ -98,25 +106,47 @@ class SerialWorker:
             return fn(*args, **kwargs)
         return self.submit(fn, *args, **kwargs).result()
 
-    def close(self, timeout: float | None = 30.0) -> None:
-        """Finish queued jobs, run ``on_exit`` on the thread, and stop it. Idempotent."""
+    def track(self, token: CancelToken) -> None:
+        """Remember a stream's cancel token until ``untrack``: ``close`` cancels every tracked stream."""
         with self._lock:
-            if self._closed:
-                return
+            self._live.add(token)
+
+    def untrack(self, token: CancelToken) -> None:
+        with self._lock:
+            self._live.discard(token)
+
+    def cancel_all(self) -> None:
+        """Ask every running or queued stream to stop at its next token."""
+        with self._lock:
+            tokens = list(self._live)
+        for token in tokens:
+            token.cancel()
+
+    def close(self, timeout: float | None = 30.0) -> None:
+        """Cancel the streams in flight, finish the other queued jobs, run ``on_exit`` on the thread, and
+        stop it. Idempotent; a thread that outlives ``timeout`` is joined again at interpreter exit."""
+        with self._lock:
+            first = not self._closed
             self._closed = True
             thread = self._thread
-        if thread is not None:
+        self.cancel_all()
+        if thread is None:
+            return
+        if first:
             self._jobs.put(_STOP)
-            if thread is not threading.current_thread():
-                thread.join(timeout)
-        _LIVE_WORKERS.discard(self)
+        if thread is not threading.current_thread():
+            thread.join(timeout)
 
 
 @atexit.register
 def _close_all_workers() -> None:
     # Daemon threads are still alive when atexit handlers run: stop each so it runs its on_exit
-    # (mx.clear_streams) on its own thread before the interpreter tears down.
-    for worker in list(_LIVE_WORKERS):
+    # (mx.clear_streams) on its own thread before the interpreter tears down. Running generations are
+    # cancelled first, so exit never waits for a long generation.
+    workers = list(_LIVE_WORKERS)
+    for worker in workers:
+        worker.cancel_all()
+    for worker in workers:
         worker.close(timeout=60.0)
 
 
@@ -148,6 +178,7 @@ class ChunkStream:
             raise RuntimeError("a stream can be iterated only once")
         self._started = True
         token = self.cancel_token
+        worker = self._worker
 
         def run() -> None:
             try:
@@ -171,8 +202,15 @@ class ChunkStream:
                 emit(_DONE)
             except BaseException as exc:
                 emit(("error", exc))
+            finally:
+                worker.untrack(token)
 
-        return self._worker.submit(run)
+        worker.track(token)
+        try:
+            return worker.submit(run)
+        except BaseException:
+            worker.untrack(token)
+            raise
 
     def __iter__(self) -> Iterator[Any]:
         q: "queue.SimpleQueue[tuple[str, Any]]" = queue.SimpleQueue()

@@ -12,9 +12,15 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from ...enums import ModelCapability, ModelParameter
-from ...exceptions import AbstractLLMError, GenerationError, InvalidParameterError
+from ...exceptions import (
+    AbstractLLMError,
+    GenerationError,
+    InvalidParameterError,
+    ModelLoadError,
+    UnsupportedFeatureError,
+)
 from ...params import defaults
-from ...types import GenerationRequest, Response
+from ...types import GenerationRequest, Response, Usage
 from ..base import BaseProvider
 from ..worker import CancelToken
 from .backend import import_backend, is_metal
@@ -101,8 +107,15 @@ class MLXProvider(BaseProvider):
         on_metal = is_metal()
         from .text import TextAdapter, float_itemsize_for
 
-        itemsize = None if spec.is_quantized else float_itemsize_for(self.config["dtype"], spec, on_metal)
-        estimate = estimate_load_bytes(spec, quantize_bits=self.config.get("quantize"), float_itemsize=itemsize)
+        bits = self.config.get("quantize")
+        if bits and spec.kind == "vision":
+            raise UnsupportedFeatureError(
+                f"quantize={bits} on load is supported for text models only; {spec.path.name!r} is a vision "
+                "model: use a pre-quantized version of it (e.g. an mlx-community '-4bit' repo)."
+            )
+        # The float parts of a quantized model (scales, biases, norms) are cast too.
+        itemsize = float_itemsize_for(self.config["dtype"], spec, on_metal)
+        estimate = estimate_load_bytes(spec, quantize_bits=bits, float_itemsize=itemsize)
         check_load_memory(spec, estimate, self.config.get("memory_limit"))
         t0 = time.perf_counter()
         if spec.kind == "vision":
@@ -112,7 +125,12 @@ class MLXProvider(BaseProvider):
             adapter = VisionAdapter(spec, self.config, on_metal)
         else:
             adapter = TextAdapter(spec, self.config, on_metal)
-        adapter.load()
+        try:
+            adapter.load()
+        except AbstractLLMError:
+            raise
+        except Exception as exc:  # the one boundary for load failures inside mlx / mlx-lm / mlx-vlm
+            raise ModelLoadError(f"Could not load {str(spec.path)!r}: {type(exc).__name__}: {exc}") from exc
         self._adapter = adapter
         self._estimate = estimate
         self.load_time_s = time.perf_counter() - t0
@@ -122,39 +140,45 @@ class MLXProvider(BaseProvider):
         self.worker.call(self._load_on_worker)
         return self
 
+    def _on_worker_if_started(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` on the worker after the jobs queued before it; nothing to do if none was started.
+        (The state it looks at is checked inside ``fn``, on the worker, never from the caller's thread.)"""
+        worker = self._worker
+        if worker is not None and worker.thread is not None and not worker.closed:
+            worker.call(fn)
+
     def unload(self) -> None:
         """Free the model's memory (weights, prompt cache, MLX buffer cache); the next call reloads it."""
-        if self._worker is None or self._adapter is None:
-            return
 
         def _unload() -> None:
             import gc
 
-            import mlx.core as mx
-
-            if self._adapter is not None:
-                self._adapter.unload()
+            if self._adapter is None:
+                return
+            self._adapter.unload()
             self._adapter = None
             gc.collect()
+            import mlx.core as mx
+
             mx.clear_cache()
 
-        self.worker.call(_unload)
+        self._on_worker_if_started(_unload)
 
     def _release(self) -> None:
         self.unload()
 
     def clear_cache(self) -> None:
         """Drop the prompt (KV) cache and MLX's buffer cache."""
-        if self._adapter is None:
-            return
 
         def _clear() -> None:
+            if self._adapter is None:
+                return
             import mlx.core as mx
 
             self._adapter.clear_cache()
             mx.clear_cache()
 
-        self.worker.call(_clear)
+        self._on_worker_if_started(_clear)
 
     def get_model_info(self) -> dict[str, Any]:
         spec = self.spec
@@ -197,6 +221,9 @@ class MLXProvider(BaseProvider):
 
     # ------------------------------------------------------------------ the primitive
     def _stream(self, request: GenerationRequest, cancel: CancelToken) -> Iterator[Response]:
+        if cancel.cancelled:  # cancelled (e.g. by close()) while queued: do not load or generate
+            yield Response(model=self.config["model"], finish_reason="cancelled", usage=Usage())
+            return
         try:
             self._load_on_worker()
             t0 = time.perf_counter()

@@ -8,12 +8,14 @@ architecture, the quantization and the bytes of the weights.
 
 from __future__ import annotations
 
+import ast
+import functools
 import importlib.util
 import json
 import os
 import re
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +46,6 @@ class ModelSpec:
     largest_tensor_bytes: int
     quantization: dict[str, Any] | None
     has_chat_template: bool
-    extras: dict[str, Any] = field(default_factory=dict)
 
     @property
     def is_quantized(self) -> bool:
@@ -165,7 +166,7 @@ def inspect_model(path: Path) -> ModelSpec:
             )
     else:
         known = _text_architectures()
-        remapped = _TEXT_REMAP.get(model_type, model_type).replace("-", "_")
+        remapped = _text_remap().get(model_type, model_type).replace("-", "_")
         if remapped not in known:
             raise ModelLoadError(
                 f"Unknown architecture {model_type!r}: mlx-lm has no model of that type. "
@@ -212,17 +213,20 @@ def inspect_model(path: Path) -> ModelSpec:
     )
 
 
-# mlx-lm's own remapping of model types (mlx_lm.utils.MODEL_REMAPPING), read lazily.
-class _Remap(dict):
-    def get(self, key, default=None):  # type: ignore[override]
-        if not self:
+@functools.lru_cache(maxsize=1)
+def _text_remap() -> dict[str, str]:
+    """mlx-lm's own remapping of model types (``MODEL_REMAPPING`` in ``mlx_lm/utils.py``), read from its
+    source without importing mlx-lm (which would import mlx before the backend's speed setup)."""
+    d = _package_dir("mlx_lm")
+    try:
+        tree = ast.parse((d / "utils.py").read_text(encoding="utf-8")) if d else None
+    except (OSError, SyntaxError):
+        tree = None
+    for node in ast.walk(tree) if tree else ():
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "MODEL_REMAPPING" for t in node.targets):
             try:
-                from mlx_lm.utils import MODEL_REMAPPING
-
-                self.update(MODEL_REMAPPING)
-            except Exception:
-                self["__loaded__"] = "1"
-        return super().get(key, default)
-
-
-_TEXT_REMAP = _Remap()
+                value = ast.literal_eval(node.value)
+            except ValueError:
+                break
+            return {str(k): str(v) for k, v in value.items()} if isinstance(value, dict) else {}
+    return {}

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 from typing import Any, Iterator
 
-from ...exceptions import InvalidParameterError, ModelLoadError
+from ...exceptions import InvalidParameterError, MemoryLimitError, ModelLoadError
+from ...params import format_bytes
 from ...types import GenerationRequest, Message
 from ..worker import CancelToken
 from .pipeline import Step
 from .source import ModelSpec
 
-__all__ = ["TextAdapter", "plain_prompt", "cast_for_device", "float_itemsize_for"]
+__all__ = ["TextAdapter", "plain_prompt", "cast_for_device", "float_itemsize_for", "kv_bytes_per_token",
+           "check_request_memory"]
 
 
 def plain_prompt(messages: list[Message]) -> str:
@@ -58,6 +60,57 @@ def cast_for_device(model: Any, dtype: str, on_metal: bool) -> str | None:
     return str(target).replace("mlx.core.", "")
 
 
+def kv_bytes_per_token(config: dict[str, Any], itemsize: int) -> int:
+    """Bytes the KV cache grows by per token: 2 x layers x kv_heads x head_dim x itemsize (0: unknown)."""
+    cfg = config.get("text_config") or config
+    try:
+        layers = int(cfg["num_hidden_layers"])
+        heads = int(cfg.get("num_attention_heads") or 0)
+        kv_heads = int(cfg.get("num_key_value_heads") or heads)
+        head_dim = int(cfg.get("head_dim") or int(cfg["hidden_size"]) // heads)
+    except (KeyError, TypeError, ValueError, ZeroDivisionError):
+        return 0
+    return 2 * layers * kv_heads * head_dim * itemsize
+
+
+def _float_itemsize(model: Any) -> int:
+    from mlx.utils import tree_flatten
+
+    import mlx.core as mx
+
+    for _, value in tree_flatten(model.parameters()):
+        if mx.issubdtype(value.dtype, mx.floating):
+            return value.dtype.size
+    return 4
+
+
+def check_request_memory(prompt_tokens: int, max_tokens: int, max_kv_size: int | None, per_token: int,
+                         memory_limit: int | None) -> None:
+    """Refuse (``MemoryLimitError``) a request whose KV cache, at ``prompt + max_tokens`` tokens, cannot fit
+    in the available memory (or in ``memory_limit`` minus what MLX already holds)."""
+    if not per_token:
+        return
+    import mlx.core as mx
+    import psutil
+
+    tokens = prompt_tokens + max_tokens
+    if max_kv_size:
+        tokens = min(tokens, max_kv_size)
+    need = tokens * per_token
+    avail, source = int(psutil.virtual_memory().available), "available system memory"
+    if memory_limit is not None:
+        left = max(0, memory_limit - mx.get_active_memory())
+        if left < avail:
+            avail, source = left, f"memory_limit ({format_bytes(memory_limit)}) minus the loaded model"
+    if need > avail:
+        raise MemoryLimitError(
+            f"This request's KV cache needs up to {format_bytes(need)} ({prompt_tokens} prompt + {max_tokens} "
+            f"new tokens x {format_bytes(per_token)} per token), but only {format_bytes(avail)} is available "
+            f"({source}). Lower max_tokens, shorten the prompt, or bound the cache with max_kv_size.",
+            required_bytes=need, available_bytes=avail,
+        )
+
+
 class TextAdapter:
     """Loads a text model with mlx-lm and generates from it."""
 
@@ -71,6 +124,7 @@ class TextAdapter:
         self.tokenizer = None
         self.info: dict[str, Any] = {}
         self._cache = None  # mlx_lm LRUPromptCache
+        self.kv_bytes_per_token = 0
         self.cache_hits = 0
 
     # ------------------------------------------------------------------ load
@@ -107,6 +161,7 @@ class TextAdapter:
         budget = self.config.get("prompt_cache_bytes")
         self._cache = LRUPromptCache(max_size=32, max_bytes=budget) if budget else None
         self.info["quantization"] = config.get("quantization")
+        self.kv_bytes_per_token = kv_bytes_per_token(self.spec.config, _float_itemsize(model))
 
     def unload(self) -> None:
         self.model = self.tokenizer = self._cache = None
@@ -184,6 +239,8 @@ class TextAdapter:
         if cache is None:
             cache, rest = make_prompt_cache(model, max_kv_size=max_kv), prompt_ids
         cached = len(prompt_ids) - len(rest)
+        check_request_memory(len(prompt_ids), params["max_tokens"], max_kv, self.kv_bytes_per_token,
+                             self.config.get("memory_limit"))
         if processors and cached:
             # mlx-lm's processors (repetition penalty) see only the tokens passed in; give them the
             # cached prefix too, so that a cache hit penalizes exactly as a cold call does.
