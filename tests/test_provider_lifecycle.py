@@ -125,3 +125,22 @@ def test_exit_with_a_generation_running_in_a_thread_is_prompt_and_clean(tiny_mod
     assert out.returncode == 0, out.stderr[-2000:]
     assert "main exits" in out.stdout
     assert time.monotonic() - started < 30
+
+
+def test_hub_python_files_are_fetched_only_with_trust_remote_code(monkeypatch):
+    import huggingface_hub
+
+    from abstractllm.providers.mlx import source
+
+    asked = []
+
+    def fake_snapshot(repo, revision=None, allow_patterns=None, local_files_only=False):
+        asked.append(list(allow_patterns))
+        raise FileNotFoundError("not cached")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    for trust in (False, True):
+        with pytest.raises(AbstractLLMError):
+            source.resolve_model("org/some-model", trust_remote_code=trust)
+    assert "*.py" not in asked[0] and "*.py" in asked[-1]

@@ -82,7 +82,8 @@ def check_load_memory(spec: ModelSpec, estimate: MemoryEstimate, memory_limit: i
             f"Loading {spec.path.name!r} needs about {format_bytes(estimate.total)} "
             f"(weights {format_bytes(estimate.weights_bytes)} + transient {format_bytes(estimate.peak_extra_bytes)} "
             f"+ working margin {format_bytes(estimate.margin_bytes)}), but only {format_bytes(avail)} is allowed "
-            f"by {source}. Use a smaller or quantized model (quantize=4), free memory, or raise memory_limit.",
+            f"by {source}. Use a smaller or quantized model (quantize=4), keep half-precision weights "
+            "(dtype='bfloat16'; on CPUs dtype='auto' casts them to float32), free memory, or raise memory_limit.",
             required_bytes=estimate.total,
             available_bytes=avail,
         )

@@ -77,7 +77,6 @@ def run_pipeline(
     stop: Sequence[str],
     cancel: CancelToken,
     start_time: float | None = None,
-    metadata: dict | None = None,
 ) -> Iterator[Response]:
     """Turn backend steps into ``Response`` chunks; the last one carries finish_reason, usage, timings."""
     t0 = start_time if start_time is not None else time.perf_counter()
@@ -140,5 +139,4 @@ def run_pipeline(
         prompt_tokens_per_second=last.prompt_tps if last is not None else None,
         peak_memory_bytes=last.peak_memory_bytes if last is not None else None,
         token_ids=pending_ids,
-        metadata=dict(metadata or {}),
     )

@@ -79,7 +79,8 @@ class MLXProvider(BaseProvider):
     def spec(self) -> ModelSpec:
         """The inspected model (resolved and read on first use; no weights loaded)."""
         if self._spec is None:
-            path = resolve_model(self.config["model"], self.config.get("revision"))
+            path = resolve_model(self.config["model"], self.config.get("revision"),
+                                 trust_remote_code=bool(self.config.get("trust_remote_code")))
             self._spec = inspect_model(path)
         return self._spec
 

@@ -24,7 +24,8 @@ from ...exceptions import ModelLoadError, ModelNotFoundError
 __all__ = ["ModelSpec", "resolve_model", "inspect_model", "looks_like_repo_id"]
 
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.\-]{0,95}/[\w.\-]{1,96}$")
-_HUB_PATTERNS = ["*.json", "*.safetensors", "*.jinja", "*.model", "*.txt", "*.tiktoken", "*.py"]
+_HUB_PATTERNS = ["*.json", "*.safetensors", "*.jinja", "*.model", "*.txt", "*.tiktoken"]
+_REMOTE_CODE_PATTERNS = ["*.py"]  # only with trust_remote_code
 _DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "U32": 4, "I16": 2, "I8": 1,
                 "U8": 1, "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1}
 # Keys whose presence in config.json marks a vision-language model.
@@ -65,8 +66,10 @@ def _hub_cache_dir() -> str:
         return os.path.expanduser("~/.cache/huggingface/hub")
 
 
-def resolve_model(model: str, revision: str | None = None) -> Path:
-    """Return the local folder of ``model`` (a folder path, or a hub repo id: cached or downloaded)."""
+def resolve_model(model: str, revision: str | None = None, *, trust_remote_code: bool = False) -> Path:
+    """Return the local folder of ``model`` (a folder path, or a hub repo id: cached or downloaded).
+    Python files of a repo are fetched only with ``trust_remote_code``."""
+    patterns = _HUB_PATTERNS + (_REMOTE_CODE_PATTERNS if trust_remote_code else [])
     local = Path(model).expanduser()
     if local.exists():
         if not local.is_dir():
@@ -84,7 +87,7 @@ def resolve_model(model: str, revision: str | None = None) -> Path:
             'pip install "abstractllm[mlx]"'
         ) from exc
     try:
-        return Path(snapshot_download(model, revision=revision, allow_patterns=_HUB_PATTERNS, local_files_only=True))
+        return Path(snapshot_download(model, revision=revision, allow_patterns=patterns, local_files_only=True))
     except Exception:
         pass  # not in the cache: download it
     offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
@@ -94,7 +97,7 @@ def resolve_model(model: str, revision: str | None = None) -> Path:
             "Download it once while online, or pass a local folder."
         )
     try:
-        return Path(snapshot_download(model, revision=revision, allow_patterns=_HUB_PATTERNS))
+        return Path(snapshot_download(model, revision=revision, allow_patterns=patterns))
     except Exception as exc:
         raise ModelNotFoundError(
             f"Model {model!r} is not in the Hugging Face cache ({_hub_cache_dir()}) and could not be "

@@ -244,7 +244,8 @@ class TextAdapter:
         if processors and cached:
             # mlx-lm's processors (repetition penalty) see only the tokens passed in; give them the
             # cached prefix too, so that a cache hit penalizes exactly as a cold call does.
-            prefix = mx.array(prompt_ids[:cached])
+            # (only the last repetition_context_size tokens can matter to mlx-lm's processors)
+            prefix = mx.array(prompt_ids[max(0, cached - params["repetition_context_size"]):cached])
             processors = [_with_prefix(p, prefix) for p in processors]
         seen = list(prompt_ids)
         mx.reset_peak_memory()
