@@ -204,3 +204,19 @@ def test_size_limit_on_bytes():
     data = encode(Image.new("RGB", (64, 64)))
     with pytest.raises(ImageProcessingError, match="too large"):
         load_image(data, max_bytes=len(data) - 1)
+
+
+def test_video_part_types_are_the_messages_definition():
+    """``is_video_input`` tells parts by ``messages.VIDEO_PART_TYPES`` (the one definition), and the
+    module still imports first on its own (no circular import with ``abstractllm.messages``)."""
+    import subprocess
+    import sys
+
+    from abstractllm.media import is_video_input
+    from abstractllm.messages import IMAGE_PART_TYPES, VIDEO_PART_TYPES
+
+    assert all(is_video_input({"type": t}) for t in VIDEO_PART_TYPES)
+    assert not any(is_video_input({"type": t}) for t in IMAGE_PART_TYPES)
+    code = "from abstractllm.media.kinds import is_video_input as f; print(f({'type': 'video_url'}))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.strip() == "True", out.stderr[-1000:]

@@ -236,7 +236,16 @@ def test_video_as_bytes_equals_video_as_path(vlm, tmp_path: Path):
     assert by_bytes.content == by_path.content and by_bytes.usage.prompt_tokens == by_path.usage.prompt_tokens
 
 
-def test_cancelled_stream_keeps_cache_and_provider_sound(vision_model: Path):
+def _only_state(llm):
+    """The provider's one prompt-cache state, read on its worker once the previous run has ended."""
+    llm.worker.call(lambda: None)
+    (state,) = llm._adapter._states.values()
+    return state
+
+
+def test_cancelled_follow_up_keeps_a_correct_cache_entry(vision_model: Path):
+    """A follow-up cancelled mid-stream stores its image's state (cache content = recorded ids: the prompt
+    and the ids generated before the cancel); the next follow-up reuses it and equals a cold run."""
     img = noise(30)
     convo = [
         {"role": "user", "content": [{"type": "text", "text": "Hm?"}, {"type": "image_url", "image_url": {"url": img}}]}
@@ -247,11 +256,106 @@ def test_cancelled_stream_keeps_cache_and_provider_sound(vision_model: Path):
     ):
         first = llm.generate(messages=convo)
         follow = convo + [{"role": "assistant", "content": first.content}, {"role": "user", "content": "So?"}]
-        stream = llm.generate(messages=follow, stream=True)
+        stream = llm.generate(messages=follow, stream=True, max_tokens=2000)
         next(stream), next(stream)
-        stream.close()  # abandoned mid-generation: its (half-updated) cache state must not be reused
-        again = llm.generate(messages=follow)
-        assert again.content == cold.generate(messages=follow).content
+        stream.close()  # cancelled mid-generation
+        state = _only_state(llm)
+        prompt_len = cold.generate(messages=follow, max_tokens=1).usage.prompt_tokens
+        assert prompt_len < len(state.token_ids) < prompt_len + 2000  # stopped mid-stream
+        assert all(c.offset == len(state.token_ids) for c in state.cache)
+        again = follow[:-1] + [{"role": "user", "content": "Why?"}]
+        warm_r, cold_r = llm.generate(messages=again), cold.generate(messages=again)
+        assert warm_r.usage.cached_tokens > 0 and cold_r.usage.cached_tokens == 0
+        assert warm_r.token_ids == cold_r.token_ids and warm_r.content == cold_r.content
+        assert llm.generate(messages=follow).content == cold.generate(messages=follow).content
+
+
+def test_stop_string_keeps_a_correct_cache_entry(vision_model: Path):
+    """A stream ended by a stop string (the adapter's generator closed early) also stores its state."""
+    img = noise(36)  # its answer streams in several text pieces: " mess", ..., " pro", ...
+    convo = [
+        {"role": "user", "content": [{"type": "text", "text": "Hm?"}, {"type": "image_url", "image_url": {"url": img}}]},
+        {"role": "assistant", "content": "ok"},
+        {"role": "user", "content": "Tell me."},
+    ]
+    with (
+        create_llm("mlx", model=str(vision_model), temperature=0.0, max_tokens=MAX) as llm,
+        create_llm("mlx", model=str(vision_model), temperature=0.0, max_tokens=MAX, prompt_cache_bytes=0) as cold,
+    ):
+        full = cold.generate(messages=convo)
+        assert " pro" in full.content
+        cut = llm.generate(messages=convo, stop=[" pro"])
+        assert cut.finish_reason == "stop" and len(cut.token_ids) < len(full.token_ids) == MAX
+        state = _only_state(llm)
+        assert all(c.offset == len(state.token_ids) for c in state.cache)
+        n_prompt = cut.usage.prompt_tokens
+        assert n_prompt + len(cut.token_ids) <= len(state.token_ids) < n_prompt + MAX  # stopped early
+        assert state.token_ids[n_prompt : n_prompt + len(cut.token_ids)] == cut.token_ids
+        nxt = convo[:-1] + [{"role": "user", "content": "Why?"}]
+        warm_r, cold_r = llm.generate(messages=nxt), cold.generate(messages=nxt)
+        assert warm_r.usage.cached_tokens > 0 and warm_r.token_ids == cold_r.token_ids
+
+
+def test_error_inside_the_compiled_sampler_leaves_sampling_working(vlm, monkeypatch):
+    """An error raised inside one of mlx-vlm's compiled samplers (traced with the thread's random state as
+    input and output) would leave that state unevaluable: every later sampled call on the worker would
+    fail. The fault is injected by a sampler factory that calls mlx-vlm's real compiled
+    ``categorical_sampling`` with a bad temperature; the adapter must give the thread a fresh key."""
+    import sys
+
+    import mlx_vlm.generate  # noqa: F401  (the package: ``mlx_vlm.generate`` the attribute is a function)
+    from mlx_vlm.sample_utils import categorical_sampling
+
+    from abstractllm import GenerationError
+
+    img = noise(41)
+    seeded = vlm.generate("Sample.", files=[img], temperature=1.0, seed=5).token_ids
+    monkeypatch.setattr(
+        sys.modules["mlx_vlm.generate"], "make_sampler", lambda **kw: (lambda logprobs: categorical_sampling(logprobs, "bad")),
+        raising=False,
+    )
+    with pytest.raises(GenerationError):
+        vlm.generate("Sample.", files=[img], temperature=1.0, top_k=5)
+    monkeypatch.undo()
+    # unseeded sampling (mlx-vlm's compiled categorical_sampling on the thread's random state) works
+    assert vlm.generate("Sample.", files=[img], temperature=1.0, top_k=5).usage.completion_tokens == MAX
+    assert vlm.generate("Sample.", files=[img], temperature=1.0, seed=5).token_ids == seeded
+
+
+def test_top_k_not_below_vocabulary(vlm, monkeypatch):
+    """top_k >= vocabulary: a typed error before generation; with no vocabulary in the config mlx-vlm's
+    own refusal (raised while sampling) is a GenerationError, and later sampled calls still work."""
+    from abstractllm import GenerationError
+    from abstractllm.exceptions import InvalidParameterError
+
+    img = noise(42)
+    with pytest.raises(InvalidParameterError) as err:
+        vlm.generate("Sample.", files=[img], temperature=1.0, top_k=10_000)
+    assert err.value.param == "top_k"
+    seeded = vlm.generate("Sample.", files=[img], temperature=1.0, seed=6).token_ids
+    tc = dict(vlm.spec.config.get("text_config") or {}, vocab_size=None)
+    monkeypatch.setitem(vlm.spec.config, "text_config", tc)
+    monkeypatch.setitem(vlm.spec.config, "vocab_size", None)
+    with pytest.raises(GenerationError, match="top_k"):
+        vlm.generate("Sample.", files=[img], temperature=1.0, top_k=10_000)
+    monkeypatch.undo()
+    assert vlm.generate("Sample.", files=[img], temperature=1.0).usage.completion_tokens == MAX
+    assert vlm.generate("Sample.", files=[img], temperature=1.0, seed=6).token_ids == seeded
+
+
+def test_video_size_floor_comes_from_the_processor(vision_model: Path, tmp_path: Path):
+    """Frames must cover one merged patch (patch_size x merge_size of the model's processor), not a fixed
+    28 px: 30 px frames pass with this model's 14 x 2, and are refused once the processor says 16 x 2."""
+    from abstractllm.exceptions import ImageProcessingError
+
+    path = write_video(tmp_path / "small.mp4", seconds=1.0, size=(30, 30))
+    with create_llm("mlx", model=str(vision_model), temperature=0.0, max_tokens=2) as llm:
+        assert llm.generate("Video?", files=[str(path)]).usage.completion_tokens == 2
+        vp = llm._adapter.processor.video_processor
+        assert llm._adapter._resize_factor() == vp.patch_size * vp.merge_size == 28
+        vp.patch_size = 16
+        with pytest.raises(ImageProcessingError, match="at least 32 pixels"):
+            llm.generate("Video?", files=[str(path)])
 
 
 def test_video_data_uri(vlm, tmp_path: Path):

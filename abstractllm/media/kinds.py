@@ -29,7 +29,9 @@ def is_video_input(item: Any) -> bool:
     URI, an http(s) URL whose path has a video extension, bytes or a path whose content is a video
     container (a path's extension decides only when the file cannot be read)."""
     if isinstance(item, dict):
-        return item.get("type") in ("video", "video_url", "input_video")
+        from ..messages import VIDEO_PART_TYPES  # here: messages imports this module
+
+        return item.get("type") in VIDEO_PART_TYPES
     if isinstance(item, str) and item[:11].lower() == "data:video/":
         return True
     if isinstance(item, str) and item[:8].lower().startswith(("http://", "https://")):

@@ -7,7 +7,15 @@ model's processor. So a bad input raises a typed error before any token is gener
 
 Prompt cache: one ``mlx_vlm`` ``PromptCacheState`` per *media content* (a hash of the decoded pixels),
 so a follow-up question about the same images reuses the cached prefix, while a different image of the
-same size (same token ids!) never meets the old image's state.
+same size (same token ids!) never meets the old image's state. The KV cache is our own list (passed
+to ``stream_generate`` as ``prompt_cache``), so a stream stopped early (cancelled, closed, or a stop
+string) still stores a correct state: the cache holds exactly the prompt plus the tokens mlx-vlm
+yielded, and those ids are recorded with it. A generation that fails drops its image's entry.
+
+Known limitation: the prefill of a vision request cannot be cancelled. mlx-vlm 0.7's ``stream_generate``
+takes no prompt-progress callback (its only prefill hook, ``prompt_cache_checkpoint``, is reserved for
+its own automatic prefix cache), so a cancel is seen once the first token exists. Vision prompts are
+short (the image tokens are bounded by ``max_image_pixels`` and the processor's ``max_pixels``).
 """
 
 from __future__ import annotations
@@ -15,7 +23,7 @@ from __future__ import annotations
 import functools
 import hashlib
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Iterator
 
 from ...enums import ModelCapability
@@ -82,10 +90,6 @@ class PreparedVisionRequest:
     mask: Any
     extra: dict[str, Any]
     media_key: str
-    n_images: int = 0
-    n_frames: int = 0
-    memory: Any = None
-    images: list[Any] = field(default_factory=list)
 
 
 def _cache_nbytes(cache: Any) -> int:
@@ -192,7 +196,20 @@ class VisionAdapter:
         kv = tokens * layers * 2 * kv_heads * head_dim * 4
         return pixel_tensor + tower + kv
 
-    def _load_media(self, request: GenerationRequest) -> tuple[list[Any], list[Any], Any, list[int], list[int]]:
+    def _resize_factor(self) -> int:
+        """The side, in pixels, that frames are resized in multiples of: the vision patch size times the
+        spatial merge size, from the model's video (or image) processor, else from ``vision_config``."""
+        vc = self.spec.config.get("vision_config") or {}
+        for name in ("video_processor", "image_processor"):
+            proc = getattr(self.processor, name, None)
+            patch, merge = getattr(proc, "patch_size", None), getattr(proc, "merge_size", None)
+            if isinstance(patch, int) and patch > 0:
+                return patch * (merge if isinstance(merge, int) and merge > 0 else 1)
+        patch = vc.get("patch_size") or vc.get("spatial_patch_size")
+        merge = vc.get("spatial_merge_size") or 1
+        return int(patch) * int(merge) if isinstance(patch, int) and isinstance(merge, int) else 1
+
+    def _load_media(self, request: GenerationRequest) -> tuple[list[Any], list[Any], list[int], list[int]]:
         """Read, check (sizes, memory) and decode every image and video of the conversation, in order."""
         import mlx.core as mx
 
@@ -236,7 +253,7 @@ class VisionAdapter:
             raise UnsupportedFeatureError(
                 f"{self.spec.model_type} models take one image per request in mlx-vlm; got {len(image_plans)}."
             )
-        factor = 28
+        factor = self._resize_factor()
         for vp in video_plans:
             if min(vp.output_size) < factor:
                 raise ImageProcessingError(
@@ -245,7 +262,7 @@ class VisionAdapter:
                 )
         vision = sum(self._vision_bytes(*pl.output_size) for pl in image_plans)
         vision += sum(self._vision_bytes(*vp.output_size, frames=len(vp.times)) for vp in video_plans)
-        memory = check_memory_requirements(
+        check_memory_requirements(
             image_plans,
             extra_decode_bytes=max([vp.decode_bytes for vp in video_plans] + [0]),
             extra_output_bytes=sum(vp.output_bytes for vp in video_plans),
@@ -255,7 +272,7 @@ class VisionAdapter:
         )
         images = [decode_image(pl) for pl in image_plans]
         videos = [decode_video(vp) for vp in video_plans]
-        return images, videos, memory, per_msg_images, per_msg_videos
+        return images, videos, per_msg_images, per_msg_videos
 
     # ------------------------------------------------------------------ prompt
     def _template(self, request: GenerationRequest, n_images: list[int], n_videos: list[int]) -> str:
@@ -291,7 +308,7 @@ class VisionAdapter:
         """Media, memory check, template and processor: everything before the first token."""
         from mlx_vlm.utils import prepare_inputs, should_add_special_tokens
 
-        images, videos, memory, n_images, n_videos = self._load_media(request)
+        images, videos, n_images, n_videos = self._load_media(request)
         prompt = self._template(request, n_images, n_videos)
         model = self.model
         try:
@@ -320,15 +337,18 @@ class VisionAdapter:
             mask=inputs.get("attention_mask"),
             extra=extra,
             media_key=h.hexdigest(),
-            n_images=len(images),
-            n_frames=sum(len(v) for v in videos),
-            memory=memory,
-            images=images,
         )
 
     # ------------------------------------------------------------------ generate
     def request_steps(self, request: GenerationRequest, cancel: CancelToken) -> Iterator[Step]:
         """Prepare the request (typed errors raise here, before generation) and return its steps."""
+        top_k = request.params.get("top_k") or 0
+        tc = self.spec.config.get("text_config") or {}
+        vocab = tc.get("vocab_size") or self.spec.config.get("vocab_size")
+        if top_k and isinstance(vocab, int) and top_k >= vocab:
+            raise InvalidParameterError(
+                f"Invalid value for 'top_k': {top_k} must be below the model's vocabulary size ({vocab}); "
+                "0 disables top-k.", param="top_k")
         prepared = self.prepare(request)
         return self.steps(prepared, request.params, cancel)
 
@@ -355,17 +375,22 @@ class VisionAdapter:
         import mlx.core as mx
         from mlx_vlm import stream_generate
         from mlx_vlm.generate.common import PromptCacheState
+        from mlx_vlm.models.cache import make_prompt_cache
 
         max_kv = params.get("max_kv_size")
         use_cache = bool(self.config.get("prompt_cache_bytes")) and max_kv is None
         key = prepared.media_key
         state = self._states.pop(key, None) if use_cache else None
-        if use_cache and state is None:
-            state = PromptCacheState()
         kwargs: dict[str, Any] = dict(prepared.extra)
         kwargs.update(self._sampling(params))
-        if state is not None:
+        fresh = None
+        if use_cache:
+            state = PromptCacheState() if state is None else state
+            # our own cache list: mlx-vlm fills it in place, so a stream stopped early can still be stored
+            # (on a prefix hit mlx-vlm uses the state's trimmed cache instead)
+            fresh = make_prompt_cache(self.model.language_model)
             kwargs["prompt_cache_state"] = state
+            kwargs["prompt_cache"] = fresh
         if max_kv is not None:
             kwargs["max_kv_size"] = int(max_kv)
         kwargs["prefill_step_size"] = self.config.get("prefill_step_size") or 2048
@@ -380,7 +405,8 @@ class VisionAdapter:
             max_tokens=int(params["max_tokens"]),
             **kwargs,
         )
-        completed = hit = False
+        completed = failed = hit = False
+        generated: list[int] = []  # ids mlx-vlm yielded: each is already in the KV cache
 
         def step(r: Any, text: str, token: int, finish: str | None) -> Step:
             cached = int(getattr(r, "cached_tokens", 0) or 0)
@@ -403,6 +429,7 @@ class VisionAdapter:
             prev = None  # one result held back: mlx-vlm's last result may repeat the last token
             for r in gen:
                 if r.finish_reason is None:
+                    generated.append(_tok(r.token))
                     if prev is not None:
                         yield step(prev, prev.text, _tok(prev.token), None)
                     prev = r
@@ -425,8 +452,26 @@ class VisionAdapter:
                     hit = hit or int(getattr(r, "cached_tokens", 0) or 0) > 0
                     yield step(r, r.text or "", _tok(r.token), r.finish_reason)
                 return
+        except Exception:
+            failed = True  # the KV cache may be half-updated: the entry is dropped
+            # An error inside mlx-vlm's compiled samplers leaves this thread's random state as an
+            # unevaluable placeholder: every later sampling call would fail. Give it a fresh key.
+            import os
+
+            mx.random.seed(int.from_bytes(os.urandom(8), "little") >> 1)
+            raise
         finally:
             gen.close()
             self.cache_hits += int(hit)
-            if state is not None and completed and state.cache is not None:
-                self._store(key, state)
+            if state is not None and not failed:
+                if not completed and generated:
+                    # stopped early: the cache used (the state's on a prefix hit, else ours) holds the
+                    # prompt and every id mlx-vlm yielded, in that order
+                    cache = state.cache if hit else fresh
+                    ids = [int(t) for t in prepared.input_ids.flatten().tolist()] + generated
+                    if cache is not None and all(getattr(c, "offset", len(ids)) == len(ids) for c in cache):
+                        mx.eval([c.state for c in cache])
+                        state.update(ids, cache)
+                        completed = True
+                if completed and state.cache is not None:
+                    self._store(key, state)
