@@ -274,7 +274,7 @@ def test_stop_string_keeps_a_correct_cache_entry(vision_model: Path):
     """A stream ended by a stop string (the adapter's generator closed early) also stores its state."""
     img = noise(36)  # its answer streams in several text pieces: " mess", ..., " pro", ...
     convo = [
-        {"role": "user", "content": [{"type": "text", "text": "Hm?"}, {"type": "image_url", "image_url": {"url": img}}]},
+        {"role": "user", "content": [{"type": "text", "text": "Hm?"}, {"type": "image_url", "image_url": {"url": img}}]},  # noqa: E501
         {"role": "assistant", "content": "ok"},
         {"role": "user", "content": "Tell me."},
     ]
@@ -310,10 +310,10 @@ def test_error_inside_the_compiled_sampler_leaves_sampling_working(vlm, monkeypa
 
     img = noise(41)
     seeded = vlm.generate("Sample.", files=[img], temperature=1.0, seed=5).token_ids
-    monkeypatch.setattr(
-        sys.modules["mlx_vlm.generate"], "make_sampler", lambda **kw: (lambda logprobs: categorical_sampling(logprobs, "bad")),
-        raising=False,
-    )
+    def failing_sampler(**_: object):
+        return lambda logprobs: categorical_sampling(logprobs, "bad")  # raises inside the compiled trace
+
+    monkeypatch.setattr(sys.modules["mlx_vlm.generate"], "make_sampler", failing_sampler, raising=False)
     with pytest.raises(GenerationError):
         vlm.generate("Sample.", files=[img], temperature=1.0, top_k=5)
     monkeypatch.undo()
