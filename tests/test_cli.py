@@ -221,3 +221,34 @@ def test_generate_with_an_image_on_a_vision_model(vision_model, tmp_path):
     assert r.returncode == 0, r.stderr
     data = json.loads(r.stdout)
     assert data["content"] == expected.content and data["token_ids"] == expected.token_ids
+
+
+def test_ctrl_c_stops_the_reply_not_the_chat(tiny_model):
+    import signal
+    import threading
+    import time
+
+    argv = [sys.executable, "-m", "abstractllm.cli", "chat", "--model", str(tiny_model), "-m", "1000000", "-t", "1"]
+    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out: list[str] = []
+    reader = threading.Thread(target=lambda: out.extend(iter(lambda: proc.stdout.read(1), "")), daemon=True)
+    reader.start()
+    try:
+        proc.stdin.write("tell me everything\n")
+        proc.stdin.flush()
+        deadline = time.time() + 60
+        while "assistant> " not in "".join(out) and time.time() < deadline:
+            time.sleep(0.05)
+        time.sleep(1.0)  # the reply is streaming now (a million tokens: it would not end by itself)
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.5)
+        proc.stdin.write("/exit\n")
+        proc.stdin.flush()
+        proc.stdin.close()
+        proc.wait(timeout=60)
+        reader.join(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, proc.stderr.read()[-2000:]
+    assert "(interrupted)" in "".join(out)

@@ -2,7 +2,8 @@
 
 Each turn sends the whole history, so the provider's prompt cache reuses the previous turns' keys and
 values instead of recomputing them. Commands: ``/image PATH`` (attach to the next message), ``/reset``,
-``/help``, ``/exit`` (or end of input).
+``/help``, ``/exit`` (or end of input). Ctrl-C during a reply stops that reply (its partial text stays in
+the history); at the prompt it leaves.
 """
 
 from __future__ import annotations
@@ -67,16 +68,22 @@ class ChatSession:
         if self.pending_images:
             content = [{"type": "text", "text": text}] + [{"type": "image", "image": p} for p in self.pending_images]
         user = {"role": "user", "content": content}
+        parts: list[str] = []
         try:
-            parts: list[str] = []
             last = None
-            for chunk in self.llm.generate(system_prompt=self.system, messages=[*self.history, user],
-                                           stream=True, **self.params):
-                parts.append(chunk.content)
-                last = stream_to([chunk], out)
-            print(file=out)
-            if self.stats:
-                print(footer(last), file=sys.stderr, flush=True)
+            stream = self.llm.generate(system_prompt=self.system, messages=[*self.history, user], stream=True,
+                                       **self.params)
+            try:
+                for chunk in stream:
+                    parts.append(chunk.content)
+                    last = stream_to([chunk], out)
+            except KeyboardInterrupt:  # Ctrl-C stops this reply (the generation is cancelled), not the chat
+                stream.close()
+                print("\n(interrupted)", file=out, flush=True)
+            else:
+                print(file=out)
+                if self.stats:
+                    print(footer(last), file=sys.stderr, flush=True)
         except AbstractLLMError as exc:
             print(f"\nerror: {' '.join(str(exc).split())}", file=out)
             return
@@ -95,7 +102,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
             if interactive:
                 try:
                     line = input("you> ")
-                except EOFError:
+                except (EOFError, KeyboardInterrupt):  # Ctrl-D or Ctrl-C at the prompt: leave
                     print(file=out)
                     break
             else:
