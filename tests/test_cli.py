@@ -228,7 +228,7 @@ def test_ctrl_c_stops_the_reply_not_the_chat(tiny_model):
     import threading
     import time
 
-    argv = [sys.executable, "-m", "abstractllm.cli", "chat", "--model", str(tiny_model), "-m", "1000000", "-t", "1"]
+    argv = [sys.executable, "-m", "abstractllm.cli", "chat", "--model", str(tiny_model), "-m", "1000000", "-t", "0"]
     proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     out: list[str] = []
     reader = threading.Thread(target=lambda: out.extend(iter(lambda: proc.stdout.read(1), "")), daemon=True)
@@ -239,7 +239,10 @@ def test_ctrl_c_stops_the_reply_not_the_chat(tiny_model):
         deadline = time.time() + 60
         while "assistant> " not in "".join(out) and time.time() < deadline:
             time.sleep(0.05)
-        time.sleep(1.0)  # the reply is streaming now (a million tokens: it would not end by itself)
+        time.sleep(1.0)
+        before = len(out)
+        time.sleep(0.3)
+        assert len(out) > before, "the greedy reply should still be streaming (a million tokens, no EOS)"
         proc.send_signal(signal.SIGINT)
         time.sleep(0.5)
         proc.stdin.write("/exit\n")

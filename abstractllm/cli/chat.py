@@ -106,7 +106,10 @@ def cmd_chat(args: argparse.Namespace) -> int:
                     print(file=out)
                     break
             else:
-                line = sys.stdin.readline()
+                try:
+                    line = sys.stdin.readline()
+                except KeyboardInterrupt:
+                    break
                 if not line:
                     break
                 line = line.rstrip("\n")
