@@ -1,15 +1,16 @@
 #!/usr/bin/env python
 """Text benchmark: the abstractllm MLX provider against raw mlx-lm, measured alternately in one run.
 
-    python bench/text.py                          # `small` preset, a few minutes on 2 CPU cores
-    python bench/text.py --preset qwen3-0.6b      # the real Qwen3-0.6B shape (bfloat16 on disk)
-    python bench/text.py --preset qwen3-0.6b --quantize 4 --max-tokens 16 --history-tokens 512
+    python bench/text.py                          # `small` preset, about a minute on 2 CPU cores
+    python bench/text.py --preset qwen3-0.6b --max-tokens 32 --turn-rounds 1   # real Qwen3-0.6B shape
+    python bench/text.py --preset qwen3-0.6b --quantize 4 --rounds 2 --prompts 1 --max-tokens 8 --skip-turns
 
 Models are built offline with random weights by ``abstractllm.testing`` into a cache folder (not the
 repo). Greedy decoding, the same chat prompts for both sides; raw mlx-lm is ``mlx_lm.load`` +
 ``stream_generate`` on ids from the tokenizer's chat template, with the weights cast as the provider's
 ``dtype`` says. Both are timed from the caller's side, from the chat message to the first text (TTFT)
-and from there to the last token (decode tokens/s); rounds alternate which side goes first; medians.
+and from there to the last token (decode tokens/s); rounds alternate which side goes first; medians,
+and each ratio is the median of the back-to-back pairs' ratios (robust to a shared machine's load).
 The second part times the TTFT of a second chat turn over a ~2,000-token history: cold (empty prompt
 cache) against warm (the first turn cached), with the speedup. Tokens are checked equal everywhere.
 """
