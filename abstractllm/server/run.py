@@ -106,7 +106,7 @@ def start_server(config: ServerConfig, llm: Any = None, *, timeout: float = 600.
 
     import uvicorn
 
-    from ..exceptions import ModelLoadError
+    from ..exceptions import AbstractLLMError, ModelLoadError
     from .app import create_app
 
     app = create_app(config, llm)
@@ -116,13 +116,16 @@ def start_server(config: ServerConfig, llm: Any = None, *, timeout: float = 600.
     thread.start()
     deadline = time.monotonic() + timeout
     state = app.state.server
+    # uvicorn offers no readiness event: wait on the server thread in short slices until it is up and
+    # the model has finished loading (or the thread died, or the deadline passed).
     while not (server.started and state.status != "loading"):
         if not thread.is_alive():
-            raise RuntimeError(f"the server could not start on {config.host}:{config.port}")
+            raise AbstractLLMError(f"The server could not start on {config.host}:{config.port} (port in use?).")
         if time.monotonic() > deadline:
             server.should_exit = True
-            raise TimeoutError("the server did not become ready in time")
-        time.sleep(0.02)
+            thread.join(30)
+            raise AbstractLLMError(f"The server did not become ready within {timeout:.0f} s.")
+        thread.join(0.02)
     running = RunningServer(server, thread, app)
     if state.status == "error":
         running.stop()
