@@ -159,7 +159,7 @@ def main(argv=None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     # The provider's backend preloads OpenBLAS before the first `import mlx.core`: do it here, first,
     # so raw mlx-lm in this process runs on the same BLAS.
-    from abstractllm.providers.mlx.backend import enable_fast_blas, is_metal
+    from abstractllm.providers.mlx.backend import enable_fast_blas, on_gpu
 
     blas = enable_fast_blas()
     import mlx.core as mx
@@ -176,9 +176,9 @@ def main(argv=None) -> int:
     path = demo_model("text", args.preset, **build)
     print(f"model: {path} ({time.perf_counter() - t:.1f} s to build or find)", flush=True)
 
-    on_metal = is_metal()
+    gpu = on_gpu()
     model, tok = load(str(path))
-    cast_for_device(model, args.dtype, on_metal)  # what the provider does on load, quantized models too
+    cast_for_device(model, args.dtype, gpu)  # what the provider does on load, quantized models too
     mx.eval(model.parameters())
     raw_dtype = weights_dtype(model)
     llm = create_llm("mlx", model=str(path), temperature=0.0, dtype=args.dtype).load()
@@ -187,7 +187,7 @@ def main(argv=None) -> int:
     env = {
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "preset": args.preset,
         "quantize": args.quantize, "dtype_arg": args.dtype, "dtype_raw": raw_dtype, "dtype_provider": prov_dtype,
-        "device": str(mx.default_device()), "metal": on_metal, "fast_blas": str(blas),
+        "device": str(mx.default_device()), "gpu": gpu, "fast_blas": str(blas),
         "sgemm_gflops": round(gflops, 1), "cpus": os.cpu_count(), "machine": platform.machine(),
         "mlx": mx.__version__, "mlx_lm": mlx_lm.__version__, "abstractllm": __version__,
         "load_avg": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,

@@ -103,6 +103,9 @@ def build_text_model(
 
     The weights are random: the text is meaningless, but every code path of loading and generation runs.
     """
+    from ..providers.mlx.backend import enable_fast_blas
+
+    enable_fast_blas()  # before the first import of mlx.core, as the provider does
     import mlx.core as mx
     from mlx.utils import tree_flatten
     from mlx_lm.utils import quantize_model, save_config, save_model

@@ -130,6 +130,9 @@ def build_vision_model(
     The weights are random: the answers are meaningless, but every code path runs (processor, vision
     tower, multimodal rotary positions, chat template, streaming, caching).
     """
+    from ..providers.mlx.backend import enable_fast_blas
+
+    enable_fast_blas()  # before the first import of mlx.core, as the provider does
     import mlx.core as mx
     from mlx_vlm.models import qwen2_vl
     from mlx_vlm.utils import save_config, save_weights

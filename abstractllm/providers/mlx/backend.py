@@ -23,7 +23,7 @@ from types import ModuleType
 
 from ...exceptions import UnsupportedProviderError
 
-__all__ = ["import_backend", "is_metal", "enable_fast_blas", "fast_blas_status", "BlasStatus",
+__all__ = ["import_backend", "is_metal", "on_gpu", "enable_fast_blas", "fast_blas_status", "BlasStatus",
            "FAST_BLAS_ENV"]
 
 _INSTALL = 'pip install "abstractllm[mlx]"'
@@ -127,6 +127,15 @@ def import_backend(name: str) -> ModuleType:
         if "libmlx" in str(exc):
             hint += ' (on Linux the backend is the "mlx[cpu]" or "mlx[cuda12]" package)'
         raise UnsupportedProviderError(f"The MLX provider cannot import {name}: {exc}. Install it with: {hint}") from exc
+
+
+def on_gpu() -> bool:
+    """True when MLX's default device is a GPU (Apple Metal or CUDA): half precision is fast there."""
+    mx = import_backend("mlx.core")
+    try:
+        return mx.default_device().type == mx.DeviceType.gpu
+    except Exception:
+        return False
 
 
 def is_metal() -> bool:

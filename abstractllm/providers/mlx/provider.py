@@ -23,7 +23,7 @@ from ...params import defaults
 from ...types import GenerationRequest, Response, Usage
 from ..base import BaseProvider
 from ..worker import CancelToken
-from .backend import import_backend, is_metal
+from .backend import import_backend, on_gpu as _on_gpu
 from .memory import available_bytes, check_load_memory, estimate_load_bytes
 from .pipeline import run_pipeline
 from .source import ModelSpec, inspect_model, resolve_model
@@ -105,7 +105,7 @@ class MLXProvider(BaseProvider):
         import_backend("mlx.core")
         import_backend("mlx_lm")
         spec = self.spec
-        on_metal = is_metal()
+        on_gpu = _on_gpu()
         from .text import TextAdapter, float_itemsize_for
 
         bits = self.config.get("quantize")
@@ -115,7 +115,7 @@ class MLXProvider(BaseProvider):
                 "model: use a pre-quantized version of it (e.g. an mlx-community '-4bit' repo)."
             )
         # The float parts of a quantized model (scales, biases, norms) are cast too.
-        itemsize = float_itemsize_for(self.config["dtype"], spec, on_metal)
+        itemsize = float_itemsize_for(self.config["dtype"], spec, on_gpu)
         estimate = estimate_load_bytes(spec, quantize_bits=bits, float_itemsize=itemsize)
         check_load_memory(spec, estimate, self.config.get("memory_limit"))
         t0 = time.perf_counter()
@@ -123,9 +123,9 @@ class MLXProvider(BaseProvider):
             import_backend("mlx_vlm")
             from .vision import VisionAdapter
 
-            adapter = VisionAdapter(spec, self.config, on_metal)
+            adapter = VisionAdapter(spec, self.config, on_gpu)
         else:
-            adapter = TextAdapter(spec, self.config, on_metal)
+            adapter = TextAdapter(spec, self.config, on_gpu)
         try:
             adapter.load()
         except AbstractLLMError:

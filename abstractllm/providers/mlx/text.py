@@ -36,22 +36,23 @@ def plain_prompt(messages: list[Message]) -> str:
     return "\n".join(lines)
 
 
-def float_itemsize_for(dtype: str, spec: ModelSpec, on_metal: bool) -> int | None:
+def float_itemsize_for(dtype: str, spec: ModelSpec, on_gpu: bool) -> int | None:
     """Bytes per float weight after load (None: kept as stored). ``auto`` casts half-precision weights
-    to float32 on CPU, where bfloat16/float16 matmuls are several times slower; keeps them on Apple GPUs."""
+    to float32 on CPU, where bfloat16/float16 matmuls are several times slower; keeps them on GPUs
+    (Apple Metal, CUDA)."""
     if dtype == "auto":
-        return None if on_metal else 4
+        return None if on_gpu else 4
     return {"float32": 4, "float16": 2, "bfloat16": 2}[dtype]
 
 
-def cast_for_device(model: Any, dtype: str, on_metal: bool) -> str | None:
+def cast_for_device(model: Any, dtype: str, on_gpu: bool) -> str | None:
     """Cast the float weights of ``model`` as ``dtype`` says (of a quantized model: its scales, biases
     and unquantized layers; the packed integer weights stay); return the dtype name applied (or None)."""
     import mlx.core as mx
 
     target = None
     if dtype == "auto":
-        target = None if on_metal else mx.float32
+        target = None if on_gpu else mx.float32
     else:
         target = getattr(mx, dtype)
     if target is None:
@@ -116,10 +117,10 @@ class TextAdapter:
 
     kind = "text"
 
-    def __init__(self, spec: ModelSpec, config: dict[str, Any], on_metal: bool) -> None:
+    def __init__(self, spec: ModelSpec, config: dict[str, Any], on_gpu: bool) -> None:
         self.spec = spec
         self.config = config
-        self.on_metal = on_metal
+        self.on_gpu = on_gpu
         self.model = None
         self.tokenizer = None
         self.info: dict[str, Any] = {}
@@ -149,7 +150,7 @@ class TextAdapter:
             )
         # Quantized models too: their scales, biases, norms and unquantized layers are floats, and on
         # CPU a 4-bit Qwen3-0.6B decodes ~8x faster with float32 scales than with bfloat16 ones.
-        cast_for_device(model, self.config.get("dtype") or "auto", self.on_metal)
+        cast_for_device(model, self.config.get("dtype") or "auto", self.on_gpu)
         if bits and config.get("quantization") is None:
             model, config = quantize_model(model, config, group_size=64, bits=bits)
             self.info["quantized_on_load"] = bits

@@ -107,10 +107,10 @@ class VisionAdapter:
 
     kind = "vision"
 
-    def __init__(self, spec: ModelSpec, config: dict[str, Any], on_metal: bool) -> None:
+    def __init__(self, spec: ModelSpec, config: dict[str, Any], on_gpu: bool) -> None:
         self.spec = spec
         self.config = config
-        self.on_metal = on_metal
+        self.on_gpu = on_gpu
         self.model = None
         self.processor = None
         self.info: dict[str, Any] = {}
@@ -134,7 +134,7 @@ class VisionAdapter:
                 f"mlx-vlm could not load {str(self.spec.path)!r}: {type(exc).__name__}: {exc}"
             ) from exc
         if self.spec.quantization is None:
-            self.info["dtype"] = cast_for_device(model, self.config.get("dtype") or "auto", self.on_metal)
+            self.info["dtype"] = cast_for_device(model, self.config.get("dtype") or "auto", self.on_gpu)
         if self.config.get("quantize"):
             self.info["quantize_on_load"] = "not applied to vision models (use a pre-quantized mlx-community model)"
         mx.eval(model.parameters())
@@ -189,9 +189,9 @@ class VisionAdapter:
             tc.get("head_dim") or (int(tc.get("hidden_size") or 1024) // int(tc.get("num_attention_heads") or 8))
         )
         pixel_tensor = patches * 3 * max(temporal, 1) * patch * patch * 4
-        # Vision attention runs per image / frame group; off Metal, MLX's attention materializes the
-        # scores (heads x n x n floats), on Metal its fused kernel does not.
-        scores = 0 if self.on_metal else groups * heads * group_patches * group_patches * 4
+        # Vision attention runs per image / frame group; on CPUs, MLX's attention materializes the
+        # scores (heads x n x n floats), on GPUs its fused kernel does not.
+        scores = 0 if self.on_gpu else groups * heads * group_patches * group_patches * 4
         tower = patches * embed * 4 * 8 + scores
         kv = tokens * layers * 2 * kv_heads * head_dim * 4
         return pixel_tensor + tower + kv
