@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import base64
 import io
-import struct
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +14,7 @@ from PIL import Image
 from abstractllm.exceptions import ImageProcessingError, MemoryLimitError
 from abstractllm.media import check_memory_requirements, load_image, plan_image, read_source
 from abstractllm.media.images import target_size
+from media_helpers import png_header
 
 
 def encode(img: Image.Image, fmt: str = "PNG", **kw) -> bytes:
@@ -24,20 +23,6 @@ def encode(img: Image.Image, fmt: str = "PNG", **kw) -> bytes:
     return buf.getvalue()
 
 
-def png_header(width: int, height: int) -> bytes:
-    """A PNG whose IHDR declares width x height, with no pixel data (for header-only checks)."""
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    chunk = b"IHDR" + ihdr
-    idat = b"IDAT" + zlib.compress(b"\x00" * 64)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + struct.pack(">I", 13)
-        + chunk
-        + struct.pack(">I", zlib.crc32(chunk))
-        + struct.pack(">I", len(idat) - 4)
-        + idat
-        + struct.pack(">I", zlib.crc32(idat))
-    )
 
 
 def test_exif_orientation_is_applied():

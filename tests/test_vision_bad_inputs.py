@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import base64
 import io
-import struct
 import tempfile
 import threading
-import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -24,6 +22,7 @@ from abstractllm.exceptions import (
     MemoryLimitError,
     UnsupportedFeatureError,
 )
+from media_helpers import png_header
 
 
 def png(size=(64, 48), color=(10, 120, 200)) -> bytes:
@@ -32,18 +31,6 @@ def png(size=(64, 48), color=(10, 120, 200)) -> bytes:
     return buf.getvalue()
 
 
-def png_header(width: int, height: int) -> bytes:
-    chunk = b"IHDR" + struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    idat = b"IDAT" + zlib.compress(b"\x00" * 64)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + struct.pack(">I", 13)
-        + chunk
-        + struct.pack(">I", zlib.crc32(chunk))
-        + struct.pack(">I", len(idat) - 4)
-        + idat
-        + struct.pack(">I", zlib.crc32(idat))
-    )
 
 
 GOOD = png()

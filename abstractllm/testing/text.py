@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from .tokenizer import CHATML_TEMPLATE, write_tokenizer
+from .weights import randomize_weights
 
 __all__ = ["TEXT_PRESETS", "build_text_model"]
 
@@ -51,27 +52,11 @@ TEXT_PRESETS: dict[str, tuple[dict[str, Any], str]] = {
 }
 
 
-def _random_model(config: dict[str, Any], seed: int, init_scale: float):
-    import mlx.core as mx
-    import mlx.nn as nn
-    from mlx.utils import tree_flatten, tree_unflatten
-
+def _random_model(config: dict[str, Any], seed: int, init_scale: float) -> Any:
     module = importlib.import_module(f"mlx_lm.models.{config['model_type']}")
     args = module.ModelArgs.from_dict(config)
     model = module.Model(args)
-    # Deterministic random weights for the seed; norms stay at 1 so activations keep a sane scale.
-    keys = mx.random.split(mx.random.key(seed), len(tree_flatten(model.parameters())))
-    params = []
-    for i, (name, value) in enumerate(tree_flatten(model.parameters())):
-        if name.endswith("norm.weight") or "layernorm" in name:
-            params.append((name, mx.ones_like(value)))
-            continue
-        fan_in = value.shape[-1] if value.ndim > 1 else 1
-        std = 0.05 * init_scale if "embed" in name else init_scale / max(fan_in, 1) ** 0.5
-        params.append((name, mx.random.normal(value.shape, key=keys[i]) * std))
-    model.update(tree_unflatten(params))
-    mx.eval(model.parameters())
-    assert isinstance(model, nn.Module)
+    randomize_weights(model, seed, init_scale)  # deterministic for the seed
     return model
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .tokenizer import CHATML_SPECIAL_TOKENS, write_tokenizer
+from .weights import randomize_weights
 
 __all__ = ["VISION_PRESETS", "QWEN2_VL_TEMPLATE", "VISION_SPECIAL_TOKENS", "build_vision_model"]
 
@@ -84,28 +85,6 @@ VISION_PRESETS: dict[str, tuple[dict[str, Any], dict[str, Any], int]] = {
         224 * 224,
     ),
 }
-
-
-def _random_weights(model: Any, seed: int, init_scale: float) -> None:
-    import mlx.core as mx
-    from mlx.utils import tree_flatten, tree_unflatten
-
-    flat = tree_flatten(model.parameters())
-    keys = mx.random.split(mx.random.key(seed), len(flat))
-    params = []
-    for i, (name, value) in enumerate(flat):
-        if value.ndim < 2 and name.endswith("weight"):  # norms (ln_q, norm1, ...): identity scale
-            params.append((name, mx.ones_like(value)))
-        elif name.endswith("bias") or value.ndim < 2:
-            params.append((name, mx.zeros_like(value)))
-        else:
-            fan_in = 1
-            for d in value.shape[1:]:
-                fan_in *= d
-            std = 0.05 * init_scale if "embed_tokens" in name else init_scale / max(fan_in, 1) ** 0.5
-            params.append((name, mx.random.normal(value.shape, key=keys[i]) * std))
-    model.update(tree_unflatten(params))
-    mx.eval(model.parameters())
 
 
 def build_vision_model(
@@ -183,7 +162,7 @@ def build_vision_model(
     model_config.text_config = qwen2_vl.TextConfig.from_dict(config)
     model = qwen2_vl.Model(model_config)
     mx.random.seed(seed)
-    _random_weights(model, seed, init_scale)
+    randomize_weights(model, seed, init_scale)
     # Tied embeddings: a zero row gives the end-of-turn tokens a logit of 0, below the top random logits,
     # so greedy answers run to max_tokens instead of stopping at random after a token or two.
     emb = model.language_model.model.embed_tokens
