@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from ..exceptions import MemoryLimitError
+from ..memory import available_memory
 from ..params import format_bytes as _fmt
 
 __all__ = ["MediaMemoryEstimate", "check_memory_requirements", "media_available_bytes"]
@@ -29,17 +30,8 @@ class MediaMemoryEstimate:
 
 
 def media_available_bytes(memory_limit: int | None = None, in_use: int = 0) -> tuple[int, str]:
-    """What media may use now: available system memory, or ``memory_limit`` minus ``in_use`` (bytes the
-    model already holds) when that is smaller."""
-    import psutil
-
-    avail, source = int(psutil.virtual_memory().available), "available system memory"
-    if memory_limit is not None and memory_limit - in_use < avail:
-        avail, source = (
-            max(0, memory_limit - in_use),
-            f"memory_limit ({_fmt(memory_limit)}) minus {_fmt(in_use)} in use",
-        )
-    return avail, source
+    """What media may use now (see ``abstractllm.memory.available_memory``)."""
+    return available_memory(memory_limit, in_use)
 
 
 def check_memory_requirements(

@@ -23,7 +23,7 @@ from types import ModuleType
 
 from ...exceptions import UnsupportedProviderError
 
-__all__ = ["import_backend", "is_metal", "on_gpu", "enable_fast_blas", "fast_blas_status", "BlasStatus",
+__all__ = ["import_backend", "on_gpu", "enable_fast_blas", "fast_blas_status", "BlasStatus",
            "FAST_BLAS_ENV"]
 
 _INSTALL = 'pip install "abstractllm[mlx]"'
@@ -134,14 +134,5 @@ def on_gpu() -> bool:
     mx = import_backend("mlx.core")
     try:
         return mx.default_device().type == mx.DeviceType.gpu
-    except Exception:
-        return False
-
-
-def is_metal() -> bool:
-    """True when MLX runs on an Apple GPU (Metal)."""
-    mx = import_backend("mlx.core")
-    try:
-        return bool(mx.metal.is_available())
     except Exception:
         return False

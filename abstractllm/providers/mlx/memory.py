@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ...exceptions import MemoryLimitError
+from ...memory import available_memory
 from ...params import format_bytes
 from .source import ModelSpec
 
@@ -52,26 +53,8 @@ def estimate_load_bytes(spec: ModelSpec, *, quantize_bits: int | None, float_ite
 
 
 def available_bytes(memory_limit: int | None = None) -> tuple[int, str]:
-    """What the machine can give now, and where that number comes from."""
-    import psutil
-
-    avail = int(psutil.virtual_memory().available)
-    source = "available system memory (psutil)"
-    try:
-        from .backend import is_metal
-
-        if is_metal():
-            import mlx.core as mx
-
-            info = mx.device_info() if hasattr(mx, "device_info") else mx.metal.device_info()
-            rec = int(info.get("max_recommended_working_set_size", 0))
-            if rec and rec < avail:
-                avail, source = rec, "MLX's recommended working-set size (Metal)"
-    except Exception:
-        pass
-    if memory_limit is not None and memory_limit < avail:
-        avail, source = memory_limit, "the memory_limit setting"
-    return avail, source
+    """What the machine can give now, and where that number comes from (see ``abstractllm.memory``)."""
+    return available_memory(memory_limit)
 
 
 def check_load_memory(spec: ModelSpec, estimate: MemoryEstimate, memory_limit: int | None) -> None:

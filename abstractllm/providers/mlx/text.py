@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any, Iterator
 
 from ...exceptions import InvalidParameterError, MemoryLimitError, ModelLoadError
+from ...memory import available_memory
 from ...params import format_bytes
 from ...types import GenerationRequest, Message
 from ..worker import CancelToken
@@ -92,17 +93,12 @@ def check_request_memory(prompt_tokens: int, max_tokens: int, max_kv_size: int |
     if not per_token:
         return
     import mlx.core as mx
-    import psutil
 
     tokens = prompt_tokens + max_tokens
     if max_kv_size:
         tokens = min(tokens, max_kv_size)
     need = tokens * per_token
-    avail, source = int(psutil.virtual_memory().available), "available system memory"
-    if memory_limit is not None:
-        left = max(0, memory_limit - mx.get_active_memory())
-        if left < avail:
-            avail, source = left, f"memory_limit ({format_bytes(memory_limit)}) minus the loaded model"
+    avail, source = available_memory(memory_limit, in_use=mx.get_active_memory())
     if need > avail:
         raise MemoryLimitError(
             f"This request's KV cache needs up to {format_bytes(need)} ({prompt_tokens} prompt + {max_tokens} "
