@@ -223,35 +223,131 @@ def test_generate_with_an_image_on_a_vision_model(vision_model, tmp_path):
     assert data["content"] == expected.content and data["token_ids"] == expected.token_ids
 
 
-def test_ctrl_c_stops_the_reply_not_the_chat(tiny_model):
-    import signal
-    import threading
+class ChatProcess:
+    """``abstractllm chat`` in a subprocess, its stdout read as it comes; every wait is on what the
+    output shows (no fixed sleeps), with a generous deadline for a loaded machine."""
+
+    def __init__(self, model, *args: str, ignore_sigint: bool = False) -> None:
+        import signal
+        import threading
+
+        argv = [sys.executable, "-m", "abstractllm.cli", "chat", "--model", str(model), "-t", "0", *args]
+        # ignore_sigint: the process inherits SIGINT as ignored, as a background job of a non-interactive
+        # shell (or some CI runners) does; the chat must still honour Ctrl-C.
+        pre = (lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if ignore_sigint else None
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     text=True, preexec_fn=pre)
+        self._out: list[str] = []
+        self._reader = threading.Thread(target=lambda: self._out.extend(iter(lambda: self.proc.stdout.read(1), "")),
+                                        daemon=True)
+        self._reader.start()
+
+    @property
+    def out(self) -> str:
+        return "".join(self._out)
+
+    def send(self, line: str) -> None:
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+
+    def wait_for(self, predicate, what: str, timeout: float = 90) -> None:
+        import time
+
+        deadline = time.monotonic() + timeout
+        while not predicate(self.out):
+            assert self.proc.poll() is None or predicate(self.out), f"chat exited ({self.proc.returncode}) before {what}"
+            assert time.monotonic() < deadline, f"timed out waiting for {what}; output tail: {self.out[-300:]!r}"
+            time.sleep(0.02)
+
+    def wait_streaming(self) -> None:
+        """Until the reply is visibly streaming: text keeps arriving after 'assistant> '."""
+        self.wait_for(lambda o: "assistant> " in o and len(o) - o.rindex("assistant> ") > 20, "the reply to stream")
+        mark = len(self.out)
+        self.wait_for(lambda o: len(o) > mark + 5, "more streamed text")
+
+    def interrupt(self) -> None:
+        import signal
+
+        self.proc.send_signal(signal.SIGINT)
+
+    def finish(self, timeout: float = 90) -> int:
+        try:
+            self.proc.stdin.close()
+        except BrokenPipeError:
+            pass
+        try:
+            self.proc.wait(timeout=timeout)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+        self._reader.join(10)
+        return self.proc.returncode
+
+
+@pytest.mark.parametrize("ignore_sigint", [False, True], ids=["default", "inherited_sigint_ignored"])
+def test_ctrl_c_stops_the_reply_not_the_chat(tiny_model, ignore_sigint):
+    chat = ChatProcess(tiny_model, "-m", "1000000", ignore_sigint=ignore_sigint)
+    chat.send("tell me everything")
+    chat.wait_streaming()  # a million tokens, no EOS: still streaming when the signal lands
+    chat.interrupt()
+    chat.wait_for(lambda o: "(interrupted)" in o, "the reply to stop")
+    chat.send("/reset")  # the chat is still alive and answers commands
+    chat.wait_for(lambda o: "(conversation reset)" in o, "the next command")
+    chat.send("/exit")
+    assert chat.finish() == 0, chat.proc.stderr.read()[-2000:]
+    assert chat.out.count("(interrupted)") == 1
+
+
+def test_ctrl_c_before_the_first_token(tiny_model):
+    """Ctrl-C right after the line is sent lands while it is read, templated or prefilled (a long prompt):
+    the reply stops before or at its first tokens, and the chat goes on."""
+    chat = ChatProcess(tiny_model, "-m", "1000000")
+    chat.send(" ".join(["history"] * 1500))
+    chat.wait_for(lambda o: "assistant> " in o, "the reply to start")
+    chat.interrupt()
+    chat.wait_for(lambda o: "(interrupted)" in o, "the reply to stop")
+    chat.send("/help")
+    chat.wait_for(lambda o: "commands:" in o, "the next command")
+    chat.send("/exit")
+    assert chat.finish() == 0, chat.proc.stderr.read()[-2000:]
+
+
+def test_ctrl_c_pressed_repeatedly_stops_one_reply(tiny_model):
+    chat = ChatProcess(tiny_model, "-m", "1000000")
+    chat.send("tell me everything")
+    chat.wait_streaming()
+    for _ in range(4):  # back to back: each lands somewhere in the reply, its cancel, or its last chunk
+        chat.interrupt()
+    chat.wait_for(lambda o: "(interrupted)" in o, "the reply to stop")
+    chat.send("/reset")
+    chat.wait_for(lambda o: "(conversation reset)" in o, "the next command")
+    chat.send("/exit")
+    assert chat.finish() == 0, chat.proc.stderr.read()[-2000:]
+    assert chat.out.count("(interrupted)") == 1
+
+
+def test_ctrl_c_at_the_prompt_leaves(tiny_model):
+    chat = ChatProcess(tiny_model, "-m", "3")
+    chat.send("hello")
+    chat.send("/help")  # printed once the reply is done and the chat reads its next line
+    chat.wait_for(lambda o: "commands:" in o, "the reply and the next command")
+    chat.interrupt()  # the chat now waits at the prompt: Ctrl-C leaves, with code 0
+    assert chat.finish() == 0, chat.proc.stderr.read()[-2000:]
+    assert "(interrupted)" not in chat.out
+
+
+def test_ctrl_c_as_a_reply_ends_never_hangs(tiny_model):
+    """The hand-off between a reply and the prompt: whichever side the signal lands on, the chat either
+    stops the reply or leaves, and always exits with code 0."""
     import time
 
-    argv = [sys.executable, "-m", "abstractllm.cli", "chat", "--model", str(tiny_model), "-m", "1000000", "-t", "0"]
-    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    out: list[str] = []
-    reader = threading.Thread(target=lambda: out.extend(iter(lambda: proc.stdout.read(1), "")), daemon=True)
-    reader.start()
-    try:
-        proc.stdin.write("tell me everything\n")
-        proc.stdin.flush()
-        deadline = time.time() + 60
-        while "assistant> " not in "".join(out) and time.time() < deadline:
-            time.sleep(0.05)
-        time.sleep(1.0)
-        before = len(out)
-        time.sleep(0.3)
-        assert len(out) > before, "the greedy reply should still be streaming (a million tokens, no EOS)"
-        proc.send_signal(signal.SIGINT)
-        time.sleep(0.5)
-        proc.stdin.write("/exit\n")
-        proc.stdin.flush()
-        proc.stdin.close()
-        proc.wait(timeout=60)
-        reader.join(10)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 0, proc.stderr.read()[-2000:]
-    assert "(interrupted)" in "".join(out)
+    chat = ChatProcess(tiny_model, "-m", "40")
+    chat.send("count")
+    chat.wait_for(lambda o: "assistant> " in o, "the reply to start")
+    mark = len(chat.out)
+    chat.wait_for(lambda o: len(o) > mark, "the first text")
+    time.sleep(0.05)  # somewhere around the end of a 40-token reply on the tiny model
+    chat.interrupt()
+    if chat.proc.poll() is None:
+        chat.send("/exit")
+    assert chat.finish() == 0, chat.proc.stderr.read()[-2000:]

@@ -95,7 +95,7 @@ def test_breaking_out_of_a_sync_stream_cancels(provider):
     for i, _ in enumerate(provider.generate(words, max_tokens=200, stream=True)):
         if i == 2:
             break
-    assert provider.stopped.wait(5)
+    assert provider.stopped.wait(30)
     assert provider.produced < 10
     assert provider.generate("still works").content == "still works "
 
@@ -112,7 +112,7 @@ def test_cancelling_an_async_task_stops_the_producer(provider):
             await task
 
     asyncio.run(main())
-    assert provider.stopped.wait(5)
+    assert provider.stopped.wait(30)
     assert provider.produced < 60
     provider.delay = 0.0
     assert provider.generate("ok then").content == "ok then "
@@ -129,7 +129,7 @@ def test_closing_an_async_stream_stops_the_producer(provider):
         await stream.aclose()
 
     asyncio.run(main())
-    assert provider.stopped.wait(5)
+    assert provider.stopped.wait(30)
     assert provider.produced < 10
 
 

@@ -124,7 +124,7 @@ def test_exit_with_a_generation_running_in_a_thread_is_prompt_and_clean(tiny_mod
     """)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "main exits" in out.stdout
-    assert time.monotonic() - started < 30
+    assert time.monotonic() - started < 60  # hang detection: the million-token generation would take hours
 
 
 def test_hub_python_files_are_fetched_only_with_trust_remote_code(monkeypatch):

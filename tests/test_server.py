@@ -270,14 +270,14 @@ def test_disconnect_mid_stream_cancels_and_queue_is_reported(server, client):
             assert server.stats()["active_requests"] == 1
             t = threading.Thread(target=queued_request)
             t.start()
-            deadline = time.monotonic() + 10
+            deadline = time.monotonic() + 60  # a wait for what the server shows, not a speed bound
             while server.stats()["queued_requests"] != 1:
                 assert time.monotonic() < deadline, "the second request never showed as queued"
                 time.sleep(0.05)
         # leaving the block closes the connection mid-stream
     t.join(30)
     assert second["r"].usage.completion_tokens == 3  # it ran once the cancelled generation stopped
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 60  # a wait for what the server shows, not a speed bound
     while (s := server.stats())["active_requests"] or s["queued_requests"]:
         assert time.monotonic() < deadline, f"generation not cancelled: {s}"
         time.sleep(0.05)
@@ -299,7 +299,7 @@ def test_client_timeout_on_a_plain_request_cancels_it(server, client):
     with pytest.raises(httpx.ReadTimeout):
         httpx.post(server.base_url + "/chat/completions", timeout=1.0, json={
             "messages": [{"role": "user", "content": "hello"}], "temperature": 0, "max_tokens": 200000})
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 60  # a wait for what the server shows, not a speed bound
     while (s := server.stats())["active_requests"]:
         assert time.monotonic() < deadline, f"generation not cancelled: {s}"
         time.sleep(0.05)
@@ -342,12 +342,12 @@ def test_a_queued_stream_whose_client_leaves_never_runs(server):
         next(lines)
         with pytest.raises(httpx.ReadTimeout):  # queued behind the first: gives up waiting
             httpx.post(server.base_url + "/chat/completions", timeout=1.0, json={**long_body, "stream": True})
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 60  # a wait for what the server shows, not a speed bound
         while server.stats()["queued_requests"]:
             assert time.monotonic() < deadline, "the abandoned request is still queued"
             time.sleep(0.05)
         assert server.stats()["active_requests"] == 1
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 60  # a wait for what the server shows, not a speed bound
     while (s := server.stats())["active_requests"]:
         assert time.monotonic() < deadline, f"generation not cancelled: {s}"
         time.sleep(0.05)

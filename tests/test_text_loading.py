@@ -304,7 +304,8 @@ def test_exit_with_a_generation_still_running_is_prompt_and_clean(tiny_model, mo
     took = time.perf_counter() - proc_t
     assert proc.returncode == 0, f"rc={proc.returncode} stderr={proc.stderr[-2000:]}"
     assert "LEFT" in proc.stdout
-    assert took < 20, f"exit took {took:.1f} s: the generation kept running"
+    # hang detection: the uncancelled generation of a million tokens would run for hours
+    assert took < 60, f"exit took {took:.1f} s: the generation kept running"
 
 
 def test_close_cancels_a_stream_running_in_another_thread(tiny_model):
@@ -324,7 +325,8 @@ def test_close_cancels_a_stream_running_in_another_thread(tiny_model):
     t0 = time.perf_counter()
     llm.close()
     t.join(10)
-    assert not t.is_alive() and time.perf_counter() - t0 < 5  # the reader's stream ended promptly
+    # the reader's stream ended (hang detection: uncancelled, a million tokens would take hours)
+    assert not t.is_alive() and time.perf_counter() - t0 < 15
     last = got[-1]  # and it says so, with exact usage
     assert last.finish_reason == "cancelled"
     n = sum(len(c.token_ids) for c in got)

@@ -2,14 +2,23 @@
 
 Each turn sends the whole history, so the provider's prompt cache reuses the previous turns' keys and
 values instead of recomputing them. Commands: ``/image PATH`` (attach to the next message), ``/reset``,
-``/help``, ``/exit`` (or end of input). Ctrl-C during a reply stops that reply (its partial text stays in
-the history); at the prompt it leaves.
+``/help``, ``/exit`` (or end of input).
+
+Ctrl-C: during a reply (from the moment the line is sent, through templating and prefill, until the
+last chunk) it stops that reply, whatever moment it lands, however often it is pressed: a SIGINT handler
+cancels the reply's stream (a flag the generation checks at its next token or prefill step), so no
+``KeyboardInterrupt`` is ever raised in the middle of the chat's own code. The partial text stays in the
+history. Anywhere else (at the prompt) it leaves the chat with exit code 0. The chat installs its own
+SIGINT handling, so it works even when the process inherited an ignored SIGINT (a shell's background
+job, some CI runners).
 """
 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +27,48 @@ from ..exceptions import AbstractLLMError
 from .commands import footer, sampling_params
 from .common import llm_config_from, make_llm, model_from, stream_to
 
-__all__ = ["cmd_chat", "ChatSession"]
+__all__ = ["cmd_chat", "ChatSession", "ReplyInterrupts"]
 
 HELP = "commands: /image PATH (attach to your next message), /reset (forget the conversation), /help, /exit"
+
+
+class ReplyInterrupts:
+    """While active (``with``), SIGINT cancels the current reply's stream instead of raising.
+
+    The handler only sets flags (signal-safe); a Ctrl-C that lands before the stream exists (during
+    templating) cancels it as soon as it is attached. Outside the main thread it does nothing (Python
+    delivers signals to the main thread only).
+    """
+
+    def __init__(self) -> None:
+        self.interrupted = False
+        self._stream: Any = None
+        self._previous: Any = None
+        self._active = False
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        self.interrupted = True
+        stream = self._stream
+        if stream is not None:
+            stream.cancel()
+
+    def attach(self, stream: Any) -> Any:
+        self._stream = stream
+        if self.interrupted:
+            stream.cancel()
+        return stream
+
+    def __enter__(self) -> "ReplyInterrupts":
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handler)
+            self._active = True
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._active:
+            signal.signal(signal.SIGINT, self._previous)
+            self._active = False
+        self._stream = None
 
 
 class ChatSession:
@@ -69,29 +117,44 @@ class ChatSession:
             content = [{"type": "text", "text": text}] + [{"type": "image", "image": p} for p in self.pending_images]
         user = {"role": "user", "content": content}
         parts: list[str] = []
-        try:
-            last = None
-            stream = self.llm.generate(system_prompt=self.system, messages=[*self.history, user], stream=True,
-                                       **self.params)
+        last = None
+        with ReplyInterrupts() as interrupts:  # Ctrl-C from here on cancels this reply, not the chat
             try:
+                stream = interrupts.attach(self.llm.generate(
+                    system_prompt=self.system, messages=[*self.history, user], stream=True, **self.params))
                 for chunk in stream:
                     parts.append(chunk.content)
                     last = stream_to([chunk], out)
-            except KeyboardInterrupt:  # Ctrl-C stops this reply (the generation is cancelled), not the chat
-                stream.close()
-                print("\n(interrupted)", file=out, flush=True)
-            else:
-                print(file=out)
-                if self.stats:
-                    print(footer(last), file=sys.stderr, flush=True)
-        except AbstractLLMError as exc:
-            print(f"\nerror: {' '.join(str(exc).split())}", file=out)
-            return
+            except AbstractLLMError as exc:
+                print(f"\nerror: {' '.join(str(exc).split())}", file=out)
+                return
+        if last is not None and last.finish_reason == "cancelled":
+            print("\n(interrupted)", file=out, flush=True)
+        else:
+            print(file=out)
+            if self.stats and last is not None:
+                print(footer(last), file=sys.stderr, flush=True)
         self.pending_images.clear()
         self.history += [user, {"role": "assistant", "content": "".join(parts)}]
 
 
+def _read_line(interactive: bool) -> str | None:
+    """The next input line (without its newline), or None at end of input."""
+    if interactive:
+        try:
+            return input("you> ")
+        except EOFError:  # Ctrl-D
+            return None
+    line = sys.stdin.readline()
+    return line.rstrip("\n") if line else None
+
+
 def cmd_chat(args: argparse.Namespace) -> int:
+    if threading.current_thread() is threading.main_thread():
+        # Ctrl-C must reach the chat even if this process inherited SIGINT as ignored (a background job
+        # of a non-interactive shell): at the prompt it raises KeyboardInterrupt (leave), during a reply
+        # ReplyInterrupts turns it into a cancel.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     llm = make_llm(model_from(args), load=True, **llm_config_from(args))
     interactive = sys.stdin.isatty()
     out = sys.stdout
@@ -99,20 +162,11 @@ def cmd_chat(args: argparse.Namespace) -> int:
         session = ChatSession(llm, args.system, sampling_params(args), stats=args.stats)
         print(f"Chatting with {llm.config['model']}. {HELP}", file=sys.stderr)
         while True:
-            if interactive:
-                try:
-                    line = input("you> ")
-                except (EOFError, KeyboardInterrupt):  # Ctrl-D or Ctrl-C at the prompt: leave
+            line = _read_line(interactive)
+            if line is None:
+                if interactive:
                     print(file=out)
-                    break
-            else:
-                try:
-                    line = sys.stdin.readline()
-                except KeyboardInterrupt:
-                    break
-                if not line:
-                    break
-                line = line.rstrip("\n")
+                break
             line = line.strip()
             if not line:
                 continue
@@ -124,6 +178,8 @@ def cmd_chat(args: argparse.Namespace) -> int:
                 print(f"you> {line}", file=out)
             out.write("assistant> ")
             session.turn(line, out)
+    except KeyboardInterrupt:  # Ctrl-C outside a reply (at the prompt): leave
+        print(file=out)
     finally:
         llm.close()
     return 0

@@ -26,7 +26,7 @@ from ..exceptions import AbstractLLMError, UnsupportedFeatureError
 from ..messages import normalize_messages
 from ..params import GENERATION_PARAMS, defaults, validate_params
 from ..types import GenerationRequest, Response, Usage
-from .worker import CancelToken, ChunkStream, SerialWorker
+from .worker import CancelToken, ChunkStream, ResponseStream, SerialWorker
 
 __all__ = ["BaseProvider", "aggregate_chunks"]
 
@@ -159,14 +159,15 @@ class BaseProvider(ABC):
             system_prompt: a system instruction, placed first.
             files: images or videos for the last user message (paths, URLs, bytes, PIL images, arrays).
             messages: OpenAI-style chat messages (``role``, ``content`` as text or parts).
-            stream: return an iterator of ``Response`` chunks instead of one ``Response``.
+            stream: return a ``ResponseStream`` (an iterator of ``Response`` chunks, with ``cancel()``)
+                instead of one ``Response``.
             **params: per-call generation parameters (``max_tokens``, ``temperature``, ``stop``, ...)
                 that override the provider's configuration.
         """
         request = self._prepare(prompt, system_prompt, files, messages, params)
         chunks = self._open_stream(request)
         if stream:
-            return iter(chunks)
+            return ResponseStream(chunks)
         return aggregate_chunks(chunks)
 
     async def generate_async(

@@ -20,24 +20,30 @@ from typing import Any, AsyncIterator, Callable, Iterator
 
 from ..exceptions import AbstractLLMError
 
-__all__ = ["SerialWorker", "ChunkStream", "CancelToken"]
+__all__ = ["SerialWorker", "ChunkStream", "CancelToken", "ResponseStream"]
 
 _LIVE_WORKERS: "weakref.WeakSet[SerialWorker]" = weakref.WeakSet()
 _STOP = object()
 
 
 class CancelToken:
-    """Set by the consumer to ask the producer to stop at its next token."""
+    """Set by the consumer to ask the producer to stop at its next token.
+
+    A plain flag, not a lock-based ``threading.Event``: ``cancel()`` is safe from any thread and from a
+    signal handler (a handler that ran ``Event.set()`` while the interrupted code was inside
+    ``Event.set()`` of the same event would deadlock on its lock)."""
+
+    __slots__ = ("_cancelled",)
 
     def __init__(self) -> None:
-        self._event = threading.Event()
+        self._cancelled = False
 
     def cancel(self) -> None:
-        self._event.set()
+        self._cancelled = True
 
     @property
     def cancelled(self) -> bool:
-        return self._event.is_set()
+        return self._cancelled
 
 
 class SerialWorker:
@@ -254,3 +260,34 @@ class ChunkStream:
                     return
         finally:
             token.cancel()
+
+
+class ResponseStream(Iterator[Any]):
+    """What ``generate(stream=True)`` returns: an iterator of the chunks as they come.
+
+    ``cancel()`` asks the generation to stop at its next token; the iteration then ends normally with a
+    last chunk whose ``finish_reason`` is ``"cancelled"`` (it carries the usage so far). It is safe to
+    call from another thread or from a signal handler (``abstractllm chat`` cancels a reply on Ctrl-C
+    this way). ``close()`` stops the generation and ends the iteration at once, discarding the rest.
+    """
+
+    def __init__(self, chunks: ChunkStream) -> None:
+        self._chunks = chunks
+        self._iter = iter(chunks)
+
+    def __iter__(self) -> "ResponseStream":
+        return self
+
+    def __next__(self) -> Any:
+        return next(self._iter)
+
+    def cancel(self) -> None:
+        self._chunks.cancel()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._chunks.cancel_token.cancelled
+
+    def close(self) -> None:
+        self._chunks.cancel()
+        self._iter.close()
