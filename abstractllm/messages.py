@@ -3,14 +3,16 @@ OpenAI-style ``messages``) into one list of ``Message``."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Sequence
 
-from .exceptions import InvalidParameterError
-from .media.kinds import is_video_input
+from .exceptions import FileProcessingError, InvalidParameterError, UnsupportedFeatureError
+from .media.kinds import is_audio_input, is_video_input
 from .types import Message
 
-__all__ = ["normalize_messages", "ROLES", "IMAGE_PART_TYPES", "VIDEO_PART_TYPES"]
+__all__ = ["normalize_messages", "ROLES", "IMAGE_PART_TYPES", "VIDEO_PART_TYPES", "TEXT_FILE_SUFFIXES",
+           "inline_text_file"]
 
 ROLES = ("system", "user", "assistant")
 #: OpenAI-style content part types that carry an image / a video (the one definition; the server and
@@ -29,6 +31,46 @@ def _part_media(part: dict[str, Any], index: int) -> Any:
     return value
 
 
+#: files with these suffixes are read as UTF-8 text and inlined into the prompt (as AbstractLLM 1.x did)
+TEXT_FILE_SUFFIXES = frozenset({".txt", ".md", ".csv", ".tsv", ".json"})
+
+
+def _is_text_file(item: Any) -> bool:
+    if not isinstance(item, (str, os.PathLike)):
+        return False
+    text = os.fspath(item)
+    if not isinstance(text, str) or len(text) > 4096 or text.startswith(("data:", "http://", "https://")):
+        return False
+    return Path(text).suffix.lower() in TEXT_FILE_SUFFIXES
+
+
+def inline_text_file(item: Any, max_bytes: int) -> str:
+    """The text of a local text file as it is inlined into the prompt::
+
+        ===== notes.md =====
+        <the file's text>
+    """
+    path = Path(os.fspath(item)).expanduser()
+    try:
+        size = path.stat().st_size
+        if not path.is_file():
+            raise FileProcessingError(f"{str(path)!r} is not a file.", details={"file_path": str(path)})
+        if size > max_bytes:
+            raise FileProcessingError(
+                f"{path.name}: {size} bytes is above the {max_bytes}-byte limit for text files "
+                "(max_text_file_bytes); pass a smaller file or raise the limit.",
+                details={"file_path": str(path), "size": size, "limit": max_bytes})
+        text = path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise FileProcessingError(f"No such file: {str(path)!r}.", details={"file_path": str(path)}) from None
+    except UnicodeDecodeError as exc:
+        raise FileProcessingError(f"{path.name} is not UTF-8 text: {exc}.", details={"file_path": str(path)}) from exc
+    except OSError as exc:
+        raise FileProcessingError(f"Cannot read {str(path)!r}: {exc.strerror or exc}.",
+                                  details={"file_path": str(path)}) from exc
+    return f"===== {path.name} =====\n{text}"
+
+
 def _message(raw: Any, index: int) -> Message:
     if isinstance(raw, Message):
         if raw.role not in ROLES:
@@ -36,7 +78,11 @@ def _message(raw: Any, index: int) -> Message:
                 f"messages[{index}] has role {raw.role!r}; expected one of {', '.join(ROLES)}.", param="messages"
             )
         # a copy: files attached later must never change the caller's object
-        return Message(role=raw.role, text=raw.text, images=list(raw.images), videos=list(raw.videos))
+        return Message(raw.role, text=raw.text, images=raw.images, videos=raw.videos, name=raw.name,
+                       metadata=raw.metadata)
+    if not isinstance(raw, dict) and hasattr(raw, "role") and hasattr(raw, "content"):
+        role = raw.role  # another library's message object (AbstractLLM 1.x Session messages, ...)
+        raw = {"role": str(getattr(role, "value", role)), "content": raw.content}
     if not isinstance(raw, dict):
         raise InvalidParameterError(
             f"messages[{index}] must be a dict like {{'role': 'user', 'content': '...'}}, got {type(raw).__name__}.",
@@ -96,9 +142,16 @@ def normalize_messages(
     system_prompt: str | None = None,
     files: Sequence[Any] | None = None,
     messages: Sequence[Any] | None = None,
+    default_system_prompt: str | None = None,
+    max_text_file_bytes: int = 1_000_000,
 ) -> list[Message]:
     """Build the conversation: ``system_prompt`` first (merged with a leading system message), then
-    ``messages``, then ``prompt`` as a final user message; ``files`` attach to the last user message."""
+    ``messages``, then ``prompt`` as a final user message; ``files`` attach to the last user message.
+
+    ``files``: images and videos attach as media; text files (``.txt .md .csv .tsv .json``, local paths)
+    are read and appended to that message's text (``inline_text_file``); audio is refused
+    (``UnsupportedFeatureError``). ``default_system_prompt`` (a provider's configured one) applies when
+    neither ``system_prompt`` nor a system message is given."""
     if prompt is not None and not isinstance(prompt, str):
         raise InvalidParameterError(f"prompt must be a string, got {type(prompt).__name__}.", param="prompt")
     if system_prompt is not None and not isinstance(system_prompt, str):
@@ -114,8 +167,17 @@ def normalize_messages(
     if files:
         if not out or out[-1].role != "user":
             out.append(Message(role="user", text=""))
+        last = out[-1]
         for item in files:
-            (out[-1].videos if is_video_input(item) else out[-1].images).append(item)
+            if _is_text_file(item):
+                block = inline_text_file(item, max_text_file_bytes)
+                last.text = f"{last.text}\n\n{block}" if last.text else block
+            elif is_audio_input(item):
+                raise UnsupportedFeatureError(
+                    f"{_label(item)} is audio: no abstractllm provider takes audio input yet. Transcribe it first "
+                    "(e.g. with mlx-whisper) and pass the text.")
+            else:
+                (last.videos if is_video_input(item) else last.images).append(item)
     if not any(m.role == "user" for m in out):
         raise InvalidParameterError(
             "Nothing to answer: give a prompt, files, or messages with at least one user message.", param="prompt"
@@ -124,9 +186,18 @@ def normalize_messages(
         raise InvalidParameterError(
             "Nothing to answer: the prompt and messages are empty (no text, images or videos).", param="prompt"
         )
+    if not system_prompt and default_system_prompt and out[0].role != "system":
+        system_prompt = default_system_prompt
     if system_prompt:
         if out[0].role == "system":
             out[0] = Message(role="system", text=f"{system_prompt}\n\n{out[0].text}".strip())
         else:
             out.insert(0, Message(role="system", text=system_prompt))
     return out
+
+
+def _label(item: Any) -> str:
+    if isinstance(item, (str, os.PathLike)):
+        text = os.fspath(item)
+        return repr(text if len(text) < 80 else text[:77] + "...")
+    return f"a {type(item).__name__} input"

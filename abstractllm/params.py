@@ -88,6 +88,80 @@ def _stop(name: str, value: Any) -> list[str]:
     return list(dict.fromkeys(items))
 
 
+def _text(name: str, value: Any) -> Any:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise _fail(name, f"expected a string, got {type(value).__name__} {value!r:.80}.")
+    return value
+
+
+def _any(name: str, value: Any) -> Any:
+    """A documented no-op key (accepted so that one config works on every provider)."""
+    return value
+
+
+def _url(name: str, value: Any) -> Any:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not re.match(r"^https?://[^\s/]+", value):
+        raise _fail(name, f"expected an http(s) URL such as 'http://localhost:8000/v1', got {value!r:.80}.")
+    return value.rstrip("/")
+
+
+def _seconds(name: str, value: Any) -> Any:
+    if value is None:
+        return None
+    return _float(0.0, 86_400.0, lo_open=True)(name, value)
+
+
+def _penalty(name: str, value: Any) -> Any:
+    if value is None:
+        return None
+    return _float(-2.0, 2.0)(name, value)
+
+
+def _logit_bias(name: str, value: Any) -> dict[int, float] | None:
+    """``{token_id: bias}``; ids as ints or numeric strings (the OpenAI JSON form), biases in [-100, 100]."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise _fail(name, f"expected a dict of token id -> bias, got {type(value).__name__}.")
+    if len(value) > 1024:
+        raise _fail(name, f"at most 1024 entries, got {len(value)}.")
+    out: dict[int, float] = {}
+    for key, bias in value.items():
+        if isinstance(key, bool) or not (isinstance(key, int) or (isinstance(key, str) and key.strip().isdigit())):
+            raise _fail(name, f"token ids must be non-negative integers (or numeric strings), got {key!r:.40}.")
+        if isinstance(bias, bool) or not isinstance(bias, (int, float)) or math.isnan(bias) or not -100 <= bias <= 100:
+            raise _fail(name, f"the bias of token {key} must be a number in [-100, 100], got {bias!r:.40}.")
+        out[int(key)] = float(bias)
+    return out
+
+
+def _device(name: str, value: Any) -> str:
+    names = {"auto": "auto", "cpu": "cpu", "gpu": "gpu", "metal": "gpu", "mps": "gpu", "cuda": "gpu"}
+    if not isinstance(value, str) or value.lower() not in names:
+        raise _fail(name, f"expected one of {', '.join(names)}; got {value!r}.{did_you_mean(str(value), names)}")
+    return names[value.lower()]
+
+
+def _image_detail(name: str, value: Any) -> Any:
+    if value not in (None, "auto", "low", "high"):
+        raise _fail(name, f"expected 'auto', 'low' or 'high', got {value!r}.")
+    return value
+
+
+def _path(name: str, value: Any) -> Any:
+    if value is None:
+        return None
+    if isinstance(value, Path):
+        return str(value)
+    if not isinstance(value, str) or not value.strip():
+        raise _fail(name, f"expected a folder path, got {value!r}.")
+    return value
+
+
 def _quantize(name: str, value: Any) -> int | None:
     if value is None or value is False:
         return None
@@ -153,6 +227,10 @@ class ParamSpec:
     doc: str = ""
 
 
+def _optional_bool(name: str, value: Any) -> Any:
+    return None if value is None else _bool(name, value)
+
+
 P = ModelParameter
 _SPECS = [
     ParamSpec(P.MODEL, _model, None, False, "Local model folder or Hugging Face repo id."),
@@ -178,6 +256,39 @@ _SPECS = [
     ParamSpec(P.VIDEO_MAX_FRAMES, _int(1, 1024), 32, True, "Most frames taken from one video."),
     ParamSpec(P.IMAGE_FETCH_TIMEOUT, _float(0.0, 600.0, lo_open=True), 10.0, True, "Seconds to fetch an image URL."),
     ParamSpec(P.MAX_IMAGE_BYTES, _bytes(optional=False), "50MB", True, "Largest encoded image accepted (URLs, bytes, files)."),
+    ParamSpec(P.MAX_TEXT_FILE_BYTES, _bytes(optional=False), "1MB", True, "Largest text file (.txt .md .csv .tsv .json) inlined from files=."),
+    # -- AbstractLLM 1.x keys. Each provider implements a key or lists it in its ignored_config (a
+    #    documented no-op), so that one application config works on every provider.
+    ParamSpec(P.SYSTEM_PROMPT, _text, None, False, "Default system prompt (generate's system_prompt= overrides it)."),
+    ParamSpec(P.FREQUENCY_PENALTY, _penalty, None, True, "Subtract penalty x count of each token already generated; in [-2, 2]."),
+    ParamSpec(P.PRESENCE_PENALTY, _penalty, None, True, "Subtract penalty from each token already generated; in [-2, 2]."),
+    ParamSpec(P.LOGIT_BIAS, _logit_bias, None, True, "Additive bias per token id, {id: bias in [-100, 100]}."),
+    ParamSpec(P.TOOLS, _any, None, False, "Default tools (generate's tools= overrides them)."),
+    ParamSpec(P.TOOL_CHOICE, _any, None, True, "Which tool the model must call ('auto', 'none', 'required', a name)."),
+    ParamSpec(P.API_KEY, _text, None, False, "API key of a remote provider."),
+    ParamSpec(P.BASE_URL, _url, None, False, "Base URL of a remote provider's API (an OpenAI-compatible server)."),
+    ParamSpec(P.ORGANIZATION, _text, None, False, "Organization id sent to a remote provider."),
+    ParamSpec(P.TIMEOUT, _seconds, None, False, "Seconds to wait for a remote provider's answer."),
+    ParamSpec(P.REQUEST_TIMEOUT, _seconds, None, False, "1.x name of timeout."),
+    ParamSpec(P.MAX_RETRIES, _int(0, 100, optional=True), None, False, "Retries of a failed remote request."),
+    ParamSpec(P.RETRY_COUNT, _int(0, 100, optional=True), None, False, "1.x name of max_retries."),
+    ParamSpec(P.PROXY, _url, None, False, "HTTP(S) proxy URL for a remote provider."),
+    ParamSpec(P.USER, _text, None, True, "End-user id sent to a remote provider."),
+    ParamSpec(P.MAX_OUTPUT_TOKENS, _int(1, 1_000_000, optional=True), None, True, "1.x name of max_tokens."),
+    ParamSpec(P.MAX_INPUT_TOKENS, _int(1, optional=True), None, True, "Refuse prompts longer than this many tokens (ContextWindowExceededError)."),
+    ParamSpec(P.CONTEXT_WINDOW, _int(1, optional=True), None, True, "Refuse requests whose prompt + max_tokens exceed this (ContextWindowExceededError)."),
+    ParamSpec(P.TRUNCATION_STRATEGY, _any, None, False, "1.x key; accepted as a no-op (prompts are never truncated silently)."),
+    ParamSpec(P.LOAD_IN_4BIT, _optional_bool, None, False, "1.x: quantize to 4 bits on load (= quantize=4)."),
+    ParamSpec(P.LOAD_IN_8BIT, _optional_bool, None, False, "1.x: quantize to 8 bits on load (= quantize=8)."),
+    ParamSpec(P.DEVICE, _device, "auto", False, "Where to run: 'auto', 'cpu' or 'gpu' ('mps', 'metal', 'cuda' mean 'gpu')."),
+    ParamSpec(P.DEVICE_MAP, _any, None, False, "1.x (transformers) key; accepted as a no-op."),
+    ParamSpec(P.CACHE_DIR, _path, None, False, "Hugging Face hub cache folder for downloads and lookups."),
+    ParamSpec(P.IMAGE, _any, None, True, "1.x: one image for this call (= files=[image])."),
+    ParamSpec(P.IMAGES, _any, None, True, "1.x: images for this call (= files=images)."),
+    ParamSpec(P.IMAGE_DETAIL, _image_detail, None, True, "Image detail for remote providers: 'auto', 'low' or 'high'."),
+    ParamSpec(P.CONTENT_FILTER, _any, None, False, "1.x key; accepted as a no-op."),
+    ParamSpec(P.MODERATION, _any, None, False, "1.x key; accepted as a no-op."),
+    ParamSpec(P.LOGGING_ENABLED, _any, None, False, "1.x key; accepted as a no-op."),
 ]
 PARAMS: dict[str, ParamSpec] = {str(s.name): s for s in _SPECS}
 GENERATION_PARAMS = frozenset(name for name, spec in PARAMS.items() if spec.per_call)

@@ -19,7 +19,7 @@ from typing import Any
 
 from .exceptions import UnsupportedProviderError, did_you_mean
 
-__all__ = ["create_llm", "register_provider", "available_providers", "ENTRY_POINT_GROUP"]
+__all__ = ["create_llm", "register_provider", "available_providers", "get_llm_providers", "ENTRY_POINT_GROUP"]
 
 ENTRY_POINT_GROUP = "abstractllm.providers"
 
@@ -33,8 +33,17 @@ class _Entry:
 
 _BUILTIN: dict[str, _Entry] = {
     "mlx": _Entry("abstractllm.providers.mlx:MLXProvider", extra="mlx", requires=("mlx", "mlx_lm")),
+    "openai": _Entry("abstractllm.providers.openai:OpenAIProvider", extra="openai", requires=("openai",)),
+    "ollama": _Entry("abstractllm.providers.openai:OllamaProvider", extra="openai", requires=("openai",)),
+    "lmstudio": _Entry("abstractllm.providers.openai:LMStudioProvider", extra="openai", requires=("openai",)),
 }
 _REGISTERED: dict[str, _Entry] = {}
+#: names that are planned but not available yet: create_llm says why
+_NOT_YET = {
+    "anthropic": "The 'anthropic' provider is not available yet: it arrives together with the server's "
+                 "Anthropic-compatible /v1/messages endpoint, which its tests run against. Until then, use an "
+                 "OpenAI-compatible endpoint with create_llm('openai', base_url=...).",
+}
 
 
 def register_provider(name: str, target: Any, *, extra: str | None = None, requires: tuple[str, ...] = ()) -> None:
@@ -55,6 +64,11 @@ def _all_entries() -> dict[str, _Entry]:
 def available_providers() -> list[str]:
     """Names ``create_llm`` accepts: built-in, registered, and from entry points."""
     return sorted(_all_entries())
+
+
+def get_llm_providers() -> list[str]:
+    """The registered provider names (the AbstractLLM 1.x name of ``available_providers``)."""
+    return available_providers()
 
 
 def _missing_modules(requires: tuple[str, ...]) -> list[str]:
@@ -88,21 +102,33 @@ def _resolve(name: str, entry: _Entry) -> type:
     return target
 
 
-def create_llm(provider: str, **config: Any):
-    """Create a provider by name: ``create_llm("mlx", model="path/or/repo-id", temperature=0.7)``.
+def create_llm(provider: str, model: Any = None, **config: Any):
+    """Create a provider by name: ``create_llm("mlx", model="path/or/repo-id", temperature=0.7)``; the
+    model may also come positionally (``create_llm("openai", "gpt-4o-mini")``) or as ``ModelParameter.MODEL``.
 
     Config keys may be plain names or ``ModelParameter`` members. Unknown providers raise
     ``UnsupportedProviderError`` (with the available names); unknown keys or bad values raise
     ``InvalidParameterError``.
     """
+    from .exceptions import InvalidParameterError
+    from .params import normalize_keys
+
     if not isinstance(provider, str):
         raise UnsupportedProviderError(f"The provider must be a name such as 'mlx', got {provider!r}.")
     entries = _all_entries()
     key = provider.lower()
     if key not in entries:
+        if key in _NOT_YET:
+            raise UnsupportedProviderError(_NOT_YET[key])
         raise UnsupportedProviderError(
             f"Unknown provider '{provider}'.{did_you_mean(key, entries)} "
             f"Available providers: {', '.join(sorted(entries))}."
         )
     cls = _resolve(key, entries[key])
+    config = normalize_keys(config)
+    if model is not None:
+        if config.get("model") not in (None, model):
+            raise InvalidParameterError(
+                f"The model is given twice, as {model!r} and model={config['model']!r}: give it once.", param="model")
+        config["model"] = model
     return cls(**config)

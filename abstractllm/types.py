@@ -1,27 +1,80 @@
 """Data types shared by every provider: the ``Response`` (also used for stream chunks) and its ``Usage``,
-and the normalized chat ``Message`` a provider receives."""
+the ``Capabilities`` a provider declares, the normalized chat ``Message`` and the ``GenerationRequest`` a
+provider's primitive receives.
+
+``GenerateResponse`` is the AbstractLLM 1.x name of ``Response`` (the same class).
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Iterable, Iterator
 
-__all__ = ["Usage", "Response", "Message", "GenerationRequest"]
+from .enums import ModelCapability
+
+__all__ = ["Usage", "Response", "GenerateResponse", "ToolCall", "Capabilities", "Message", "GenerationRequest"]
 
 
 @dataclass
-class Usage:
+class Usage(Mapping):
     """Token accounting of one generation.
 
     ``completion_tokens`` counts the tokens the model generated, the end-of-sequence token included when
     it ended the generation (as mlx-lm counts). ``cached_tokens`` is how many prompt tokens were served
     from the prompt cache instead of being recomputed.
+
+    Read it as attributes (``usage.prompt_tokens``) or as a mapping, as AbstractLLM 1.x returned a dict:
+    ``usage["prompt_tokens"]``, ``usage.get("total_tokens")``, ``dict(usage)``. The AbstractCore names
+    ``input_tokens`` / ``output_tokens`` are read-only aliases of ``prompt_tokens`` / ``completion_tokens``.
     """
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
     total_tokens: int = 0
     cached_tokens: int = 0
+
+    _ALIASES = {"input_tokens": "prompt_tokens", "output_tokens": "completion_tokens"}
+
+    @property
+    def input_tokens(self) -> int:
+        return self.prompt_tokens
+
+    @property
+    def output_tokens(self) -> int:
+        return self.completion_tokens
+
+    def __getitem__(self, key: str) -> int:
+        name = self._ALIASES.get(key, key)
+        if name not in _USAGE_FIELDS:
+            raise KeyError(key)
+        return getattr(self, name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(_USAGE_FIELDS)
+
+    def __len__(self) -> int:
+        return len(_USAGE_FIELDS)
+
+    def __eq__(self, other: object) -> bool:  # equal to another Usage, or to the dict of its values
+        if isinstance(other, Mapping):
+            return dict(self) == dict(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+_USAGE_FIELDS = tuple(f.name for f in fields(Usage))
+
+
+@dataclass
+class ToolCall:
+    """One call of a tool the model asked for: its ``id``, the tool's ``name`` and the parsed
+    ``arguments``."""
+
+    id: str
+    name: str
+    arguments: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -30,11 +83,16 @@ class Response:
 
     In a stream, each chunk's ``content`` is the new text only; the last chunk carries ``finish_reason``,
     ``usage`` and the timings. Concatenating the chunks' ``content`` gives exactly the non-streamed text.
+
+    ``raw_response`` is what the backend returned, where there is such an object (a remote provider's SDK
+    response; ``None`` for local MLX generation). ``tool_calls`` is a list of ``ToolCall`` when the model
+    called tools, else ``None``. ``image_paths`` lists the images (as given) the request carried.
+    ``input_tokens``, ``output_tokens`` and ``total_tokens`` read ``usage`` (AbstractCore names).
     """
 
     content: str = ""
     model: str | None = None
-    finish_reason: str | None = None  # "stop" | "length" | "cancelled"
+    finish_reason: str | None = None  # "stop" | "length" | "cancelled" (| "tool_calls")
     usage: Usage | None = None
     ttft_s: float | None = None  # time to first token, seconds
     total_s: float | None = None  # whole generation, seconds
@@ -43,24 +101,169 @@ class Response:
     peak_memory_bytes: int | None = None
     token_ids: list[int] = field(default_factory=list)  # ids generated (in a chunk: this chunk's)
     metadata: dict[str, Any] = field(default_factory=dict)
+    tool_calls: list[ToolCall] | None = None
+    image_paths: list[str] | None = None
+    raw_response: Any = field(default=None, repr=False, compare=False)
+
+    def has_tool_calls(self) -> bool:
+        """True when the model called at least one tool."""
+        return bool(self.tool_calls)
+
+    @property
+    def input_tokens(self) -> int | None:
+        return self.usage.prompt_tokens if self.usage is not None else None
+
+    @property
+    def output_tokens(self) -> int | None:
+        return self.usage.completion_tokens if self.usage is not None else None
+
+    @property
+    def total_tokens(self) -> int | None:
+        return self.usage.total_tokens if self.usage is not None else None
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-serializable dict of every field."""
-        return asdict(self)
+        """A JSON-serializable dict of every field but ``raw_response``."""
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "raw_response"}
+        out["usage"] = dict(self.usage) if self.usage is not None else None
+        out["tool_calls"] = [asdict(c) for c in self.tool_calls] if self.tool_calls is not None else None
+        out["metadata"] = dict(self.metadata)
+        out["token_ids"] = list(self.token_ids)
+        return out
 
     def __str__(self) -> str:
         return self.content
 
 
-@dataclass
+GenerateResponse = Response  # the AbstractLLM 1.x name
+
+
+class Capabilities(Mapping):
+    """What a provider can do with its configured model: a read-only mapping keyed by ``ModelCapability``.
+
+    It answers both the set style and the 1.x dict style::
+
+        ModelCapability.VISION in caps            # True only if supported
+        caps.get(ModelCapability.VISION)          # True, or False when not supported (never None)
+        caps[ModelCapability.STREAMING]           # True
+        caps.get(ModelCapability.MAX_TOKENS)      # the context length in tokens (None if unknown)
+        list(caps)                                # the supported capabilities
+
+    Keys may be members or their strings, 1.x spellings included (``"supports_vision"``).
+    """
+
+    __slots__ = ("_values",)
+
+    def __init__(self, supported: Iterable[ModelCapability | str] = (), **values: Any) -> None:
+        self._values: dict[ModelCapability, Any] = {ModelCapability(c): True for c in supported}
+        for name, value in values.items():  # e.g. max_tokens=32768
+            self._values[ModelCapability(name)] = value
+
+    @staticmethod
+    def _member(key: Any) -> ModelCapability:
+        try:
+            return ModelCapability(key)
+        except ValueError:
+            raise KeyError(key) from None
+
+    def __getitem__(self, key: Any) -> Any:
+        member = self._member(key)
+        if member is ModelCapability.MAX_TOKENS:
+            return self._values.get(member)
+        return self._values.get(member, False)
+
+    def __contains__(self, key: object) -> bool:
+        try:
+            return bool(self._values.get(self._member(key)))
+        except KeyError:
+            return False
+
+    def __iter__(self) -> Iterator[ModelCapability]:
+        return (c for c, v in self._values.items() if v)
+
+    def __len__(self) -> int:
+        return sum(1 for v in self._values.values() if v)
+
+    def with_(self, *supported: ModelCapability, **values: Any) -> "Capabilities":
+        """A copy with more capabilities (and values) declared."""
+        out = Capabilities()
+        out._values = dict(self._values)
+        for c in supported:
+            out._values[ModelCapability(c)] = True
+        for name, value in values.items():
+            out._values[ModelCapability(name)] = value
+        return out
+
+    def without(self, *capabilities: ModelCapability) -> "Capabilities":
+        """A copy with these capabilities removed."""
+        out = Capabilities()
+        out._values = {c: v for c, v in self._values.items() if c not in set(capabilities)}
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every ``ModelCapability`` (by value) -> its answer, JSON-serializable."""
+        return {str(c): self[c] for c in ModelCapability}
+
+    def __repr__(self) -> str:
+        return f"Capabilities({sorted(str(c) for c in self)})"
+
+
+@dataclass(init=False)
 class Message:
     """One normalized chat message: its role, its text, and the media inputs (images, videos) it holds,
-    in order. Media are kept as the user gave them; providers resolve them through ``abstractllm.media``."""
+    in order. Media are kept as the user gave them; providers resolve them through ``abstractllm.media``.
+
+    ``Message(role, content)`` (the AbstractLLM 1.x form) and ``Message(role=..., text=...)`` are the
+    same; ``content`` reads and writes ``text``. ``name`` and ``metadata`` are optional extras (a
+    ``Session`` keeps each turn's timestamp in ``metadata``).
+    """
 
     role: str
-    text: str = ""
-    images: list[Any] = field(default_factory=list)
-    videos: list[Any] = field(default_factory=list)
+    text: str
+    images: list[Any]
+    videos: list[Any]
+    name: str | None
+    metadata: dict[str, Any]
+
+    def __init__(self, role: str, content: str | None = None, *, text: str | None = None,
+                 images: Iterable[Any] | None = None, videos: Iterable[Any] | None = None,
+                 name: str | None = None, metadata: dict[str, Any] | None = None) -> None:
+        if content is not None and text is not None and content != text:
+            raise ValueError("Message: give the text as content or as text, not both.")
+        self.role = str(role.value) if hasattr(role, "value") else role
+        self.text = text if text is not None else (content if content is not None else "")
+        self.images = list(images or [])
+        self.videos = list(videos or [])
+        self.name = name
+        self.metadata = dict(metadata or {})
+
+    @property
+    def content(self) -> str:
+        return self.text
+
+    @content.setter
+    def content(self, value: str) -> None:
+        self.text = value
+
+    def to_dict(self) -> dict[str, Any]:
+        """The OpenAI chat form: ``{"role", "content"}``, content as parts when the message has media."""
+        out: dict[str, Any] = {"role": self.role}
+        if self.images or self.videos:
+            parts: list[dict[str, Any]] = [{"type": "text", "text": self.text}] if self.text else []
+            parts += [{"type": "image", "image": _media_ref(i)} for i in self.images]
+            parts += [{"type": "video", "video": _media_ref(v)} for v in self.videos]
+            out["content"] = parts
+        else:
+            out["content"] = self.text
+        if self.name:
+            out["name"] = self.name
+        return out
+
+
+def _media_ref(item: Any) -> Any:
+    """A path-like media item as a string (for JSON); other inputs unchanged."""
+    import os
+
+    return os.fspath(item) if isinstance(item, os.PathLike) else item
 
 
 @dataclass
@@ -69,6 +272,7 @@ class GenerationRequest:
 
     messages: list[Message]
     params: dict[str, Any]
+    tools: list[Any] | None = None
 
     @property
     def has_images(self) -> bool:
@@ -77,3 +281,7 @@ class GenerationRequest:
     @property
     def has_videos(self) -> bool:
         return any(m.videos for m in self.messages)
+
+    @property
+    def image_count(self) -> int:
+        return sum(len(m.images) for m in self.messages)

@@ -44,7 +44,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
             raise CLIError(f"no such file: {f}")
     llm = make_llm(model_from(args), load=True, **llm_config_from(args))
     try:
-        kwargs = dict(system_prompt=args.system, files=files or None, **sampling_params(args))
+        # explicit parts: --image / --video say what the file is, whatever its name (a .json is no text file here)
+        parts = [{"type": "image", "image": f} for f in args.image or []]
+        parts += [{"type": "video", "video": args.video}] if args.video else []
+        kwargs = dict(system_prompt=args.system, files=parts or None, **sampling_params(args))
         if args.json:
             resp = llm.generate(prompt, **kwargs)
             print(json.dumps(resp.to_dict(), indent=2, ensure_ascii=False))

@@ -20,7 +20,7 @@ from typing import Any, AsyncIterator, Callable, Iterator
 
 from ..exceptions import AbstractLLMError
 
-__all__ = ["SerialWorker", "ChunkStream", "CancelToken", "ResponseStream"]
+__all__ = ["SerialWorker", "ChunkStream", "CancelToken", "ResponseStream", "AsyncResponseStream"]
 
 _LIVE_WORKERS: "weakref.WeakSet[SerialWorker]" = weakref.WeakSet()
 _STOP = object()
@@ -173,10 +173,11 @@ class ChunkStream:
     cancel token; the producer stops at its next item and its ``finally`` blocks run on the worker.
     """
 
-    def __init__(self, worker: SerialWorker, produce: Callable[[CancelToken], Iterator[Any]]) -> None:
+    def __init__(self, worker: SerialWorker, produce: Callable[[CancelToken], Iterator[Any]],
+                 cancel_token: CancelToken | None = None) -> None:
         self._worker = worker
         self._produce = produce
-        self.cancel_token = CancelToken()
+        self.cancel_token = cancel_token or CancelToken()
         self._started = False
 
     def _start(self, emit: Callable[[tuple[str, Any]], None]) -> Future:
@@ -262,6 +263,12 @@ class ChunkStream:
             token.cancel()
 
 
+def _tag(exc: BaseException, provider: str | None) -> None:
+    """Name the provider on an abstractllm error that does not say which one raised it."""
+    if provider and isinstance(exc, AbstractLLMError) and exc.provider is None:
+        exc.provider = provider
+
+
 class ResponseStream(Iterator[Any]):
     """What ``generate(stream=True)`` returns: an iterator of the chunks as they come.
 
@@ -271,23 +278,80 @@ class ResponseStream(Iterator[Any]):
     this way). ``close()`` stops the generation and ends the iteration at once, discarding the rest.
     """
 
-    def __init__(self, chunks: ChunkStream) -> None:
-        self._chunks = chunks
-        self._iter = iter(chunks)
+    def __init__(self, chunks: Iterator[Any], cancel_token: CancelToken, *, provider: str | None = None,
+                 on_last: Callable[[Any], None] | None = None) -> None:
+        self._iter = chunks
+        self._token = cancel_token
+        self._provider = provider
+        self._on_last = on_last
 
     def __iter__(self) -> "ResponseStream":
         return self
 
     def __next__(self) -> Any:
-        return next(self._iter)
+        try:
+            chunk = next(self._iter)
+        except StopIteration:
+            raise
+        except BaseException as exc:
+            _tag(exc, self._provider)
+            raise
+        if self._on_last is not None and getattr(chunk, "finish_reason", None) is not None:
+            self._on_last(chunk)
+        return chunk
 
     def cancel(self) -> None:
-        self._chunks.cancel()
+        self._token.cancel()
 
     @property
     def cancelled(self) -> bool:
-        return self._chunks.cancel_token.cancelled
+        return self._token.cancelled
 
     def close(self) -> None:
-        self._chunks.cancel()
-        self._iter.close()
+        self._token.cancel()
+        close = getattr(self._iter, "close", None)
+        if close is not None:
+            close()
+
+
+class AsyncResponseStream(AsyncIterator[Any]):
+    """What ``await generate_async(..., stream=True)`` returns: an async iterator of the chunks.
+
+    ``cancel()`` (safe from any thread) ends it with a last ``"cancelled"`` chunk; ``aclose()`` stops it
+    at once; cancelling the task that iterates it stops the generation too.
+    """
+
+    def __init__(self, chunks: AsyncIterator[Any], cancel_token: CancelToken, *, provider: str | None = None,
+                 on_last: Callable[[Any], None] | None = None) -> None:
+        self._aiter = chunks
+        self._token = cancel_token
+        self._provider = provider
+        self._on_last = on_last
+
+    def __aiter__(self) -> "AsyncResponseStream":
+        return self
+
+    async def __anext__(self) -> Any:
+        try:
+            chunk = await self._aiter.__anext__()
+        except StopAsyncIteration:
+            raise
+        except BaseException as exc:
+            _tag(exc, self._provider)
+            raise
+        if self._on_last is not None and getattr(chunk, "finish_reason", None) is not None:
+            self._on_last(chunk)
+        return chunk
+
+    def cancel(self) -> None:
+        self._token.cancel()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._token.cancelled
+
+    async def aclose(self) -> None:
+        self._token.cancel()
+        aclose = getattr(self._aiter, "aclose", None)
+        if aclose is not None:
+            await aclose()

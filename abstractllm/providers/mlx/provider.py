@@ -20,13 +20,14 @@ from ...exceptions import (
     UnsupportedFeatureError,
 )
 from ...params import defaults
-from ...types import GenerationRequest, Response, Usage
+from ...types import Capabilities, GenerationRequest, Response, Usage
 from ..base import BaseProvider
 from ..worker import CancelToken
 from .backend import import_backend, on_gpu as _on_gpu
 from .memory import available_bytes, check_load_memory, estimate_load_bytes
 from .pipeline import run_pipeline
 from .source import ModelSpec, inspect_model, resolve_model
+from .text import quantize_bits
 
 __all__ = ["MLXProvider"]
 
@@ -36,6 +37,39 @@ _TEXT_CAPS = frozenset({
     ModelCapability.CHAT_HISTORY, ModelCapability.STOP_SEQUENCES, ModelCapability.SEED,
     ModelCapability.PROMPT_CACHE, ModelCapability.QUANTIZATION,
 })
+#: keys a remote provider uses; accepted here as documented no-ops so that one config serves every provider
+_IGNORED = frozenset(str(p) for p in (
+    P.API_KEY, P.BASE_URL, P.ORGANIZATION, P.TIMEOUT, P.REQUEST_TIMEOUT, P.MAX_RETRIES, P.RETRY_COUNT, P.PROXY,
+    P.USER, P.IMAGE_DETAIL, P.DEVICE_MAP, P.TRUNCATION_STRATEGY, P.CONTENT_FILTER, P.MODERATION,
+    P.LOGGING_ENABLED,
+))
+#: keys whose change (update_config) makes the next call reload the model
+_RELOAD_KEYS = frozenset(str(p) for p in (
+    P.MODEL, P.REVISION, P.TRUST_REMOTE_CODE, P.QUANTIZE, P.LOAD_IN_4BIT, P.LOAD_IN_8BIT, P.DTYPE, P.DEVICE,
+    P.CACHE_DIR, P.PROMPT_CACHE_BYTES,
+))
+
+
+def _context_length(config: dict[str, Any]) -> int | None:
+    for cfg in (config.get("text_config") or {}, config):
+        for key in ("max_position_embeddings", "max_sequence_length", "seq_length", "n_positions"):
+            value = cfg.get(key) if isinstance(cfg, dict) else None
+            if isinstance(value, int) and value > 0:
+                return value
+    return None
+
+
+def _set_device(mx: Any, device: str) -> None:
+    """Apply the ``device`` config on the worker: MLX's default device (one per process)."""
+    if device == "auto":
+        return
+    target = mx.cpu if device == "cpu" else mx.gpu
+    if device == "gpu" and not mx.is_available(mx.gpu):
+        raise UnsupportedFeatureError(
+            "device='gpu' was asked for, but this MLX build has no GPU backend (Apple Silicon has Metal; on "
+            "Linux install mlx[cuda12] for NVIDIA GPUs). Use device='cpu' or 'auto'.", provider="mlx")
+    if mx.default_device() != target:
+        mx.set_default_device(target)
 
 
 def _clear_streams() -> None:
@@ -58,21 +92,34 @@ class MLXProvider(BaseProvider):
     """
 
     name = "mlx"
-    accepted_config = frozenset(str(p) for p in ModelParameter)
+    ignored_config = _IGNORED
+    accepted_config = frozenset(str(p) for p in ModelParameter) - _IGNORED
 
-    def __init__(self, **config: Any) -> None:
-        super().__init__(**config)
-        if not self.config.get("model"):
-            raise InvalidParameterError(
-                "The MLX provider needs a model: create_llm('mlx', model='mlx-community/Qwen3-0.6B-4bit') "
-                "or a local folder.", param="model")
-        self.config.setdefault("dtype", "auto")
-        for name in ("prompt_cache_bytes", "prefill_step_size"):
-            self.config.setdefault(name, defaults([name])[name])
+    def __init__(self, config: dict[Any, Any] | None = None, **kwargs: Any) -> None:
+        super().__init__(config, **kwargs)
         self._spec: ModelSpec | None = None
         self._adapter: Any = None
         self._estimate: Any = None
+        self._reload = False
         self.load_time_s: float | None = None
+
+    def _normalize_config(self, config: dict[str, Any]) -> dict[str, Any]:
+        if not config.get("model"):
+            raise InvalidParameterError(
+                "The MLX provider needs a model: create_llm('mlx', model='mlx-community/Qwen3-0.6B-4bit') "
+                "or a local folder.", param="model")
+        flags = [bits for key, bits in (("load_in_4bit", 4), ("load_in_8bit", 8)) if config.get(key)]
+        if len(flags) > 1 or (flags and config.get("quantize") not in (None, flags[0])):
+            raise InvalidParameterError(
+                "load_in_4bit, load_in_8bit and quantize say different things: give one of them.", param="quantize")
+        for name in ("dtype", "device", "prompt_cache_bytes", "prefill_step_size"):
+            config.setdefault(name, defaults([name])[name])
+        return config
+
+    def _config_changed(self, keys: set[str]) -> None:
+        if keys & _RELOAD_KEYS:
+            self._spec = None  # resolved and inspected again on next use
+            self._reload = True  # the worker unloads the old model before the next generation
 
     # ------------------------------------------------------------------ model
     @property
@@ -80,7 +127,8 @@ class MLXProvider(BaseProvider):
         """The inspected model (resolved and read on first use; no weights loaded)."""
         if self._spec is None:
             path = resolve_model(self.config["model"], self.config.get("revision"),
-                                 trust_remote_code=bool(self.config.get("trust_remote_code")))
+                                 trust_remote_code=bool(self.config.get("trust_remote_code")),
+                                 cache_dir=self.config.get("cache_dir"))
             self._spec = inspect_model(path)
         return self._spec
 
@@ -88,27 +136,35 @@ class MLXProvider(BaseProvider):
     def is_loaded(self) -> bool:
         return self._adapter is not None
 
-    def get_capabilities(self) -> frozenset[ModelCapability]:
+    def get_capabilities(self) -> Capabilities:
+        """Decided from the model's ``config.json`` (never its name): every model has the text ones;
+        vision models add ``VISION`` (and ``MULTI_IMAGE``, ``VIDEO`` where the family takes them);
+        ``MAX_TOKENS`` is the context length the config declares."""
+        spec = self.spec
         caps = set(_TEXT_CAPS)
-        if self.spec.kind == "vision":
+        if spec.kind == "vision":
             from .vision import vision_capabilities
 
-            caps |= vision_capabilities(self.spec)
-        return frozenset(caps)
+            caps |= vision_capabilities(spec)
+        return Capabilities(caps, max_tokens=_context_length(spec.config))
 
     def _worker_on_exit(self) -> Callable[[], None]:
         return _clear_streams
 
     def _load_on_worker(self) -> None:
+        if self._reload:
+            self._reload = False
+            self._unload_on_worker()
         if self._adapter is not None:
             return
-        import_backend("mlx.core")
+        mx = import_backend("mlx.core")
         import_backend("mlx_lm")
         spec = self.spec
+        _set_device(mx, self.config.get("device") or "auto")
         on_gpu = _on_gpu()
         from .text import TextAdapter, float_itemsize_for
 
-        bits = self.config.get("quantize")
+        bits = quantize_bits(self.config)
         if bits and spec.kind == "vision":
             raise UnsupportedFeatureError(
                 f"quantize={bits} on load is supported for text models only; {spec.path.name!r} is a vision "
@@ -148,22 +204,21 @@ class MLXProvider(BaseProvider):
         if worker is not None and worker.thread is not None and not worker.closed:
             worker.call(fn)
 
+    def _unload_on_worker(self) -> None:
+        import gc
+
+        if self._adapter is None:
+            return
+        self._adapter.unload()
+        self._adapter = None
+        gc.collect()
+        import mlx.core as mx
+
+        mx.clear_cache()
+
     def unload(self) -> None:
         """Free the model's memory (weights, prompt cache, MLX buffer cache); the next call reloads it."""
-
-        def _unload() -> None:
-            import gc
-
-            if self._adapter is None:
-                return
-            self._adapter.unload()
-            self._adapter = None
-            gc.collect()
-            import mlx.core as mx
-
-            mx.clear_cache()
-
-        self._on_worker_if_started(_unload)
+        self._on_worker_if_started(self._unload_on_worker)
 
     def _release(self) -> None:
         self.unload()
@@ -192,11 +247,12 @@ class MLXProvider(BaseProvider):
             "weight_bytes": spec.weight_bytes,
             "parameters": spec.float_params,
             "quantization": spec.quantization,
-            "quantize_on_load": None if spec.is_quantized else self.config.get("quantize"),
+            "quantize_on_load": None if spec.is_quantized else quantize_bits(self.config),
             "dtype": self.config["dtype"],
             "has_chat_template": spec.has_chat_template,
             "loaded": self.is_loaded,
-            "capabilities": sorted(str(c) for c in self.get_capabilities()),
+            "capabilities": sorted(str(c) for c in self.get_capabilities() if c is not ModelCapability.MAX_TOKENS),
+            "context_length": _context_length(spec.config),
         }
         if self._adapter is not None:
             info["estimated_memory_bytes"] = self._estimate.total

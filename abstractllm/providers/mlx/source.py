@@ -66,10 +66,13 @@ def _hub_cache_dir() -> str:
         return os.path.expanduser("~/.cache/huggingface/hub")
 
 
-def resolve_model(model: str, revision: str | None = None, *, trust_remote_code: bool = False) -> Path:
-    """Return the local folder of ``model`` (a folder path, or a hub repo id: cached or downloaded).
-    Python files of a repo are fetched only with ``trust_remote_code``."""
+def resolve_model(model: str, revision: str | None = None, *, trust_remote_code: bool = False,
+                  cache_dir: str | None = None) -> Path:
+    """Return the local folder of ``model`` (a folder path, or a hub repo id: cached or downloaded into
+    ``cache_dir``, default the Hugging Face cache). Python files of a repo are fetched only with
+    ``trust_remote_code``."""
     patterns = _HUB_PATTERNS + (_REMOTE_CODE_PATTERNS if trust_remote_code else [])
+    where = {"cache_dir": str(Path(cache_dir).expanduser())} if cache_dir else {}
     local = Path(model).expanduser()
     if local.exists():
         if not local.is_dir():
@@ -87,20 +90,21 @@ def resolve_model(model: str, revision: str | None = None, *, trust_remote_code:
             'pip install "abstractllm[mlx]"'
         ) from exc
     try:
-        return Path(snapshot_download(model, revision=revision, allow_patterns=patterns, local_files_only=True))
+        return Path(snapshot_download(model, revision=revision, allow_patterns=patterns, local_files_only=True,
+                                      **where))
     except Exception:
         pass  # not in the cache: download it
     offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
     if offline:
         raise ModelNotFoundError(
-            f"Model {model!r} is not in the Hugging Face cache ({_hub_cache_dir()}) and HF_HUB_OFFLINE is set. "
+            f"Model {model!r} is not in the Hugging Face cache ({cache_dir or _hub_cache_dir()}) and HF_HUB_OFFLINE is set. "
             "Download it once while online, or pass a local folder."
         )
     try:
-        return Path(snapshot_download(model, revision=revision, allow_patterns=patterns))
+        return Path(snapshot_download(model, revision=revision, allow_patterns=patterns, **where))
     except Exception as exc:
         raise ModelNotFoundError(
-            f"Model {model!r} is not in the Hugging Face cache ({_hub_cache_dir()}) and could not be "
+            f"Model {model!r} is not in the Hugging Face cache ({cache_dir or _hub_cache_dir()}) and could not be "
             f"downloaded: {type(exc).__name__}: {exc}. Check the repo id and your network, or pass a local folder."
         ) from exc
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Iterator
 
-from ...exceptions import InvalidParameterError, MemoryLimitError, ModelLoadError
+from ...exceptions import ContextWindowExceededError, InvalidParameterError, MemoryLimitError, ModelLoadError
 from ...memory import available_memory
 from ...params import format_bytes
 from ...types import GenerationRequest, Message
@@ -14,7 +14,49 @@ from .pipeline import Step
 from .source import ModelSpec
 
 __all__ = ["TextAdapter", "plain_prompt", "cast_for_device", "float_itemsize_for", "kv_bytes_per_token",
-           "check_request_memory"]
+           "check_request_memory", "check_context_window", "quantize_bits", "logits_processors"]
+
+
+def quantize_bits(config: dict[str, Any]) -> int | None:
+    """Bits to quantize to on load: ``quantize``, or 1.x's ``load_in_4bit`` / ``load_in_8bit``."""
+    if config.get("quantize"):
+        return config["quantize"]
+    if config.get("load_in_4bit"):
+        return 4
+    if config.get("load_in_8bit"):
+        return 8
+    return None
+
+
+def check_context_window(prompt_tokens: int, params: dict[str, Any]) -> None:
+    """``max_input_tokens``: the prompt's limit; ``context_window``: the limit of prompt + ``max_tokens``.
+    Past either, ``ContextWindowExceededError`` (nothing is generated)."""
+    limit = params.get("max_input_tokens")
+    if limit and prompt_tokens > limit:
+        raise ContextWindowExceededError(
+            f"The prompt has {prompt_tokens} tokens, above max_input_tokens={limit}. Shorten it or raise the limit.",
+            context_window=limit, content_length=prompt_tokens)
+    window = params.get("context_window")
+    if window and prompt_tokens + params["max_tokens"] > window:
+        raise ContextWindowExceededError(
+            f"{prompt_tokens} prompt tokens + max_tokens={params['max_tokens']} exceed context_window={window}. "
+            "Shorten the prompt or lower max_tokens.", context_window=window,
+            content_length=prompt_tokens + params["max_tokens"])
+
+
+def logits_processors(params: dict[str, Any]) -> list[Any]:
+    """mlx-lm's logits processors for the request: ``logit_bias``, then the repetition, presence and
+    frequency penalties over the last ``repetition_context_size`` tokens (prompt included)."""
+    from mlx_lm.sample_utils import make_logits_processors
+
+    ctx = params["repetition_context_size"]
+    rep = params["repetition_penalty"]
+    return make_logits_processors(
+        logit_bias=params.get("logit_bias") or None,
+        repetition_penalty=rep if rep != 1.0 else None, repetition_context_size=ctx,
+        presence_penalty=params.get("presence_penalty") or None, presence_context_size=ctx,
+        frequency_penalty=params.get("frequency_penalty") or None, frequency_context_size=ctx,
+    )
 
 
 def plain_prompt(messages: list[Message]) -> str:
@@ -131,7 +173,7 @@ class TextAdapter:
         from mlx_lm.models.cache import LRUPromptCache
         from mlx_lm.utils import quantize_model
 
-        bits = self.config.get("quantize")
+        bits = quantize_bits(self.config)
         try:
             model, tokenizer, config = load(
                 str(self.spec.path), lazy=True, return_config=True,
@@ -200,7 +242,7 @@ class TextAdapter:
         import mlx.core as mx
         from mlx_lm import stream_generate
         from mlx_lm.models.cache import can_trim_prompt_cache, make_prompt_cache, trim_prompt_cache
-        from mlx_lm.sample_utils import make_logits_processors, make_sampler
+        from mlx_lm.sample_utils import make_sampler
 
         if not prompt_ids:
             raise InvalidParameterError("The prompt is empty after templating.", param="prompt")
@@ -218,10 +260,15 @@ class TextAdapter:
             min_p=params["min_p"],
             top_k=params["top_k"],
         )
-        processors = make_logits_processors(
-            repetition_penalty=params["repetition_penalty"] if params["repetition_penalty"] != 1.0 else None,
-            repetition_context_size=params["repetition_context_size"],
-        )
+        vocab_n = vocab if isinstance(vocab, int) else None
+        bias = params.get("logit_bias") or {}
+        if vocab_n is not None and any(t >= vocab_n for t in bias):
+            bad = next(t for t in bias if t >= vocab_n)
+            raise InvalidParameterError(
+                f"Invalid value for 'logit_bias': token id {bad} is outside the model's vocabulary (0..{vocab_n - 1}).",
+                param="logit_bias")
+        check_context_window(len(prompt_ids), params)
+        processors = logits_processors(params)
         max_kv = params.get("max_kv_size")
         key = str(self.spec.path)
         cache, rest = (None, prompt_ids)

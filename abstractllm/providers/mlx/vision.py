@@ -37,6 +37,7 @@ from ...types import GenerationRequest
 from ..worker import CancelToken
 from .pipeline import Step
 from .source import ModelSpec
+from .text import check_context_window
 
 __all__ = ["vision_capabilities", "VisionAdapter", "PreparedVisionRequest"]
 
@@ -123,7 +124,7 @@ class VisionAdapter:
         import mlx.core as mx
         from mlx_vlm import load
 
-        from .text import cast_for_device
+        from .text import cast_for_device, quantize_bits
 
         try:
             model, processor = load(
@@ -135,7 +136,7 @@ class VisionAdapter:
             ) from exc
         if self.spec.quantization is None:
             self.info["dtype"] = cast_for_device(model, self.config.get("dtype") or "auto", self.on_gpu)
-        if self.config.get("quantize"):
+        if quantize_bits(self.config):
             self.info["quantize_on_load"] = "not applied to vision models (use a pre-quantized mlx-community model)"
         mx.eval(model.parameters())
         self.model, self.processor = model, processor
@@ -349,7 +350,13 @@ class VisionAdapter:
             raise InvalidParameterError(
                 f"Invalid value for 'top_k': {top_k} must be below the model's vocabulary size ({vocab}); "
                 "0 disables top-k.", param="top_k")
+        bias = request.params.get("logit_bias") or {}
+        if isinstance(vocab, int) and any(t >= vocab for t in bias):
+            raise InvalidParameterError(
+                f"Invalid value for 'logit_bias': token id {max(bias)} is outside the model's vocabulary "
+                f"(0..{vocab - 1}).", param="logit_bias")
         prepared = self.prepare(request)
+        check_context_window(int(prepared.input_ids.size), request.params)
         return self.steps(prepared, request.params, cancel)
 
     def _sampling(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -361,6 +368,11 @@ class VisionAdapter:
             "min_p": float(params.get("min_p") or 0.0),
             "repetition_penalty": None if rep in (None, 1.0) else float(rep),
             "repetition_context_size": int(params.get("repetition_context_size") or 20),
+            "presence_penalty": params.get("presence_penalty") or None,
+            "presence_context_size": int(params.get("repetition_context_size") or 20),
+            "frequency_penalty": params.get("frequency_penalty") or None,
+            "frequency_context_size": int(params.get("repetition_context_size") or 20),
+            "logit_bias": params.get("logit_bias") or None,
             "seed": params.get("seed"),
         }
 

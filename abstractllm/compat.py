@@ -1,0 +1,63 @@
+"""AbstractLLM 1.x compatibility: the one place where 1.x spellings become this package's.
+
+Applications written against AbstractLLM 1.x run unchanged; docs/migration.md has the full table. What is
+translated here, before any validation:
+
+- configuration and per-call keys: ``max_output_tokens`` -> ``max_tokens``, ``request_timeout`` ->
+  ``timeout``, ``retry_count`` -> ``max_retries`` (``KEY_ALIASES``);
+- ``generate`` arguments: ``media=``, ``image=`` and ``images=`` add to ``files=`` (``call_files``).
+
+1.x names that are the same objects as ours live where 1.x imported them from: ``abstractllm.interface``
+(``AbstractLLMInterface``), ``abstractllm.factory`` (``create_llm``, ``create_session``,
+``get_llm_providers``), ``abstractllm.types.GenerateResponse`` (= ``Response``), ``abstractllm.enums``
+(``MessageRole``; ``ModelCapability("supports_vision")`` finds ``VISION``), ``abstractllm.exceptions``
+(``ModelLoadingError`` = ``ModelLoadError``, ``MemoryExceededError`` = ``MemoryLimitError``),
+``abstractllm.session`` (``Session``), and ``agenerate`` on every provider (= ``generate_async``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from .exceptions import InvalidParameterError
+
+__all__ = ["KEY_ALIASES", "merge_key_aliases", "call_files"]
+
+#: 1.x key -> the key it means here
+KEY_ALIASES = {"max_output_tokens": "max_tokens", "request_timeout": "timeout", "retry_count": "max_retries"}
+
+
+def merge_key_aliases(params: dict[str, Any]) -> dict[str, Any]:
+    """Rename 1.x keys to ours (in place; returns ``params``). Both spellings with different values is an
+    ``InvalidParameterError``; an alias set to ``None`` is dropped."""
+    for old, new in KEY_ALIASES.items():
+        if old not in params:
+            continue
+        value = params.pop(old)
+        if value is None:
+            continue
+        if params.get(new) is not None and params[new] != value:
+            raise InvalidParameterError(
+                f"'{old}' is the 1.x name of '{new}': give one of them, not different values for both.", param=old)
+        params[new] = value
+    return params
+
+
+def call_files(files: Any, media: Any = None, image: Any = None, images: Any = None) -> list[Any] | None:
+    """``files=`` plus 1.x's ``media=``, ``image=`` and ``images=`` (each one item or a list), in that order."""
+    out: list[Any] = []
+    for value in (files, media, images):
+        if value is None:
+            continue
+        out.extend(_as_list(value))
+    if image is not None:
+        out.append(image)
+    return out if out else (None if files is None else [])
+
+
+def _as_list(value: Any) -> list[Any]:
+    import os
+
+    if isinstance(value, (str, bytes, bytearray, dict, os.PathLike)) or not isinstance(value, Sequence):
+        return [value]
+    return list(value)

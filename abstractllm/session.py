@@ -1,0 +1,397 @@
+"""``Session``: a conversation with a provider that keeps its history.
+
+Each ``generate`` sends the whole history plus the new user turn, then appends both turns (the user's
+text, its images and inlined text files, and the reply) to the history. On the MLX provider the next turn
+reuses the prompt cache of the previous ones, so a long conversation is not recomputed turn after turn.
+Streaming and async variants record the turn once the stream ends (also when it is cancelled or closed
+early: the partial reply is what the model said). ``save`` / ``Session.load`` keep a session as JSON.
+
+Three names, as AbstractLLM 1.x and AbstractCore spelled them::
+
+    Session(system_prompt=None, provider=None, provider_config=None, metadata=None, tools=None)
+    create_session(provider, **config)            # a Session with create_llm(provider, **config)
+    BasicSession(provider=None, system_prompt=None, tools=None, temperature=None, seed=None)
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, AsyncIterator, Iterator, Mapping, Sequence
+
+from .enums import MessageRole
+from .exceptions import AbstractLLMError, FileProcessingError, InvalidParameterError
+from .messages import normalize_messages
+from .params import PARAMS, normalize_keys
+from .types import Message, Response
+
+__all__ = ["Session", "BasicSession", "create_session", "SESSION_FORMAT"]
+
+#: the "format" field of a saved session
+SESSION_FORMAT = "abstractllm.session/1"
+#: 1.x Session options that have no meaning here (hierarchical memory, retries, ...): accepted, ignored
+_IGNORED_1X_OPTIONS = frozenset({
+    "enable_memory", "memory_config", "enable_retry", "retry_config", "persist_memory", "memory_facts_max",
+    "memory_facts_min_confidence", "memory_facts_min_occurrences", "max_tool_calls",
+})
+#: config keys never written to a saved session
+_SECRET_KEYS = frozenset({"api_key"})
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat()
+
+
+class Session:
+    """A conversation with one provider. See the module docstring.
+
+    Args:
+        system_prompt: the system instruction, kept as the first message of the history.
+        provider: a provider (``create_llm(...)``) or a provider name (created with ``provider_config``).
+        provider_config: configuration for a provider given by name.
+        metadata: free-form data saved with the session.
+        tools: tools for every turn (needs a provider with the ``FUNCTION_CALLING`` capability).
+    """
+
+    def __init__(self, system_prompt: str | None = None, provider: Any = None,
+                 provider_config: Mapping[Any, Any] | None = None, metadata: dict[str, Any] | None = None,
+                 tools: Sequence[Any] | None = None, **options: Any) -> None:
+        unknown = set(options) - _IGNORED_1X_OPTIONS
+        if unknown:
+            raise InvalidParameterError(f"Unknown Session option(s): {', '.join(sorted(unknown))}.",
+                                        param=sorted(unknown)[0])
+        if system_prompt is not None and not isinstance(system_prompt, str):
+            raise InvalidParameterError("system_prompt must be a string.", param="system_prompt")
+        self.id = str(uuid.uuid4())
+        self.created_at = _now()
+        self.last_updated = self.created_at
+        self.metadata: dict[str, Any] = dict(metadata or {})
+        self.tools = list(tools) if tools else None
+        self.messages: list[Message] = []
+        self.system_prompt = system_prompt
+        if system_prompt:
+            self.add_message(MessageRole.SYSTEM, system_prompt)
+        self._owns_provider = False
+        self._provider: Any = None
+        if provider is not None:
+            self.set_provider(provider, provider_config)
+
+    # ------------------------------------------------------------------ provider
+    @property
+    def provider(self) -> Any:
+        return self._provider
+
+    @provider.setter
+    def provider(self, value: Any) -> None:
+        self.set_provider(value)
+
+    def set_provider(self, provider: Any, provider_config: Mapping[Any, Any] | None = None) -> None:
+        """Use ``provider`` (an instance, or a name created with ``provider_config``) from the next turn."""
+        if isinstance(provider, str):
+            from .registry import create_llm
+
+            self._provider, self._owns_provider = create_llm(provider, **dict(provider_config or {})), True
+        else:
+            self._provider, self._owns_provider = provider, False
+
+    def _require_provider(self) -> Any:
+        if self._provider is None:
+            raise AbstractLLMError("This session has no provider: pass provider= (an instance or a name).")
+        return self._provider
+
+    def close(self) -> None:
+        """Close the provider if the session created it (from a name); the history stays."""
+        if self._owns_provider and self._provider is not None:
+            self._provider.close()
+
+    def __enter__(self) -> "Session":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ history
+    def add_message(self, role: str | MessageRole, content: str, name: str | None = None,
+                    tool_results: list[dict[str, Any]] | None = None, metadata: dict[str, Any] | None = None,
+                    files: Sequence[Any] | None = None) -> Message:
+        """Append a message to the history without generating (``files``: images and videos it holds)."""
+        role = str(getattr(role, "value", role))
+        if role not in ("system", "user", "assistant"):
+            raise InvalidParameterError(f"role must be system, user or assistant, got {role!r}.", param="role")
+        if not isinstance(content, str):
+            raise InvalidParameterError("content must be a string.", param="content")
+        meta = {"timestamp": _now(), **(metadata or {})}
+        if tool_results:
+            meta["tool_results"] = list(tool_results)
+        msg = Message(role, content, name=name, metadata=meta)
+        for item in files or []:
+            from .media.kinds import is_video_input
+
+            (msg.videos if is_video_input(item) else msg.images).append(item)
+        self.messages.append(msg)
+        self.last_updated = meta["timestamp"]
+        return msg
+
+    def get_history(self, include_system: bool = True) -> list[Message]:
+        """The messages, in order (copies: changing them does not change the session)."""
+        return [_copy(m) for m in self.messages if include_system or m.role != "system"]
+
+    def get_messages(self) -> list[dict[str, Any]]:
+        """The history as OpenAI-style chat messages (what the provider is sent)."""
+        return [m.to_dict() for m in self.messages]
+
+    def clear_history(self, keep_system_prompt: bool = True) -> None:
+        """Forget the conversation (the system prompt stays unless ``keep_system_prompt=False``)."""
+        self.messages = [m for m in self.messages if keep_system_prompt and m.role == "system"]
+        self.last_updated = _now()
+
+    # ------------------------------------------------------------------ generation
+    def _turn(self, prompt: str | None, files: Any, system_prompt: str | None) -> tuple[Message, list[Message]]:
+        """The user's message (text files inlined, media attached) and the messages to send."""
+        provider = self._require_provider()
+        config = provider.get_config() if hasattr(provider, "get_config") else {}
+        limit = int(config.get("max_text_file_bytes") or PARAMS["max_text_file_bytes"].validate(
+            "max_text_file_bytes", PARAMS["max_text_file_bytes"].default))
+        user = normalize_messages(prompt if prompt is not None else "", files=files, max_text_file_bytes=limit)[-1]
+        user.metadata["timestamp"] = _now()
+        history = [_copy(m) for m in self.messages]
+        if system_prompt is not None:  # this call only: replaces the session's system message
+            history = [m for m in history if m.role != "system"]
+            history.insert(0, Message("system", system_prompt))
+        return user, history + [user]
+
+    def _record(self, user: Message, reply: str, response: Response | None = None) -> None:
+        self.messages.append(user)
+        meta: dict[str, Any] = {"timestamp": _now()}
+        if response is not None and response.usage is not None:
+            meta["usage"] = dict(response.usage)
+        self.messages.append(Message("assistant", reply, metadata=meta))
+        self.last_updated = meta["timestamp"]
+
+    def _params(self, tools: Any, params: dict[str, Any]) -> dict[str, Any]:
+        tools = tools if tools is not None else self.tools
+        return {**params, "tools": tools} if tools else params
+
+    def generate(self, prompt: str | None = None, files: Any = None, stream: bool = False, *,
+                 system_prompt: str | None = None, tools: Sequence[Any] | None = None,
+                 **params: Any) -> Response | Iterator[Response]:
+        """Send ``prompt`` (with ``files``) after the history; append both turns; return the reply
+        (``stream=True``: its chunks, the turn recorded when the stream ends)."""
+        user, messages = self._turn(prompt, files, system_prompt)
+        provider = self._require_provider()
+        if stream:
+            return self._recorded_stream(user, provider.generate(messages=messages, stream=True,
+                                                                 **self._params(tools, params)))
+        response = provider.generate(messages=messages, **self._params(tools, params))
+        self._record(user, response.content, response)
+        return response
+
+    send = generate  # 1.x name
+
+    def _recorded_stream(self, user: Message, stream: Any) -> Iterator[Response]:
+        parts: list[str] = []
+        last: Response | None = None
+        started = False
+        try:
+            for chunk in stream:
+                started = True
+                parts.append(chunk.content)
+                last = chunk
+                yield chunk
+        finally:
+            if started:
+                self._record(user, "".join(parts), last)
+
+    async def generate_async(self, prompt: str | None = None, files: Any = None, stream: bool = False, *,
+                             system_prompt: str | None = None, tools: Sequence[Any] | None = None,
+                             **params: Any) -> Response | AsyncIterator[Response]:
+        """``generate``, awaited (``stream=True``: an async iterator; the turn is recorded at its end)."""
+        import asyncio
+
+        user, messages = await asyncio.to_thread(self._turn, prompt, files, system_prompt)
+        provider = self._require_provider()
+        if stream:
+            agen = await provider.generate_async(messages=messages, stream=True, **self._params(tools, params))
+            return self._recorded_astream(user, agen)
+        response = await provider.generate_async(messages=messages, **self._params(tools, params))
+        self._record(user, response.content, response)
+        return response
+
+    agenerate = generate_async
+    send_async = generate_async
+
+    async def _recorded_astream(self, user: Message, agen: Any) -> AsyncIterator[Response]:
+        parts: list[str] = []
+        last: Response | None = None
+        started = False
+        try:
+            async for chunk in agen:
+                started = True
+                parts.append(chunk.content)
+                last = chunk
+                yield chunk
+        finally:
+            await agen.aclose()
+            if started:
+                self._record(user, "".join(parts), last)
+
+    # ------------------------------------------------------------------ persistence
+    def to_dict(self) -> dict[str, Any]:
+        """The session as JSON-serializable data (images as paths, URLs or data URIs; no API key)."""
+        data: dict[str, Any] = {
+            "format": SESSION_FORMAT, "id": self.id, "created_at": self.created_at,
+            "last_updated": self.last_updated, "system_prompt": self.system_prompt, "metadata": self.metadata,
+            "messages": [_message_to_json(m) for m in self.messages],
+        }
+        provider = self._provider
+        if provider is not None:
+            config = {k: v for k, v in normalize_keys(getattr(provider, "config", {}) or {}).items()
+                      if k not in _SECRET_KEYS and _jsonable(v)}
+            data["provider_state"] = {"provider_name": getattr(provider, "name", None),
+                                      "model_name": config.pop("model", None), "provider_config": config}
+        return data
+
+    def save(self, filepath: str | os.PathLike) -> None:
+        """Write the session to ``filepath`` as JSON (atomically: a temp file renamed into place)."""
+        path = Path(filepath)
+        text = json.dumps(self.to_dict(), indent=2, ensure_ascii=False)
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+        try:
+            tmp.write_text(text, encoding="utf-8")
+            os.replace(tmp, path)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise FileProcessingError(f"Cannot save the session to {str(path)!r}: {exc.strerror or exc}.") from exc
+
+    @classmethod
+    def load(cls, filepath: str | os.PathLike, provider: Any = None,
+             provider_config: Mapping[Any, Any] | None = None) -> "Session":
+        """Read a session saved by ``save``. Its provider: ``provider`` if given (an instance or a name,
+        with ``provider_config``), else the saved one recreated with ``create_llm`` (its API key, never
+        saved, comes from ``provider_config`` or the provider's environment variable)."""
+        path = Path(filepath)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise FileProcessingError(f"No saved session at {str(path)!r}.") from None
+        except (OSError, ValueError) as exc:
+            raise FileProcessingError(f"{str(path)!r} is not a readable session file: {exc}.") from exc
+        if not isinstance(data, dict) or not isinstance(data.get("messages"), list):
+            raise FileProcessingError(f"{str(path)!r} is not a saved session (no message list).")
+        session = cls(metadata=data.get("metadata") or {})
+        session.system_prompt = data.get("system_prompt")
+        session.id = data.get("id") or session.id
+        session.created_at = data.get("created_at") or session.created_at
+        session.last_updated = data.get("last_updated") or session.last_updated
+        session.messages = [_message_from_json(m, i) for i, m in enumerate(data["messages"])]
+        state = data.get("provider_state") or {}
+        if provider is None and state.get("provider_name"):
+            config = {**(state.get("provider_config") or {}), **normalize_keys(provider_config or {})}
+            if state.get("model_name"):
+                config["model"] = state["model_name"]
+            provider, provider_config = state["provider_name"], config
+        if provider is not None:
+            session.set_provider(provider, provider_config)
+        return session
+
+
+class BasicSession(Session):
+    """AbstractCore's session: ``BasicSession(provider=None, system_prompt=None, tools=None,
+    temperature=None, seed=None)``; session-wide ``temperature`` / ``seed`` apply to every turn unless a
+    call overrides them. ``get_history()`` returns OpenAI-style dicts (``get_messages()`` likewise)."""
+
+    def __init__(self, provider: Any = None, system_prompt: str | None = None, tools: Sequence[Any] | None = None,
+                 temperature: float | None = None, seed: int | None = None, **options: Any) -> None:
+        super().__init__(system_prompt=system_prompt, provider=provider, tools=tools, **options)
+        self.temperature = temperature
+        self.seed = None if seed is None or seed < 0 else seed
+
+    def _params(self, tools: Any, params: dict[str, Any]) -> dict[str, Any]:
+        params = dict(params)
+        if self.temperature is not None:
+            params.setdefault("temperature", self.temperature)
+        if self.seed is not None:
+            params.setdefault("seed", self.seed)
+        return super()._params(tools, params)
+
+    def get_history(self, include_system: bool = True) -> list[dict[str, Any]]:  # type: ignore[override]
+        return [m.to_dict() for m in self.messages if include_system or m.role != "system"]
+
+
+def create_session(provider: str | Any, **config: Any) -> Session:
+    """A ``Session`` over ``create_llm(provider, **config)`` (or over a provider instance). The session keys
+    ``system_prompt``, ``tools`` and ``metadata`` are taken out of ``config`` (plain names or
+    ``ModelParameter`` members); the rest configures the provider."""
+    config = normalize_keys(config)
+    system_prompt = config.pop("system_prompt", None)
+    tools = config.pop("tools", None)
+    metadata = config.pop("metadata", None)
+    options = {k: config.pop(k) for k in list(config) if k in _IGNORED_1X_OPTIONS}
+    if not isinstance(provider, str) and config:
+        raise InvalidParameterError("create_session(provider_instance, ...) takes no provider configuration.")
+    return Session(system_prompt=system_prompt, provider=provider, provider_config=config, metadata=metadata,
+                   tools=tools, **options)
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+def _copy(m: Message) -> Message:
+    return Message(m.role, text=m.text, images=m.images, videos=m.videos, name=m.name, metadata=m.metadata)
+
+
+def _jsonable(value: Any) -> bool:
+    try:
+        json.dumps(value)
+        return True
+    except (TypeError, ValueError):
+        return False
+
+
+def _media_to_json(item: Any) -> Any:
+    """A media input in a JSON-safe form: paths and URLs as strings, bytes and images as data URIs."""
+    if isinstance(item, os.PathLike):
+        return os.fspath(item)
+    if isinstance(item, (str, dict)):
+        return item
+    if isinstance(item, (bytes, bytearray)):
+        from .media.encode import sniff_mime
+
+        mime = sniff_mime(bytes(item[:64])) or "application/octet-stream"
+        return f"data:{mime};base64,{base64.b64encode(bytes(item)).decode('ascii')}"
+    try:
+        from PIL import Image
+    except ImportError:  # pragma: no cover - Pillow comes with every provider that takes images
+        Image = None  # type: ignore[assignment]
+    if Image is not None and not isinstance(item, Image.Image) and hasattr(item, "__array_interface__"):
+        item = Image.fromarray(item)
+    if Image is not None and isinstance(item, Image.Image):
+        buf = io.BytesIO()
+        item.save(buf, format="PNG")
+        return f"data:image/png;base64,{base64.b64encode(buf.getvalue()).decode('ascii')}"
+    raise FileProcessingError(f"Cannot save a {type(item).__name__} media input in a session file.")
+
+
+def _message_to_json(m: Message) -> dict[str, Any]:
+    out: dict[str, Any] = {"role": m.role, "content": m.text, "metadata": m.metadata}
+    if m.images:
+        out["images"] = [_media_to_json(i) for i in m.images]
+    if m.videos:
+        out["videos"] = [_media_to_json(v) for v in m.videos]
+    if m.name:
+        out["name"] = m.name
+    return out
+
+
+def _message_from_json(raw: Any, index: int) -> Message:
+    if not isinstance(raw, dict) or raw.get("role") not in ("system", "user", "assistant") \
+            or not isinstance(raw.get("content", ""), str):
+        raise FileProcessingError(f"Saved session: message {index} is not a valid message: {raw!r:.120}.")
+    meta = dict(raw.get("metadata") or {})
+    if raw.get("timestamp") and "timestamp" not in meta:  # a 1.x session file
+        meta["timestamp"] = raw["timestamp"]
+    return Message(raw["role"], raw.get("content") or "", images=raw.get("images") or [],
+                   videos=raw.get("videos") or [], name=raw.get("name"), metadata=meta)
