@@ -5,9 +5,11 @@ Every error body is ``{"error": {"message", "type", "param", "code"}}``. Statuse
 ==========================================================  ======  =============================
 cause                                                       status  ``type``
 ==========================================================  ======  =============================
-malformed JSON, wrong types, bad values, bad image,          400     ``invalid_request_error``
-unsupported feature (``InvalidParameterError``,
-``ImageProcessingError``, ``UnsupportedFeatureError``)
+malformed JSON, wrong types, bad values, bad image or file,  400     ``invalid_request_error``
+too long a prompt, unsupported feature
+(``InvalidRequestError`` and its ``InvalidParameterError``,
+``ContextWindowExceededError``; ``FileProcessingError``
+and its ``ImageProcessingError``; ``UnsupportedFeatureError``)
 missing or wrong API key                                    401     ``authentication_error``
 unknown path                                                404     ``not_found_error``
 wrong HTTP method                                           405     ``invalid_request_error``
@@ -26,8 +28,10 @@ from typing import Any
 
 from ..exceptions import (
     AbstractLLMError,
+    ContextWindowExceededError,
+    FileProcessingError,
     ImageProcessingError,
-    InvalidParameterError,
+    InvalidRequestError,
     MemoryLimitError,
     ModelLoadError,
     UnsupportedFeatureError,
@@ -81,7 +85,7 @@ def status_for(exc: BaseException) -> int:
     """The HTTP status of an exception raised while serving a request."""
     if isinstance(exc, APIError):
         return exc.status
-    if isinstance(exc, (InvalidParameterError, ImageProcessingError, UnsupportedFeatureError)):
+    if isinstance(exc, (InvalidRequestError, FileProcessingError, UnsupportedFeatureError)):
         return 400
     if isinstance(exc, MemoryLimitError):
         return 507
@@ -99,8 +103,12 @@ def api_error_from(exc: BaseException) -> APIError:
     code = {400: "invalid_value", 503: "model_not_loaded", 507: "insufficient_memory"}.get(status)
     if isinstance(exc, UnsupportedFeatureError):
         code = "unsupported_feature"
+    elif isinstance(exc, ContextWindowExceededError):
+        code = "context_length_exceeded"
     elif isinstance(exc, ImageProcessingError):
         code = "invalid_image"
+    elif isinstance(exc, FileProcessingError):
+        code = "invalid_file"
     if isinstance(exc, AbstractLLMError):
         message = str(exc)
     else:

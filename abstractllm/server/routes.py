@@ -303,11 +303,31 @@ async def vlm_generate(request: Request) -> Any:
     })
 
 
+def _model_object(state: ServerState) -> dict[str, Any]:
+    """The served model as OpenAI lists it, plus what the provider declares of it (``capabilities``,
+    ``context_length``): clients such as abstractllm's openai provider read them."""
+    out: dict[str, Any] = {"id": state.model_id, "object": "model", "created": int(state.stats.started),
+                           "owned_by": "abstractllm"}
+    try:
+        caps = state.llm.get_capabilities()
+        out["capabilities"] = sorted(str(c) for c in caps if str(c) != "max_tokens")
+        out["context_length"] = caps.get("max_tokens")
+    except Exception:  # not inspectable (bad model path): the plain OpenAI fields
+        pass
+    return out
+
+
 @router.get("/v1/models")
 async def models(request: Request) -> Any:
     state = _state(request)
-    return {"object": "list", "data": [{"id": state.model_id, "object": "model",
-                                        "created": int(state.stats.started), "owned_by": "abstractllm"}]}
+    return {"object": "list", "data": [await asyncio.to_thread(_model_object, state)]}
+
+
+@router.get("/v1/models/{model_id:path}")
+async def model(model_id: str, request: Request) -> Any:
+    """This server serves one model, and every model name in a request addresses it (as in
+    ``/v1/chat/completions``): any id answers with the served model's object."""
+    return await asyncio.to_thread(_model_object, _state(request))
 
 
 @router.get("/health")

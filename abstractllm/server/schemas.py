@@ -3,7 +3,7 @@
 Requests are plain JSON objects checked here field by field, so that every mistake is a 400 in the
 OpenAI error shape naming the ``param`` (never FastAPI's 422). Unknown fields are refused, not ignored;
 OpenAI fields this server cannot honour are accepted only at their neutral value (``n: 1``,
-``frequency_penalty: 0``, ...). Sampling values are validated by the provider (``abstractllm.params``).
+``logprobs: false``, ...). Sampling values are validated by the provider (``abstractllm.params``).
 """
 
 from __future__ import annotations
@@ -23,19 +23,17 @@ __all__ = [
 ]
 
 #: sampling fields passed to the provider as they are (validated there)
-_SAMPLING = ("temperature", "top_p", "top_k", "min_p", "repetition_penalty", "repetition_context_size", "seed", "stop")
+_SAMPLING = ("temperature", "top_p", "top_k", "min_p", "repetition_penalty", "repetition_context_size", "seed", "stop",
+             "frequency_penalty", "presence_penalty", "logit_bias")
 #: OpenAI fields accepted only with a neutral value: field -> predicate on the value
 _NEUTRAL = {
     "n": lambda v: v == 1,
-    "frequency_penalty": lambda v: v == 0,
-    "presence_penalty": lambda v: v == 0,
     "logprobs": lambda v: v is False or v is None,
     "top_logprobs": lambda v: v is None or v == 0,
     "tools": lambda v: v is None or v == [],
     "tool_choice": lambda v: v in (None, "none", "auto"),
     "parallel_tool_calls": lambda v: True,
     "response_format": lambda v: v is None or v == {"type": "text"},
-    "logit_bias": lambda v: not v,
     "echo": lambda v: v is False,
     "best_of": lambda v: v == 1,
     "suffix": lambda v: v is None or v == "",

@@ -1,0 +1,374 @@
+"""``OpenAIProvider``: chat completions through the official ``openai`` SDK, sync and native async.
+
+``create_llm("openai", model="gpt-4o-mini")`` talks to api.openai.com (``api_key`` or ``OPENAI_API_KEY``);
+``base_url=`` points it at any OpenAI-compatible server (abstractllm's own ``abstractllm serve``, vLLM,
+llama.cpp, ...). ``"ollama"`` and ``"lmstudio"`` are the same provider with their local default URLs and
+no key needed. The request flow: ``BaseProvider`` validates and normalizes on the caller's thread; this
+provider encodes the messages (images through the media pipeline, as data URIs; http(s) URLs as they
+are), calls the SDK on the caller's thread (``generate``) or the event loop (``generate_async``, with
+``AsyncOpenAI``: no thread per call), and converts responses, stream chunks and errors
+(``convert.convert_error``, the one boundary).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+import weakref
+from typing import Any, AsyncIterator, ClassVar, Iterator
+
+from ...enums import ModelCapability, ModelParameter
+from ...exceptions import AuthenticationError, InvalidParameterError
+from ...types import Capabilities, GenerationRequest, Response
+from ..base import BaseProvider
+from ..worker import CancelToken
+from .convert import chat_messages, convert_error, sampling_kwargs, usage_from
+
+__all__ = ["OpenAIProvider", "OllamaProvider", "LMStudioProvider"]
+
+P = ModelParameter
+C = ModelCapability
+#: what the chat-completions protocol gives every model
+_PROTOCOL_CAPS = frozenset({C.TEXT, C.STREAMING, C.ASYNC, C.SYSTEM_PROMPT, C.CHAT_HISTORY, C.STOP_SEQUENCES, C.SEED})
+#: assumed when the server publishes no capabilities of its model (OpenAI's own models take images)
+_ASSUMED_MEDIA_CAPS = frozenset({C.VISION, C.MULTI_IMAGE})
+#: capabilities a server may publish that this provider can carry over the protocol
+_CARRIED_CAPS = frozenset({C.VISION, C.MULTI_IMAGE})
+#: local-model keys: accepted as documented no-ops, so that one config serves every provider
+_IGNORED = frozenset(str(p) for p in (
+    P.REVISION, P.TRUST_REMOTE_CODE, P.QUANTIZE, P.LOAD_IN_4BIT, P.LOAD_IN_8BIT, P.DTYPE, P.DEVICE, P.DEVICE_MAP,
+    P.CACHE_DIR, P.MEMORY_LIMIT, P.PROMPT_CACHE_BYTES, P.MAX_KV_SIZE, P.PREFILL_STEP_SIZE, P.VIDEO_FPS,
+    P.VIDEO_MAX_FRAMES, P.REPETITION_CONTEXT_SIZE, P.MAX_INPUT_TOKENS, P.CONTEXT_WINDOW, P.TRUNCATION_STRATEGY,
+    P.CONTENT_FILTER, P.MODERATION, P.LOGGING_ENABLED,
+))
+_CAPS_TIMEOUT_S = 5.0
+
+
+class _StreamState:
+    """Accumulates one streamed reply: turns SDK chunks into content chunks, then the last chunk."""
+
+    def __init__(self, model: str) -> None:
+        self.t0 = time.perf_counter()
+        self.first_at: float | None = None
+        self.model = model
+        self.finish: str | None = None
+        self.usage: Any = None
+        self.last_raw: Any = None
+
+    def feed(self, raw: Any) -> Response | None:
+        self.last_raw = raw
+        self.model = getattr(raw, "model", None) or self.model
+        if getattr(raw, "usage", None) is not None:
+            self.usage = raw.usage
+        text = ""
+        for choice in getattr(raw, "choices", None) or []:
+            delta = getattr(choice, "delta", None)
+            text += getattr(delta, "content", None) or ""
+            if getattr(choice, "finish_reason", None):
+                self.finish = choice.finish_reason
+        if not text:
+            return None
+        if self.first_at is None:
+            self.first_at = time.perf_counter()
+        return Response(content=text, model=self.model, raw_response=raw)
+
+    def final(self, cancelled: bool) -> Response:
+        end = time.perf_counter()
+        usage = usage_from(self.usage)
+        decode_s = end - self.first_at if self.first_at is not None else None
+        tps = (usage.completion_tokens / decode_s) if usage is not None and decode_s else None
+        return Response(
+            content="", model=self.model, finish_reason="cancelled" if cancelled else (self.finish or "stop"),
+            usage=usage, ttft_s=(self.first_at - self.t0) if self.first_at is not None else None,
+            total_s=end - self.t0, tokens_per_second=tps, raw_response=self.last_raw)
+
+
+def _response_from(completion: Any, t0: float) -> Response:
+    choice = completion.choices[0] if completion.choices else None
+    message = getattr(choice, "message", None)
+    usage = usage_from(getattr(completion, "usage", None))
+    total = time.perf_counter() - t0
+    return Response(
+        content=getattr(message, "content", None) or "", model=getattr(completion, "model", None),
+        finish_reason=getattr(choice, "finish_reason", None) or "stop", usage=usage, total_s=total,
+        tokens_per_second=(usage.completion_tokens / total) if usage is not None and total > 0 else None,
+        raw_response=completion)
+
+
+class OpenAIProvider(BaseProvider):
+    """Any OpenAI-compatible chat-completions server through the ``openai`` SDK.
+
+    Config: ``model`` (required), ``api_key`` (else ``$OPENAI_API_KEY``; not needed with a custom
+    ``base_url``), ``base_url`` (else ``$OPENAI_BASE_URL``, else api.openai.com), ``organization``,
+    ``timeout`` (seconds), ``max_retries``, ``proxy``, ``user``, the generation parameters, and the image
+    bounds (``max_image_pixels``, ``max_image_bytes``, ``image_detail``). Local-model keys (``quantize``,
+    ``dtype``, ...) are accepted and ignored.
+    """
+
+    name: ClassVar[str] = "openai"
+    runs_on_worker: ClassVar[bool] = False
+    ignored_config = _IGNORED
+    accepted_config = frozenset(str(p) for p in ModelParameter) - _IGNORED
+    #: environment variables read for the key and the URL, the local default URL and placeholder key
+    api_key_env: ClassVar[str] = "OPENAI_API_KEY"
+    base_url_env: ClassVar[str] = "OPENAI_BASE_URL"
+    default_base_url: ClassVar[str | None] = None
+    placeholder_key: ClassVar[str | None] = None
+    max_tokens_field: ClassVar[str] = "max_completion_tokens"
+
+    def __init__(self, config: dict[Any, Any] | None = None, **kwargs: Any) -> None:
+        super().__init__(config, **kwargs)
+        self._lock = threading.Lock()
+        self._client: Any = None
+        #: event loop -> (AsyncOpenAI client, the guard generator that closes it with its loop)
+        self._aclients: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any]" = weakref.WeakKeyDictionary()
+        self._caps: Capabilities | None = None
+        self._client_kwargs()  # a missing key fails here, at create_llm
+
+    # ------------------------------------------------------------------ configuration
+    def _normalize_config(self, config: dict[str, Any]) -> dict[str, Any]:
+        if not config.get("model"):
+            raise InvalidParameterError(
+                f"The {self.name} provider needs a model: create_llm({self.name!r}, model='...').", param="model")
+        return config
+
+    def _config_changed(self, keys: set[str]) -> None:
+        if keys & {"model", "api_key", "base_url", "organization", "timeout", "max_retries", "proxy"}:
+            self._client_kwargs()  # a missing key fails now
+            self._caps = None
+            self._release()  # new clients on the next call
+
+    @property
+    def base_url(self) -> str | None:
+        """The API root in use (``None``: the SDK's default, api.openai.com)."""
+        return self.config.get("base_url") or os.environ.get(self.base_url_env) or self.default_base_url
+
+    def _client_kwargs(self) -> dict[str, Any]:
+        key = self.config.get("api_key") or os.environ.get(self.api_key_env)
+        if not key:
+            if self.placeholder_key is None and self.base_url is None:
+                raise AuthenticationError(
+                    f"No API key for the {self.name} provider: pass api_key=... or set {self.api_key_env}.",
+                    provider=self.name)
+            key = self.placeholder_key or "unused"  # a local OpenAI-compatible server: no key needed
+        kw: dict[str, Any] = {"api_key": key}
+        if self.base_url:
+            kw["base_url"] = self.base_url
+        if self.config.get("organization"):
+            kw["organization"] = self.config["organization"]
+        if self.config.get("timeout") is not None:
+            kw["timeout"] = self.config["timeout"]
+        if self.config.get("max_retries") is not None:
+            kw["max_retries"] = self.config["max_retries"]
+        return kw
+
+    def _sdk(self) -> Any:
+        from ...registry import _missing_modules  # the same check create_llm made
+
+        if _missing_modules(("openai",)):  # pragma: no cover - create_llm refuses first
+            from ...exceptions import UnsupportedProviderError
+
+            raise UnsupportedProviderError('The openai provider needs the openai SDK: pip install "abstractllm[openai]"')
+        import openai
+
+        return openai
+
+    @property
+    def client(self) -> Any:
+        """The ``openai.OpenAI`` client (created on first use)."""
+        with self._lock:
+            if self._client is None:
+                openai = self._sdk()
+                kw = self._client_kwargs()
+                if self.config.get("proxy"):
+                    kw["http_client"] = openai.DefaultHttpxClient(proxy=self.config["proxy"])
+                self._client = openai.OpenAI(**kw)
+            return self._client
+
+    async def _aclient(self) -> Any:
+        """An ``openai.AsyncOpenAI`` client for the running event loop (pooled connections belong to one
+        loop). It is closed on that loop when the loop finalizes its async generators (what
+        ``asyncio.run`` does before closing the loop), through a guard generator registered there: a
+        client left to be collected later would try to close on another loop ("Event loop is closed")."""
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            for old in [lp for lp in self._aclients if lp.is_closed()]:
+                del self._aclients[old]
+            entry = self._aclients.get(loop)
+            if entry is None:
+                openai = self._sdk()
+                proxy = {"proxy": self.config["proxy"]} if self.config.get("proxy") else {}
+                client = openai.AsyncOpenAI(**self._client_kwargs(), http_client=openai.DefaultAsyncHttpxClient(**proxy))
+                entry = self._aclients[loop] = (client, _close_with_loop(client))
+                new = True
+            else:
+                new = False
+        if new:
+            await entry[1].__anext__()  # registers the guard with the loop's async-generator hooks
+        return entry[0]
+
+    # ------------------------------------------------------------------ capabilities
+    def get_capabilities(self) -> Capabilities:
+        """The chat-completions protocol's capabilities, plus what the server publishes about the model
+        (abstractllm's server lists ``capabilities`` and ``context_length`` in ``GET /v1/models/{id}``).
+        A server that publishes nothing is assumed to take images (as OpenAI's models do)."""
+        if self._caps is not None:
+            return self._caps
+        caps, context, known = set(_PROTOCOL_CAPS), None, False
+        try:
+            info = self.client.models.retrieve(self.config["model"], timeout=_CAPS_TIMEOUT_S)
+            extra = dict(getattr(info, "model_extra", None) or {})
+            published = extra.get("capabilities")
+            if isinstance(published, list):
+                known = True
+                for value in published:
+                    try:
+                        cap = ModelCapability(value)
+                    except ValueError:
+                        continue
+                    if cap in _CARRIED_CAPS:
+                        caps.add(cap)
+            if isinstance(extra.get("context_length"), int):
+                context = extra["context_length"]
+            reachable = True
+        except Exception as exc:  # unreachable or no such endpoint: the protocol's defaults
+            import openai
+
+            reachable = isinstance(exc, openai.APIStatusError)
+        if not known:
+            caps |= _ASSUMED_MEDIA_CAPS
+        result = Capabilities(caps, max_tokens=context)
+        if reachable:  # an unreachable server is asked again next time
+            self._caps = result
+        return result
+
+    # ------------------------------------------------------------------ requests
+    def _create_kwargs(self, request: GenerationRequest) -> dict[str, Any]:
+        kw = sampling_kwargs(request.params, max_tokens_field=self.max_tokens_field)
+        kw["model"] = self.config["model"]
+        kw["messages"] = chat_messages(request)
+        return kw
+
+    def _stream(self, request: GenerationRequest, cancel: CancelToken) -> Iterator[Response]:
+        state = _StreamState(self.config["model"])
+        try:
+            kw = self._create_kwargs(request)
+            stream = self.client.chat.completions.create(stream=True, stream_options={"include_usage": True}, **kw)
+        except Exception as exc:
+            raise convert_error(exc, self.name) from exc
+        try:
+            for raw in stream:
+                chunk = state.feed(raw)
+                if chunk is not None:
+                    yield chunk
+                if cancel.cancelled:
+                    break
+        except Exception as exc:
+            raise convert_error(exc, self.name) from exc
+        finally:
+            stream.close()
+        yield state.final(cancel.cancelled)
+
+    async def _astream(self, request: GenerationRequest, cancel: CancelToken) -> AsyncIterator[Response]:
+        state = _StreamState(self.config["model"])
+        try:
+            kw = await asyncio.to_thread(self._create_kwargs, request)  # images: file and decode work
+            stream = await (await self._aclient()).chat.completions.create(
+                stream=True, stream_options={"include_usage": True}, **kw)
+        except Exception as exc:
+            raise convert_error(exc, self.name) from exc
+        try:
+            async for raw in stream:
+                chunk = state.feed(raw)
+                if chunk is not None:
+                    yield chunk
+                if cancel.cancelled:
+                    break
+        except Exception as exc:
+            raise convert_error(exc, self.name) from exc
+        finally:
+            await stream.close()
+        yield state.final(cancel.cancelled)
+
+    def _complete(self, request: GenerationRequest) -> Response:
+        t0 = time.perf_counter()
+        try:
+            completion = self.client.chat.completions.create(**self._create_kwargs(request))
+        except Exception as exc:
+            raise convert_error(exc, self.name) from exc
+        return _response_from(completion, t0)
+
+    async def _acomplete(self, request: GenerationRequest) -> Response:
+        t0 = time.perf_counter()
+        try:
+            kw = await asyncio.to_thread(self._create_kwargs, request)
+            completion = await (await self._aclient()).chat.completions.create(**kw)
+        except Exception as exc:
+            raise convert_error(exc, self.name) from exc
+        return _response_from(completion, t0)
+
+    # ------------------------------------------------------------------ lifecycle
+    def get_model_info(self) -> dict[str, Any]:
+        caps = self.get_capabilities()
+        return {"provider": self.name, "model": self.config["model"], "base_url": self.base_url or "https://api.openai.com/v1",
+                "capabilities": sorted(str(c) for c in caps if c is not C.MAX_TOKENS),
+                "context_length": caps.get(C.MAX_TOKENS)}
+
+    def _release(self) -> None:
+        with self._lock:
+            client, self._client = self._client, None
+            self._aclients = weakref.WeakKeyDictionary()  # their loops close their connections
+        if client is not None:
+            client.close()
+
+    async def __aexit__(self, *exc: Any) -> None:
+        try:
+            entry = self._aclients.pop(asyncio.get_running_loop(), None)
+            if entry is not None:
+                await entry[1].aclose()  # closes the client now
+        finally:
+            await super().__aexit__(*exc)
+
+
+async def _close_with_loop(client: Any) -> AsyncIterator[None]:
+    """Suspended until its loop finalizes it (``loop.shutdown_asyncgens``) or ``aclose()``: then closes
+    ``client`` on that loop."""
+    try:
+        yield
+        yield  # never reached: the loop (or aclose) finalizes the generator at the first yield
+    finally:
+        await client.close()
+
+
+class OllamaProvider(OpenAIProvider):
+    """Ollama's OpenAI-compatible API: ``base_url`` defaults to ``$OLLAMA_HOST``'s ``/v1`` or
+    http://localhost:11434/v1; no API key needed."""
+
+    name = "ollama"
+    api_key_env = "OLLAMA_API_KEY"
+    base_url_env = "OLLAMA_BASE_URL"
+    placeholder_key = "ollama"
+    max_tokens_field = "max_tokens"
+
+    @property
+    def base_url(self) -> str | None:
+        host = os.environ.get("OLLAMA_HOST")
+        if host and not self.config.get("base_url") and not os.environ.get(self.base_url_env):
+            host = host if host.startswith(("http://", "https://")) else f"http://{host}"
+            return host.rstrip("/") + "/v1"
+        return self.config.get("base_url") or os.environ.get(self.base_url_env) or "http://localhost:11434/v1"
+
+
+class LMStudioProvider(OpenAIProvider):
+    """LM Studio's local server: ``base_url`` defaults to ``$LMSTUDIO_BASE_URL`` or
+    http://localhost:1234/v1; no API key needed."""
+
+    name = "lmstudio"
+    api_key_env = "LMSTUDIO_API_KEY"
+    base_url_env = "LMSTUDIO_BASE_URL"
+    default_base_url = "http://localhost:1234/v1"
+    placeholder_key = "lm-studio"
+    max_tokens_field = "max_tokens"
+
