@@ -214,3 +214,19 @@ def test_bench_text_runs_and_provider_matches_raw(tmp_path):
     turn = result["second_turn"]
     assert turn["same_tokens"] is True and turn["cached_tokens"] > 200 and turn["warm_s"] > 0
     assert result["env"]["dtype_provider"] == result["env"]["dtype_raw"] == "float32"
+
+
+@linux_only
+def test_bench_blas_runs(tmp_path):
+    """bench/blas.py on tiny sizes: one row per mode, results that agree with numpy."""
+    out = tmp_path / "blas.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "blas.py"), "--modes", "0", "auto", "--sizes", "64",
+         "--vector-sizes", "64", "--rounds", "1", "--json", str(out)],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))})
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "| `0` | mlx-cpu's bundled reference BLAS |" in proc.stdout
+    results = json.loads(out.read_text())["results"]
+    assert not results["0"]["active"] and results["0"]["gflops"]["64"] > 0
+    assert all(r["matmul_err"] < 1e-3 and r["inv_err"] < 1e-3 for r in results.values())
