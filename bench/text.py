@@ -52,7 +52,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--history-tokens", type=int, default=2000, help="chat history length of the turn test")
     p.add_argument("--turn-rounds", type=int, default=2, help="rounds of the cold/warm second-turn test")
     p.add_argument("--skip-turns", action="store_true", help="skip the second-turn (prompt cache) test")
-    p.add_argument("--no-fast-blas", action="store_true", help="do not preload the system OpenBLAS")
+    p.add_argument("--no-fast-blas", action="store_true", help="do not preload an OpenBLAS (ABSTRACTLLM_FAST_BLAS=0)")
     p.add_argument("--cache-dir", help="where built models are cached (default: abstractllm.testing's)")
     p.add_argument("--json", dest="json_path", help="also write the results to this JSON file")
     return p.parse_args(argv)
@@ -159,10 +159,12 @@ def main(argv=None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     # The provider's backend preloads OpenBLAS before the first `import mlx.core`: do it here, first,
     # so raw mlx-lm in this process runs on the same BLAS.
-    from abstractllm.providers.mlx.backend import enable_fast_blas, on_gpu
+    from abstractllm.providers.mlx.backend import enable_fast_blas, fast_blas_status, on_gpu
 
-    blas = enable_fast_blas()
+    enable_fast_blas()
     import mlx.core as mx
+
+    blas = fast_blas_status()  # which library, checked with one matmul now that mlx.core is in
     from mlx_lm import load
 
     from abstractllm import __version__, create_llm

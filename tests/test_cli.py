@@ -201,6 +201,7 @@ def test_demo_streams_and_says_the_text_is_gibberish():
     assert r.returncode == 0, r.stderr
     assert "random" in r.stderr.lower() and "gibberish" in r.stderr.lower()
     assert "12 generated tokens" in r.stderr and r.stdout.strip()
+    assert "\nBLAS: OpenBLAS " in r.stderr  # which float32 matmul library MLX uses (active or why not)
     again = run_cli("demo", "--max-tokens", "12", "--prompt", "Hi there")
     assert again.stdout == r.stdout  # seeded: the same text each run
     r = run_cli("demo", "--preset", "llama-tiny", "-m", "4", "-t", "0")

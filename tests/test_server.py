@@ -41,6 +41,7 @@ def test_health_models_and_shapes(server, client):
     h = httpx.get(server.url + "/health").json()
     assert h["status"] == "ok" and h["model_loaded"] is True and h["device"] == "cpu"
     assert h["model"] == server_model_id(server) and h["uptime_s"] > 0
+    assert h["blas"].startswith("OpenBLAS ")  # active (which library) or inactive (why)
     ids = [m.id for m in client.models.list()]
     assert ids == [server_model_id(server)]
 

@@ -93,6 +93,7 @@ def test_health_is_minimal_with_an_api_key(keyed_server):
     assert set(h) == {"status", "model_loaded", "device", "uptime_s"} and h["status"] == "ok", h
     stats = httpx.get(keyed_server.url + "/stats", headers=keyed_server.auth).json()
     assert stats["model"] and stats["status"] == "ok" and stats["error"] is None
+    assert stats["blas"].startswith("OpenBLAS ")  # not on the open /health: it names files on the host
 
 
 PRIVATE = "The image URL was refused: it points to a private address."

@@ -81,6 +81,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
           "(load, chat template, sampling, streaming) running on your machine.", file=sys.stderr)
     print(f"Prompt: {args.prompt}", file=sys.stderr)
     llm = make_llm(str(path), load=True)
+    from ..providers.mlx.backend import fast_blas_status
+
+    print(f"BLAS: {fast_blas_status()}", file=sys.stderr)  # which float32 matmul library MLX uses
     try:
         chunks = llm.generate(args.prompt, stream=True, max_tokens=args.max_tokens,
                               temperature=args.temperature, seed=args.seed)

@@ -13,6 +13,7 @@ import asyncio
 import hmac
 import json
 import logging
+import sys
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -45,6 +46,7 @@ class ServerState:
     status: str = "loading"  # loading | ok | error
     load_error: str | None = None
     device: str | None = None
+    blas: str | None = None  # str(fast_blas_status()) once an MLX model is loaded
     load_task: Any = None
 
     def require_loaded(self) -> None:
@@ -69,9 +71,21 @@ def _device_of(state: ServerState) -> None:
         state.device = None
 
 
+def _blas_of(state: ServerState) -> None:
+    """The BLAS MLX's float32 matmuls run on, if the provider used the MLX backend (it checked it)."""
+    backend = sys.modules.get("abstractllm.providers.mlx.backend")
+    try:
+        state.blas = str(backend.fast_blas_status()) if backend is not None else None
+    except Exception:
+        state.blas = None
+
+
 def _load_sync(state: ServerState) -> None:
-    state.llm.load()
-    _device_of(state)
+    try:
+        state.llm.load()
+        _device_of(state)
+    finally:  # also after a failed load: a BLAS that failed its check is one reason
+        _blas_of(state)
 
 
 async def _load(state: ServerState) -> None:

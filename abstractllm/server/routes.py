@@ -337,6 +337,7 @@ async def health(request: Request) -> Any:
             "uptime_s": uptime(state)}
     if not state.config.api_key:  # with a key, /health is the one open path: the details are in /stats
         body["model"] = state.model_id
+        body["blas"] = state.blas
         if state.load_error:
             body["error"] = state.load_error
     return JSONResponse(body, status_code=200 if state.status == "ok" else 503)
@@ -357,7 +358,7 @@ async def stats(request: Request) -> Any:
     body = state.stats.as_dict()
     body.update({"model": state.model_id, "status": state.status, "active_requests": state.gate.active,
                  "queued_requests": state.gate.queued, "prompt_cache": _prompt_cache(state),
-                 "memory": memory_snapshot(), "error": state.load_error})
+                 "memory": memory_snapshot(), "blas": state.blas, "error": state.load_error})
     return body
 
 
