@@ -3,7 +3,9 @@ and every relative link resolves.
 
 The mechanism, as the README says: examples name real Hugging Face models; here each hub id listed in
 ``HUB_STANDINS`` is replaced by the path of an offline demo model built by ``abstractllm.testing`` before the
-block runs. A block naming a hub id that is not listed fails, so no example can silently go untested.
+block runs. Examples of the remote providers name real remote models (``gpt-4o-mini``); here they run
+against the project's own server on loopback, which their base-URL environment variables point at
+(``remote_env``). A block naming a hub id that is not listed fails, so no example can silently go untested.
 Shell lines that install (``pip``, ``python3 -m venv``) or run the test suite are not re-run here; lines that
 start with ``abstractllm`` are run, except ``abstractllm serve``: tests/test_cli_readme_snippet.py starts each
 documented serve line and sends it the documented ``curl`` request.
@@ -58,12 +60,26 @@ def _substitute(code: str) -> str:
     return _HUB_ID.sub(repl, code)
 
 
+@pytest.fixture(scope="session")
+def remote_env(vision_model):
+    """Examples of the remote providers (openai, ollama, lmstudio) run against the project's own server on
+    loopback, serving the offline vision model (it answers text and images; every model name addresses
+    it): their base-URL and key environment variables point there."""
+    from abstractllm.server import ServerConfig, start_server
+
+    server = start_server(ServerConfig(model=str(vision_model), port=0))
+    root = server.base_url
+    yield {"OPENAI_BASE_URL": root, "OPENAI_API_KEY": "sk-docs", "OLLAMA_HOST": root[: -len("/v1")],
+           "LMSTUDIO_BASE_URL": root}
+    server.stop()
+
+
 @pytest.mark.parametrize("path, code", list(_blocks({"python", "py"})))
-def test_python_block_runs(path, code, tmp_path):
+def test_python_block_runs(path, code, tmp_path, remote_env):
     script = tmp_path / "example.py"
     script.write_text(_substitute(code), encoding="utf-8")
     out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300,
-                         cwd=tmp_path, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                         cwd=tmp_path, env={**os.environ, **remote_env, "PYTHONUNBUFFERED": "1"})
     assert out.returncode == 0, f"{path}: exit {out.returncode}\n--- stdout\n{out.stdout}\n--- stderr\n{out.stderr}"
 
 
