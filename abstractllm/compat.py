@@ -4,7 +4,7 @@ Applications written against AbstractLLM 1.x run unchanged; docs/migration.md ha
 translated here, before any validation:
 
 - configuration and per-call keys: ``max_output_tokens`` -> ``max_tokens``, ``request_timeout`` ->
-  ``timeout``, ``retry_count`` -> ``max_retries`` (``KEY_ALIASES``);
+  ``timeout`` (it wins when both are given), ``retry_count`` -> ``max_retries`` (``KEY_ALIASES``);
 - ``generate`` arguments: ``media=``, ``image=`` and ``images=`` add to ``files=`` (``call_files``).
 
 1.x names that are the same objects as ours live where 1.x imported them from: ``abstractllm.interface``
@@ -23,22 +23,32 @@ from .exceptions import InvalidParameterError
 
 __all__ = ["KEY_ALIASES", "merge_key_aliases", "call_files"]
 
-#: 1.x key -> the key it means here
-KEY_ALIASES = {"max_output_tokens": "max_tokens", "request_timeout": "timeout", "retry_count": "max_retries"}
+#: 1.x key -> (the key it means here, which wins when both are given with different values: "alias", "ours",
+#: or "error"). 1.x's request_timeout was the HTTP timeout specifically, so it wins over timeout.
+KEY_ALIASES = {
+    "max_output_tokens": ("max_tokens", "error"),
+    "request_timeout": ("timeout", "alias"),
+    "retry_count": ("max_retries", "ours"),
+}
 
 
 def merge_key_aliases(params: dict[str, Any]) -> dict[str, Any]:
-    """Rename 1.x keys to ours (in place; returns ``params``). Both spellings with different values is an
-    ``InvalidParameterError``; an alias set to ``None`` is dropped."""
-    for old, new in KEY_ALIASES.items():
+    """Rename 1.x keys to ours (in place; returns ``params``). When both spellings are given with different
+    values, ``KEY_ALIASES`` says which wins (or that it is an ``InvalidParameterError``); an alias set to
+    ``None`` is dropped."""
+    for old, (new, winner) in KEY_ALIASES.items():
         if old not in params:
             continue
         value = params.pop(old)
         if value is None:
             continue
         if params.get(new) is not None and params[new] != value:
-            raise InvalidParameterError(
-                f"'{old}' is the 1.x name of '{new}': give one of them, not different values for both.", param=old)
+            if winner == "error":
+                raise InvalidParameterError(
+                    f"'{old}' is the 1.x name of '{new}': give one of them, not different values for both.",
+                    param=old)
+            if winner == "ours":
+                continue
         params[new] = value
     return params
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import importlib
 import importlib.util
 from dataclasses import dataclass
-from importlib.metadata import entry_points
 from typing import Any
 
 from .exceptions import UnsupportedProviderError, did_you_mean
@@ -54,6 +53,8 @@ def register_provider(name: str, target: Any, *, extra: str | None = None, requi
 
 
 def _entry_point_providers() -> dict[str, _Entry]:
+    from importlib.metadata import entry_points  # here: importing abstractllm stays light
+
     return {ep.name.lower(): _Entry(ep) for ep in entry_points(group=ENTRY_POINT_GROUP)}
 
 
@@ -110,7 +111,6 @@ def create_llm(provider: str, model: Any = None, **config: Any):
     ``UnsupportedProviderError`` (with the available names); unknown keys or bad values raise
     ``InvalidParameterError``.
     """
-    from .exceptions import InvalidParameterError
     from .params import normalize_keys
 
     if not isinstance(provider, str):
@@ -127,8 +127,5 @@ def create_llm(provider: str, model: Any = None, **config: Any):
     cls = _resolve(key, entries[key])
     config = normalize_keys(config)
     if model is not None:
-        if config.get("model") not in (None, model):
-            raise InvalidParameterError(
-                f"The model is given twice, as {model!r} and model={config['model']!r}: give it once.", param="model")
         config["model"] = model
     return cls(**config)

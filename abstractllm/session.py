@@ -19,7 +19,6 @@ import base64
 import io
 import json
 import os
-import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, AsyncIterator, Iterator, Mapping, Sequence
@@ -41,6 +40,12 @@ _IGNORED_1X_OPTIONS = frozenset({
 })
 #: config keys never written to a saved session
 _SECRET_KEYS = frozenset({"api_key"})
+
+
+def _new_id() -> str:
+    import uuid  # here: importing abstractllm stays light
+
+    return str(uuid.uuid4())
 
 
 def _now() -> str:
@@ -67,7 +72,7 @@ class Session:
                                         param=sorted(unknown)[0])
         if system_prompt is not None and not isinstance(system_prompt, str):
             raise InvalidParameterError("system_prompt must be a string.", param="system_prompt")
-        self.id = str(uuid.uuid4())
+        self.id = _new_id()
         self.created_at = _now()
         self.last_updated = self.created_at
         self.metadata: dict[str, Any] = dict(metadata or {})
@@ -260,7 +265,7 @@ class Session:
         """Write the session to ``filepath`` as JSON (atomically: a temp file renamed into place)."""
         path = Path(filepath)
         text = json.dumps(self.to_dict(), indent=2, ensure_ascii=False)
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+        tmp = path.with_name(f".{path.name}.{_new_id()}.tmp")
         try:
             tmp.write_text(text, encoding="utf-8")
             os.replace(tmp, path)

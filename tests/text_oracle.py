@@ -63,6 +63,9 @@ def raw_generate(
     min_p: float = 0.0,
     repetition_penalty: float | None = None,
     repetition_context_size: int = 20,
+    presence_penalty: float | None = None,
+    frequency_penalty: float | None = None,
+    logit_bias: dict[int, float] | None = None,
     seed: int | None = None,
     **stream_kwargs: Any,
 ) -> RawResult:
@@ -75,8 +78,10 @@ def raw_generate(
     if seed is not None:
         mx.random.seed(seed)
     sampler = make_sampler(temp=temperature, top_p=top_p, min_p=min_p, top_k=top_k)
-    processors = make_logits_processors(repetition_penalty=repetition_penalty,
-                                        repetition_context_size=repetition_context_size)
+    processors = make_logits_processors(
+        logit_bias=logit_bias, repetition_penalty=repetition_penalty, repetition_context_size=repetition_context_size,
+        presence_penalty=presence_penalty, presence_context_size=repetition_context_size,
+        frequency_penalty=frequency_penalty, frequency_context_size=repetition_context_size)
     segments, tokens, last = [], [], None
     for r in stream_generate(model, tok, mx.array(prompt_ids), max_tokens=max_tokens, sampler=sampler,
                              logits_processors=processors or None, **stream_kwargs):

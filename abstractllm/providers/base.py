@@ -19,7 +19,6 @@ capability the provider does not declare raises ``UnsupportedFeatureError`` befo
 
 from __future__ import annotations
 
-import asyncio
 import os
 import threading
 import weakref
@@ -326,6 +325,8 @@ class BaseProvider(AbstractLLMInterface):
     ) -> Response | AsyncResponseStream:
         """Like ``generate``, awaited: the event loop is never blocked. With ``stream=True`` the awaited
         value is an ``AsyncResponseStream`` (``async for chunk in await llm.generate_async(..., stream=True)``)."""
+        import asyncio
+
         try:
             # Off the loop: the first call resolves and inspects the model (imports the backend, may download).
             request = await asyncio.to_thread(self._prepare, prompt, system_prompt, files, messages, params, tools,
@@ -371,6 +372,8 @@ class BaseProvider(AbstractLLMInterface):
         return self
 
     async def __aexit__(self, *exc: Any) -> None:
+        import asyncio
+
         await asyncio.to_thread(self.close)  # close waits for the worker: never on the event loop
 
     def __repr__(self) -> str:

@@ -9,14 +9,15 @@ and hands its items to one consumer, synchronous or asynchronous, with cooperati
 
 from __future__ import annotations
 
-import asyncio
 import atexit
 import os
 import queue
 import threading
 import weakref
-from concurrent.futures import Future
-from typing import Any, AsyncIterator, Callable, Iterator
+from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Iterator
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future
 
 from ..exceptions import AbstractLLMError
 
@@ -101,6 +102,8 @@ class SerialWorker:
 
     def submit(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Future:
         """Queue ``fn(*args, **kwargs)`` to run on the worker thread; returns its Future."""
+        from concurrent.futures import Future  # here: importing abstractllm stays light
+
         self._ensure_started()
         future: Future = Future()
         self._jobs.put((future, fn, args, kwargs))
@@ -239,6 +242,8 @@ class ChunkStream:
 
     async def aiter(self) -> AsyncIterator[Any]:
         """Iterate from an event loop without ever blocking it."""
+        import asyncio
+
         loop = asyncio.get_running_loop()
         q: "asyncio.Queue[tuple[str, Any]]" = asyncio.Queue()
         token = self.cancel_token

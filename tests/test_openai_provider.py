@@ -1,0 +1,206 @@
+"""The openai / ollama / lmstudio providers beyond the contract suite, against the project's own server on
+loopback (real servers, the official SDK): the same replies as the local provider (penalties, images as
+data URIs, image URLs passed as they are), SDK objects in raw_response, configuration and environment,
+and every error mapped into the tree (real failures: a wrong key, a refused connection, a server that never
+answers, a memory refusal; and the SDK's status errors for the statuses our server never sends)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import subprocess
+import sys
+import threading
+
+import pytest
+
+from abstractllm import (
+    AuthenticationError,
+    ContentFilterError,
+    ContextWindowExceededError,
+    MemoryLimitError,
+    ModelCapability,
+    ModelNotFoundError,
+    ProviderAPIError,
+    ProviderConnectionError,
+    QuotaExceededError,
+    RequestTimeoutError,
+    UnsupportedProviderError,
+    create_llm,
+)
+from abstractllm.server import ServerConfig, start_server
+from abstractllm.testing.media import png_bytes
+
+PROMPT = "Write a short poem about the sea."
+
+
+@pytest.fixture(scope="module")
+def text_server(tiny_model):
+    with start_server(ServerConfig(model=str(tiny_model), port=0)) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def vision_server(vision_model):
+    with start_server(ServerConfig(model=str(vision_model), port=0, allow_private_urls=True)) as server:
+        yield server
+
+
+def test_replies_equal_the_local_provider_with_penalties(text_server, tiny_model):
+    params = dict(max_tokens=16, frequency_penalty=1.2, presence_penalty=0.4, logit_bias={"65": 3.0}, stop=["zz"])
+    with create_llm("openai", model="local", base_url=text_server.base_url, temperature=0.0) as remote, \
+            create_llm("mlx", model=str(tiny_model), temperature=0.0) as local:
+        assert remote.generate(PROMPT, **params).content == local.generate(PROMPT, **params).content
+        r = remote.generate(PROMPT, max_tokens=4)
+        assert type(r.raw_response).__name__ == "ChatCompletion" and r.raw_response.usage.completion_tokens == 4
+        chunks = list(remote.generate(PROMPT, max_tokens=4, stream=True))
+        assert all(type(c.raw_response).__name__ == "ChatCompletionChunk" for c in chunks)
+        assert r.ttft_s is None and chunks[-1].ttft_s > 0 and chunks[-1].total_s >= chunks[-1].ttft_s
+        info = remote.get_model_info()
+        assert info["base_url"] == text_server.base_url and info["context_length"] == 40960
+
+
+def test_images_go_as_data_uris_and_urls_as_they_are(vision_server, vision_model, tmp_path):
+    from abstractllm.media.encode import image_data_uri
+    from abstractllm.media.images import load_image
+
+    img = tmp_path / "red.png"
+    img.write_bytes(png_bytes(40, 32))
+    sent = image_data_uri(load_image(str(img)))  # what the provider sends for a local file (JPEG)
+    assert sent.startswith("data:image/jpeg;base64,")
+    with create_llm("openai", model="local", base_url=vision_server.base_url, temperature=0.0, max_tokens=6) as remote, \
+            create_llm("mlx", model=str(vision_model), temperature=0.0, max_tokens=6) as local:
+        caps = remote.get_capabilities()
+        assert caps.get(ModelCapability.VISION) is True and caps.get(ModelCapability.VIDEO) is False
+        assert remote.generate("Describe.", files=[str(img)]).content == local.generate("Describe.", files=[sent]).content
+        assert asyncio.run(remote.generate_async("Describe.", files=[img.read_bytes()])).content == \
+            local.generate("Describe.", files=[sent]).content
+        with _serve_file(img.read_bytes()) as url:  # the server fetches the URL itself
+            assert remote.generate("Describe.", files=[url]).content == local.generate("Describe.", files=[url]).content
+
+
+class _serve_file:
+    """A one-file HTTP server on loopback."""
+
+    def __init__(self, data: bytes) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802
+                self.send_response(200)
+                self.send_header("Content-Type", "image/png")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def __enter__(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}/img.png"
+
+    def __exit__(self, *exc) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_configuration_and_environment(monkeypatch, text_server):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    with pytest.raises(AuthenticationError, match="OPENAI_API_KEY"):
+        create_llm("openai", "gpt-4o-mini")  # no key and OpenAI's own URL: refused at once
+    monkeypatch.setenv("OPENAI_BASE_URL", text_server.base_url)
+    with create_llm("openai", "local", max_tokens=2, quantize=4, dtype="float32", memory_limit="1GB") as llm:
+        assert llm.base_url == text_server.base_url and llm.generate("Hi").usage.completion_tokens == 2
+    root = text_server.base_url[: -len("/v1")]
+    monkeypatch.setenv("OLLAMA_HOST", root.replace("http://", ""))
+    with create_llm("ollama", "llama3.2", max_tokens=2) as llm:
+        assert llm.base_url == text_server.base_url and llm.generate("Hi").usage.completion_tokens == 2
+    monkeypatch.setenv("LMSTUDIO_BASE_URL", text_server.base_url)
+    with create_llm("lmstudio", "qwen", max_tokens=2) as llm:
+        assert llm.generate("Hi").usage.completion_tokens == 2
+    monkeypatch.delenv("LMSTUDIO_BASE_URL")
+    with create_llm("lmstudio", "qwen") as llm:
+        assert llm.base_url == "http://localhost:1234/v1"
+
+
+def test_missing_sdk_names_the_pip_line(tiny_model):
+    code = ("import sys\nsys.modules['openai'] = None\nfrom abstractllm import create_llm\n"
+            "try:\n    create_llm('openai', 'gpt-4o-mini', api_key='x')\nexcept Exception as e:\n"
+            "    print(type(e).__name__, e)\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert "UnsupportedProviderError" in r.stdout and 'pip install "abstractllm[openai]"' in r.stdout
+
+
+# ---------------------------------------------------------------------------------------------- errors
+def test_wrong_key_is_authentication_error(tiny_model):
+    with start_server(ServerConfig(model=str(tiny_model), port=0, api_key="sk-right")) as server:
+        with create_llm("openai", "local", base_url=server.base_url, api_key="sk-wrong", max_retries=0) as llm:
+            with pytest.raises(AuthenticationError) as info:
+                llm.generate("Hi")
+            assert info.value.status_code == 401 and info.value.provider == "openai"
+            assert type(info.value.original_exception).__name__ == "AuthenticationError"
+            with pytest.raises(AuthenticationError):
+                asyncio.run(llm.generate_async("Hi"))
+        with create_llm("openai", "local", base_url=server.base_url, api_key="sk-right", max_tokens=2) as llm:
+            assert llm.generate("Hi").usage.completion_tokens == 2
+
+
+def test_memory_refusal_is_memory_limit_error(tiny_model):
+    config = ServerConfig(model=str(tiny_model), port=0, llm_config={"memory_limit": "80MB"}, max_tokens_limit=None)
+    with start_server(config) as server:
+        with create_llm("openai", "local", base_url=server.base_url, max_retries=0) as llm:
+            with pytest.raises(MemoryLimitError):
+                llm.generate("Hi", max_tokens=1_000_000)
+            assert llm.generate("Hi", max_tokens=2).usage.completion_tokens == 2
+
+
+def test_unreachable_and_silent_servers():
+    with create_llm("openai", "m", base_url="http://127.0.0.1:9/v1", max_retries=0) as llm:
+        with pytest.raises(ProviderConnectionError) as info:
+            llm.generate("Hi")
+        assert isinstance(info.value, ConnectionError)
+        assert llm.get_capabilities().get(ModelCapability.TEXT) is True  # defaults while unreachable
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)  # accepts connections, never answers
+    try:
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}/v1"
+        with create_llm("openai", "m", base_url=url, timeout=0.5, max_retries=0) as llm:
+            with pytest.raises(RequestTimeoutError):
+                llm.generate("Hi")
+            with pytest.raises(RequestTimeoutError):
+                list(llm.generate("Hi", stream=True))
+    finally:
+        silent.close()
+
+
+@pytest.mark.parametrize("status, body, expected", [
+    (403, {"error": {"message": "no access", "type": "permission_error"}}, AuthenticationError),
+    (429, {"error": {"message": "Rate limit reached", "type": "rate_limit_error"}}, QuotaExceededError),
+    (400, {"error": {"message": "This model's maximum context length is 8192 tokens", "code": "context_length_exceeded"}},
+     ContextWindowExceededError),
+    (400, {"error": {"message": "flagged", "code": "content_filter"}}, ContentFilterError),
+    (404, {"error": {"message": "The model `gpt-9` does not exist", "code": "model_not_found"}}, ModelNotFoundError),
+    (500, {"error": {"message": "boom", "type": "server_error"}}, ProviderAPIError),
+])
+def test_status_errors_map_into_the_tree(status, body, expected):
+    """The SDK's own exception classes, built as its client builds them from an HTTP response."""
+    import httpx
+    import openai
+
+    from abstractllm.providers.openai.convert import convert_error
+
+    request = httpx.Request("POST", "http://x/v1/chat/completions")
+    response = httpx.Response(status, json=body, request=request)
+    client = openai.OpenAI(api_key="x", base_url="http://x/v1")
+    exc = client._make_status_error_from_response(response)
+    err = convert_error(exc, "openai")
+    assert type(err) is expected and err.provider == "openai" and err.original_exception is exc
+    if isinstance(err, ProviderAPIError):
+        assert err.status_code == status and err.body in (body, body["error"])
+    else:
+        assert err.details["status_code"] == status
