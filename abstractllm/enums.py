@@ -13,9 +13,9 @@ provider's ``accepted_config`` / ``ignored_config``; see docs/migration.md.
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import Enum, IntEnum
 
-__all__ = ["ModelParameter", "ModelCapability", "MessageRole"]
+__all__ = ["ModelParameter", "ModelCapability", "MessageRole", "RequestPriority"]
 
 
 class _StrEnum(str, Enum):
@@ -54,6 +54,11 @@ class ModelParameter(_StrEnum):
     LOGIT_BIAS = "logit_bias"
     SEED = "seed"
     STOP = "stop"
+    STOP_TOKEN_IDS = "stop_token_ids"
+    MIN_TOKENS = "min_tokens"
+    LOGPROBS = "logprobs"
+    TOP_LOGPROBS = "top_logprobs"
+    PRIORITY = "priority"
     TOOLS = "tools"
     TOOL_CHOICE = "tool_choice"
     # Context management (1.x)
@@ -72,6 +77,10 @@ class ModelParameter(_StrEnum):
     PROMPT_CACHE_BYTES = "prompt_cache_bytes"
     MAX_KV_SIZE = "max_kv_size"
     PREFILL_STEP_SIZE = "prefill_step_size"
+    # Batching engine
+    MAX_BATCH_SIZE = "max_batch_size"
+    MAX_QUEUE_SIZE = "max_queue_size"
+    PREFILL_CHUNK_SIZE = "prefill_chunk_size"
     # Inputs: images, video, text files
     IMAGE = "image"
     IMAGES = "images"
@@ -143,3 +152,13 @@ class MessageRole(_StrEnum):
     USER = "user"
     ASSISTANT = "assistant"
     TOOL = "tool"
+
+
+class RequestPriority(IntEnum):
+    """Admission priority of a request in a batching provider (``priority=``): higher is admitted first;
+    equal priorities keep their arrival order; a waiting request gains one level per
+    ``PRIORITY_AGING_S`` seconds of waiting (``abstractllm.params``), so a low one is never starved."""
+
+    LOW = 0
+    NORMAL = 1
+    HIGH = 2

@@ -15,7 +15,8 @@ The tree::
     ├── ModelLoadError                  the model cannot be loaded (bad folder, config, architecture)
     │   └── ModelNotFoundError          no such folder / repo, or not cached while offline
     ├── ResourceExceededError           a resource budget would be exceeded
-    │   └── MemoryLimitError            (also MemoryError) the work would exceed the memory budget
+    │   ├── MemoryLimitError            (also MemoryError) the work would exceed the memory budget
+    │   └── QueueFullError              the provider's request queue is full (retry later)
     ├── FileProcessingError             a file input cannot be read or is refused (size, type, source)
     │   └── ImageProcessingError        an image or video input cannot be read or is refused
     ├── UnsupportedFeatureError         the model or provider lacks a capability (e.g. vision, tools)
@@ -48,6 +49,7 @@ __all__ = [
     "ResourceExceededError",
     "MemoryLimitError",
     "MemoryExceededError",
+    "QueueFullError",
     "FileProcessingError",
     "ImageProcessingError",
     "UnsupportedFeatureError",
@@ -163,6 +165,17 @@ class MemoryLimitError(ResourceExceededError, MemoryError):
 
 
 MemoryExceededError = MemoryLimitError  # the AbstractLLM 1.x name
+
+
+class QueueFullError(ResourceExceededError):
+    """The provider already holds ``max_queue_size`` requests waiting for a place in the batch; nothing
+    was queued. Retry later (``retry_after_s`` suggests when), or raise ``max_queue_size``."""
+
+    def __init__(self, message: str = "", *, queue_size: int | None = None, retry_after_s: float | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.queue_size = queue_size
+        self.retry_after_s = retry_after_s
 
 
 class FileProcessingError(AbstractLLMError):

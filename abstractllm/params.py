@@ -231,6 +231,32 @@ def _optional_bool(name: str, value: Any) -> Any:
     return None if value is None else _bool(name, value)
 
 
+def _priority(name: str, value: Any) -> Any:
+    from .enums import RequestPriority
+
+    if isinstance(value, str) and value.upper() in RequestPriority.__members__:
+        return RequestPriority[value.upper()]
+    if isinstance(value, int) and not isinstance(value, bool) and value in set(RequestPriority):
+        return RequestPriority(value)
+    raise _fail(name, f"expected RequestPriority.LOW, NORMAL or HIGH (or 'low', 'normal', 'high'), got {value!r}.")
+
+
+def _token_ids(name: str, value: Any) -> list[int]:
+    if value is None:
+        return []
+    items = [value] if isinstance(value, int) and not isinstance(value, bool) else value
+    if not isinstance(items, (list, tuple)) or not all(isinstance(t, int) and not isinstance(t, bool) and t >= 0
+                                                       for t in items):
+        raise _fail(name, f"expected a list of non-negative token ids, got {value!r:.80}.")
+    if len(items) > 64:
+        raise _fail(name, f"at most 64 stop token ids, got {len(items)}.")
+    return list(dict.fromkeys(items))
+
+
+#: a request waiting for admission gains one priority level per this many seconds (anti-starvation)
+PRIORITY_AGING_S = 10.0
+
+
 P = ModelParameter
 _SPECS = [
     ParamSpec(P.MODEL, _model, None, False, "Local model folder or Hugging Face repo id."),
@@ -245,12 +271,20 @@ _SPECS = [
     ParamSpec(P.REPETITION_CONTEXT_SIZE, _int(1, 100_000), 20, True, "How many recent tokens the penalty looks at."),
     ParamSpec(P.SEED, _int(0, 2**63 - 1, optional=True), None, True, "Random seed; the same seed gives the same output."),
     ParamSpec(P.STOP, _stop, None, True, "Stop strings (one or a list): generation ends before them."),
+    ParamSpec(P.STOP_TOKEN_IDS, _token_ids, None, True, "Token ids that end the generation (besides end of sequence)."),
+    ParamSpec(P.MIN_TOKENS, _int(0, 1_000_000), 0, True, "End of sequence is held back until this many tokens."),
+    ParamSpec(P.LOGPROBS, _bool, False, True, "Return the log-probability of each generated token (Response.logprobs)."),
+    ParamSpec(P.TOP_LOGPROBS, _int(0, 20), 0, True, "With logprobs: also the most likely alternatives (up to 20)."),
+    ParamSpec(P.PRIORITY, _priority, 1, True, "Admission priority in the batch: RequestPriority.LOW, NORMAL, HIGH."),
     ParamSpec(P.QUANTIZE, _quantize, None, False, "Quantize a float model on load: True (4 bits), 4 or 8."),
     ParamSpec(P.DTYPE, _dtype, "auto", False, "Weight dtype on load; 'auto' picks the fastest for the device."),
     ParamSpec(P.MEMORY_LIMIT, _bytes(), None, False, "Memory budget in bytes or '8GB'; default: what is available."),
     ParamSpec(P.PROMPT_CACHE_BYTES, _bytes(), "1GB", False, "Byte budget of the prompt (KV) cache; 0 disables it."),
     ParamSpec(P.MAX_KV_SIZE, _int(1, optional=True), None, True, "Rotating KV cache size in tokens; None: unbounded."),
     ParamSpec(P.PREFILL_STEP_SIZE, _int(1, 1_000_000), 2048, False, "Prompt tokens processed per step."),
+    ParamSpec(P.MAX_BATCH_SIZE, _int(1, 512), 8, False, "Most requests generating together in one batch."),
+    ParamSpec(P.MAX_QUEUE_SIZE, _int(0, 1_000_000), 256, False, "Most requests waiting for the batch; more: QueueFullError."),
+    ParamSpec(P.PREFILL_CHUNK_SIZE, _int(1, 1_000_000), 256, False, "Prompt tokens per step while others decode (bounds their stall)."),
     ParamSpec(P.MAX_IMAGE_PIXELS, _int(1, 1_000_000_000), 4_000_000, True, "Images are downscaled to at most this many pixels."),
     ParamSpec(P.VIDEO_FPS, _float(0.0, 120.0, lo_open=True), 2.0, True, "Frames sampled per second of video."),
     ParamSpec(P.VIDEO_MAX_FRAMES, _int(1, 1024), 32, True, "Most frames taken from one video."),

@@ -85,7 +85,9 @@ class Response:
     ``usage`` and the timings. Concatenating the chunks' ``content`` gives exactly the non-streamed text.
 
     ``raw_response`` is what the backend returned, where there is such an object (a remote provider's SDK
-    response; ``None`` for local MLX generation). ``tool_calls`` is a list of ``ToolCall`` when the model
+    response; ``None`` for local MLX generation). With ``logprobs=True``, ``logprobs`` has one entry per
+    token counted in ``usage.completion_tokens``: ``{"token": id, "text": str, "logprob": float,
+    "top_logprobs": [{"token", "text", "logprob"}, ...]}`` (in a chunk: that chunk's tokens). ``tool_calls`` is a list of ``ToolCall`` when the model
     called tools, else ``None``. ``image_paths`` lists the images (as given) the request carried.
     ``input_tokens``, ``output_tokens`` and ``total_tokens`` read ``usage`` (AbstractCore names).
     """
@@ -103,6 +105,7 @@ class Response:
     metadata: dict[str, Any] = field(default_factory=dict)
     tool_calls: list[ToolCall] | None = None
     image_paths: list[str] | None = None
+    logprobs: list[dict[str, Any]] | None = None  # with logprobs=True: one entry per generated token
     raw_response: Any = field(default=None, repr=False, compare=False)
 
     def has_tool_calls(self) -> bool:

@@ -16,8 +16,8 @@ from abstractllm import AbstractLLMError, MemoryLimitError, Message, Unsupported
 
 def test_close_while_the_first_load_is_queued_never_loads(tiny_model):
     llm = create_llm("mlx", model=str(tiny_model), temperature=0.0, max_tokens=4)
-    stream = llm.generate("hello", stream=True)
     llm.worker.submit(time.sleep, 0.3)  # keep the worker busy so the stream is still queued at close()
+    stream = llm.generate("hello", stream=True)
     results = []
     consumer = threading.Thread(target=lambda: results.extend(stream))
     consumer.start()

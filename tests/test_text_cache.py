@@ -102,25 +102,43 @@ def test_cache_with_stops_and_sampling_stays_exact(pair):
 
 
 def test_max_kv_size_bypasses_the_cache_and_matches_raw(tiny_model):
+    """A rotating KV cache of 16 tokens, shorter than the prompt: the provider's batch follows mlx-lm's
+    own batch API (``mlx_lm.batch_generate``) token for token. (mlx-lm's single-sequence
+    ``stream_generate`` fills a rotating cache differently when the prompt is longer than the window.)"""
+    from mlx_lm import batch_generate
+
+    from text_oracle import raw_load
+
     ids = raw_prompt_ids(tiny_model, [{"role": "user", "content": QUESTIONS[0]}])
-    raw = raw_generate(tiny_model, ids, max_tokens=30, max_kv_size=16)
+    model, tok = raw_load(tiny_model)
+    raw = batch_generate(model, tok, [ids], max_tokens=30, max_kv_size=16, return_token_ids=True).token_ids[0]
     with create_llm("mlx", model=str(tiny_model), temperature=0.0) as llm:
         a = llm.generate(QUESTIONS[0], max_tokens=30, max_kv_size=16)
         b = llm.generate(QUESTIONS[0], max_tokens=30, max_kv_size=16)
-        assert a.token_ids == raw.tokens == b.token_ids
+        assert a.token_ids == list(raw) == b.token_ids
         assert b.usage.cached_tokens == 0
+        # a short prompt, within the window: also equal to mlx-lm's single-sequence stream_generate
+        short = raw_prompt_ids(tiny_model, [{"role": "user", "content": "Hi"}])
+        assert len(short) < 64
+        c = llm.generate("Hi", max_tokens=40, max_kv_size=64)
+        assert c.token_ids == raw_generate(tiny_model, short, max_tokens=40, max_kv_size=64).tokens
 
 
 def test_byte_budget_is_honoured_with_lru_eviction(tiny_model):
-    # One tiny-model KV cache entry takes 128 KiB (2 layers x K,V x 256-token blocks, float32):
-    # a 300 KB budget holds two entries.
     prompts = QUESTIONS
-    with create_llm("mlx", model=str(tiny_model), temperature=0.0, max_tokens=8,
-                    prompt_cache_bytes="300KB") as llm:
+    with create_llm("mlx", model=str(tiny_model), temperature=0.0, max_tokens=8) as probe:
+        sizes = []
+        for p in prompts:
+            probe.clear_cache()
+            probe.generate(p)
+            sizes.append(probe.get_model_info()["prompt_cache"]["bytes"])
+    entry = max(sizes)  # the KV cache of one of these prompts (+ 8 generated tokens)
+    budget = int(2.5 * entry)  # holds the two most recent entries, not three
+    with create_llm("mlx", model=str(tiny_model), temperature=0.0, max_tokens=8, prompt_cache_bytes=budget) as llm:
         for p in prompts:
             llm.generate(p)
             stats = llm.get_model_info()["prompt_cache"]
-            assert 0 < stats["bytes"] <= 300_000 and 1 <= stats["entries"] <= 2, stats
+            assert 0 < stats["bytes"] <= budget and 1 <= stats["entries"] <= 2, stats
         assert llm.get_model_info()["prompt_cache"]["entries"] == 2
         # the two most recent prompts are cached, the oldest were evicted: only the template's
         # shared opening ("<|im_start|>user\n...") of a cached entry can serve it
@@ -133,7 +151,7 @@ def test_byte_budget_is_honoured_with_lru_eviction(tiny_model):
         assert llm.get_model_info()["prompt_cache"]["entries"] == 0
         assert llm.generate(prompts[-1]).usage.cached_tokens == 0
     with create_llm("mlx", model=str(tiny_model), temperature=0.0, max_tokens=8,
-                    prompt_cache_bytes=50_000) as llm:  # smaller than one entry: nothing is kept
+                    prompt_cache_bytes=min(sizes) // 2) as llm:  # smaller than one entry: nothing is kept
         llm.generate(prompts[0])
         assert llm.get_model_info()["prompt_cache"]["bytes"] == 0
         assert llm.generate(prompts[0]).usage.cached_tokens == 0

@@ -42,10 +42,13 @@ def aggregate_chunks(chunks: Iterable[Response]) -> Response:
     """Fold stream chunks into one ``Response``: texts and token ids joined, the last chunk's totals."""
     texts: list[str] = []
     ids: list[int] = []
+    logprobs: list[dict[str, Any]] | None = None
     last: Response | None = None
     for chunk in chunks:
         texts.append(chunk.content)
         ids.extend(chunk.token_ids)
+        if chunk.logprobs is not None:
+            logprobs = (logprobs or []) + chunk.logprobs
         last = chunk
     if last is None:
         return Response(content="", finish_reason="stop", usage=Usage())
@@ -63,6 +66,7 @@ def aggregate_chunks(chunks: Iterable[Response]) -> Response:
         metadata=dict(last.metadata),
         tool_calls=last.tool_calls,
         image_paths=last.image_paths,
+        logprobs=logprobs,
         raw_response=last.raw_response,
     )
 
@@ -240,7 +244,7 @@ class BaseProvider(AbstractLLMInterface):
     def _open_stream(self, request: GenerationRequest) -> ResponseStream:
         token = CancelToken()
         if self.runs_on_worker:
-            chunks = ChunkStream(self.worker, lambda cancel: self._stream(request, cancel), token)
+            chunks = ChunkStream.on_worker(self.worker, lambda cancel: self._stream(request, cancel), token)
             it: Iterator[Response] = iter(chunks)
         else:
             it = self._stream(request, token)
@@ -251,7 +255,7 @@ class BaseProvider(AbstractLLMInterface):
         if self._astream is not None:
             agen: AsyncIterator[Response] = self._astream(request, token)
         else:
-            agen = ChunkStream(self.worker, lambda cancel: self._stream(request, cancel), token).aiter()
+            agen = ChunkStream.on_worker(self.worker, lambda cancel: self._stream(request, cancel), token).aiter()
         return AsyncResponseStream(agen, token, provider=self.name, on_last=self._on_last(request))
 
     def _complete(self, request: GenerationRequest) -> Response:

@@ -169,62 +169,106 @@ _DONE = ("done", None)
 _release_gil = getattr(os, "sched_yield", None) or (lambda: None)
 
 
-class ChunkStream:
-    """Runs ``produce(cancel)`` (a generator function) on ``worker``; iterate it sync or async, once.
+Emit = Callable[[tuple[str, Any]], None]
 
-    Closing the iterator early, breaking out of the loop, or cancelling the awaiting task sets the
-    cancel token; the producer stops at its next item and its ``finally`` blocks run on the worker.
+
+class ChunkStream:
+    """A one-consumer channel of chunks that a producer on another thread fills; iterate it sync (or
+    ``aiter()`` from an event loop), once.
+
+    ``start(emit)`` begins the production: the producer calls ``emit(("item", chunk))`` per chunk, then
+    ``emit(("done", None))`` or ``emit(("error", exc))``; ``emit`` is safe from any thread. It runs when the
+    iteration begins, or at once with ``eager=True`` (errors of admission, such as a full queue, then
+    raise from the call that opened the stream). With ``loop`` the channel is an ``asyncio.Queue`` of that
+    loop (the event loop is never blocked); without, a thread-safe queue. Closing the iterator early,
+    breaking out of the loop, or cancelling the awaiting task sets the cancel token.
+    ``ChunkStream.on_worker`` runs a generator function on a ``SerialWorker`` as the producer.
     """
 
-    def __init__(self, worker: SerialWorker, produce: Callable[[CancelToken], Iterator[Any]],
-                 cancel_token: CancelToken | None = None) -> None:
-        self._worker = worker
-        self._produce = produce
+    def __init__(self, start: Callable[[Emit], None], cancel_token: CancelToken | None = None, *,
+                 loop: Any = None, eager: bool = False) -> None:
+        self._start_fn = start
         self.cancel_token = cancel_token or CancelToken()
+        self._loop = loop
         self._started = False
+        self._queue: Any = None
+        if eager:
+            self._begin(loop)
 
-    def _start(self, emit: Callable[[tuple[str, Any]], None]) -> Future:
+    def _channel(self, loop: Any) -> Emit:
+        """Make the queue (a thread-safe one, or an asyncio one of ``loop``) and its ``emit``."""
+        self._loop = loop
+        if loop is None:
+            sq: "queue.SimpleQueue[tuple[str, Any]]" = queue.SimpleQueue()
+            self._queue = sq
+            return sq.put
+        import asyncio
+
+        aq: "asyncio.Queue[tuple[str, Any]]" = asyncio.Queue()
+        token = self.cancel_token
+        self._queue = aq
+
+        def emit(msg: tuple[str, Any]) -> None:
+            try:
+                loop.call_soon_threadsafe(aq.put_nowait, msg)
+            except RuntimeError:  # the loop is closed: nobody is listening any more
+                token.cancel()
+
+        return emit
+
+    @classmethod
+    def on_worker(cls, worker: SerialWorker, produce: Callable[[CancelToken], Iterator[Any]],
+                  cancel_token: CancelToken | None = None, *, loop: Any = None) -> "ChunkStream":
+        """A stream whose producer is ``produce(cancel)``, a generator function run on ``worker``."""
+        token = cancel_token or CancelToken()
+
+        def start(emit: Emit) -> None:
+            def run() -> None:
+                try:
+                    gen = produce(token)
+                    try:
+                        for item in gen:
+                            emit(("item", item))
+                            _release_gil()
+                            if token.cancelled:
+                                # A cooperative producer ends at its next item with the chunk that says how
+                                # it ended (finish_reason "cancelled", usage): a reader still listening (one
+                                # cancelled by close()) gets it. At most one more item is produced.
+                                last = next(gen, _DONE)
+                                if last is not _DONE:
+                                    emit(("item", last))
+                                break
+                    finally:
+                        close = getattr(gen, "close", None)
+                        if close is not None:
+                            close()
+                    emit(_DONE)
+                except BaseException as exc:
+                    emit(("error", exc))
+                finally:
+                    worker.untrack(token)
+
+            worker.track(token)
+            try:
+                worker.submit(run)
+            except BaseException:
+                worker.untrack(token)
+                raise
+
+        return cls(start, token, loop=loop)
+
+    def _begin(self, loop: Any) -> None:
         if self._started:
             raise RuntimeError("a stream can be iterated only once")
         self._started = True
-        token = self.cancel_token
-        worker = self._worker
-
-        def run() -> None:
-            try:
-                gen = self._produce(token)
-                try:
-                    for item in gen:
-                        emit(("item", item))
-                        _release_gil()
-                        if token.cancelled:
-                            # A cooperative producer ends at its next item with the chunk that says how
-                            # it ended (finish_reason "cancelled", usage): a reader still listening (one
-                            # cancelled by close()) gets it. At most one more item is produced.
-                            last = next(gen, _DONE)
-                            if last is not _DONE:
-                                emit(("item", last))
-                            break
-                finally:
-                    close = getattr(gen, "close", None)
-                    if close is not None:
-                        close()
-                emit(_DONE)
-            except BaseException as exc:
-                emit(("error", exc))
-            finally:
-                worker.untrack(token)
-
-        worker.track(token)
-        try:
-            return worker.submit(run)
-        except BaseException:
-            worker.untrack(token)
-            raise
+        self._start_fn(self._channel(loop))
 
     def __iter__(self) -> Iterator[Any]:
-        q: "queue.SimpleQueue[tuple[str, Any]]" = queue.SimpleQueue()
-        self._start(q.put)
+        if not self._started:
+            self._begin(None)
+        elif self._loop is not None:
+            raise RuntimeError("this stream belongs to an event loop: iterate it with aiter()")
+        q = self._queue
         try:
             while True:
                 kind, value = q.get()
@@ -241,20 +285,14 @@ class ChunkStream:
         self.cancel_token.cancel()
 
     async def aiter(self) -> AsyncIterator[Any]:
-        """Iterate from an event loop without ever blocking it."""
-        import asyncio
+        """Iterate from the event loop without ever blocking it."""
+        if not self._started:
+            import asyncio
 
-        loop = asyncio.get_running_loop()
-        q: "asyncio.Queue[tuple[str, Any]]" = asyncio.Queue()
-        token = self.cancel_token
-
-        def emit(msg: tuple[str, Any]) -> None:
-            try:
-                loop.call_soon_threadsafe(q.put_nowait, msg)
-            except RuntimeError:  # the loop is closed: nobody is listening any more
-                token.cancel()
-
-        self._start(emit)
+            self._begin(asyncio.get_running_loop())
+        elif self._loop is None:
+            raise RuntimeError("this stream was started for a synchronous reader")
+        q = self._queue
         try:
             while True:
                 kind, value = await q.get()
@@ -265,7 +303,7 @@ class ChunkStream:
                 else:
                     return
         finally:
-            token.cancel()
+            self.cancel_token.cancel()
 
 
 def _tag(exc: BaseException, provider: str | None) -> None:
@@ -289,6 +327,8 @@ class ResponseStream(Iterator[Any]):
         self._token = cancel_token
         self._provider = provider
         self._on_last = on_last
+        # a stream dropped without being read to its end stops its generation
+        weakref.finalize(self, cancel_token.cancel)
 
     def __iter__(self) -> "ResponseStream":
         return self
@@ -332,6 +372,7 @@ class AsyncResponseStream(AsyncIterator[Any]):
         self._token = cancel_token
         self._provider = provider
         self._on_last = on_last
+        weakref.finalize(self, cancel_token.cancel)
 
     def __aiter__(self) -> "AsyncResponseStream":
         return self

@@ -1,4 +1,6 @@
-"""The memory guard: estimate what loading needs and refuse before any allocation.
+"""The memory guard: estimate what loading needs and refuse before any allocation; and the per-request
+checks made before a request joins the batch (its KV cache must fit; ``max_input_tokens`` and
+``context_window`` bound its prompt).
 
 The estimate is the bytes the weights will take once loaded (after a dtype cast or quantization on load)
 plus a working margin for activations and the KV cache. It is compared with what the machine can give:
@@ -9,13 +11,15 @@ psutil's available memory, on Apple Silicon also MLX's recommended working-set s
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-from ...exceptions import MemoryLimitError
+from ...exceptions import ContextWindowExceededError, MemoryLimitError
 from ...memory import available_memory
 from ...params import format_bytes
 from .source import ModelSpec
 
-__all__ = ["MemoryEstimate", "estimate_load_bytes", "available_bytes", "check_load_memory", "format_bytes"]
+__all__ = ["MemoryEstimate", "estimate_load_bytes", "available_bytes", "check_load_memory", "format_bytes",
+           "kv_bytes_per_token", "check_request_memory", "check_context_window"]
 
 _MARGIN_FRACTION = 0.10
 _MARGIN_MIN = 64 * 2**20
@@ -70,3 +74,54 @@ def check_load_memory(spec: ModelSpec, estimate: MemoryEstimate, memory_limit: i
             required_bytes=estimate.total,
             available_bytes=avail,
         )
+
+
+def kv_bytes_per_token(config: dict[str, Any], itemsize: int) -> int:
+    """Bytes the KV cache grows by per token: 2 x layers x kv_heads x head_dim x itemsize (0: unknown)."""
+    cfg = config.get("text_config") or config
+    try:
+        layers = int(cfg["num_hidden_layers"])
+        heads = int(cfg.get("num_attention_heads") or 0)
+        kv_heads = int(cfg.get("num_key_value_heads") or heads)
+        head_dim = int(cfg.get("head_dim") or int(cfg["hidden_size"]) // heads)
+    except (KeyError, TypeError, ValueError, ZeroDivisionError):
+        return 0
+    return 2 * layers * kv_heads * head_dim * itemsize
+
+
+def check_request_memory(prompt_tokens: int, max_tokens: int, max_kv_size: int | None, per_token: int,
+                         memory_limit: int | None) -> None:
+    """Refuse (``MemoryLimitError``) a request whose KV cache, at ``prompt + max_tokens`` tokens, cannot fit
+    in the available memory (or in ``memory_limit`` minus what MLX already holds)."""
+    if not per_token:
+        return
+    import mlx.core as mx
+
+    tokens = prompt_tokens + max_tokens
+    if max_kv_size:
+        tokens = min(tokens, max_kv_size)
+    need = tokens * per_token
+    avail, source = available_memory(memory_limit, in_use=mx.get_active_memory())
+    if need > avail:
+        raise MemoryLimitError(
+            f"This request's KV cache needs up to {format_bytes(need)} ({prompt_tokens} prompt + {max_tokens} "
+            f"new tokens x {format_bytes(per_token)} per token), but only {format_bytes(avail)} is available "
+            f"({source}). Lower max_tokens, shorten the prompt, or bound the cache with max_kv_size.",
+            required_bytes=need, available_bytes=avail,
+        )
+
+
+def check_context_window(prompt_tokens: int, params: dict[str, Any]) -> None:
+    """``max_input_tokens``: the prompt's limit; ``context_window``: the limit of prompt + ``max_tokens``.
+    Past either, ``ContextWindowExceededError`` (nothing is generated)."""
+    limit = params.get("max_input_tokens")
+    if limit and prompt_tokens > limit:
+        raise ContextWindowExceededError(
+            f"The prompt has {prompt_tokens} tokens, above max_input_tokens={limit}. Shorten it or raise the limit.",
+            context_window=limit, content_length=prompt_tokens)
+    window = params.get("context_window")
+    if window and prompt_tokens + params["max_tokens"] > window:
+        raise ContextWindowExceededError(
+            f"{prompt_tokens} prompt tokens + max_tokens={params['max_tokens']} exceed context_window={window}. "
+            "Shorten the prompt or lower max_tokens.", context_window=window,
+            content_length=prompt_tokens + params["max_tokens"])

@@ -1,21 +1,22 @@
-"""The one generation pipeline shared by the text (mlx-lm) and vision (mlx-vlm) adapters.
+"""The per-request half of the generation pipeline, shared by the text (mlx-lm) and vision (mlx-vlm)
+backends of the batching engine.
 
-An adapter turns a request into a stream of ``Step`` (one per generated token, as the backend's own
-streaming detokenizer produced it). ``run_pipeline`` turns steps into ``Response`` chunks: it matches
-stop strings on the decoded text (holding back a possible partial match so no stop text ever leaks),
-honours cancellation, and fills the last chunk with ``finish_reason``, exact ``usage`` and timings.
+A backend produces one ``Step`` per generated token for each request it serves (the text as the backend's
+own streaming detokenizer produced it). A ``RequestPipeline`` turns one request's steps into ``Response``
+chunks: it matches stop strings on the decoded text (holding back a possible partial match so no stop text
+ever leaks), keeps the token ids and log-probabilities, and makes the last chunk with ``finish_reason``,
+exact ``usage`` and the timings.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
-from typing import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Sequence
 
 from ...types import Response, Usage
-from ..worker import CancelToken
 
-__all__ = ["Step", "StopMatcher", "run_pipeline"]
+__all__ = ["Step", "StopMatcher", "RequestPipeline"]
 
 
 @dataclass
@@ -24,13 +25,11 @@ class Step:
 
     text: str
     token: int
-    finish_reason: str | None  # the backend's: "stop" (EOS) / "length" on the last step
-    prompt_tokens: int
-    generation_tokens: int
-    prompt_tps: float
-    generation_tps: float
-    peak_memory_bytes: int
-    cached_tokens: int = 0
+    finish_reason: str | None  # the backend's: "stop" (end of sequence) / "length" on the last step
+    prompt_tokens: int  # prompt tokens computed (not served from the cache)
+    cached_tokens: int = 0  # prompt tokens served from the prompt cache
+    logprob: float | None = None  # of the chosen token
+    top_logprobs: list[tuple[int, float]] = field(default_factory=list)  # (id, logprob), best first
 
 
 class StopMatcher:
@@ -70,73 +69,81 @@ class StopMatcher:
         return out
 
 
-def run_pipeline(
-    steps: Iterable[Step],
-    *,
-    model: str,
-    stop: Sequence[str],
-    cancel: CancelToken,
-    start_time: float | None = None,
-) -> Iterator[Response]:
-    """Turn backend steps into ``Response`` chunks; the last one carries finish_reason, usage, timings."""
-    t0 = start_time if start_time is not None else time.perf_counter()
-    matcher = StopMatcher(stop)
-    first_token_at: float | None = None
-    last: Step | None = None
-    pending_ids: list[int] = []
-    finish: str | None = None
-    n_tokens = 0
-    iterator = iter(steps)
-    try:
-        for step in iterator:
-            last = step
-            n_tokens += 1
-            if first_token_at is None:
-                first_token_at = time.perf_counter()
-            pending_ids.append(step.token)
-            text = matcher.feed(step.text)
-            if matcher.matched is not None:
-                finish = "stop"
-            elif step.finish_reason is not None:
-                finish = step.finish_reason
-                text += matcher.flush()
-            if finish is not None:
-                if text:
-                    yield Response(content=text, model=model, token_ids=pending_ids)
-                    pending_ids = []
-                break
-            if text:
-                yield Response(content=text, model=model, token_ids=pending_ids)
-                pending_ids = []
-            if cancel.cancelled:
-                finish = "cancelled"
-                break
-        else:  # the steps ended without a finish reason: cancelled (e.g. during prefill) or exhausted
-            finish = finish or ("cancelled" if cancel.cancelled else "stop")
-    finally:
-        close = getattr(iterator, "close", None)
-        if close is not None:
-            close()  # lets the adapter save its prompt cache
-    end = time.perf_counter()
-    usage = Usage()
-    if last is not None:
-        usage = Usage(
-            prompt_tokens=last.prompt_tokens + last.cached_tokens,
-            completion_tokens=n_tokens,
-            total_tokens=last.prompt_tokens + last.cached_tokens + n_tokens,
-            cached_tokens=last.cached_tokens,
+class RequestPipeline:
+    """One request's steps in, its ``Response`` chunks out (see the module docstring).
+
+    ``feed(step)`` returns the chunk to emit (or None) and sets ``finish`` when the request is over (end of
+    sequence, ``max_tokens``, a stop string or stop token id); ``final(reason)`` makes the last chunk.
+    ``stop_token_ids`` end the request like a stop string, the token itself not in the text.
+    """
+
+    def __init__(self, *, model: str, stop: Sequence[str] = (), stop_token_ids: Sequence[int] = (),
+                 want_logprobs: bool = False, start_time: float | None = None) -> None:
+        self.model = model
+        self.matcher = StopMatcher(stop)
+        self.stop_token_ids = set(stop_token_ids)
+        self.want_logprobs = want_logprobs
+        self.t0 = start_time if start_time is not None else time.perf_counter()
+        self.first_at: float | None = None
+        self.n_tokens = 0
+        self.prompt_tokens = 0
+        self.cached_tokens = 0
+        self.finish: str | None = None
+        self._pending_ids: list[int] = []
+        self._pending_logprobs: list[dict[str, Any]] = []
+
+    def _logprob_entry(self, step: Step) -> dict[str, Any]:
+        return {"token": step.token, "logprob": step.logprob,
+                "top_logprobs": [{"token": t, "logprob": lp} for t, lp in step.top_logprobs]}
+
+    def _chunk(self, text: str) -> Response | None:
+        if not text:
+            return None
+        chunk = Response(content=text, model=self.model, token_ids=self._pending_ids)
+        if self.want_logprobs:
+            chunk.metadata["logprobs"] = self._pending_logprobs
+            self._pending_logprobs = []
+        self._pending_ids = []
+        return chunk
+
+    def feed(self, step: Step) -> Response | None:
+        if self.finish is not None:
+            return None
+        self.n_tokens += 1
+        if self.first_at is None:
+            self.first_at = time.perf_counter()
+            self.prompt_tokens, self.cached_tokens = step.prompt_tokens, step.cached_tokens
+        self._pending_ids.append(step.token)
+        if self.want_logprobs:
+            self._pending_logprobs.append(self._logprob_entry(step))
+        if step.token in self.stop_token_ids:
+            self.finish = "stop"
+            return self._chunk(self.matcher.flush())
+        text = self.matcher.feed(step.text)
+        if self.matcher.matched is not None:
+            self.finish = "stop"
+        elif step.finish_reason is not None:
+            self.finish = step.finish_reason
+            text += self.matcher.flush()
+        return self._chunk(text)
+
+    def final(self, reason: str | None = None, *, peak_memory_bytes: int | None = None) -> Response:
+        """The last chunk: ``finish_reason`` (``reason`` overrides, e.g. ``"cancelled"``), usage, timings."""
+        finish = reason or self.finish or "stop"
+        end = time.perf_counter()
+        prompt = self.prompt_tokens + self.cached_tokens
+        usage = Usage(prompt_tokens=prompt, completion_tokens=self.n_tokens, total_tokens=prompt + self.n_tokens,
+                      cached_tokens=self.cached_tokens)
+        ttft = (self.first_at - self.t0) if self.first_at is not None else None
+        decode_s = end - self.first_at if self.first_at is not None else None
+        chunk = Response(
+            content="" if finish in ("stop", "cancelled") else self.matcher.flush(),
+            model=self.model, finish_reason=finish, usage=usage, ttft_s=ttft, total_s=end - self.t0,
+            tokens_per_second=(self.n_tokens - 1) / decode_s if decode_s and self.n_tokens > 1 else None,
+            prompt_tokens_per_second=self.prompt_tokens / ttft if ttft and self.prompt_tokens else None,
+            peak_memory_bytes=peak_memory_bytes, token_ids=self._pending_ids,
         )
-    decode_s = end - first_token_at if first_token_at is not None else None
-    yield Response(
-        content=matcher.flush() if finish not in ("stop", "cancelled") else "",
-        model=model,
-        finish_reason=finish,
-        usage=usage,
-        ttft_s=(first_token_at - t0) if first_token_at is not None else None,
-        total_s=end - t0,
-        tokens_per_second=(last.generation_tps if last is not None and last.generation_tps else
-                           (n_tokens / decode_s if decode_s else None)),
-        prompt_tokens_per_second=last.prompt_tps if last is not None else None,
-        peak_memory_bytes=last.peak_memory_bytes if last is not None else None,
-        token_ids=pending_ids,
-    )
+        if self.want_logprobs:
+            chunk.metadata["logprobs"] = self._pending_logprobs
+        self._pending_ids, self._pending_logprobs = [], []
+        return chunk

@@ -1,33 +1,30 @@
-"""``MLXProvider``: local text models through mlx-lm and vision models through mlx-vlm.
+"""``MLXProvider``: local text models through mlx-lm and vision models through mlx-vlm, served by one
+batching engine per loaded model.
 
-Request flow: ``generate`` (base) validates and normalizes on the caller's thread, then ``_stream`` runs
-on this provider's worker thread: load the model if needed (memory guard first), template the prompt,
-let the adapter produce ``Step``s, and ``run_pipeline`` turn them into ``Response`` chunks.
+Request flow: ``generate`` (base) validates and normalizes on the caller's thread and submits the request
+to the provider's ``Engine`` (``engine.py``); the engine, a job on this provider's worker thread, loads
+the model if needed (``loading.load_adapter``: memory guard first), admits the request into the batch
+(the adapter templates it, looks up the prompt cache, checks its memory), and steps the batch; each
+request's tokens become ``Response`` chunks in its own ``RequestPipeline`` and reach the caller through
+its ``ChunkStream``.
 """
 
 from __future__ import annotations
 
-import time
-from pathlib import Path
-from typing import Any, Callable, Iterator
+import threading
+from typing import Any, Callable
 
 from ...enums import ModelCapability, ModelParameter
-from ...exceptions import (
-    AbstractLLMError,
-    GenerationError,
-    InvalidParameterError,
-    ModelLoadError,
-    UnsupportedFeatureError,
-)
+from ...exceptions import InvalidParameterError
 from ...params import defaults
-from ...types import Capabilities, GenerationRequest, Response, Usage
+from ...types import Capabilities, GenerationRequest
 from ..base import BaseProvider
-from ..worker import CancelToken
-from .backend import import_backend, on_gpu as _on_gpu
-from .memory import available_bytes, check_load_memory, estimate_load_bytes
-from .pipeline import run_pipeline
+from ..worker import AsyncResponseStream, CancelToken, ChunkStream, ResponseStream
+from .engine import Engine, convert_backend_error
+from .loading import clear_streams, load_adapter
+from .memory import available_bytes
 from .source import ModelSpec, inspect_model, resolve_model
-from .text import quantize_bits
+from .weights import quantize_bits
 
 __all__ = ["MLXProvider"]
 
@@ -35,7 +32,7 @@ P = ModelParameter
 _TEXT_CAPS = frozenset({
     ModelCapability.TEXT, ModelCapability.STREAMING, ModelCapability.ASYNC, ModelCapability.SYSTEM_PROMPT,
     ModelCapability.CHAT_HISTORY, ModelCapability.STOP_SEQUENCES, ModelCapability.SEED,
-    ModelCapability.PROMPT_CACHE, ModelCapability.QUANTIZATION,
+    ModelCapability.PROMPT_CACHE, ModelCapability.QUANTIZATION, ModelCapability.PARALLEL_INFERENCE,
 })
 #: keys a remote provider uses; accepted here as documented no-ops so that one config serves every provider
 _IGNORED = frozenset(str(p) for p in (
@@ -46,49 +43,21 @@ _IGNORED = frozenset(str(p) for p in (
 #: keys whose change (update_config) makes the next call reload the model
 _RELOAD_KEYS = frozenset(str(p) for p in (
     P.MODEL, P.REVISION, P.TRUST_REMOTE_CODE, P.QUANTIZE, P.LOAD_IN_4BIT, P.LOAD_IN_8BIT, P.DTYPE, P.DEVICE,
-    P.CACHE_DIR, P.PROMPT_CACHE_BYTES,
+    P.CACHE_DIR, P.PROMPT_CACHE_BYTES, P.MAX_BATCH_SIZE, P.PREFILL_STEP_SIZE,
 ))
-
-
-def _context_length(config: dict[str, Any]) -> int | None:
-    for cfg in (config.get("text_config") or {}, config):
-        for key in ("max_position_embeddings", "max_sequence_length", "seq_length", "n_positions"):
-            value = cfg.get(key) if isinstance(cfg, dict) else None
-            if isinstance(value, int) and value > 0:
-                return value
-    return None
-
-
-def _set_device(mx: Any, device: str) -> None:
-    """Apply the ``device`` config on the worker: MLX's default device (one per process)."""
-    if device == "auto":
-        return
-    target = mx.cpu if device == "cpu" else mx.gpu
-    if device == "gpu" and not mx.is_available(mx.gpu):
-        raise UnsupportedFeatureError(
-            "device='gpu' was asked for, but this MLX build has no GPU backend (Apple Silicon has Metal; on "
-            "Linux install mlx[cuda12] for NVIDIA GPUs). Use device='cpu' or 'auto'.", provider="mlx")
-    if mx.default_device() != target:
-        mx.set_default_device(target)
-
-
-def _clear_streams() -> None:
-    """Runs on the worker thread as it stops: MLX aborts the process at exit otherwise (mlx >= 0.32)."""
-    import sys
-
-    mx = sys.modules.get("mlx.core")
-    if mx is not None:  # only if this process ever used MLX
-        mx.clear_streams()
+#: config-only keys whose defaults are filled in at creation (what the engine and the adapters read)
+_CONFIG_DEFAULTS = ("dtype", "device", "prompt_cache_bytes", "prefill_step_size", "max_batch_size",
+                    "max_queue_size", "prefill_chunk_size")
 
 
 class MLXProvider(BaseProvider):
     """Runs MLX models locally. ``create_llm("mlx", model="path/or/org/repo", **config)``.
 
     Config (all optional but ``model``): generation defaults (``max_tokens``, ``temperature``, ``top_p``,
-    ``top_k``, ``min_p``, ``repetition_penalty``, ``repetition_context_size``, ``seed``, ``stop``,
-    ``max_kv_size``), loading (``quantize``, ``dtype``, ``memory_limit``, ``revision``,
-    ``trust_remote_code``, ``prompt_cache_bytes``, ``prefill_step_size``) and vision
-    (``max_image_pixels``, ``video_fps``, ``video_max_frames``, ``image_fetch_timeout``, ``max_image_bytes``).
+    ``top_k``, ``min_p``, the penalties, ``seed``, ``stop``, ...), loading (``quantize``, ``dtype``,
+    ``device``, ``memory_limit``, ``revision``, ``cache_dir``, ``trust_remote_code``), the prompt cache
+    (``prompt_cache_bytes``), batching (``max_batch_size``, ``max_queue_size``, ``prefill_step_size``,
+    ``prefill_chunk_size``) and vision (``max_image_pixels``, ``video_fps``, ``video_max_frames``, ...).
     """
 
     name = "mlx"
@@ -101,6 +70,8 @@ class MLXProvider(BaseProvider):
         self._adapter: Any = None
         self._estimate: Any = None
         self._reload = False
+        self._engine: Engine | None = None
+        self._engine_lock = threading.Lock()
         self.load_time_s: float | None = None
 
     def _normalize_config(self, config: dict[str, Any]) -> dict[str, Any]:
@@ -112,14 +83,18 @@ class MLXProvider(BaseProvider):
         if len(flags) > 1 or (flags and config.get("quantize") not in (None, flags[0])):
             raise InvalidParameterError(
                 "load_in_4bit, load_in_8bit and quantize say different things: give one of them.", param="quantize")
-        for name in ("dtype", "device", "prompt_cache_bytes", "prefill_step_size"):
+        for name in _CONFIG_DEFAULTS:
             config.setdefault(name, defaults([name])[name])
         return config
 
     def _config_changed(self, keys: set[str]) -> None:
         if keys & _RELOAD_KEYS:
             self._spec = None  # resolved and inspected again on next use
-            self._reload = True  # the worker unloads the old model before the next generation
+            self._reload = True  # the engine unloads the old model before it serves the next request
+        engine = self._engine
+        if engine is not None:
+            engine.max_batch_size = int(self.config["max_batch_size"])
+            engine.max_queue_size = int(self.config["max_queue_size"])
 
     # ------------------------------------------------------------------ model
     @property
@@ -138,7 +113,7 @@ class MLXProvider(BaseProvider):
 
     def get_capabilities(self) -> Capabilities:
         """Decided from the model's ``config.json`` (never its name): every model has the text ones;
-        vision models add ``VISION`` (and ``MULTI_IMAGE``, ``VIDEO`` where the family takes them);
+        vision models add ``VISION`` (and ``MULTI_IMAGE``, ``VIDEO`` where mlx-vlm's family takes them);
         ``MAX_TOKENS`` is the context length the config declares."""
         spec = self.spec
         caps = set(_TEXT_CAPS)
@@ -146,63 +121,32 @@ class MLXProvider(BaseProvider):
             from .vision import vision_capabilities
 
             caps |= vision_capabilities(spec)
-        return Capabilities(caps, max_tokens=_context_length(spec.config))
+        return Capabilities(caps, max_tokens=spec.context_length)
 
     def _worker_on_exit(self) -> Callable[[], None]:
-        return _clear_streams
+        return clear_streams
 
-    def _load_on_worker(self) -> None:
+    def _load_on_worker(self) -> Any:
         if self._reload:
             self._reload = False
             self._unload_on_worker()
-        if self._adapter is not None:
-            return
-        mx = import_backend("mlx.core")
-        import_backend("mlx_lm")
-        spec = self.spec
-        _set_device(mx, self.config.get("device") or "auto")
-        on_gpu = _on_gpu()
-        from .text import TextAdapter, float_itemsize_for
-
-        bits = quantize_bits(self.config)
-        if bits and spec.kind == "vision":
-            raise UnsupportedFeatureError(
-                f"quantize={bits} on load is supported for text models only; {spec.path.name!r} is a vision "
-                "model: use a pre-quantized version of it (e.g. an mlx-community '-4bit' repo)."
-            )
-        # The float parts of a quantized model (scales, biases, norms) are cast too.
-        itemsize = float_itemsize_for(self.config["dtype"], spec, on_gpu)
-        estimate = estimate_load_bytes(spec, quantize_bits=bits, float_itemsize=itemsize)
-        check_load_memory(spec, estimate, self.config.get("memory_limit"))
-        t0 = time.perf_counter()
-        if spec.kind == "vision":
-            import_backend("mlx_vlm")
-            from .vision import VisionAdapter
-
-            adapter = VisionAdapter(spec, self.config, on_gpu)
-        else:
-            adapter = TextAdapter(spec, self.config, on_gpu)
-        try:
-            adapter.load()
-        except AbstractLLMError:
-            raise
-        except Exception as exc:  # the one boundary for load failures inside mlx / mlx-lm / mlx-vlm
-            raise ModelLoadError(f"Could not load {str(spec.path)!r}: {type(exc).__name__}: {exc}") from exc
-        self._adapter = adapter
-        self._estimate = estimate
-        self.load_time_s = time.perf_counter() - t0
+        if self._adapter is None:
+            self._adapter, self._estimate, self.load_time_s = load_adapter(self.spec, self.config)
+        return self._adapter
 
     def load(self) -> "MLXProvider":
         """Load the model now (otherwise the first generation loads it). Returns self."""
         self.worker.call(self._load_on_worker)
         return self
 
-    def _on_worker_if_started(self, fn: Callable[[], None]) -> None:
-        """Run ``fn`` on the worker after the jobs queued before it; nothing to do if none was started.
-        (The state it looks at is checked inside ``fn``, on the worker, never from the caller's thread.)"""
+    def _on_worker_if_started(self, fn: Callable[[], Any]) -> Any:
+        """Run ``fn`` on the worker (between two engine steps when it is busy); nothing to do if no worker
+        was started. The state ``fn`` looks at is read on the worker, never from the caller's thread."""
         worker = self._worker
-        if worker is not None and worker.thread is not None and not worker.closed:
-            worker.call(fn)
+        if worker is None or worker.thread is None or worker.closed:
+            return None
+        engine = self._engine
+        return engine.call(fn) if engine is not None else worker.call(fn)
 
     def _unload_on_worker(self) -> None:
         import gc
@@ -217,14 +161,17 @@ class MLXProvider(BaseProvider):
         mx.clear_cache()
 
     def unload(self) -> None:
-        """Free the model's memory (weights, prompt cache, MLX buffer cache); the next call reloads it."""
-        self._on_worker_if_started(self._unload_on_worker)
+        """Free the model's memory (weights, prompt cache, MLX buffer cache); the next call reloads it.
+        Waits for the requests in flight to finish."""
+        worker = self._worker
+        if worker is not None and worker.thread is not None and not worker.closed:
+            worker.call(self._unload_on_worker)
 
     def _release(self) -> None:
         self.unload()
 
     def clear_cache(self) -> None:
-        """Drop the prompt (KV) cache and MLX's buffer cache."""
+        """Drop the prompt (KV) cache and MLX's buffer cache (between two steps of a busy batch)."""
 
         def _clear() -> None:
             if self._adapter is None:
@@ -236,29 +183,95 @@ class MLXProvider(BaseProvider):
 
         self._on_worker_if_started(_clear)
 
+    # ------------------------------------------------------------------ the engine
+    @property
+    def engine(self) -> Engine:
+        """The batching engine of this provider (made with the worker, on first use)."""
+        with self._engine_lock:
+            if self._engine is None:
+                self._engine = Engine(
+                    self.worker, model=self.config["model"], max_batch_size=int(self.config["max_batch_size"]),
+                    max_queue_size=int(self.config["max_queue_size"]), adapter_for_run=self._load_on_worker,
+                    convert=convert_backend_error, reload_pending=lambda: self._reload)
+            return self._engine
+
+    def _submit(self, request: GenerationRequest, loop: Any = None) -> ChunkStream:
+        token = CancelToken()
+        engine = self.engine
+        return ChunkStream(lambda emit: engine.submit(request, emit, token), token, loop=loop, eager=True)
+
+    def _open_stream(self, request: GenerationRequest) -> ResponseStream:
+        chunks = self._submit(request)
+        return ResponseStream(iter(chunks), chunks.cancel_token, provider=self.name, on_last=self._on_last(request))
+
+    def _aopen_stream(self, request: GenerationRequest) -> AsyncResponseStream:
+        import asyncio
+
+        chunks = self._submit(request, asyncio.get_running_loop())
+        return AsyncResponseStream(chunks.aiter(), chunks.cancel_token, provider=self.name,
+                                   on_last=self._on_last(request))
+
+    def get_stats(self) -> dict[str, Any]:
+        """Serving statistics since creation or ``clear_stats()``: ``requests_served``, ``requests_failed``,
+        ``requests_cancelled``, ``total_tokens_generated``, ``average_response_time``, ``average_ttft``,
+        ``tokens_per_second`` (generated tokens per busy second), ``cache_hit_rate``, ``queue_length``,
+        ``active_requests``, ``batch_size``, ``average_batch_size`` and ``memory_usage`` (``allocated``,
+        ``cached``, ``peak`` bytes of MLX)."""
+        adapter = self._adapter
+        cache = adapter.cache_stats if adapter is not None else None
+        lookups = adapter.cache_lookups if adapter is not None else 0
+        if self._engine is None:
+            return Engine.empty_stats(cache, lookups)
+        return self._engine.stats_dict(cache, lookups)
+
+    def clear_stats(self) -> None:
+        """Start the statistics of ``get_stats()`` over."""
+        if self._engine is not None:
+            self._engine.stats.clear()
+        adapter = self._adapter
+        if adapter is not None:
+            adapter.cache_hits = adapter.cache_lookups = 0
+
+    # ------------------------------------------------------------------ information
     def get_model_info(self) -> dict[str, Any]:
+        """What is known about the model: ``model_name``, ``device``, ``dtype``, ``quantization``,
+        ``architecture``, ``max_seq_length``, ``vocab_size``, ``num_parameters``, ``capabilities`` (and
+        more: the folder, the kind, sizes, the prompt cache once loaded)."""
+        import sys
+
         spec = self.spec
+        adapter = self._adapter
+        mx = sys.modules.get("mlx.core")
         info: dict[str, Any] = {
             "provider": self.name,
             "model": self.config["model"],
+            "model_name": spec.path.name if spec.path.name else self.config["model"],
             "path": str(spec.path),
             "kind": spec.kind,
             "model_type": spec.model_type,
+            "architecture": (spec.config.get("architectures") or [spec.model_type])[0],
+            "device": str(mx.default_device()) if mx is not None and adapter is not None else self.config["device"],
+            "dtype": (adapter.info.get("dtype") if adapter is not None else None) or self.config["dtype"],
             "weight_bytes": spec.weight_bytes,
+            "num_parameters": (adapter.info.get("num_parameters") if adapter is not None else None) or spec.float_params,
             "parameters": spec.float_params,
             "quantization": spec.quantization,
             "quantize_on_load": None if spec.is_quantized else quantize_bits(self.config),
-            "dtype": self.config["dtype"],
+            "max_seq_length": spec.context_length,
+            "context_length": spec.context_length,
+            "vocab_size": spec.vocab_size,
             "has_chat_template": spec.has_chat_template,
             "loaded": self.is_loaded,
             "capabilities": sorted(str(c) for c in self.get_capabilities() if c is not ModelCapability.MAX_TOKENS),
-            "context_length": _context_length(spec.config),
+            "max_batch_size": int(self.config["max_batch_size"]),
         }
-        if self._adapter is not None:
+        if adapter is not None:
             info["estimated_memory_bytes"] = self._estimate.total
             info["load_time_s"] = self.load_time_s
-            info["prompt_cache"] = self._adapter.cache_stats
-            info.update({k: v for k, v in self._adapter.info.items() if v is not None})
+            info["prompt_cache"] = adapter.cache_stats
+            info.update({k: v for k, v in adapter.info.items() if v is not None and k not in info})
+            if adapter.info.get("quantization") and not info["quantization"]:
+                info["quantization"] = adapter.info["quantization"]
         return info
 
     def memory_status(self) -> dict[str, int]:
@@ -275,27 +288,3 @@ class MLXProvider(BaseProvider):
             out.update(mlx_active=mx.get_active_memory(), mlx_peak=mx.get_peak_memory(),
                        mlx_cache=mx.get_cache_memory())
         return out
-
-    # ------------------------------------------------------------------ the primitive
-    def _stream(self, request: GenerationRequest, cancel: CancelToken) -> Iterator[Response]:
-        if cancel.cancelled:  # cancelled (e.g. by close()) while queued: do not load or generate
-            yield Response(model=self.config["model"], finish_reason="cancelled", usage=Usage())
-            return
-        try:
-            self._load_on_worker()
-            t0 = time.perf_counter()
-            steps = self._adapter.request_steps(request, cancel)
-            yield from run_pipeline(
-                steps, model=self.config["model"], stop=request.params.get("stop") or [], cancel=cancel,
-                start_time=t0,
-            )
-        except AbstractLLMError:
-            raise
-        except (GeneratorExit, KeyboardInterrupt):
-            raise
-        except MemoryError as exc:
-            from ...exceptions import MemoryLimitError
-
-            raise MemoryLimitError(f"MLX ran out of memory during generation: {exc}") from exc
-        except Exception as exc:
-            raise GenerationError(f"MLX generation failed: {type(exc).__name__}: {exc}") from exc

@@ -3,14 +3,11 @@
 ``resolve_model`` returns a local folder: a path as given, or a repo id through ``huggingface_hub``
 (the local cache first, else a download with its progress bar). ``inspect_model`` reads ``config.json``
 and the safetensors headers to decide text vs vision (from the config, never the name), the
-architecture, the quantization and the bytes of the weights.
+architecture, the quantization and the bytes of the weights. Nothing here imports mlx.
 """
 
 from __future__ import annotations
 
-import ast
-import functools
-import importlib.util
 import json
 import os
 import re
@@ -51,6 +48,22 @@ class ModelSpec:
     @property
     def is_quantized(self) -> bool:
         return self.quantization is not None
+
+    @property
+    def context_length(self) -> int | None:
+        """The context length ``config.json`` declares (``max_position_embeddings`` or a synonym)."""
+        for cfg in (self.config.get("text_config") or {}, self.config):
+            for key in ("max_position_embeddings", "max_sequence_length", "seq_length", "n_positions"):
+                value = cfg.get(key) if isinstance(cfg, dict) else None
+                if isinstance(value, int) and value > 0:
+                    return value
+        return None
+
+    @property
+    def vocab_size(self) -> int | None:
+        cfg = self.config.get("text_config") or {}
+        vocab = cfg.get("vocab_size") or self.config.get("vocab_size")
+        return vocab if isinstance(vocab, int) else None
 
 
 def looks_like_repo_id(model: str) -> bool:
@@ -109,26 +122,6 @@ def resolve_model(model: str, revision: str | None = None, *, trust_remote_code:
         ) from exc
 
 
-def _package_dir(name: str) -> Path | None:
-    try:
-        spec = importlib.util.find_spec(name)  # finds the package without executing it
-    except (ImportError, ValueError):
-        return None
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    return Path(list(spec.submodule_search_locations)[0])
-
-
-def _text_architectures() -> set[str]:
-    d = _package_dir("mlx_lm")
-    return {p.stem for p in (d / "models").glob("*.py")} if d else set()
-
-
-def _vision_architectures() -> set[str]:
-    d = _package_dir("mlx_vlm")
-    return {p.name for p in (d / "models").iterdir() if p.is_dir() and (p / "__init__.py").exists()} if d else set()
-
-
 def _safetensors_header(path: Path) -> dict[str, Any]:
     try:
         with open(path, "rb") as fh:
@@ -164,22 +157,8 @@ def inspect_model(path: Path) -> ModelSpec:
         raise ModelLoadError(f"{str(cfg_path)!r} has no 'model_type': the architecture is unknown.")
 
     is_vision = any(k in config for k in _VISION_KEYS)
-    if is_vision:
-        known = _vision_architectures()
-        if model_type not in known and model_type.replace("-", "_") not in known:
-            raise ModelLoadError(
-                f"Model type {model_type!r} has a vision config but mlx-vlm does not support it "
-                f"(supported: {', '.join(sorted(known)) or 'mlx-vlm not installed'})."
-            )
-    else:
-        known = _text_architectures()
-        remapped = _text_remap().get(model_type, model_type).replace("-", "_")
-        if remapped not in known:
-            raise ModelLoadError(
-                f"Unknown architecture {model_type!r}: mlx-lm has no model of that type. "
-                "Upgrade mlx-lm, or check the model's config.json."
-            )
-
+    # Whether mlx-lm / mlx-vlm has a model of this type is asked of them when the model loads (their own
+    # model-class lookups; importing them here would import mlx before the backend's speed setup).
     weight_files = sorted(path.glob("*.safetensors"))
     if not weight_files:
         raise ModelLoadError(f"{str(path)!r} has no *.safetensors weights (MLX models need safetensors).")
@@ -218,22 +197,3 @@ def inspect_model(path: Path) -> ModelSpec:
         quantization=quant if isinstance(quant, dict) else None,
         has_chat_template=has_template,
     )
-
-
-@functools.lru_cache(maxsize=1)
-def _text_remap() -> dict[str, str]:
-    """mlx-lm's own remapping of model types (``MODEL_REMAPPING`` in ``mlx_lm/utils.py``), read from its
-    source without importing mlx-lm (which would import mlx before the backend's speed setup)."""
-    d = _package_dir("mlx_lm")
-    try:
-        tree = ast.parse((d / "utils.py").read_text(encoding="utf-8")) if d else None
-    except (OSError, SyntaxError):
-        tree = None
-    for node in ast.walk(tree) if tree else ():
-        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "MODEL_REMAPPING" for t in node.targets):
-            try:
-                value = ast.literal_eval(node.value)
-            except ValueError:
-                break
-            return {str(k): str(v) for k, v in value.items()} if isinstance(value, dict) else {}
-    return {}

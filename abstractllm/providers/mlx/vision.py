@@ -24,7 +24,7 @@ import functools
 import hashlib
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 from ...enums import ModelCapability
 from ...exceptions import (
@@ -33,11 +33,16 @@ from ...exceptions import (
     ModelLoadError,
     UnsupportedFeatureError,
 )
+from ...params import PARAMS
 from ...types import GenerationRequest
 from ..worker import CancelToken
+from .adapter import ModelAdapter
+from .memory import check_context_window
 from .pipeline import Step
 from .source import ModelSpec
-from .text import check_context_window
+
+if TYPE_CHECKING:
+    from .engine import EngineRequest
 
 __all__ = ["vision_capabilities", "VisionAdapter", "PreparedVisionRequest"]
 
@@ -60,25 +65,10 @@ def vision_capabilities(spec: ModelSpec) -> set[ModelCapability]:
 
 @functools.lru_cache(maxsize=1)
 def _single_image_models() -> frozenset[str]:
-    """mlx-vlm's ``SINGLE_IMAGE_ONLY_MODELS``, read from its source without importing mlx-vlm (~2 s)."""
-    import ast
+    """mlx-vlm's ``SINGLE_IMAGE_ONLY_MODELS`` (imports mlx-vlm, after the backend's speed setup)."""
+    from .backend import import_backend
 
-    from .source import _package_dir
-
-    d = _package_dir("mlx_vlm")
-    try:
-        tree = ast.parse((d / "prompt_utils.py").read_text(encoding="utf-8")) if d else None
-    except (OSError, SyntaxError):
-        tree = None
-    for node in getattr(tree, "body", []):
-        if isinstance(node, ast.Assign) and any(
-            getattr(t, "id", None) == "SINGLE_IMAGE_ONLY_MODELS" for t in node.targets
-        ):
-            try:
-                return frozenset(ast.literal_eval(node.value))
-            except ValueError:
-                break
-    return frozenset()
+    return frozenset(getattr(import_backend("mlx_vlm.prompt_utils"), "SINGLE_IMAGE_ONLY_MODELS", ()))
 
 
 @dataclass
@@ -103,21 +93,28 @@ def _cache_nbytes(cache: Any) -> int:
     return total
 
 
-class VisionAdapter:
-    """Loads a vision-language model with mlx-vlm and generates from text, images and video."""
+def _default(name: str) -> Any:
+    spec = PARAMS[name]
+    return spec.validate(name, spec.default)
+
+
+class VisionAdapter(ModelAdapter):
+    """Loads a vision-language model with mlx-vlm and generates from text, images and video.
+
+    The engine serves its requests one at a time (``capacity`` 1): each one is mlx-vlm's own
+    ``stream_generate``, advanced one token per engine step. (Batched vision decoding would need each
+    request's own sampler inside mlx-vlm's batch; see docs/architecture.md.)
+    """
 
     kind = "vision"
 
     def __init__(self, spec: ModelSpec, config: dict[str, Any], on_gpu: bool) -> None:
-        self.spec = spec
-        self.config = config
-        self.on_gpu = on_gpu
+        super().__init__(spec, config, on_gpu)
         self.model = None
         self.processor = None
-        self.info: dict[str, Any] = {}
         self.caps = vision_capabilities(spec)
         self._states: OrderedDict[str, Any] = OrderedDict()  # media key -> mlx_vlm PromptCacheState
-        self.cache_hits = 0
+        self._current: "EngineRequest | None" = None
 
     # ------------------------------------------------------------------ load
     def load(self) -> None:
@@ -143,6 +140,7 @@ class VisionAdapter:
         self.info["processor"] = type(processor).__name__
 
     def unload(self) -> None:
+        self.reset()
         self.model = self.processor = None
         self._states.clear()
 
@@ -220,13 +218,13 @@ class VisionAdapter:
         from ...media.video import decode_video, plan_video
 
         p = request.params
-        max_pixels = int(p.get("max_image_pixels") or 4_000_000)
+        max_pixels = int(p.get("max_image_pixels") or _default("max_image_pixels"))
         proc_max = self._processor_max_pixels()
         image_pixels = min(max_pixels, proc_max) if proc_max else max_pixels
         video_max = self._processor_max_pixels(video=True)
         frame_pixels = min(max_pixels, video_max) if video_max else max_pixels
-        max_bytes = int(p.get("max_image_bytes") or 50_000_000)
-        timeout = float(p.get("image_fetch_timeout") or 10.0)
+        max_bytes = int(p.get("max_image_bytes") or _default("max_image_bytes"))
+        timeout = float(p.get("image_fetch_timeout") or _default("image_fetch_timeout"))
         image_plans, video_plans, per_msg_images, per_msg_videos = [], [], [], []
         for i, msg in enumerate(request.messages):
             if (msg.images or msg.videos) and msg.role != "user":
@@ -243,8 +241,8 @@ class VisionAdapter:
                 video_plans.append(
                     plan_video(
                         source,
-                        fps=float(p.get("video_fps") or 2.0),
-                        max_frames=int(p.get("video_max_frames") or 32),
+                        fps=float(p.get("video_fps") or _default("video_fps")),
+                        max_frames=int(p.get("video_max_frames") or _default("video_max_frames")),
                         max_pixels=frame_pixels,
                     )
                 )
@@ -341,23 +339,39 @@ class VisionAdapter:
         )
 
     # ------------------------------------------------------------------ generate
-    def request_steps(self, request: GenerationRequest, cancel: CancelToken) -> Iterator[Step]:
-        """Prepare the request (typed errors raise here, before generation) and return its steps."""
-        top_k = request.params.get("top_k") or 0
-        tc = self.spec.config.get("text_config") or {}
-        vocab = tc.get("vocab_size") or self.spec.config.get("vocab_size")
-        if top_k and isinstance(vocab, int) and top_k >= vocab:
-            raise InvalidParameterError(
-                f"Invalid value for 'top_k': {top_k} must be below the model's vocabulary size ({vocab}); "
-                "0 disables top-k.", param="top_k")
-        bias = request.params.get("logit_bias") or {}
-        if isinstance(vocab, int) and any(t >= vocab for t in bias):
-            raise InvalidParameterError(
-                f"Invalid value for 'logit_bias': token id {max(bias)} is outside the model's vocabulary "
-                f"(0..{vocab - 1}).", param="logit_bias")
-        prepared = self.prepare(request)
-        check_context_window(int(prepared.input_ids.size), request.params)
-        return self.steps(prepared, request.params, cancel)
+    # ------------------------------------------------------------------ batching (one at a time)
+    @property
+    def capacity(self) -> int:
+        return 1
+
+    def admit(self, req: "EngineRequest") -> bool:
+        """Media, memory check, template and processor (typed errors raise here, before generation)."""
+        self.check_params(req.params)
+        prepared = self.prepare(req.request)
+        check_context_window(int(prepared.input_ids.size), req.params)
+        self.cache_lookups += 1
+        req.state = self.steps(prepared, req.params, req.token)
+        self._current = req
+        return True
+
+    def step(self) -> list[tuple["EngineRequest", Step]]:
+        req = self._current
+        if req is None:
+            return []
+        step = next(req.state, None)
+        if step is None:  # the generator ended early (cancelled): the engine sees the cancel next
+            return []
+        return [(req, step)]
+
+    def release(self, req: "EngineRequest", *, failed: bool = False) -> None:
+        gen = req.state
+        if self._current is req:
+            self._current = None
+        if gen is not None and not failed:
+            gen.close()  # lets mlx-vlm finish and store the prompt-cache state
+
+    def reset(self) -> None:
+        self._current = None
 
     def _sampling(self, params: dict[str, Any]) -> dict[str, Any]:
         rep = params.get("repetition_penalty")
@@ -367,11 +381,11 @@ class VisionAdapter:
             "top_k": int(params.get("top_k") or 0),
             "min_p": float(params.get("min_p") or 0.0),
             "repetition_penalty": None if rep in (None, 1.0) else float(rep),
-            "repetition_context_size": int(params.get("repetition_context_size") or 20),
+            "repetition_context_size": int(params["repetition_context_size"]),
             "presence_penalty": params.get("presence_penalty") or None,
-            "presence_context_size": int(params.get("repetition_context_size") or 20),
+            "presence_context_size": int(params["repetition_context_size"]),
             "frequency_penalty": params.get("frequency_penalty") or None,
-            "frequency_context_size": int(params.get("repetition_context_size") or 20),
+            "frequency_context_size": int(params["repetition_context_size"]),
             "logit_bias": params.get("logit_bias") or None,
             "seed": params.get("seed"),
         }
@@ -405,7 +419,7 @@ class VisionAdapter:
             kwargs["prompt_cache"] = fresh
         if max_kv is not None:
             kwargs["max_kv_size"] = int(max_kv)
-        kwargs["prefill_step_size"] = self.config.get("prefill_step_size") or 2048
+        kwargs["prefill_step_size"] = int(self.config["prefill_step_size"])
         mx.reset_peak_memory()
         gen = stream_generate(
             self.model,
@@ -422,17 +436,8 @@ class VisionAdapter:
 
         def step(r: Any, text: str, token: int, finish: str | None) -> Step:
             cached = int(getattr(r, "cached_tokens", 0) or 0)
-            return Step(
-                text=text,
-                token=int(token),
-                finish_reason=finish,
-                prompt_tokens=int(r.prompt_tokens) - cached,
-                generation_tokens=int(r.generation_tokens),
-                prompt_tps=float(r.prompt_tps or 0.0),
-                generation_tps=float(r.generation_tps or 0.0),
-                peak_memory_bytes=int((r.peak_memory or 0.0) * 1e9),
-                cached_tokens=cached,
-            )
+            return Step(text=text, token=int(token), finish_reason=finish, prompt_tokens=int(r.prompt_tokens) - cached,
+                        cached_tokens=cached)
 
         def _tok(t: Any) -> int:
             return int(t.item()) if hasattr(t, "item") else int(t)
@@ -465,12 +470,7 @@ class VisionAdapter:
                     yield step(r, r.text or "", _tok(r.token), r.finish_reason)
                 return
         except Exception:
-            failed = True  # the KV cache may be half-updated: the entry is dropped
-            # An error inside mlx-vlm's compiled samplers leaves this thread's random state as an
-            # unevaluable placeholder: every later sampling call would fail. Give it a fresh key.
-            import os
-
-            mx.random.seed(int.from_bytes(os.urandom(8), "little") >> 1)
+            failed = True  # the KV cache may be half-updated: the entry is dropped (the engine reseeds)
             raise
         finally:
             gen.close()

@@ -251,6 +251,13 @@ class OpenAIProvider(BaseProvider):
         kw["messages"] = chat_messages(request)
         return kw
 
+    async def _acreate_kwargs(self, request: GenerationRequest) -> dict[str, Any]:
+        """``_create_kwargs`` from the event loop: images are read and decoded off the loop (a worker thread
+        of the default executor); a text-only request is built on the loop."""
+        if request.has_images:
+            return await asyncio.to_thread(self._create_kwargs, request)
+        return self._create_kwargs(request)
+
     def _stream(self, request: GenerationRequest, cancel: CancelToken) -> Iterator[Response]:
         state = _StreamState(self.config["model"])
         try:
@@ -274,7 +281,7 @@ class OpenAIProvider(BaseProvider):
     async def _astream(self, request: GenerationRequest, cancel: CancelToken) -> AsyncIterator[Response]:
         state = _StreamState(self.config["model"])
         try:
-            kw = await asyncio.to_thread(self._create_kwargs, request)  # images: file and decode work
+            kw = await self._acreate_kwargs(request)
             stream = await (await self._aclient()).chat.completions.create(
                 stream=True, stream_options={"include_usage": True}, **kw)
         except Exception as exc:
@@ -303,7 +310,7 @@ class OpenAIProvider(BaseProvider):
     async def _acomplete(self, request: GenerationRequest) -> Response:
         t0 = time.perf_counter()
         try:
-            kw = await asyncio.to_thread(self._create_kwargs, request)
+            kw = await self._acreate_kwargs(request)
             completion = await (await self._aclient()).chat.completions.create(**kw)
         except Exception as exc:
             raise convert_error(exc, self.name) from exc
