@@ -13,7 +13,8 @@ The tree::
     │   ├── InvalidParameterError       bad config key, parameter type or range (``param`` names it)
     │   └── ContextWindowExceededError  the prompt (plus max_tokens) does not fit the model's context window
     ├── ModelLoadError                  the model cannot be loaded (bad folder, config, architecture)
-    │   └── ModelNotFoundError          no such folder / repo, or not cached while offline
+    │   ├── ModelNotFoundError          no such folder / repo, or not cached while offline
+    │   └── UnsupportedModelError       the backend has no model of that architecture
     ├── ResourceExceededError           a resource budget would be exceeded
     │   ├── MemoryLimitError            (also MemoryError) the work would exceed the memory budget
     │   └── QueueFullError              the provider's request queue is full (retry later)
@@ -46,6 +47,7 @@ __all__ = [
     "ModelLoadError",
     "ModelLoadingError",
     "ModelNotFoundError",
+    "UnsupportedModelError",
     "ResourceExceededError",
     "MemoryLimitError",
     "MemoryExceededError",
@@ -107,11 +109,17 @@ class InvalidParameterError(InvalidRequestError):
     ``param`` names the offending parameter when there is one.
     """
 
-    def __init__(self, message: str = "", *, param: str | None = None, **kwargs: Any) -> None:
+    def __init__(self, message: str = "", *, param: str | None = None, value: Any = None, **kwargs: Any) -> None:
         super().__init__(message, **kwargs)
         self.param = param
+        self.value = value
         if param is not None:
             self.details.setdefault("param", param)
+
+    @property
+    def parameter(self) -> str | None:
+        """The 1.x name of ``param``."""
+        return self.param
 
 
 class ContextWindowExceededError(InvalidRequestError):
@@ -136,6 +144,10 @@ ModelLoadingError = ModelLoadError  # the AbstractLLM 1.x name
 
 class ModelNotFoundError(ModelLoadError):
     """No model at that path, or a hub repo id that is not cached and cannot be downloaded."""
+
+
+class UnsupportedModelError(ModelLoadError):
+    """The model exists but its architecture is not supported by the backend (1.x name)."""
 
 
 class ResourceExceededError(AbstractLLMError):
@@ -179,7 +191,16 @@ class QueueFullError(ResourceExceededError):
 
 
 class FileProcessingError(AbstractLLMError):
-    """A file input (text file, image, video) cannot be read, is of an unsupported type, or is too large."""
+    """A file input (text file, image, video) cannot be read, is of an unsupported type, or is too large.
+    ``file_path`` and ``file_type`` read ``details`` when known."""
+
+    @property
+    def file_path(self) -> str | None:
+        return self.details.get("file_path")
+
+    @property
+    def file_type(self) -> str | None:
+        return self.details.get("file_type")
 
 
 class ImageProcessingError(FileProcessingError):
@@ -187,7 +208,12 @@ class ImageProcessingError(FileProcessingError):
 
 
 class UnsupportedFeatureError(AbstractLLMError):
-    """The provider or model does not support what was asked (images to a text model, video, tools...)."""
+    """The provider or model does not support what was asked (images to a text model, video, tools...).
+    ``feature`` names it when known (a ``ModelCapability`` or a word)."""
+
+    def __init__(self, message: str = "", *, feature: Any = None, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.feature = feature
 
 
 class GenerationError(AbstractLLMError):

@@ -186,8 +186,8 @@ def normalize_messages(
         raise InvalidParameterError(
             "Nothing to answer: the prompt and messages are empty (no text, images or videos).", param="prompt"
         )
-    if not system_prompt and default_system_prompt and out[0].role != "system":
-        system_prompt = default_system_prompt
+    if system_prompt is None and default_system_prompt and out[0].role != "system":
+        system_prompt = default_system_prompt  # system_prompt="" means: no system prompt this time
     if system_prompt:
         if out[0].role == "system":
             out[0] = Message(role="system", text=f"{system_prompt}\n\n{out[0].text}".strip())

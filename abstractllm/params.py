@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterable, Mapping
 from .enums import ModelParameter
 from .exceptions import InvalidParameterError, did_you_mean
 
-__all__ = ["ParamSpec", "PARAMS", "GENERATION_PARAMS", "normalize_keys", "validate_params", "parse_bytes",
+__all__ = ["ParamSpec", "PARAMS", "GENERATION_PARAMS", "CALL_ONLY", "normalize_keys", "validate_params", "parse_bytes",
            "format_bytes"]
 
 
@@ -325,6 +325,8 @@ _SPECS = [
     ParamSpec(P.LOGGING_ENABLED, _any, None, False, "1.x key; accepted as a no-op."),
 ]
 PARAMS: dict[str, ParamSpec] = {str(s.name): s for s in _SPECS}
+#: per-call arguments that are no configuration keys (generate's 1.x image arguments)
+CALL_ONLY = frozenset({str(P.IMAGE), str(P.IMAGES)})
 GENERATION_PARAMS = frozenset(name for name, spec in PARAMS.items() if spec.per_call)
 
 

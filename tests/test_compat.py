@@ -339,3 +339,35 @@ def test_context_limits(tiny_llm):
     with pytest.raises(ContextWindowExceededError):
         tiny_llm.generate(PROMPT, max_tokens=10, context_window=n + 9)
     assert tiny_llm.generate(PROMPT, max_tokens=10, context_window=n + 10).usage.completion_tokens == 10
+
+
+def test_config_changes_reach_the_loaded_model_and_image_is_a_call_argument(tiny_model):
+    from abstractllm import MemoryLimitError
+
+    with create_llm("mlx", model=str(tiny_model), temperature=0.0, max_tokens=2) as llm:
+        llm.generate("Hi")  # loaded
+        llm.update_config({"memory_limit": "80MB"})  # below what the loaded model already holds + the KV
+        with pytest.raises(MemoryLimitError):
+            llm.generate("Hi", max_tokens=1_000_000)
+        llm.update_config({"memory_limit": None})
+        assert llm.generate("Hi").usage.completion_tokens == 2
+    with pytest.raises(InvalidParameterError, match="argument of generate"):
+        create_llm("mlx", model=str(tiny_model), image="photo.png")
+
+
+def test_an_empty_system_prompt_turns_the_configured_one_off(tiny_model):
+    with create_llm("mlx", model=str(tiny_model), temperature=0.0, max_tokens=4, system_prompt="Be a pirate.") as llm:
+        off = llm._prepare(PROMPT, "", None, None, {}).messages
+        on = llm._prepare(PROMPT, None, None, None, {}).messages
+    assert [m.role for m in off] == ["user"] and [m.role for m in on] == ["system", "user"]
+
+
+def test_1x_exception_attributes():
+    import abstractllm.exceptions as E
+
+    err = E.InvalidParameterError("bad", param="temperature", value=-1)
+    assert err.parameter == "temperature" and err.value == -1
+    assert E.UnsupportedFeatureError("no", feature=ModelCapability.VISION).feature is ModelCapability.VISION
+    f = E.FileProcessingError("x", details={"file_path": "/a.txt", "file_type": "text"})
+    assert f.file_path == "/a.txt" and f.file_type == "text"
+    assert issubclass(E.UnsupportedModelError, E.ModelLoadError)

@@ -204,3 +204,32 @@ def test_status_errors_map_into_the_tree(status, body, expected):
         assert err.status_code == status and err.body in (body, body["error"])
     else:
         assert err.details["status_code"] == status
+
+
+def test_an_abstractllm_error_is_never_its_own_cause():
+    from abstractllm import ImageProcessingError
+
+    with create_llm("openai", "m", base_url="http://127.0.0.1:9/v1", max_retries=0) as llm:
+        with pytest.raises(ImageProcessingError) as info:  # raised while encoding, before any request
+            llm.generate("x", files=[b"junk"])
+    assert info.value.original_exception is not info.value and info.value.__cause__ is not info.value
+
+
+def test_capabilities_are_asked_again_after_a_refused_key(tiny_model):
+    with start_server(ServerConfig(model=str(tiny_model), port=0, api_key="sk-right")) as server:
+        with create_llm("openai", "local", base_url=server.base_url, api_key="sk-wrong", max_retries=0) as llm:
+            assert llm.get_capabilities().get(ModelCapability.VISION) is True  # assumed: the server said 401
+            assert llm._caps is None  # not kept: asked again
+            llm.update_config({"api_key": "sk-right"})
+            assert llm.get_capabilities().get(ModelCapability.VISION) is False  # the server's own answer
+
+
+@pytest.mark.parametrize("host, url", [
+    ("0.0.0.0", "http://localhost:11434/v1"), (":11434", "http://localhost:11434/v1"),
+    ("example.org", "http://example.org:11434/v1"), ("10.0.0.5:8080", "http://10.0.0.5:8080/v1"),
+    ("https://ollama.example.org", "https://ollama.example.org:11434/v1"), ("[::1]:9000", "http://[::1]:9000/v1"),
+])
+def test_ollama_host_is_read_as_ollama_reads_it(host, url):
+    from abstractllm.providers.openai.provider import _ollama_host_url
+
+    assert _ollama_host_url(host) == url

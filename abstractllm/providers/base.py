@@ -26,10 +26,10 @@ from typing import Any, AsyncIterator, Callable, ClassVar, Iterable, Iterator, M
 
 from ..compat import call_files, merge_key_aliases
 from ..enums import ModelCapability, ModelParameter
-from ..exceptions import AbstractLLMError, UnsupportedFeatureError
+from ..exceptions import AbstractLLMError, InvalidParameterError, UnsupportedFeatureError
 from ..interface import AbstractLLMInterface
 from ..messages import normalize_messages
-from ..params import GENERATION_PARAMS, defaults, normalize_keys, validate_params
+from ..params import CALL_ONLY, GENERATION_PARAMS, defaults, normalize_keys, validate_params
 from ..types import Capabilities, GenerationRequest, Response, Usage
 from .worker import AsyncResponseStream, CancelToken, ChunkStream, ResponseStream, SerialWorker
 
@@ -133,6 +133,12 @@ class BaseProvider(AbstractLLMInterface):
 
     def _validated_config(self, raw: dict[str, Any]) -> dict[str, Any]:
         raw = merge_key_aliases(dict(raw))
+        for name in CALL_ONLY:
+            if raw.get(name) is not None:
+                raise InvalidParameterError(
+                    f"'{name}' is an argument of generate(), not a configuration key: "
+                    f"llm.generate(prompt, {name}=...).", param=name)
+            raw.pop(name, None)
         return self._normalize_config(validate_params(raw, self._known_keys, where=f"{self.name} config"))
 
     def _refresh_defaults(self) -> None:
@@ -206,15 +212,15 @@ class BaseProvider(AbstractLLMInterface):
         if capability not in caps:
             raise UnsupportedFeatureError(
                 f"The {self.name} provider with model {self.config.get('model')!r} does not support {what} "
-                f"(capability {capability.name} is not declared).", provider=self.name)
+                f"(capability {capability.name} is not declared).", provider=self.name, feature=capability)
 
     def _check_capabilities(self, request: GenerationRequest) -> None:
         caps = self.get_capabilities()
         model = self.config.get("model")
         if request.has_images and C.VISION not in caps:
             raise UnsupportedFeatureError(
-                f"Model {model!r} is a text-only model: it cannot take images. Use a vision model "
-                "(its config.json has a vision_config), or drop the images.", provider=self.name)
+                f"Model {model!r} is a text-only model: it cannot take images (capability VISION is not "
+                "declared). Use a vision model, or drop the images.", provider=self.name)
         if request.image_count > 1 and C.MULTI_IMAGE not in caps:
             self._require(C.MULTI_IMAGE, "more than one image per request", caps)
         if request.has_videos and C.VIDEO not in caps:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from ...exceptions import AbstractLLMError, ModelLoadError, UnsupportedFeatureError
+from ...exceptions import AbstractLLMError, ModelLoadError, UnsupportedFeatureError, UnsupportedModelError
 from .adapter import ModelAdapter
 from .backend import import_backend, on_gpu
 from .memory import MemoryEstimate, check_load_memory, estimate_load_bytes
@@ -26,9 +26,9 @@ def check_architecture(spec: ModelSpec) -> None:
             import_backend("mlx_lm.utils")._get_classes(spec.config)
     except (ValueError, ImportError, KeyError, AttributeError) as exc:
         if spec.kind == "vision":
-            raise ModelLoadError(f"Model type {spec.model_type!r} has a vision config but mlx-vlm does not support "
+            raise UnsupportedModelError(f"Model type {spec.model_type!r} has a vision config but mlx-vlm does not support "
                                  f"it ({exc}). Upgrade mlx-vlm, or check the model's config.json.") from exc
-        raise ModelLoadError(f"Unknown architecture {spec.model_type!r}: mlx-lm has no model of that type ({exc}). "
+        raise UnsupportedModelError(f"Unknown architecture {spec.model_type!r}: mlx-lm has no model of that type ({exc}). "
                              "Upgrade mlx-lm, or check the model's config.json.") from exc
 
 

@@ -43,7 +43,7 @@ _IGNORED = frozenset(str(p) for p in (
 #: keys whose change (update_config) makes the next call reload the model
 _RELOAD_KEYS = frozenset(str(p) for p in (
     P.MODEL, P.REVISION, P.TRUST_REMOTE_CODE, P.QUANTIZE, P.LOAD_IN_4BIT, P.LOAD_IN_8BIT, P.DTYPE, P.DEVICE,
-    P.CACHE_DIR, P.PROMPT_CACHE_BYTES, P.MAX_BATCH_SIZE, P.PREFILL_STEP_SIZE,
+    P.CACHE_DIR, P.PROMPT_CACHE_BYTES,
 ))
 #: config-only keys whose defaults are filled in at creation (what the engine and the adapters read)
 _CONFIG_DEFAULTS = ("dtype", "device", "prompt_cache_bytes", "prefill_step_size", "max_batch_size",
@@ -88,6 +88,9 @@ class MLXProvider(BaseProvider):
         return config
 
     def _config_changed(self, keys: set[str]) -> None:
+        adapter = self._adapter
+        if adapter is not None:  # the loaded model reads the new values (memory_limit, batch sizes...)
+            adapter.config = self.config
         if keys & _RELOAD_KEYS:
             self._spec = None  # resolved and inspected again on next use
             self._reload = True  # the engine unloads the old model before it serves the next request

@@ -79,7 +79,7 @@ class TextAdapter(ModelAdapter):
         self._cache = None  # mlx_lm LRUPromptCache
         self.kv_bytes_per_token = 0
         self._batch: Any = None  # mlx_lm BatchGenerator
-        self._batch_kv: int | None = None  # the max_kv_size it was made for
+        self._batch_kv: tuple[Any, ...] | None = None  # (max_kv_size, batch size, prefill step) it was made for
         self._by_uid: dict[int, "EngineRequest"] = {}
 
     # ------------------------------------------------------------------ load
@@ -163,7 +163,8 @@ class TextAdapter(ModelAdapter):
         current batch has another and still runs requests (this one waits for it to drain)."""
         from mlx_lm.generate import BatchGenerator
 
-        if self._batch is not None and self._batch_kv == max_kv:
+        shape = (max_kv, self.capacity, int(self.config["prefill_step_size"]))
+        if self._batch is not None and self._batch_kv == shape:
             return True
         if self._by_uid:
             return False
@@ -173,7 +174,7 @@ class TextAdapter(ModelAdapter):
             completion_batch_size=self.capacity, prefill_batch_size=self.capacity,
             prefill_step_size=int(self.config["prefill_step_size"]), max_kv_size=max_kv,
         )
-        self._batch_kv = max_kv
+        self._batch_kv = shape
         return True
 
     def admit(self, req: "EngineRequest") -> bool:

@@ -20,7 +20,7 @@ import weakref
 from typing import Any, AsyncIterator, ClassVar, Iterator
 
 from ...enums import ModelCapability, ModelParameter
-from ...exceptions import AuthenticationError, InvalidParameterError
+from ...exceptions import AbstractLLMError, AuthenticationError, InvalidParameterError
 from ...types import Capabilities, GenerationRequest, Response
 from ..base import BaseProvider
 from ..worker import CancelToken
@@ -232,15 +232,17 @@ class OpenAIProvider(BaseProvider):
                         caps.add(cap)
             if isinstance(extra.get("context_length"), int):
                 context = extra["context_length"]
-            reachable = True
-        except Exception as exc:  # unreachable or no such endpoint: the protocol's defaults
+            definitive = True
+        except Exception as exc:  # unreachable, refused, or no such endpoint: the protocol's defaults
             import openai
 
-            reachable = isinstance(exc, openai.APIStatusError)
+            # a server that says it has no such endpoint or model has answered for good; an unreachable
+            # one, a refused key (401/403), a rate limit or a server error is asked again next time
+            definitive = isinstance(exc, openai.APIStatusError) and exc.status_code in (404, 405)
         if not known:
             caps |= _ASSUMED_MEDIA_CAPS
         result = Capabilities(caps, max_tokens=context)
-        if reachable:  # an unreachable server is asked again next time
+        if definitive:
             self._caps = result
         return result
 
@@ -263,6 +265,8 @@ class OpenAIProvider(BaseProvider):
         try:
             kw = self._create_kwargs(request)
             stream = self.client.chat.completions.create(stream=True, stream_options={"include_usage": True}, **kw)
+        except AbstractLLMError:
+            raise
         except Exception as exc:
             raise convert_error(exc, self.name) from exc
         try:
@@ -272,6 +276,8 @@ class OpenAIProvider(BaseProvider):
                     yield chunk
                 if cancel.cancelled:
                     break
+        except AbstractLLMError:
+            raise
         except Exception as exc:
             raise convert_error(exc, self.name) from exc
         finally:
@@ -284,6 +290,8 @@ class OpenAIProvider(BaseProvider):
             kw = await self._acreate_kwargs(request)
             stream = await (await self._aclient()).chat.completions.create(
                 stream=True, stream_options={"include_usage": True}, **kw)
+        except AbstractLLMError:
+            raise
         except Exception as exc:
             raise convert_error(exc, self.name) from exc
         try:
@@ -293,6 +301,8 @@ class OpenAIProvider(BaseProvider):
                     yield chunk
                 if cancel.cancelled:
                     break
+        except AbstractLLMError:
+            raise
         except Exception as exc:
             raise convert_error(exc, self.name) from exc
         finally:
@@ -303,6 +313,8 @@ class OpenAIProvider(BaseProvider):
         t0 = time.perf_counter()
         try:
             completion = self.client.chat.completions.create(**self._create_kwargs(request))
+        except AbstractLLMError:
+            raise
         except Exception as exc:
             raise convert_error(exc, self.name) from exc
         return _response_from(completion, t0)
@@ -312,6 +324,8 @@ class OpenAIProvider(BaseProvider):
         try:
             kw = await self._acreate_kwargs(request)
             completion = await (await self._aclient()).chat.completions.create(**kw)
+        except AbstractLLMError:
+            raise
         except Exception as exc:
             raise convert_error(exc, self.name) from exc
         return _response_from(completion, t0)
@@ -363,9 +377,24 @@ class OllamaProvider(OpenAIProvider):
     def base_url(self) -> str | None:
         host = os.environ.get("OLLAMA_HOST")
         if host and not self.config.get("base_url") and not os.environ.get(self.base_url_env):
-            host = host if host.startswith(("http://", "https://")) else f"http://{host}"
-            return host.rstrip("/") + "/v1"
+            return _ollama_host_url(host)
         return self.config.get("base_url") or os.environ.get(self.base_url_env) or "http://localhost:11434/v1"
+
+
+def _ollama_host_url(host: str) -> str:
+    """``$OLLAMA_HOST`` as Ollama reads it (``host``, ``host:port``, ``:port``, a URL; the port defaults to
+    11434, the host to localhost) as the base URL of its OpenAI-compatible API."""
+    from urllib.parse import urlsplit
+
+    host = host.strip()
+    parts = urlsplit(host if "://" in host else f"http://{host}")
+    name = parts.hostname or "localhost"
+    if name == "0.0.0.0":  # Ollama listens on every interface; a client connects to this machine
+        name = "localhost"
+    if ":" in name:  # an IPv6 address
+        name = f"[{name}]"
+    path = parts.path.rstrip("/")
+    return f"{parts.scheme or 'http'}://{name}:{parts.port or 11434}{path}/v1"
 
 
 class LMStudioProvider(OpenAIProvider):
