@@ -10,7 +10,7 @@ imported until a provider needs it. The AbstractLLM 1.x names are here too (``Ab
 ``abstractllm.compat`` and docs/migration.md.
 """
 
-from .enums import MessageRole, ModelCapability, ModelParameter
+from .enums import MessageRole, ModelCapability, ModelParameter, RequestPriority
 from .exceptions import (
     AbstractLLMError,
     AuthenticationError,
@@ -28,16 +28,19 @@ from .exceptions import (
     ModelNotFoundError,
     ProviderAPIError,
     ProviderConnectionError,
+    QueueFullError,
     QuotaExceededError,
     RequestTimeoutError,
     ResourceExceededError,
     UnsupportedFeatureError,
+    UnsupportedModelError,
     UnsupportedProviderError,
 )
 from .interface import AbstractLLMInterface
 from .providers.base import BaseProvider
 from .providers.worker import AsyncResponseStream, ResponseStream
 from .registry import available_providers, create_llm, get_llm_providers, register_provider
+from .sampling import SamplingParams
 from .session import BasicSession, Session, create_session
 from .types import Capabilities, GenerateResponse, Message, Response, ToolCall, Usage
 
@@ -56,6 +59,8 @@ __all__ = [
     "ModelParameter",
     "ModelCapability",
     "MessageRole",
+    "RequestPriority",
+    "SamplingParams",
     "Response",
     "GenerateResponse",
     "ResponseStream",
@@ -72,9 +77,11 @@ __all__ = [
     "ModelLoadError",
     "ModelLoadingError",
     "ModelNotFoundError",
+    "UnsupportedModelError",
     "ResourceExceededError",
     "MemoryLimitError",
     "MemoryExceededError",
+    "QueueFullError",
     "FileProcessingError",
     "ImageProcessingError",
     "UnsupportedFeatureError",

@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterable, Mapping
 from .enums import ModelParameter
 from .exceptions import InvalidParameterError, did_you_mean
 
-__all__ = ["ParamSpec", "PARAMS", "GENERATION_PARAMS", "CALL_ONLY", "normalize_keys", "validate_params", "parse_bytes",
+__all__ = ["ParamSpec", "PARAMS", "GENERATION_PARAMS", "CALL_ONLY", "SAMPLING_PRESETS", "PRIORITY_AGING_S", "normalize_keys", "validate_params", "parse_bytes",
            "format_bytes"]
 
 
@@ -255,6 +255,15 @@ def _token_ids(name: str, value: Any) -> list[int]:
 
 #: a request waiting for admission gains one priority level per this many seconds (anti-starvation)
 PRIORITY_AGING_S = 10.0
+#: SamplingParams presets (keyword overrides win)
+SAMPLING_PRESETS: dict[str, dict[str, Any]] = {
+    "greedy": {"temperature": 0.0},
+    "creative": {"temperature": 1.0, "top_p": 0.95},
+    "balanced": {"temperature": 0.7, "top_p": 0.9, "repetition_penalty": 1.05},
+}
+#: the prompts of the vision conveniences (describe_image, describe_video)
+DESCRIBE_IMAGE_PROMPT = "Describe this image in detail."
+DESCRIBE_VIDEO_PROMPT = "Describe what happens in this video."
 
 
 P = ModelParameter

@@ -32,6 +32,14 @@ def server(tiny_model):
 
 
 @pytest.fixture(scope="module")
+def narrow(tiny_model):
+    """A server that batches one request at a time and queues at most two: queueing is visible."""
+    srv = ServerProcess(tiny_model, "--max-batch-size", "1", "--max-queue-size", "2", "--max-tokens-limit", "200000")
+    yield srv
+    assert srv.stop(signal.SIGINT) == 0, "".join(srv.log)
+
+
+@pytest.fixture(scope="module")
 def client(server):
     with openai.OpenAI(base_url=server.base_url, api_key="unused", max_retries=0, timeout=60) as c:
         yield c
@@ -243,8 +251,12 @@ def test_stats_and_cache_clear(server, client):
     client.chat.completions.create(model="m", messages=MSGS, temperature=0, max_tokens=4)
     after = server.stats()
     assert after["requests_served"] == before["requests_served"] + 1
-    assert after["completion_tokens"] == before["completion_tokens"] + 4
-    assert after["mean_latency_s"] > 0 and after["active_requests"] == 0 and after["queued_requests"] == 0
+    assert after["total_tokens_generated"] == before["total_tokens_generated"] + 4
+    assert after["average_response_time"] > 0 and after["average_ttft"] > 0
+    assert after["active_requests"] == 0 and after["queue_length"] == 0 and after["uptime_s"] > 0
+    for key in ("requests_failed", "requests_cancelled", "tokens_per_second", "cache_hit_rate", "batch_size",
+                "average_batch_size", "memory_usage"):
+        assert key in after, key
     mem = after["memory"]
     assert mem["process_rss"] > 10_000_000 and mem["mlx_active"] > 0 and mem["mlx_peak"] >= mem["mlx_active"]
     assert after["prompt_cache"]["entries"] >= 1
@@ -253,7 +265,9 @@ def test_stats_and_cache_clear(server, client):
     assert server.stats()["memory"]["mlx_cache"] == 0
 
 
-def test_disconnect_mid_stream_cancels_and_queue_is_reported(server, client):
+def test_disconnect_mid_stream_cancels_and_queue_is_reported(narrow):
+    server = narrow
+    client = openai.OpenAI(base_url=server.base_url, api_key="unused", max_retries=0, timeout=60)
     before = server.stats()
     long_body = {"messages": [{"role": "user", "content": "hello"}], "temperature": 0, "max_tokens": 200000,
                  "stream": True}
@@ -272,14 +286,14 @@ def test_disconnect_mid_stream_cancels_and_queue_is_reported(server, client):
             t = threading.Thread(target=queued_request)
             t.start()
             deadline = time.monotonic() + 60  # a wait for what the server shows, not a speed bound
-            while server.stats()["queued_requests"] != 1:
+            while server.stats()["queue_length"] != 1:
                 assert time.monotonic() < deadline, "the second request never showed as queued"
                 time.sleep(0.05)
         # leaving the block closes the connection mid-stream
     t.join(30)
     assert second["r"].usage.completion_tokens == 3  # it ran once the cancelled generation stopped
     deadline = time.monotonic() + 60  # a wait for what the server shows, not a speed bound
-    while (s := server.stats())["active_requests"] or s["queued_requests"]:
+    while (s := server.stats())["active_requests"] or s["queue_length"]:
         assert time.monotonic() < deadline, f"generation not cancelled: {s}"
         time.sleep(0.05)
     assert s["requests_cancelled"] == before["requests_cancelled"] + 1
@@ -333,7 +347,8 @@ def test_concurrent_requests_match_sequential(client, tiny_llm):
     assert [results.get(i) for i in range(len(prompts))] == expected
 
 
-def test_a_queued_stream_whose_client_leaves_never_runs(server):
+def test_a_queued_stream_whose_client_leaves_never_runs(narrow):
+    server = narrow
     before = server.stats()
     long_body = {"messages": [{"role": "user", "content": "hello"}], "temperature": 0, "max_tokens": 200000,
                  "stream": True}
@@ -344,13 +359,48 @@ def test_a_queued_stream_whose_client_leaves_never_runs(server):
         with pytest.raises(httpx.ReadTimeout):  # queued behind the first: gives up waiting
             httpx.post(server.base_url + "/chat/completions", timeout=1.0, json={**long_body, "stream": True})
         deadline = time.monotonic() + 60  # a wait for what the server shows, not a speed bound
-        while server.stats()["queued_requests"]:
+        while server.stats()["queue_length"]:
             assert time.monotonic() < deadline, "the abandoned request is still queued"
             time.sleep(0.05)
+        # it left the queue while the first still runs (a batch of one): it never ran
         assert server.stats()["active_requests"] == 1
     deadline = time.monotonic() + 60  # a wait for what the server shows, not a speed bound
     while (s := server.stats())["active_requests"]:
         assert time.monotonic() < deadline, f"generation not cancelled: {s}"
         time.sleep(0.05)
-    assert s["requests_cancelled"] == before["requests_cancelled"] + 1  # only the first ever ran
+    assert s["requests_cancelled"] == before["requests_cancelled"] + 2  # both ended as cancelled
     assert s["requests_failed"] == before["requests_failed"]
+
+
+def test_a_full_queue_is_429_with_retry_after(narrow):
+    """One request generating, two waiting (--max-batch-size 1 --max-queue-size 2): the next is refused
+    at once with 429 and a Retry-After header, and the server goes on."""
+    long_body = {"messages": [{"role": "user", "content": "hello"}], "temperature": 0, "max_tokens": 200000,
+                 "stream": True}
+    with httpx.Client(timeout=60) as http:
+        streams = [http.stream("POST", narrow.base_url + "/chat/completions", json=long_body)]
+        first = streams[0].__enter__()
+        lines = first.iter_lines()  # keep it: a dropped line iterator closes the connection
+        next(lines)  # generating
+        waiting = []
+        try:
+            for _ in range(2):
+                waiting.append(threading.Thread(target=lambda: httpx.post(
+                    narrow.base_url + "/chat/completions", timeout=60, json={**long_body, "stream": False,
+                                                                             "max_tokens": 2})))
+                waiting[-1].start()
+            deadline = time.monotonic() + 60  # a wait for what the server shows, not a speed bound
+            while narrow.stats()["queue_length"] != 2:
+                assert time.monotonic() < deadline, narrow.stats()
+                time.sleep(0.05)
+            r = httpx.post(narrow.base_url + "/chat/completions", timeout=60, json={**long_body, "stream": False})
+            assert r.status_code == 429 and r.json()["error"]["code"] == "queue_full"
+            assert int(r.headers["retry-after"]) >= 1
+            with pytest.raises(openai.RateLimitError):
+                openai.OpenAI(base_url=narrow.base_url, api_key="x", max_retries=0).chat.completions.create(
+                    model="m", messages=MSGS, max_tokens=2)
+        finally:
+            streams[0].__exit__(None, None, None)  # the long one ends: the waiting ones run
+        for t in waiting:
+            t.join(60)
+    assert narrow.stats()["queue_length"] == 0

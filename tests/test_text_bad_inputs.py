@@ -96,7 +96,7 @@ def test_dtype_did_you_mean(tiny_model):
 
 # ------------------------------------------------------------------ prompts and messages
 BAD_CONVERSATIONS = [
-    dict(prompt=5), dict(prompt=b"bytes"), dict(prompt=["a list"]), dict(),
+    dict(prompt=5), dict(prompt=b"bytes"), dict(prompt=[]), dict(prompt=["ok", 3]), dict(),
     dict(prompt=""), dict(prompt="   \n"), dict(messages=[{"role": "user", "content": ""}]),
     dict(system_prompt=3, prompt="hi"), dict(system_prompt="only a system prompt"),
     dict(messages="hi"), dict(messages={"role": "user", "content": "hi"}), dict(messages=[1]),

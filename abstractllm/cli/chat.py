@@ -119,6 +119,8 @@ class ChatSession:
         parts: list[str] = []
         last = None
         with ReplyInterrupts() as interrupts:  # Ctrl-C from here on cancels this reply, not the chat
+            out.write("assistant> ")  # once this shows, Ctrl-C stops the reply (it is inside the scope)
+            out.flush()
             try:
                 stream = interrupts.attach(self.llm.generate(
                     system_prompt=self.system, messages=[*self.history, user], stream=True, **self.params))
@@ -176,7 +178,6 @@ def cmd_chat(args: argparse.Namespace) -> int:
                 continue
             if not interactive:
                 print(f"you> {line}", file=out)
-            out.write("assistant> ")
             session.turn(line, out)
     except KeyboardInterrupt:  # Ctrl-C outside a reply (at the prompt): leave
         print(file=out)

@@ -11,7 +11,7 @@ from typing import Any
 
 from .common import CLIError, llm_config_from, make_llm, model_from, stream_to
 
-__all__ = ["cmd_generate", "cmd_serve", "cmd_demo", "sampling_params", "footer"]
+__all__ = ["cmd_generate", "cmd_serve", "cmd_demo", "sampling_params", "footer", "batching_config"]
 
 
 def sampling_params(args: argparse.Namespace) -> dict[str, Any]:
@@ -95,6 +95,26 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def batching_config(args: argparse.Namespace) -> dict[str, Any]:
+    """``--max-batch-size``, ``--max-queue-size`` and ``--max-concurrency`` as provider configuration."""
+    from ..params import PARAMS
+
+    out: dict[str, Any] = {}
+    batch = args.max_batch_size or PARAMS["max_batch_size"].default
+    if args.max_batch_size:
+        out["max_batch_size"] = args.max_batch_size
+    if args.max_queue_size is not None:
+        out["max_queue_size"] = args.max_queue_size
+    if args.max_concurrency is not None:
+        if args.max_queue_size is not None:
+            raise CLIError("--max-concurrency sets the queue size: give it or --max-queue-size, not both.", 2)
+        if args.max_concurrency < batch:
+            raise CLIError(f"--max-concurrency {args.max_concurrency} is below the batch size {batch} "
+                           "(--max-batch-size).", 2)
+        out["max_queue_size"] = args.max_concurrency - batch
+    return out
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     try:
         import fastapi  # noqa: F401
@@ -118,6 +138,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     llm_config = llm_config_from(args)
     if args.max_tokens:
         llm_config["max_tokens"] = args.max_tokens
+    llm_config.update(batching_config(args))
     config = ServerConfig(
         model=model_from(args), llm_config=llm_config, host=args.host, port=args.port,
         api_key=args.api_key or os.environ.get("ABSTRACTLLM_API_KEY") or None,

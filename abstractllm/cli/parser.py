@@ -36,6 +36,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {value}")
+    return value
+
+
 def _add_model(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", "-M", help="model folder or Hugging Face repo id (default: $ABSTRACTLLM_MODEL)")
 
@@ -105,6 +115,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-tokens", "-m", type=_positive_int, help="default max tokens per request")
     p.add_argument("--max-tokens-limit", type=_positive_int, default=4096, metavar="N",
                    help="refuse requests asking for more than N max_tokens (default 4096)")
+    p.add_argument("--max-batch-size", type=_positive_int, metavar="N",
+                   help="requests generating together in one batch (default 8)")
+    p.add_argument("--max-queue-size", type=_non_negative_int, metavar="N",
+                   help="requests waiting for the batch; more are answered 429 (default 256)")
+    p.add_argument("--max-concurrency", type=_positive_int, metavar="N",
+                   help="requests in the server at once, generating or waiting; more are answered 429 (sets "
+                        "the queue to N minus the batch size)")
     p.add_argument("--model-id", help="the model id /v1/models reports")
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     _add_load(p)

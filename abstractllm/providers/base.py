@@ -29,8 +29,10 @@ from ..enums import ModelCapability, ModelParameter
 from ..exceptions import AbstractLLMError, InvalidParameterError, UnsupportedFeatureError
 from ..interface import AbstractLLMInterface
 from ..messages import normalize_messages
-from ..params import CALL_ONLY, GENERATION_PARAMS, defaults, normalize_keys, validate_params
+from ..params import (CALL_ONLY, DESCRIBE_IMAGE_PROMPT, DESCRIBE_VIDEO_PROMPT, GENERATION_PARAMS, defaults,
+                      normalize_keys, validate_params)
 from ..types import Capabilities, GenerationRequest, Response, Usage
+from .stats import RequestStats
 from .worker import AsyncResponseStream, CancelToken, ChunkStream, ResponseStream, SerialWorker
 
 __all__ = ["BaseProvider", "aggregate_chunks"]
@@ -97,6 +99,7 @@ class BaseProvider(AbstractLLMInterface):
         self._worker: SerialWorker | None = None
         self._closed = False
         self._worker_lock = threading.Lock()
+        self._stats = RequestStats()  # what get_stats() reports (a batching provider keeps its own)
 
     # ----------------------------------------------------------------- to implement
     def get_capabilities(self) -> Capabilities:
@@ -175,6 +178,17 @@ class BaseProvider(AbstractLLMInterface):
                 weakref.finalize(self, self._worker.close)
             return self._worker
 
+    def get_stats(self) -> dict[str, Any]:
+        """Statistics of the requests this provider served since creation or ``clear_stats()``:
+        ``requests_served``, ``requests_failed``, ``requests_cancelled``, ``total_tokens_generated``,
+        ``average_response_time``, ``average_ttft``, ``tokens_per_second``, ``cache_hit_rate``,
+        ``queue_length``, ``active_requests``, ``batch_size``, ``average_batch_size``, ``memory_usage``."""
+        return self._stats.as_dict()
+
+    def clear_stats(self) -> None:
+        """Start the statistics of ``get_stats()`` over."""
+        self._stats.clear()
+
     def _check_open(self) -> None:
         if self._closed:
             raise AbstractLLMError(f"This {self.name} provider is closed; create a new one with create_llm().",
@@ -192,10 +206,16 @@ class BaseProvider(AbstractLLMInterface):
     ) -> GenerationRequest:
         self._check_open()
         params = merge_key_aliases(normalize_keys(params))
+        sampling = params.pop("sampling_params", None)
+        if sampling is not None:  # SamplingParams (or a dict of the same keys): explicit arguments win
+            base = sampling.to_dict() if hasattr(sampling, "to_dict") else dict(sampling)
+            params = {**merge_key_aliases(normalize_keys(base)), **params}
         files = call_files(files, media, params.pop("image", None), params.pop("images", None))
         accepted = GENERATION_PARAMS & self._known_keys
         call_params = validate_params(params, accepted, where="generation")
         merged = {**self._generation_defaults, **call_params}
+        if merged.get("top_logprobs") and not merged.get("logprobs"):
+            raise InvalidParameterError("top_logprobs needs logprobs=True.", param="top_logprobs")
         convo = normalize_messages(
             prompt, system_prompt=system_prompt, files=files, messages=messages,
             default_system_prompt=self.config.get("system_prompt"),
@@ -311,6 +331,8 @@ class BaseProvider(AbstractLLMInterface):
                 that override the provider's configuration.
         """
         try:
+            if isinstance(prompt, (list, tuple)):
+                return self._generate_many(list(prompt), system_prompt, files, stream, tools, messages, media, params)
             request = self._prepare(prompt, system_prompt, files, messages, params, tools, media)
             if stream:
                 return self._open_stream(request)
@@ -320,6 +342,69 @@ class BaseProvider(AbstractLLMInterface):
         except BaseException as exc:
             self._tagged(exc)
             raise
+
+    def _generate_many(self, prompts: list[Any], system_prompt: Any, files: Any, stream: bool, tools: Any,
+                       messages: Any, media: Any, params: dict[str, Any]) -> list[Response]:
+        """``generate([p1, p2, ...])``: every request is prepared (a bad one fails the call before any
+        work), then all are opened at once, so a batching provider runs them as one batch."""
+        if stream:
+            raise InvalidParameterError("stream=True takes one prompt; give a list of prompts without stream.",
+                                        param="stream")
+        if not prompts or not all(isinstance(p, str) for p in prompts):
+            raise InvalidParameterError("a list of prompts must hold at least one string, and only strings.",
+                                        param="prompt")
+        requests = [self._prepare(p, system_prompt, files, messages, dict(params), tools, media) for p in prompts]
+        streams = [self._open_stream(r) for r in requests]
+        try:
+            return [aggregate_chunks(s) for s in streams]
+        finally:
+            for s in streams:
+                s.close()
+
+    async def generate_batch(self, prompts: Sequence[Any], batch_size: int | None = None,
+                             **kwargs: Any) -> list[Response]:
+        """Generate for every prompt concurrently, at most ``batch_size`` at once (default: all), and
+        return the responses in the prompts' order. A prompt is a string, or a dict of ``generate_async``
+        arguments (``{"prompt": ..., "files": [...], "max_tokens": ...}``); ``kwargs`` apply to all.
+        An error fails the whole call (the others are cancelled)."""
+        import asyncio
+
+        if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int)
+                                       or batch_size < 1):
+            raise InvalidParameterError(f"batch_size must be a positive integer, got {batch_size!r}.",
+                                        param="batch_size")
+        items = [p if isinstance(p, dict) else {"prompt": p} for p in prompts]
+        limit = asyncio.Semaphore(batch_size or max(1, len(items)))
+
+        async def one(item: dict[str, Any]) -> Response:
+            async with limit:
+                return await self.generate_async(**{**kwargs, **item})
+
+        return list(await asyncio.gather(*(one(i) for i in items)))
+
+    def shutdown(self) -> None:
+        """``close()``: the name serving libraries use."""
+        self.close()
+
+    # ----------------------------------------------------------------- vision conveniences
+    def describe_image(self, image: Any, prompt: str | None = None, **params: Any) -> str:
+        """The model's description of ``image`` (a path, URL, bytes, PIL image or array)."""
+        return self.generate(prompt or DESCRIBE_IMAGE_PROMPT, files=[image], **params).content
+
+    def answer_about_image(self, image: Any, question: str, **params: Any) -> str:
+        """The model's answer to ``question`` about ``image``."""
+        return self.generate(question, files=[image], **params).content
+
+    def describe_video(self, video: Any, fps: float | None = None, max_frames: int | None = None,
+                       prompt: str | None = None, **params: Any) -> str:
+        """The model's description of ``video``, sampled at ``fps`` frames per second, at most ``max_frames``
+        frames (default: the ``video_fps`` / ``video_max_frames`` configuration)."""
+        if fps is not None:
+            params["video_fps"] = fps
+        if max_frames is not None:
+            params["video_max_frames"] = max_frames
+        return self.generate(prompt or DESCRIBE_VIDEO_PROMPT, files=[{"type": "video", "video": video}],
+                             **params).content
 
     async def generate_async(
         self,

@@ -7,7 +7,7 @@
 
 Modules: ``config`` (``ServerConfig``), ``app`` (``create_app``: FastAPI app, auth, lifespan),
 ``routes`` (the endpoints), ``schemas`` (request checks, response shapes), ``media_policy`` (local file
-rules, image URLs fetched with private addresses refused), ``stats`` (counters, admission gate), ``errors`` (OpenAI error shape, status mapping), ``run``
+rules, image URLs fetched with private addresses refused), ``stats`` (the server's counters), ``errors`` (OpenAI error shape, status mapping), ``run``
 (uvicorn). Importing this package does not import FastAPI; ``create_app`` and ``run_server`` do.
 """
 

@@ -25,7 +25,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .config import ServerConfig
 from .errors import APIError, ClientGone, api_error_from, error_body
-from .stats import Gate, Stats
+from .stats import Stats
 
 __all__ = ["create_app", "ServerState"]
 
@@ -35,14 +35,13 @@ _OPEN_PATHS = ("/health",)
 
 @dataclass
 class ServerState:
-    """What the routes share: the provider, its load status, counters and the admission gate."""
+    """What the routes share: the provider, its load status and the server's counters."""
 
     config: ServerConfig
     llm: Any
     owns_llm: bool
     model_id: str
     stats: Stats = field(default_factory=Stats)
-    gate: Gate = field(default_factory=Gate)
     status: str = "loading"  # loading | ok | error
     load_error: str | None = None
     device: str | None = None
@@ -156,7 +155,7 @@ def create_app(config: ServerConfig, llm: Any = None) -> FastAPI:
 
     @app.exception_handler(APIError)
     async def _api_error(request: Request, exc: APIError) -> JSONResponse:
-        state.stats.errors += 1
+        state.stats.http_errors += 1
         return _json_error(exc)
 
     @app.exception_handler(ClientGone)
@@ -165,7 +164,7 @@ def create_app(config: ServerConfig, llm: Any = None) -> FastAPI:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        state.stats.errors += 1
+        state.stats.http_errors += 1
         message = {404: f"Unknown path {request.url.path!r}.", 405: f"Method {request.method} is not allowed on "
                    f"{request.url.path!r}."}.get(exc.status_code, str(exc.detail))
         return _json_error(APIError(exc.status_code, message, headers=dict(exc.headers or {})))
@@ -175,7 +174,7 @@ def create_app(config: ServerConfig, llm: Any = None) -> FastAPI:
         err = api_error_from(exc)
         if err.status >= 500:
             log.exception("error serving %s", request.url.path, exc_info=exc)
-        state.stats.errors += 1
+        state.stats.http_errors += 1
         return _json_error(err)
 
     from .routes import router

@@ -11,6 +11,8 @@ too long a prompt, unsupported feature
 ``ContextWindowExceededError``; ``FileProcessingError``
 and its ``ImageProcessingError``; ``UnsupportedFeatureError``)
 missing or wrong API key                                    401     ``authentication_error``
+the provider's request queue is full (``QueueFullError``;   429     ``rate_limit_error``
+with a ``Retry-After`` header)
 unknown path                                                404     ``not_found_error``
 wrong HTTP method                                           405     ``invalid_request_error``
 body larger than the limit                                  413     ``invalid_request_error``
@@ -34,6 +36,7 @@ from ..exceptions import (
     InvalidRequestError,
     MemoryLimitError,
     ModelLoadError,
+    QueueFullError,
     UnsupportedFeatureError,
 )
 
@@ -71,7 +74,8 @@ class ClientGone(Exception):
 
 
 def _default_type(status: int) -> str:
-    return {401: "authentication_error", 404: "not_found_error", 507: "insufficient_memory"}.get(
+    return {401: "authentication_error", 404: "not_found_error", 429: "rate_limit_error",
+            507: "insufficient_memory"}.get(
         status, "invalid_request_error" if status < 500 else "server_error"
     )
 
@@ -89,6 +93,8 @@ def status_for(exc: BaseException) -> int:
         return 400
     if isinstance(exc, MemoryLimitError):
         return 507
+    if isinstance(exc, QueueFullError):
+        return 429
     if isinstance(exc, ModelLoadError):
         return 503
     return 500
@@ -100,7 +106,12 @@ def api_error_from(exc: BaseException) -> APIError:
         return exc
     status = status_for(exc)
     param = getattr(exc, "param", None)
-    code = {400: "invalid_value", 503: "model_not_loaded", 507: "insufficient_memory"}.get(status)
+    code = {400: "invalid_value", 429: "queue_full", 503: "model_not_loaded", 507: "insufficient_memory"}.get(status)
+    headers = None
+    if isinstance(exc, QueueFullError):
+        import math
+
+        headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after_s or 1)))}
     if isinstance(exc, UnsupportedFeatureError):
         code = "unsupported_feature"
     elif isinstance(exc, ContextWindowExceededError):
@@ -113,4 +124,4 @@ def api_error_from(exc: BaseException) -> APIError:
         message = str(exc)
     else:
         message = f"Internal server error: {type(exc).__name__}: {exc}"
-    return APIError(status, message, param=param, code=code)
+    return APIError(status, message, param=param, code=code, headers=headers)

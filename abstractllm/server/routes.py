@@ -74,10 +74,11 @@ async def _json(request: Request) -> dict[str, Any]:
 
 
 class _Run:
-    """One admitted generation: the provider stream, its gate slot, its stats."""
+    """One generation in flight: the provider's stream. The provider's engine batches it with the others
+    and counts it (``/stats``)."""
 
     def __init__(self, state: ServerState, agen: Any) -> None:
-        self.state, self.agen, self.t0 = state, agen, time.perf_counter()
+        self.state, self.agen = state, agen
         self._done = False
 
     async def first(self) -> Response:
@@ -87,26 +88,21 @@ class _Run:
             return Response(content="", finish_reason="stop")
 
     def finish(self, resp: Response | None, outcome: str) -> None:
-        """Account for the request (``outcome``: ok, error, cancelled) and release the gate once the
-        provider's worker is idle again. Only the first call counts."""
+        """The request is over (``outcome``: ok, error, cancelled): a stream still open is closed, which
+        takes the request out of the batch at the engine's next step. Only the first call counts."""
         if self._done:
             return
         self._done = True
-        st = self.state
-        if outcome == "ok":
-            st.stats.record(resp, time.perf_counter() - self.t0)
-        elif outcome == "cancelled":
-            st.stats.cancelled += 1
-        agen = self.agen
+        if outcome != "ok":
+            agen = self.agen
 
-        async def barrier() -> None:
-            try:
-                await agen.aclose()  # sets the cancel token if the stream is still open
-            except Exception:
-                pass
-            await asyncio.wrap_future(st.llm.worker.submit(lambda: None))
+            async def close() -> None:
+                try:
+                    await agen.aclose()  # sets the cancel token if the stream is still open
+                except Exception:
+                    pass
 
-        st.gate.release_after(barrier)
+            asyncio.get_running_loop().create_task(close())
 
 
 def _check_max_tokens(state: ServerState, req: ParsedRequest) -> None:
@@ -127,7 +123,7 @@ def _check_max_tokens(state: ServerState, req: ParsedRequest) -> None:
 
 
 async def _start(state: ServerState, req: ParsedRequest) -> _Run:
-    """Check the request, wait for our turn, and start generating (errors before the first chunk raise)."""
+    """Check the request and submit it to the provider's engine (errors before the first chunk raise)."""
     state.require_loaded()
     _check_max_tokens(state, req)
     messages = apply_media_policy(req.messages, state.config.allow_local_files)
@@ -138,9 +134,8 @@ async def _start(state: ServerState, req: ParsedRequest) -> _Run:
         max_bytes=int(llm_config.get("max_image_bytes") or 50_000_000))
     try:
         agen = await state.llm.generate_async(messages=messages, stream=True, **req.params)
-    except AbstractLLMError as exc:
+    except AbstractLLMError as exc:  # a full queue is 429 with Retry-After
         raise api_error_from(exc) from exc
-    await state.gate.acquire()
     return _Run(state, agen)
 
 
@@ -254,8 +249,8 @@ async def _stream(state: ServerState, req: ParsedRequest, request: Request,
             run.finish(resp, "ok")
         except Exception as exc:  # after the 200 went out: report in-band, the OpenAI way
             err = api_error_from(exc)
-            state.stats.errors += 1
             run.finish(None, "error")
+            state.stats.http_errors += 1
             yield _event(err.body())
             yield "data: [DONE]\n\n"
         finally:
@@ -352,12 +347,21 @@ def _prompt_cache(state: ServerState) -> dict[str, Any] | None:
         return None
 
 
+def _provider_stats(state: ServerState) -> dict[str, Any]:
+    get_stats = getattr(state.llm, "get_stats", None)
+    try:
+        return dict(get_stats()) if get_stats is not None else {}
+    except Exception:
+        return {}
+
+
 @router.get("/stats")
 async def stats(request: Request) -> Any:
+    """The provider's own statistics (``get_stats()``, the same names), and the server's."""
     state = _state(request)
-    body = state.stats.as_dict()
-    body.update({"model": state.model_id, "status": state.status, "active_requests": state.gate.active,
-                 "queued_requests": state.gate.queued, "prompt_cache": _prompt_cache(state),
+    body = _provider_stats(state)
+    body.update(state.stats.as_dict())
+    body.update({"model": state.model_id, "status": state.status, "prompt_cache": _prompt_cache(state),
                  "memory": memory_snapshot(), "blas": state.blas, "error": state.load_error})
     return body
 
@@ -366,9 +370,5 @@ async def stats(request: Request) -> Any:
 async def clear_cache(request: Request) -> Any:
     state = _state(request)
     state.require_loaded()
-    await state.gate.acquire()
-    try:
-        await asyncio.to_thread(state.llm.clear_cache)
-    finally:
-        state.gate.release()
+    await asyncio.to_thread(state.llm.clear_cache)  # between two steps of a busy batch
     return {"cleared": True, "prompt_cache": _prompt_cache(state), "memory": memory_snapshot()}

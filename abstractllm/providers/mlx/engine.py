@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
 from ...exceptions import AbstractLLMError, GenerationError, MemoryLimitError, QueueFullError
 from ...params import PRIORITY_AGING_S
-from ...types import GenerationRequest, Response, Usage
+from ...types import GenerationRequest, Response
+from ..stats import RequestStats
 from ..worker import CancelToken, Emit, SerialWorker
 from .backend import import_backend
 from .pipeline import RequestPipeline
@@ -31,7 +32,7 @@ from .pipeline import RequestPipeline
 if TYPE_CHECKING:
     from .adapter import ModelAdapter
 
-__all__ = ["Engine", "EngineRequest", "EngineStats"]
+__all__ = ["Engine", "EngineRequest", "convert_backend_error"]
 
 _DONE = ("done", None)
 
@@ -58,41 +59,6 @@ class EngineRequest:
         return int(self.priority) + int((now - self.submitted_at) // PRIORITY_AGING_S)
 
 
-@dataclass
-class EngineStats:
-    """Counters of the engine since creation or ``clear``."""
-
-    served: int = 0
-    failed: int = 0
-    cancelled: int = 0
-    tokens: int = 0
-    response_time_s: float = 0.0
-    ttft_s: float = 0.0
-    ttft_n: int = 0
-    busy_s: float = 0.0
-    steps: int = 0
-    step_rows: int = 0
-    _busy_since: float | None = field(default=None, repr=False)
-
-    def clear(self) -> None:
-        busy_since = self._busy_since
-        self.__init__()  # type: ignore[misc]
-        self._busy_since = time.perf_counter() if busy_since is not None else None
-
-    def record(self, last: Response) -> None:
-        outcome = last.finish_reason
-        usage = last.usage or Usage()
-        self.tokens += usage.completion_tokens
-        if outcome == "cancelled":
-            self.cancelled += 1
-            return
-        self.served += 1
-        self.response_time_s += last.total_s or 0.0
-        if last.ttft_s is not None:
-            self.ttft_s += last.ttft_s
-            self.ttft_n += 1
-
-
 class Engine:
     """See the module docstring. ``adapter_for_run`` loads the model if needed (on the worker) and
     returns the adapter; ``convert`` turns a backend exception into the exception tree."""
@@ -113,7 +79,7 @@ class Engine:
         self._jobs: list[tuple[Callable[[], Any], Any]] = []
         self._running = False
         self._seq = 0
-        self.stats = EngineStats()
+        self.stats = RequestStats()
         self.adapter: "ModelAdapter | None" = None
 
     # ------------------------------------------------------------------ from any thread
@@ -325,37 +291,10 @@ class Engine:
             self._fail(req, exc)
 
     # ------------------------------------------------------------------ statistics
-    @classmethod
-    def empty_stats(cls, cache_stats: dict[str, int] | None = None, lookups: int = 0) -> dict[str, Any]:
-        """``stats_dict`` of an engine that never ran."""
-        return cls.stats_dict(None, cache_stats, lookups)  # type: ignore[arg-type]
-
-    def stats_dict(self, cache_stats: dict[str, int] | None = None, lookups: int = 0) -> dict[str, Any]:
-        s = self.stats if self is not None else EngineStats()
-        busy = s.busy_s
-        memory: dict[str, int | None] = {"allocated": None, "cached": None, "peak": None}
-        import sys
-
-        mx = sys.modules.get("mlx.core")
-        if mx is not None:
-            memory = {"allocated": int(mx.get_active_memory()), "cached": int(mx.get_cache_memory()),
-                      "peak": int(mx.get_peak_memory())}
-        hits = (cache_stats or {}).get("hits", 0)
-        return {
-            "requests_served": s.served,
-            "requests_failed": s.failed,
-            "requests_cancelled": s.cancelled,
-            "total_tokens_generated": s.tokens,
-            "average_response_time": s.response_time_s / s.served if s.served else 0.0,
-            "average_ttft": s.ttft_s / s.ttft_n if s.ttft_n else 0.0,
-            "tokens_per_second": s.tokens / busy if busy > 0 else 0.0,
-            "cache_hit_rate": hits / lookups if lookups else 0.0,
-            "queue_length": self.queue_length if self is not None else 0,
-            "active_requests": self.active_count if self is not None else 0,
-            "batch_size": self.active_count if self is not None else 0,
-            "average_batch_size": s.step_rows / s.steps if s.steps else 0.0,
-            "memory_usage": memory,
-        }
+    def stats_dict(self, cache_hits: int = 0, cache_lookups: int = 0) -> dict[str, Any]:
+        """``RequestStats.as_dict`` with the engine's queue and batch."""
+        return self.stats.as_dict(queue_length=self.queue_length, active=self.active_count, cache_hits=cache_hits,
+                                  cache_lookups=cache_lookups)
 
 
 def convert_backend_error(exc: BaseException) -> BaseException:

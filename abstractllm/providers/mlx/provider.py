@@ -215,20 +215,14 @@ class MLXProvider(BaseProvider):
                                    on_last=self._on_last(request))
 
     def get_stats(self) -> dict[str, Any]:
-        """Serving statistics since creation or ``clear_stats()``: ``requests_served``, ``requests_failed``,
-        ``requests_cancelled``, ``total_tokens_generated``, ``average_response_time``, ``average_ttft``,
-        ``tokens_per_second`` (generated tokens per busy second), ``cache_hit_rate``, ``queue_length``,
-        ``active_requests``, ``batch_size``, ``average_batch_size`` and ``memory_usage`` (``allocated``,
-        ``cached``, ``peak`` bytes of MLX)."""
         adapter = self._adapter
-        cache = adapter.cache_stats if adapter is not None else None
-        lookups = adapter.cache_lookups if adapter is not None else 0
-        if self._engine is None:
-            return Engine.empty_stats(cache, lookups)
-        return self._engine.stats_dict(cache, lookups)
+        hits, lookups = (adapter.cache_hits, adapter.cache_lookups) if adapter is not None else (0, 0)
+        engine = self._engine
+        if engine is None:
+            return self._stats.as_dict(cache_hits=hits, cache_lookups=lookups)
+        return engine.stats_dict(hits, lookups)
 
     def clear_stats(self) -> None:
-        """Start the statistics of ``get_stats()`` over."""
         if self._engine is not None:
             self._engine.stats.clear()
         adapter = self._adapter

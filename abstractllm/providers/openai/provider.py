@@ -268,6 +268,7 @@ class OpenAIProvider(BaseProvider):
         except AbstractLLMError:
             raise
         except Exception as exc:
+            self._stats.failed += 1
             raise convert_error(exc, self.name) from exc
         try:
             for raw in stream:
@@ -279,10 +280,13 @@ class OpenAIProvider(BaseProvider):
         except AbstractLLMError:
             raise
         except Exception as exc:
+            self._stats.failed += 1
             raise convert_error(exc, self.name) from exc
         finally:
             stream.close()
-        yield state.final(cancel.cancelled)
+        last = state.final(cancel.cancelled)
+        self._stats.record(last)
+        yield last
 
     async def _astream(self, request: GenerationRequest, cancel: CancelToken) -> AsyncIterator[Response]:
         state = _StreamState(self.config["model"])
@@ -293,6 +297,7 @@ class OpenAIProvider(BaseProvider):
         except AbstractLLMError:
             raise
         except Exception as exc:
+            self._stats.failed += 1
             raise convert_error(exc, self.name) from exc
         try:
             async for raw in stream:
@@ -304,10 +309,13 @@ class OpenAIProvider(BaseProvider):
         except AbstractLLMError:
             raise
         except Exception as exc:
+            self._stats.failed += 1
             raise convert_error(exc, self.name) from exc
         finally:
             await stream.close()
-        yield state.final(cancel.cancelled)
+        last = state.final(cancel.cancelled)
+        self._stats.record(last)
+        yield last
 
     def _complete(self, request: GenerationRequest) -> Response:
         t0 = time.perf_counter()
@@ -316,8 +324,11 @@ class OpenAIProvider(BaseProvider):
         except AbstractLLMError:
             raise
         except Exception as exc:
+            self._stats.failed += 1
             raise convert_error(exc, self.name) from exc
-        return _response_from(completion, t0)
+        response = _response_from(completion, t0)
+        self._stats.record(response)
+        return response
 
     async def _acomplete(self, request: GenerationRequest) -> Response:
         t0 = time.perf_counter()
@@ -327,8 +338,11 @@ class OpenAIProvider(BaseProvider):
         except AbstractLLMError:
             raise
         except Exception as exc:
+            self._stats.failed += 1
             raise convert_error(exc, self.name) from exc
-        return _response_from(completion, t0)
+        response = _response_from(completion, t0)
+        self._stats.record(response)
+        return response
 
     # ------------------------------------------------------------------ lifecycle
     def get_model_info(self) -> dict[str, Any]:
