@@ -29,7 +29,8 @@ class Step:
     prompt_tokens: int  # prompt tokens computed (not served from the cache)
     cached_tokens: int = 0  # prompt tokens served from the prompt cache
     logprob: float | None = None  # of the chosen token
-    top_logprobs: list[tuple[int, float]] = field(default_factory=list)  # (id, logprob), best first
+    token_text: str | None = None  # the chosen token alone, decoded (with logprobs)
+    top_logprobs: list[tuple[int, str, float]] = field(default_factory=list)  # (id, text, logprob), best first
 
 
 class StopMatcher:
@@ -93,15 +94,15 @@ class RequestPipeline:
         self._pending_logprobs: list[dict[str, Any]] = []
 
     def _logprob_entry(self, step: Step) -> dict[str, Any]:
-        return {"token": step.token, "logprob": step.logprob,
-                "top_logprobs": [{"token": t, "logprob": lp} for t, lp in step.top_logprobs]}
+        return {"token": step.token, "text": step.token_text, "logprob": step.logprob,
+                "top_logprobs": [{"token": t, "text": text, "logprob": lp} for t, text, lp in step.top_logprobs]}
 
     def _chunk(self, text: str) -> Response | None:
         if not text:
             return None
         chunk = Response(content=text, model=self.model, token_ids=self._pending_ids)
         if self.want_logprobs:
-            chunk.metadata["logprobs"] = self._pending_logprobs
+            chunk.logprobs = self._pending_logprobs
             self._pending_logprobs = []
         self._pending_ids = []
         return chunk
@@ -144,6 +145,6 @@ class RequestPipeline:
             peak_memory_bytes=peak_memory_bytes, token_ids=self._pending_ids,
         )
         if self.want_logprobs:
-            chunk.metadata["logprobs"] = self._pending_logprobs
+            chunk.logprobs = self._pending_logprobs
         self._pending_ids, self._pending_logprobs = [], []
         return chunk

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-__all__ = ["make_request_sampler", "make_request_processors", "greedy"]
+__all__ = ["make_request_sampler", "make_request_processors", "greedy", "fill_logprobs"]
 
 
 def greedy(logprobs: Any) -> Any:
@@ -105,3 +105,19 @@ class _MinTokens:
             return logits
         self.left -= 1
         return logits.at[:, mx.array(self.eos)].add(-mx.inf)
+
+
+def fill_logprobs(step: Any, logprobs: Any, k: int, decode: Callable[[list[int]], str]) -> None:
+    """Set ``step``'s log-probability, its token's text and the ``k`` most likely alternatives (id, text,
+    log-probability; best first) from the full-vocabulary ``logprobs`` of that position."""
+    import mlx.core as mx
+
+    token = step.token
+    step.logprob = float(logprobs[token].item())
+    step.token_text = decode([token])
+    if k <= 0:
+        step.top_logprobs = []
+        return
+    top = mx.argpartition(-logprobs, kth=k - 1)[:k]
+    pairs = sorted(zip(top.tolist(), logprobs[top].tolist()), key=lambda p: -p[1])
+    step.top_logprobs = [(int(t), decode([int(t)]), float(v)) for t, v in pairs]

@@ -24,7 +24,7 @@ from ...types import Message
 from .adapter import ModelAdapter
 from .memory import check_context_window, check_request_memory, kv_bytes_per_token
 from .pipeline import Step
-from .sampling import make_request_processors, make_request_sampler
+from .sampling import fill_logprobs, make_request_processors, make_request_sampler
 from .weights import cast_for_device, float_itemsize, quantize_bits
 
 if TYPE_CHECKING:
@@ -247,7 +247,7 @@ class TextAdapter(ModelAdapter):
             step = Step(text=detok.last_segment, token=token, finish_reason=r.finish_reason,
                         prompt_tokens=st.computed, cached_tokens=st.cached)
             if st.top_logprobs >= 0:
-                step.logprob, step.top_logprobs = _logprobs(r.logprobs, token, st.top_logprobs)
+                fill_logprobs(step, r.logprobs, st.top_logprobs, self.tokenizer.decode)
             if r.finish_reason is not None:  # the batch dropped it: store its cache now
                 st.in_batch = False
                 del self._by_uid[r.uid]
@@ -279,16 +279,3 @@ class TextAdapter(ModelAdapter):
                 self._batch.close()
             finally:
                 self._batch, self._batch_kv = None, None
-
-
-def _logprobs(logprobs: Any, token: int, k: int) -> tuple[float, list[tuple[int, float]]]:
-    """The chosen token's log-probability and the ``k`` most likely (id, log-probability), best first."""
-    import mlx.core as mx
-
-    chosen = float(logprobs[token].item())
-    if k <= 0:
-        return chosen, []
-    top = mx.argpartition(-logprobs, kth=k - 1)[:k]
-    values = logprobs[top].tolist()
-    pairs = sorted(zip(top.tolist(), values), key=lambda p: -p[1])
-    return chosen, [(int(t), float(v)) for t, v in pairs]

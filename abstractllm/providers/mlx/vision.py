@@ -39,6 +39,7 @@ from ..worker import CancelToken
 from .adapter import ModelAdapter
 from .memory import check_context_window
 from .pipeline import Step
+from .sampling import fill_logprobs
 from .source import ModelSpec
 
 if TYPE_CHECKING:
@@ -434,10 +435,17 @@ class VisionAdapter(ModelAdapter):
         completed = failed = hit = False
         generated: list[int] = []  # ids mlx-vlm yielded: each is already in the KV cache
 
+        want_logprobs = bool(params.get("logprobs"))
+        top_k = int(params.get("top_logprobs") or 0)
+        decode = getattr(self.processor, "tokenizer", self.processor).decode
+
         def step(r: Any, text: str, token: int, finish: str | None) -> Step:
             cached = int(getattr(r, "cached_tokens", 0) or 0)
-            return Step(text=text, token=int(token), finish_reason=finish, prompt_tokens=int(r.prompt_tokens) - cached,
-                        cached_tokens=cached)
+            out = Step(text=text, token=int(token), finish_reason=finish, prompt_tokens=int(r.prompt_tokens) - cached,
+                       cached_tokens=cached)
+            if want_logprobs and getattr(r, "logprobs", None) is not None:
+                fill_logprobs(out, r.logprobs, top_k, decode)
+            return out
 
         def _tok(t: Any) -> int:
             return int(t.item()) if hasattr(t, "item") else int(t)
