@@ -61,6 +61,8 @@ class ModelParameter(_StrEnum):
     PRIORITY = "priority"
     TOOLS = "tools"
     TOOL_CHOICE = "tool_choice"
+    RESPONSE_FORMAT = "response_format"
+    N = "n"
     # Context management (1.x)
     MAX_INPUT_TOKENS = "max_input_tokens"
     CONTEXT_WINDOW = "context_window"

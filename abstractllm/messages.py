@@ -3,18 +3,19 @@ OpenAI-style ``messages``) into one list of ``Message``."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any, Sequence
 
 from .exceptions import FileProcessingError, InvalidParameterError, UnsupportedFeatureError
 from .media.kinds import is_audio_input, is_video_input
-from .types import Message
+from .types import Message, ToolCall
 
 __all__ = ["normalize_messages", "ROLES", "IMAGE_PART_TYPES", "VIDEO_PART_TYPES", "TEXT_FILE_SUFFIXES",
            "inline_text_file"]
 
-ROLES = ("system", "user", "assistant")
+ROLES = ("system", "user", "assistant", "tool")
 #: OpenAI-style content part types that carry an image / a video (the one definition; the server and
 #: ``media.sources`` import these)
 IMAGE_PART_TYPES = ("image_url", "input_image", "image")
@@ -79,7 +80,7 @@ def _message(raw: Any, index: int) -> Message:
             )
         # a copy: files attached later must never change the caller's object
         return Message(raw.role, text=raw.text, images=raw.images, videos=raw.videos, name=raw.name,
-                       metadata=raw.metadata)
+                       metadata=raw.metadata, tool_calls=raw.tool_calls, tool_call_id=raw.tool_call_id)
     if not isinstance(raw, dict) and hasattr(raw, "role") and hasattr(raw, "content"):
         role = raw.role  # another library's message object (AbstractLLM 1.x Session messages, ...)
         raw = {"role": str(getattr(role, "value", role)), "content": raw.content}
@@ -94,7 +95,19 @@ def _message(raw: Any, index: int) -> Message:
             f"messages[{index}] has role {role!r}; expected one of {', '.join(ROLES)}.", param="messages"
         )
     content = raw.get("content")
-    msg = Message(role=role)
+    msg = Message(role=role, tool_calls=_tool_calls(raw.get("tool_calls"), index) if role == "assistant" else None)
+    if role == "tool":
+        call_id = raw.get("tool_call_id")
+        if not isinstance(call_id, str) or not call_id:
+            raise InvalidParameterError(f"messages[{index}] (tool) needs the 'tool_call_id' of the call it answers.",
+                                        param="messages")
+        msg.tool_call_id = call_id
+        if isinstance(content, (dict, list)) and not (isinstance(content, list) and all(
+                isinstance(p, dict) and p.get("type") in ("text", "input_text") for p in content)):
+            content = json.dumps(content)  # a structured tool result, as the model reads it
+    elif raw.get("tool_call_id") is not None:
+        raise InvalidParameterError(f"messages[{index}] ({role}): only tool messages carry a tool_call_id.",
+                                    param="messages")
     if content is None:
         if role != "assistant":
             raise InvalidParameterError(f"messages[{index}] ({role}) has no content.", param="messages")
@@ -136,6 +149,47 @@ def _message(raw: Any, index: int) -> Message:
     return msg
 
 
+def _tool_calls(raw: Any, index: int) -> list[ToolCall]:
+    """An assistant message's ``tool_calls`` (OpenAI form, or ``ToolCall`` objects)."""
+    if raw is None:
+        return []
+    if not isinstance(raw, (list, tuple)):
+        raise InvalidParameterError(f"messages[{index}].tool_calls must be a list.", param="messages")
+    out = []
+    for j, call in enumerate(raw):
+        if isinstance(call, ToolCall):
+            out.append(call)
+            continue
+        fn = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+            raise InvalidParameterError(
+                f"messages[{index}].tool_calls[{j}] must be {{'id', 'type': 'function', 'function': {{'name', "
+                "'arguments'}}}}.", param="messages")
+        arguments = fn.get("arguments", {})
+        if isinstance(arguments, str):
+            try:
+                arguments = json.loads(arguments) if arguments.strip() else {}
+            except ValueError as exc:
+                raise InvalidParameterError(f"messages[{index}].tool_calls[{j}]: arguments are not JSON: {exc}.",
+                                            param="messages") from None
+        if not isinstance(arguments, dict):
+            raise InvalidParameterError(f"messages[{index}].tool_calls[{j}]: arguments must be an object.",
+                                        param="messages")
+        out.append(ToolCall(id=str(call.get("id") or f"call_{index}_{j}"), name=fn["name"], arguments=arguments))
+    return out
+
+
+def _check_tool_results(messages: list[Message]) -> None:
+    """Every tool message answers a call an earlier assistant message made."""
+    made: set[str] = set()
+    for i, m in enumerate(messages):
+        made.update(c.id for c in m.tool_calls)
+        if m.role == "tool" and m.tool_call_id not in made:
+            raise InvalidParameterError(
+                f"messages[{i}] (tool) answers tool_call_id {m.tool_call_id!r}, which no earlier assistant message "
+                "called.", param="messages")
+
+
 def normalize_messages(
     prompt: str | None = None,
     *,
@@ -162,6 +216,7 @@ def normalize_messages(
         if isinstance(files, (str, Path, bytes)) or not isinstance(files, Sequence):
             files = [files]
     out = [_message(m, i) for i, m in enumerate(messages or [])]
+    _check_tool_results(out)
     if prompt is not None:
         out.append(Message(role="user", text=prompt))
     if files:

@@ -231,6 +231,12 @@ def _optional_bool(name: str, value: Any) -> Any:
     return None if value is None else _bool(name, value)
 
 
+def _response_format(name: str, value: Any) -> Any:
+    from .structured import normalize_response_format
+
+    return normalize_response_format(value)
+
+
 def _priority(name: str, value: Any) -> Any:
     from .enums import RequestPriority
 
@@ -308,6 +314,8 @@ _SPECS = [
     ParamSpec(P.LOGIT_BIAS, _logit_bias, None, True, "Additive bias per token id, {id: bias in [-100, 100]}."),
     ParamSpec(P.TOOLS, _any, None, False, "Default tools (generate's tools= overrides them)."),
     ParamSpec(P.TOOL_CHOICE, _any, None, True, "Which tool the model must call ('auto', 'none', 'required', a name)."),
+    ParamSpec(P.RESPONSE_FORMAT, _response_format, None, True, "A JSON schema, pydantic model or {'type': 'json_object'}: the reply is JSON."),
+    ParamSpec(P.N, _int(1, 64), 1, True, "How many completions of the prompt (generate returns a list when above 1)."),
     ParamSpec(P.API_KEY, _text, None, False, "API key of a remote provider."),
     ParamSpec(P.BASE_URL, _url, None, False, "Base URL of a remote provider's API (an OpenAI-compatible server)."),
     ParamSpec(P.ORGANIZATION, _text, None, False, "Organization id sent to a remote provider."),

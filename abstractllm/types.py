@@ -7,6 +7,7 @@ provider's primitive receives.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Iterable, Iterator
@@ -84,6 +85,8 @@ class Response:
     In a stream, each chunk's ``content`` is the new text only; the last chunk carries ``finish_reason``,
     ``usage`` and the timings. Concatenating the chunks' ``content`` gives exactly the non-streamed text.
 
+    With ``response_format``, ``parsed`` holds the reply's JSON as a dict (or an instance of the pydantic
+    model given); it is ``None`` when the reply was cut short (``finish_reason`` ``"length"``).
     ``raw_response`` is what the backend returned, where there is such an object (a remote provider's SDK
     response; ``None`` for local MLX generation). With ``logprobs=True``, ``logprobs`` has one entry per
     token counted in ``usage.completion_tokens``: ``{"token": id, "text": str, "logprob": float,
@@ -106,6 +109,7 @@ class Response:
     tool_calls: list[ToolCall] | None = None
     image_paths: list[str] | None = None
     logprobs: list[dict[str, Any]] | None = None  # with logprobs=True: one entry per generated token
+    parsed: Any = None  # with response_format: the parsed JSON (a dict, or the pydantic model instance)
     raw_response: Any = field(default=None, repr=False, compare=False)
 
     def has_tool_calls(self) -> bool:
@@ -129,6 +133,8 @@ class Response:
         out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "raw_response"}
         out["usage"] = dict(self.usage) if self.usage is not None else None
         out["tool_calls"] = [asdict(c) for c in self.tool_calls] if self.tool_calls is not None else None
+        parsed = self.parsed
+        out["parsed"] = parsed.model_dump() if hasattr(parsed, "model_dump") else parsed
         out["metadata"] = dict(self.metadata)
         out["token_ids"] = list(self.token_ids)
         return out
@@ -217,7 +223,8 @@ class Message:
 
     ``Message(role, content)`` (the AbstractLLM 1.x form) and ``Message(role=..., text=...)`` are the
     same; ``content`` reads and writes ``text``. ``name`` and ``metadata`` are optional extras (a
-    ``Session`` keeps each turn's timestamp in ``metadata``).
+    ``Session`` keeps each turn's timestamp in ``metadata``). An assistant message may carry the
+    ``tool_calls`` it made; a ``"tool"`` message carries a tool's result for ``tool_call_id``.
     """
 
     role: str
@@ -226,10 +233,13 @@ class Message:
     videos: list[Any]
     name: str | None
     metadata: dict[str, Any]
+    tool_calls: list[ToolCall]
+    tool_call_id: str | None
 
     def __init__(self, role: str, content: str | None = None, *, text: str | None = None,
                  images: Iterable[Any] | None = None, videos: Iterable[Any] | None = None,
-                 name: str | None = None, metadata: dict[str, Any] | None = None) -> None:
+                 name: str | None = None, metadata: dict[str, Any] | None = None,
+                 tool_calls: Iterable[ToolCall] | None = None, tool_call_id: str | None = None) -> None:
         if content is not None and text is not None and content != text:
             raise ValueError("Message: give the text as content or as text, not both.")
         self.role = str(role.value) if hasattr(role, "value") else role
@@ -238,6 +248,8 @@ class Message:
         self.videos = list(videos or [])
         self.name = name
         self.metadata = dict(metadata or {})
+        self.tool_calls = list(tool_calls or [])
+        self.tool_call_id = tool_call_id
 
     @property
     def content(self) -> str:
@@ -259,6 +271,14 @@ class Message:
             out["content"] = self.text
         if self.name:
             out["name"] = self.name
+        if self.tool_calls:
+            out["tool_calls"] = [{"id": c.id, "type": "function",
+                                  "function": {"name": c.name, "arguments": json.dumps(c.arguments)}}
+                                 for c in self.tool_calls]
+            if not self.text:
+                out["content"] = None
+        if self.tool_call_id is not None:
+            out["tool_call_id"] = self.tool_call_id
         return out
 
 

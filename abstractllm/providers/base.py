@@ -29,6 +29,7 @@ from ..enums import ModelCapability, ModelParameter
 from ..exceptions import AbstractLLMError, InvalidParameterError, UnsupportedFeatureError
 from ..interface import AbstractLLMInterface
 from ..messages import normalize_messages
+from ..tools import normalize_tool_choice, normalize_tools
 from ..params import (CALL_ONLY, DESCRIBE_IMAGE_PROMPT, DESCRIBE_VIDEO_PROMPT, GENERATION_PARAMS, defaults,
                       normalize_keys, validate_params)
 from ..types import Capabilities, GenerationRequest, Response, Usage
@@ -46,11 +47,14 @@ def aggregate_chunks(chunks: Iterable[Response]) -> Response:
     ids: list[int] = []
     logprobs: list[dict[str, Any]] | None = None
     last: Response | None = None
+    calls: list[Any] | None = None
     for chunk in chunks:
         texts.append(chunk.content)
         ids.extend(chunk.token_ids)
         if chunk.logprobs is not None:
             logprobs = (logprobs or []) + chunk.logprobs
+        if chunk.tool_calls:
+            calls = (calls or []) + list(chunk.tool_calls)
         last = chunk
     if last is None:
         return Response(content="", finish_reason="stop", usage=Usage())
@@ -66,9 +70,10 @@ def aggregate_chunks(chunks: Iterable[Response]) -> Response:
         peak_memory_bytes=last.peak_memory_bytes,
         token_ids=ids,
         metadata=dict(last.metadata),
-        tool_calls=last.tool_calls,
+        tool_calls=calls,
         image_paths=last.image_paths,
         logprobs=logprobs,
+        parsed=last.parsed,
         raw_response=last.raw_response,
     )
 
@@ -221,9 +226,13 @@ class BaseProvider(AbstractLLMInterface):
             default_system_prompt=self.config.get("system_prompt"),
             max_text_file_bytes=int(merged.get("max_text_file_bytes") or 1_000_000),
         )
-        if tools is None:
-            tools = self.config.get("tools")
-        request = GenerationRequest(messages=convo, params=merged, tools=list(tools) if tools else None)
+        definitions = normalize_tools(tools if tools is not None else self.config.get("tools"))
+        merged["tool_choice"] = normalize_tool_choice(merged.get("tool_choice"), definitions)
+        if merged.get("response_format") is not None and definitions and merged["tool_choice"] != "none":
+            raise InvalidParameterError(
+                "response_format and tools cannot be used together: the reply is either JSON of the schema or "
+                "tool calls. Drop one, or set tool_choice='none'.", param="response_format")
+        request = GenerationRequest(messages=convo, params=merged, tools=definitions or None)
         self._check_capabilities(request)
         return request
 
@@ -255,15 +264,24 @@ class BaseProvider(AbstractLLMInterface):
             self._require(C.STOP_SEQUENCES, "stop sequences", caps)
         if request.params.get("seed") is not None:
             self._require(C.SEED, "seeded sampling", caps)
-        if request.tools:
+        if request.tools and request.params.get("tool_choice") != "none":
             self._require(C.FUNCTION_CALLING, "tools (function calling)", caps)
+        if request.params.get("response_format") is not None:
+            self._require(C.JSON_MODE, "structured output (response_format)", caps)
+        if any(m.tool_calls or m.role == "tool" for m in request.messages):
+            self._require(C.FUNCTION_CALLING, "tool calls and tool results in the history", caps)
 
-    def _on_last(self, request: GenerationRequest) -> Callable[[Response], None]:
+    def _on_last(self, request: GenerationRequest) -> Callable[[Response, str], None]:
+        """What is added to the last chunk (or the whole response), given the reply's whole text: the
+        request's ``image_paths``, and with ``response_format`` the ``parsed`` reply."""
         paths = _image_paths(request)
+        fmt = request.params.get("response_format")
 
-        def finish(chunk: Response) -> None:
+        def finish(chunk: Response, text: str) -> None:
             if chunk.image_paths is None:
                 chunk.image_paths = paths
+            if fmt is not None and chunk.parsed is None and chunk.finish_reason not in ("length", "cancelled"):
+                chunk.parsed = fmt.parse(text)
 
         return finish
 
@@ -334,10 +352,12 @@ class BaseProvider(AbstractLLMInterface):
             if isinstance(prompt, (list, tuple)):
                 return self._generate_many(list(prompt), system_prompt, files, stream, tools, messages, media, params)
             request = self._prepare(prompt, system_prompt, files, messages, params, tools, media)
+            if (request.params.get("n") or 1) > 1:
+                return self._complete_all(self._variants(request, stream))
             if stream:
                 return self._open_stream(request)
             response = self._complete(request)
-            self._on_last(request)(response)
+            self._on_last(request)(response, response.content)
             return response
         except BaseException as exc:
             self._tagged(exc)
@@ -354,6 +374,23 @@ class BaseProvider(AbstractLLMInterface):
             raise InvalidParameterError("a list of prompts must hold at least one string, and only strings.",
                                         param="prompt")
         requests = [self._prepare(p, system_prompt, files, messages, dict(params), tools, media) for p in prompts]
+        if any((r.params.get("n") or 1) > 1 for r in requests):
+            raise InvalidParameterError("n above 1 takes one prompt.", param="n")
+        return self._complete_all(requests)
+
+    @staticmethod
+    def _variants(request: GenerationRequest, stream: bool) -> list[GenerationRequest]:
+        """``n`` copies of a request for ``n`` completions: a given seed gives seed, seed + 1, ..."""
+        if stream:
+            raise InvalidParameterError("stream=True takes n=1 (open several streams for several completions).",
+                                        param="n")
+        n, seed = request.params["n"], request.params.get("seed")
+        return [GenerationRequest(messages=request.messages, tools=request.tools,
+                                  params={**request.params, "n": 1, "seed": None if seed is None else seed + i})
+                for i in range(n)]
+
+    def _complete_all(self, requests: list[GenerationRequest]) -> list[Response]:
+        """Open every request's stream at once (a batching provider runs them together), then collect."""
         streams = [self._open_stream(r) for r in requests]
         try:
             return [aggregate_chunks(s) for s in streams]
@@ -426,14 +463,22 @@ class BaseProvider(AbstractLLMInterface):
             # Off the loop: the first call resolves and inspects the model (imports the backend, may download).
             request = await asyncio.to_thread(self._prepare, prompt, system_prompt, files, messages, params, tools,
                                               media)
+            if (request.params.get("n") or 1) > 1:
+                variants = self._variants(request, stream)
+                return list(await asyncio.gather(*(self._acomplete_one(r) for r in variants)))
             if stream:
                 return self._aopen_stream(request)
             response = await self._acomplete(request)
-            self._on_last(request)(response)
+            self._on_last(request)(response, response.content)
             return response
         except BaseException as exc:
             self._tagged(exc)
             raise
+
+    async def _acomplete_one(self, request: GenerationRequest) -> Response:
+        response = await self._acomplete(request)
+        self._on_last(request)(response, response.content)
+        return response
 
     agenerate = generate_async  # the AbstractCore / 1.x alias
 

@@ -322,11 +322,12 @@ class ResponseStream(Iterator[Any]):
     """
 
     def __init__(self, chunks: Iterator[Any], cancel_token: CancelToken, *, provider: str | None = None,
-                 on_last: Callable[[Any], None] | None = None) -> None:
+                 on_last: Callable[[Any, str], None] | None = None) -> None:
         self._iter = chunks
         self._token = cancel_token
         self._provider = provider
         self._on_last = on_last
+        self._text: list[str] = []  # the reply so far (for what the last chunk carries)
         # a stream dropped without being read to its end stops its generation
         weakref.finalize(self, cancel_token.cancel)
 
@@ -341,8 +342,9 @@ class ResponseStream(Iterator[Any]):
         except BaseException as exc:
             _tag(exc, self._provider)
             raise
+        self._text.append(getattr(chunk, "content", "") or "")
         if self._on_last is not None and getattr(chunk, "finish_reason", None) is not None:
-            self._on_last(chunk)
+            self._on_last(chunk, "".join(self._text))
         return chunk
 
     def cancel(self) -> None:
@@ -367,11 +369,12 @@ class AsyncResponseStream(AsyncIterator[Any]):
     """
 
     def __init__(self, chunks: AsyncIterator[Any], cancel_token: CancelToken, *, provider: str | None = None,
-                 on_last: Callable[[Any], None] | None = None) -> None:
+                 on_last: Callable[[Any, str], None] | None = None) -> None:
         self._aiter = chunks
         self._token = cancel_token
         self._provider = provider
         self._on_last = on_last
+        self._text: list[str] = []
         weakref.finalize(self, cancel_token.cancel)
 
     def __aiter__(self) -> "AsyncResponseStream":
@@ -385,8 +388,9 @@ class AsyncResponseStream(AsyncIterator[Any]):
         except BaseException as exc:
             _tag(exc, self._provider)
             raise
+        self._text.append(getattr(chunk, "content", "") or "")
         if self._on_last is not None and getattr(chunk, "finish_reason", None) is not None:
-            self._on_last(chunk)
+            self._on_last(chunk, "".join(self._text))
         return chunk
 
     def cancel(self) -> None:

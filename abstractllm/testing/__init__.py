@@ -20,7 +20,7 @@ __all__ = ["build_text_model", "build_vision_model", "demo_model", "demo_cache_d
            "BUILDER_VERSION"]
 
 #: Bump when the builders change what they write, so cached demo models are rebuilt.
-BUILDER_VERSION = 2
+BUILDER_VERSION = 3
 
 
 def build_text_model(path: str | Path, preset: str = "tiny", **kwargs: Any) -> Path:

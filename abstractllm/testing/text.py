@@ -1,5 +1,6 @@
 """Build complete MLX text-model folders offline: real config.json, random safetensors weights,
-a locally trained tokenizer with a ChatML chat template. ``mlx_lm.load(path)`` loads them unchanged."""
+a locally trained tokenizer with a chat template that takes tools (ChatML / Qwen for the Qwen3 presets,
+Llama 3.1 for the Llama ones). ``mlx_lm.load(path)`` loads them unchanged."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .tokenizer import CHATML_TEMPLATE, write_tokenizer
+from .tokenizer import CHATML_TEMPLATE, LLAMA3_SPECIAL_TOKENS, LLAMA3_TEMPLATE, write_tokenizer
 from .weights import randomize_weights
 
 __all__ = ["TEXT_PRESETS", "build_text_model"]
@@ -103,15 +104,23 @@ def build_text_model(
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
 
-    template = CHATML_TEMPLATE if chat_template is True else (chat_template or None)
+    llama = config["model_type"] == "llama"  # the Llama 3.1 chat format (tools as plain JSON)
+    default_template = LLAMA3_TEMPLATE if llama else CHATML_TEMPLATE
+    template = default_template if chat_template is True else (chat_template or None)
+    tokens = dict(special_tokens=LLAMA3_SPECIAL_TOKENS, eos_token="<|eot_id|>", pad_token="<|end_of_text|>",
+                  bos_token="<|begin_of_text|>") if llama else {}
     ids = write_tokenizer(
         path, config["vocab_size"], seed=seed,
-        chat_template=None if separate_chat_template_file else template,
+        chat_template=None if separate_chat_template_file else template, **tokens,
     )
     if separate_chat_template_file and template:
         (path / "chat_template.jinja").write_text(template, encoding="utf-8")
-    config.update(eos_token_id=ids["<|im_end|>"], bos_token_id=ids["<|endoftext|>"],
-                  pad_token_id=ids["<|endoftext|>"], torch_dtype=dtype)
+    if llama:
+        config.update(eos_token_id=ids["<|eot_id|>"], bos_token_id=ids["<|begin_of_text|>"],
+                      pad_token_id=ids["<|end_of_text|>"], torch_dtype=dtype)
+    else:
+        config.update(eos_token_id=ids["<|im_end|>"], bos_token_id=ids["<|endoftext|>"],
+                      pad_token_id=ids["<|endoftext|>"], torch_dtype=dtype)
 
     model = _random_model(config, seed, init_scale)
     model.update(_cast(tree_flatten(model.parameters()), getattr(mx, dtype)))

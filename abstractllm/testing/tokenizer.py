@@ -9,21 +9,99 @@ from typing import Sequence
 
 from .corpus import CORPUS
 
-__all__ = ["CHATML_TEMPLATE", "write_tokenizer", "CHATML_SPECIAL_TOKENS"]
+__all__ = ["CHATML_TEMPLATE", "write_tokenizer", "CHATML_SPECIAL_TOKENS", "LLAMA3_TEMPLATE",
+           "LLAMA3_SPECIAL_TOKENS", "qwen_template"]
 
 CHATML_SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
 
-#: A ChatML template (the Qwen family's), content as a string or as a list of text parts.
-CHATML_TEMPLATE = (
-    "{%- for message in messages %}"
-    "{{- '<|im_start|>' + message['role'] + '\\n' }}"
+#: The tools part of a Qwen / Hermes chat template: the tools listed in the system turn, assistant tool calls
+#: as ``<tool_call>{"name", "arguments"}</tool_call>`` and tool results as ``<tool_response>`` user turns
+#: (mlx-lm and mlx-vlm recognise the format as ``json_tools``). ``PARTS`` renders a message's content.
+_QWEN_TOOLS_HEADER = (
+    "{%- if tools %}"
+    "{{- '<|im_start|>system\\n' }}"
+    "{%- if messages[0]['role'] == 'system' %}{{- messages[0]['content'] + '\\n\\n' }}{%- endif %}"
+    "{{- '# Tools\\n\\nYou may call one or more functions to assist with the user query.\\n\\nYou are provided "
+    "with function signatures within <tools></tools> XML tags:\\n<tools>' }}"
+    "{%- for tool in tools %}{{- '\\n' }}{{- tool | tojson }}{%- endfor %}"
+    "{{- '\\n</tools>\\n\\nFor each function call, return a json object with function name and arguments within "
+    "<tool_call></tool_call> XML tags:\\n<tool_call>\\n{\"name\": <function-name>, \"arguments\": "
+    "<args-json-object>}\\n</tool_call><|im_end|>\\n' }}"
+    "{%- endif %}"
+)
+_QWEN_TOOL_CALLS = (
+    "{%- if message['tool_calls'] %}{%- for tool_call in message['tool_calls'] %}"
+    "{%- if tool_call['function'] is defined %}{%- set tool_call = tool_call['function'] %}{%- endif %}"
+    "{{- '\\n<tool_call>\\n{\"name\": \"' + tool_call.name + '\", \"arguments\": ' }}"
+    "{%- if tool_call.arguments is string %}{{- tool_call.arguments }}{%- else %}{{- tool_call.arguments | tojson }}"
+    "{%- endif %}{{- '}\\n</tool_call>' }}"
+    "{%- endfor %}{%- endif %}"
+)
+
+
+def qwen_template(parts: str) -> str:
+    """A ChatML (Qwen) template with tools, rendering each message's content with ``parts``."""
+    return (
+        _QWEN_TOOLS_HEADER
+        + "{%- for message in messages %}"
+        "{%- if message['role'] == 'system' and tools and loop.first %}"
+        "{%- elif message['role'] == 'tool' %}"
+        "{{- '<|im_start|>user\\n<tool_response>\\n' }}"
+        "{%- if message['content'] is string %}{{- message['content'] }}{%- endif %}"
+        "{{- '\\n</tool_response><|im_end|>\\n' }}"
+        "{%- else %}"
+        "{{- '<|im_start|>' + message['role'] + '\\n' }}"
+        + parts
+        + _QWEN_TOOL_CALLS
+        + "{{- '<|im_end|>\\n' }}"
+        "{%- endif %}"
+        "{%- endfor %}"
+        "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
+    )
+
+
+#: A ChatML template (the Qwen family's) with tools; content as a string or as a list of text parts.
+CHATML_TEMPLATE = qwen_template(
     "{%- if message['content'] is string %}{{- message['content'] }}"
-    "{%- else %}{%- for part in message['content'] %}"
+    "{%- elif message['content'] %}{%- for part in message['content'] %}"
     "{%- if part['type'] == 'text' %}{{- part['text'] }}{%- endif %}"
     "{%- endfor %}{%- endif %}"
-    "{{- '<|im_end|>\\n' }}"
+)
+
+LLAMA3_SPECIAL_TOKENS = ("<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>",
+                         "<|eot_id|>", "<|python_tag|>")
+
+#: A Llama 3.1 style template: custom tools listed in the first user turn, calls answered as plain JSON
+#: ``{"name": ..., "parameters": ...}`` (a format mlx-lm has no parser for), results as ``ipython`` turns.
+LLAMA3_TEMPLATE = (
+    "{{- bos_token }}"
+    "{%- if messages[0]['role'] == 'system' %}{%- set system_message = messages[0]['content'] %}"
+    "{%- set messages = messages[1:] %}{%- else %}{%- set system_message = '' %}{%- endif %}"
+    "{{- '<|start_header_id|>system<|end_header_id|>\\n\\n' + system_message + '<|eot_id|>' }}"
+    "{%- for message in messages %}"
+    "{%- if message['content'] is string %}{%- set content = message['content'] %}"
+    "{%- elif message['content'] %}{%- set content = message['content'] | map(attribute='text') | join('') %}"
+    "{%- else %}{%- set content = '' %}{%- endif %}"
+    "{%- if tools and loop.first and message['role'] == 'user' %}"
+    "{{- '<|start_header_id|>user<|end_header_id|>\\n\\nGiven the following functions, please respond with a JSON "
+    "for a function call with its proper arguments that best answers the given prompt.\\n\\nRespond in the format "
+    "{\"name\": function name, \"parameters\": dictionary of argument name and its value}. Do not use variables.\\n\\n' }}"
+    "{%- for tool in tools %}{{- tool | tojson }}{{- '\\n\\n' }}{%- endfor %}"
+    "{{- content + '<|eot_id|>' }}"
+    "{%- elif message['role'] == 'assistant' and message['tool_calls'] %}"
+    "{%- for tool_call in message['tool_calls'] %}"
+    "{%- if tool_call['function'] is defined %}{%- set tool_call = tool_call['function'] %}{%- endif %}"
+    "{{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n{\"name\": \"' + tool_call.name + '\", \"parameters\": ' }}"
+    "{%- if tool_call.arguments is string %}{{- tool_call.arguments }}{%- else %}{{- tool_call.arguments | tojson }}"
+    "{%- endif %}{{- '}<|eot_id|>' }}"
     "{%- endfor %}"
-    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
+    "{%- elif message['role'] == 'tool' or message['role'] == 'ipython' %}"
+    "{{- '<|start_header_id|>ipython<|end_header_id|>\\n\\n' + content + '<|eot_id|>' }}"
+    "{%- else %}"
+    "{{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n' + content + '<|eot_id|>' }}"
+    "{%- endif %}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{%- endif %}"
 )
 
 
@@ -54,6 +132,7 @@ def write_tokenizer(
     special_tokens: Sequence[str] = CHATML_SPECIAL_TOKENS,
     eos_token: str = "<|im_end|>",
     pad_token: str = "<|endoftext|>",
+    bos_token: str | None = None,
     chat_template: str | None = CHATML_TEMPLATE,
     seed: int = 0,
     extra_config: dict | None = None,
@@ -91,7 +170,7 @@ def write_tokenizer(
         "model_max_length": 32768,
         "eos_token": eos_token,
         "pad_token": pad_token,
-        "bos_token": None,
+        "bos_token": bos_token,
         "unk_token": None,
         "clean_up_tokenization_spaces": False,
         "added_tokens_decoder": {

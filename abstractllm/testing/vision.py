@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .tokenizer import CHATML_SPECIAL_TOKENS, write_tokenizer
+from .tokenizer import CHATML_SPECIAL_TOKENS, qwen_template, write_tokenizer
 from .weights import randomize_weights
 
 __all__ = ["VISION_PRESETS", "QWEN2_VL_TEMPLATE", "VISION_SPECIAL_TOKENS", "build_vision_model"]
@@ -26,22 +26,19 @@ VISION_SPECIAL_TOKENS = CHATML_SPECIAL_TOKENS + (
     "<|vision_pad|>",
 )
 
-#: The Qwen2-VL chat template (without its default system prompt): content as a string or a list of
-#: ``{"type": "text"|"image"|"video"}`` parts, each image/video rendered as its vision placeholder.
+#: The Qwen2-VL chat template (without its default system prompt), with tools: content as a string or a
+#: list of ``{"type": "text"|"image"|"video"}`` parts, each image/video rendered as its vision placeholder.
 QWEN2_VL_TEMPLATE = (
     "{%- if enable_thinking is defined %}{%- endif %}"  # mlx-vlm passes it; declaring it avoids a warning
-    "{%- for message in messages %}"
-    "{{- '<|im_start|>' + message['role'] + '\\n' }}"
-    "{%- if message['content'] is string %}{{- message['content'] }}"
-    "{%- else %}{%- for part in message['content'] %}"
-    "{%- if part['type'] == 'image' or part['type'] == 'image_url' %}"
-    "{{- '<|vision_start|><|image_pad|><|vision_end|>' }}"
-    "{%- elif part['type'] == 'video' %}{{- '<|vision_start|><|video_pad|><|vision_end|>' }}"
-    "{%- elif part['type'] == 'text' %}{{- part['text'] }}{%- endif %}"
-    "{%- endfor %}{%- endif %}"
-    "{{- '<|im_end|>\\n' }}"
-    "{%- endfor %}"
-    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
+    + qwen_template(
+        "{%- if message['content'] is string %}{{- message['content'] }}"
+        "{%- elif message['content'] %}{%- for part in message['content'] %}"
+        "{%- if part['type'] == 'image' or part['type'] == 'image_url' %}"
+        "{{- '<|vision_start|><|image_pad|><|vision_end|>' }}"
+        "{%- elif part['type'] == 'video' %}{{- '<|vision_start|><|video_pad|><|vision_end|>' }}"
+        "{%- elif part['type'] == 'text' %}{{- part['text'] }}{%- endif %}"
+        "{%- endfor %}{%- endif %}"
+    )
 )
 
 _TEXT_BASE = {

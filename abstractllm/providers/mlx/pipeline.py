@@ -90,17 +90,32 @@ class RequestPipeline:
         self.prompt_tokens = 0
         self.cached_tokens = 0
         self.finish: str | None = None
+        self.tools: Any = None  # a toolcalls.ToolCallExtractor when the request has tools
         self._pending_ids: list[int] = []
         self._pending_logprobs: list[dict[str, Any]] = []
+        self._pending_calls: list[Any] = []
 
     def _logprob_entry(self, step: Step) -> dict[str, Any]:
         return {"token": step.token, "text": step.token_text, "logprob": step.logprob,
                 "top_logprobs": [{"token": t, "text": text, "logprob": lp} for t, text, lp in step.top_logprobs]}
 
+    def _through_tools(self, text: str, last: bool) -> str:
+        """The text shown once tool calls are taken out (they wait in ``_pending_calls``)."""
+        if self.tools is None:
+            return text
+        shown, calls = self.tools.feed(text)
+        if last:
+            rest, more = self.tools.finish()
+            shown, calls = shown + rest, calls + more
+        self._pending_calls.extend(calls)
+        return shown
+
     def _chunk(self, text: str) -> Response | None:
-        if not text:
+        if not text and not self._pending_calls:
             return None
         chunk = Response(content=text, model=self.model, token_ids=self._pending_ids)
+        if self._pending_calls:
+            chunk.tool_calls, self._pending_calls = self._pending_calls, []
         if self.want_logprobs:
             chunk.logprobs = self._pending_logprobs
             self._pending_logprobs = []
@@ -119,8 +134,8 @@ class RequestPipeline:
             self._pending_logprobs.append(self._logprob_entry(step))
         if step.token in self.stop_token_ids:
             self.finish = "stop"
-            return self._chunk(self.matcher.flush())
-        text = self.matcher.feed(step.text)
+            return self._chunk(self._through_tools(self.matcher.flush(), True))
+        text = self.matcher.feed(self._through_tools(step.text, step.finish_reason is not None))
         if self.matcher.matched is not None:
             self.finish = "stop"
         elif step.finish_reason is not None:
@@ -129,8 +144,11 @@ class RequestPipeline:
         return self._chunk(text)
 
     def final(self, reason: str | None = None, *, peak_memory_bytes: int | None = None) -> Response:
-        """The last chunk: ``finish_reason`` (``reason`` overrides, e.g. ``"cancelled"``), usage, timings."""
+        """The last chunk: ``finish_reason`` (``reason`` overrides, e.g. ``"cancelled"``), usage, timings.
+        A reply that called tools and ended by itself finishes with ``"tool_calls"``."""
         finish = reason or self.finish or "stop"
+        if self.tools is not None and self.tools.calls and finish == "stop" and self.matcher.matched is None:
+            finish = "tool_calls"
         end = time.perf_counter()
         prompt = self.prompt_tokens + self.cached_tokens
         usage = Usage(prompt_tokens=prompt, completion_tokens=self.n_tokens, total_tokens=prompt + self.n_tokens,
@@ -146,5 +164,9 @@ class RequestPipeline:
         )
         if self.want_logprobs:
             chunk.logprobs = self._pending_logprobs
+        if self._pending_calls:
+            chunk.tool_calls, self._pending_calls = self._pending_calls, []
+        if self.tools is not None and self.tools.unparsed:
+            chunk.metadata["unparsed_tool_calls"] = list(self.tools.unparsed)
         self._pending_ids, self._pending_logprobs = [], []
         return chunk

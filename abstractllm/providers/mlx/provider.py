@@ -50,6 +50,25 @@ _CONFIG_DEFAULTS = ("dtype", "device", "prompt_cache_bytes", "prefill_step_size"
                     "max_queue_size", "prefill_chunk_size")
 
 
+def _has_llguidance() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("llguidance") is not None
+
+
+def _vocab(path: Any) -> dict[str, int]:
+    """The vocabulary in ``tokenizer.json`` (mlx-lm falls back to it when the template names no format)."""
+    import json
+
+    try:
+        data = json.loads((path / "tokenizer.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    vocab = dict((data.get("model") or {}).get("vocab") or {})
+    vocab.update({t["content"]: t["id"] for t in data.get("added_tokens") or [] if "content" in t})
+    return vocab
+
+
 class MLXProvider(BaseProvider):
     """Runs MLX models locally. ``create_llm("mlx", model="path/or/org/repo", **config)``.
 
@@ -124,7 +143,30 @@ class MLXProvider(BaseProvider):
             from .vision import vision_capabilities
 
             caps |= vision_capabilities(spec)
+        if self._tool_format_name() is not None:
+            caps |= {ModelCapability.FUNCTION_CALLING, ModelCapability.TOOL_USE}
+        if _has_llguidance():
+            caps.add(ModelCapability.JSON_MODE)
         return Capabilities(caps, max_tokens=spec.context_length)
+
+    def _tool_format_name(self) -> str | None:
+        """The model's tool-call format: the loaded tokenizer's, else what mlx-lm / mlx-vlm infer from
+        its chat template (asked once)."""
+        adapter = self._adapter
+        if adapter is not None:
+            fmt = getattr(adapter, "tool_format", None)
+            return fmt.name if fmt is not None else None
+        spec = self.spec
+        cached = getattr(spec, "_tool_format", False)
+        if cached is False:
+            from .backend import import_backend
+            from .source import read_chat_template
+            from .toolcalls import tool_format_name
+
+            import_backend("mlx_vlm.tools" if spec.kind == "vision" else "mlx_lm.tokenizer_utils")
+            cached = tool_format_name(spec.kind, read_chat_template(spec.path), lambda: _vocab(spec.path))
+            spec._tool_format = cached  # type: ignore[attr-defined]
+        return cached
 
     def _worker_on_exit(self) -> Callable[[], None]:
         return clear_streams

@@ -18,7 +18,7 @@ from typing import Any
 
 from ...exceptions import ModelLoadError, ModelNotFoundError
 
-__all__ = ["ModelSpec", "resolve_model", "inspect_model", "looks_like_repo_id"]
+__all__ = ["ModelSpec", "resolve_model", "inspect_model", "looks_like_repo_id", "read_chat_template"]
 
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.\-]{0,95}/[\w.\-]{1,96}$")
 _HUB_PATTERNS = ["*.json", "*.safetensors", "*.jinja", "*.model", "*.txt", "*.tiktoken"]
@@ -197,3 +197,24 @@ def inspect_model(path: Path) -> ModelSpec:
         quantization=quant if isinstance(quant, dict) else None,
         has_chat_template=has_template,
     )
+
+
+def read_chat_template(path: Path) -> str | None:
+    """The chat template a model folder ships (``chat_template.jinja``, ``chat_template.json`` or
+    ``tokenizer_config.json``), as text; ``None`` if it has none."""
+    jinja = path / "chat_template.jinja"
+    if jinja.is_file():
+        return jinja.read_text(encoding="utf-8")
+    for name in ("chat_template.json", "tokenizer_config.json"):
+        f = path / name
+        if f.is_file():
+            try:
+                value = json.loads(f.read_text(encoding="utf-8")).get("chat_template")
+            except (OSError, ValueError, AttributeError):
+                continue
+            if isinstance(value, list):  # named variants: the default one
+                value = next((v.get("template") for v in value if isinstance(v, dict) and v.get("name") == "default"),
+                             None)
+            if isinstance(value, str):
+                return value
+    return None

@@ -24,7 +24,9 @@ from ...types import Message
 from .adapter import ModelAdapter
 from .memory import check_context_window, check_request_memory, kv_bytes_per_token
 from .pipeline import Step
+from .constrain import GrammarCompiler, active_tools, chat_dict, constrain_request
 from .sampling import fill_logprobs, make_request_processors, make_request_sampler
+from .toolcalls import text_tool_format
 from .weights import cast_for_device, float_itemsize, quantize_bits
 
 if TYPE_CHECKING:
@@ -117,6 +119,10 @@ class TextAdapter(ModelAdapter):
         self._cache = LRUPromptCache(max_size=32, max_bytes=budget) if budget else None
         self.info["quantization"] = config.get("quantization")
         self.kv_bytes_per_token = kv_bytes_per_token(self.spec.config, float_itemsize(model))
+        self.tool_format = text_tool_format(tokenizer)
+        self.grammars = GrammarCompiler(getattr(tokenizer, "_tokenizer", tokenizer),
+                                        int(self.spec.vocab_size or len(tokenizer.get_vocab())),
+                                        list(tokenizer.eos_token_ids))
         from mlx_lm.utils import get_total_parameters
 
         self.info["num_parameters"] = int(get_total_parameters(model))
@@ -136,13 +142,15 @@ class TextAdapter(ModelAdapter):
         return {"entries": len(self._cache), "bytes": int(self._cache.nbytes), "hits": self.cache_hits}
 
     # ------------------------------------------------------------------ prompt
-    def encode_messages(self, messages: list[Message]) -> list[int]:
-        """Template the conversation with the model's chat template (ids), or the plain fallback."""
+    def encode_messages(self, messages: list[Message], tools: list[Any] | None = None) -> list[int]:
+        """Template the conversation (tool calls and results included, and the ``tools`` in OpenAI form)
+        with the model's chat template (ids), or the plain fallback."""
         tok = self.tokenizer
         if tok.has_chat_template:
-            chat = [{"role": m.role, "content": m.text} for m in messages]
+            chat = [chat_dict(m) for m in messages]
+            extra = {"tools": tools} if tools else {}
             try:
-                ids = tok.apply_chat_template(chat, add_generation_prompt=True)
+                ids = tok.apply_chat_template(chat, add_generation_prompt=True, **extra)
             except Exception as exc:
                 raise InvalidParameterError(
                     f"The model's chat template rejected these messages: {type(exc).__name__}: {exc}",
@@ -182,7 +190,8 @@ class TextAdapter(ModelAdapter):
 
         params = req.params
         self.check_params(params)
-        prompt_ids = self.encode_messages(req.request.messages)
+        tools = active_tools(req)
+        prompt_ids = self.encode_messages(req.request.messages, [t.to_openai() for t in tools] if tools else None)
         if not prompt_ids:
             raise InvalidParameterError("The prompt is empty after templating.", param="prompt")
         check_context_window(len(prompt_ids), params)
@@ -204,11 +213,13 @@ class TextAdapter(ModelAdapter):
         cached = len(prompt_ids) - len(rest)
         check_request_memory(len(prompt_ids), params["max_tokens"], max_kv, self.kv_bytes_per_token,
                              self.config.get("memory_limit"))
+        processors = make_request_processors(params, list(self.tokenizer.eos_token_ids))
+        processors += constrain_request(req, self.grammars, self.tool_format)
         self.cache_hits += cached > 0
         (uid,) = self._batch.insert(
             [list(rest)], max_tokens=[int(params["max_tokens"])], caches=[cache],
             all_tokens=[list(prompt_ids[:cached])], samplers=[make_request_sampler(params)],
-            logits_processors=[make_request_processors(params, list(self.tokenizer.eos_token_ids))],
+            logits_processors=[processors],
         )
         detokenizer = self.tokenizer.detokenizer
         detokenizer.reset()

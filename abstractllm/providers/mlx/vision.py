@@ -37,6 +37,8 @@ from ...params import PARAMS
 from ...types import GenerationRequest
 from ..worker import CancelToken
 from .adapter import ModelAdapter
+from .constrain import GrammarCompiler, active_tools, chat_dict, constrain_request
+from .toolcalls import vision_tool_format
 from .memory import check_context_window
 from .pipeline import Step
 from .sampling import fill_logprobs
@@ -139,6 +141,13 @@ class VisionAdapter(ModelAdapter):
         mx.eval(model.parameters())
         self.model, self.processor = model, processor
         self.info["processor"] = type(processor).__name__
+        tokenizer = getattr(processor, "tokenizer", processor)
+        self.tool_format = vision_tool_format(processor)
+        eos = self.spec.config.get("eos_token_id") or (self.spec.config.get("text_config") or {}).get("eos_token_id")
+        eos_ids = [eos] if isinstance(eos, int) else list(eos or [])
+        if getattr(tokenizer, "eos_token_id", None) is not None and tokenizer.eos_token_id not in eos_ids:
+            eos_ids.append(tokenizer.eos_token_id)
+        self.grammars = GrammarCompiler(tokenizer, int(self.spec.vocab_size or len(tokenizer.get_vocab())), eos_ids)
 
     def unload(self) -> None:
         self.reset()
@@ -285,10 +294,12 @@ class VisionAdapter(ModelAdapter):
                 parts += [{"type": "image"} for _ in range(ni)]
                 chat.append({"role": "user", "content": parts or [{"type": "text", "text": ""}]})
             else:
-                chat.append({"role": msg.role, "content": msg.text})
+                chat.append(chat_dict(msg))
+        tools = active_tools(request)
+        extra = {"tools": [t.to_openai() for t in tools]} if tools else {}
         try:
             if not any(n_videos):
-                return apply_chat_template(self.processor, self.model.config, chat, num_images=sum(n_images))
+                return apply_chat_template(self.processor, self.model.config, chat, num_images=sum(n_images), **extra)
             formatted = apply_chat_template(
                 self.processor, self.model.config, chat, num_images=sum(n_images), return_messages=True
             )
@@ -298,7 +309,7 @@ class VisionAdapter(ModelAdapter):
                         m["content"] if isinstance(m["content"], list) else [{"type": "text", "text": m["content"]}]
                     )
                     m["content"] = content + [{"type": "video"} for _ in range(nv)]
-            return get_chat_template(self.processor, formatted, True)
+            return get_chat_template(self.processor, formatted, True, **extra)
         except (ValueError, KeyError, TypeError) as exc:
             raise InvalidParameterError(
                 f"The model's chat template rejected these messages: {type(exc).__name__}: {exc}", param="messages"
@@ -350,8 +361,9 @@ class VisionAdapter(ModelAdapter):
         self.check_params(req.params)
         prepared = self.prepare(req.request)
         check_context_window(int(prepared.input_ids.size), req.params)
+        processors = constrain_request(req, self.grammars, self.tool_format)
         self.cache_lookups += 1
-        req.state = self.steps(prepared, req.params, req.token)
+        req.state = self.steps(prepared, req.params, req.token, processors)
         self._current = req
         return True
 
@@ -398,7 +410,8 @@ class VisionAdapter(ModelAdapter):
         while self._states and (len(self._states) > _MAX_CACHE_ENTRIES or self.cache_stats["bytes"] > budget):
             self._states.popitem(last=False)
 
-    def steps(self, prepared: PreparedVisionRequest, params: dict[str, Any], cancel: CancelToken) -> Iterator[Step]:
+    def steps(self, prepared: PreparedVisionRequest, params: dict[str, Any], cancel: CancelToken,
+              processors: list[Any] | None = None) -> Iterator[Step]:
         import mlx.core as mx
         from mlx_vlm import stream_generate
         from mlx_vlm.generate.common import PromptCacheState
@@ -410,6 +423,8 @@ class VisionAdapter(ModelAdapter):
         state = self._states.pop(key, None) if use_cache else None
         kwargs: dict[str, Any] = dict(prepared.extra)
         kwargs.update(self._sampling(params))
+        if processors:
+            kwargs["logits_processors"] = list(processors)
         fresh = None
         if use_cache:
             state = PromptCacheState() if state is None else state

@@ -1,0 +1,191 @@
+"""Constrained decoding with llguidance, as an mlx-lm logits processor.
+
+A grammar says which texts are allowed: a JSON schema (``response_format``), or the model's own tool-call
+format around a JSON object that names one of the tools and matches its parameters (``tool_choice``
+``"required"`` or a tool's name). ``GrammarProcessor`` keeps an llguidance ``LLMatcher`` in step with the
+tokens the request generates and, before each sample, sets every token the grammar does not allow to
+``-inf``. llguidance's own MLX mask kernel is Metal-only, so the mask is applied with portable mx ops and
+runs on every backend (CPU, Metal, CUDA). JSON is compact (no free whitespace between tokens), so a
+small or random-weight model cannot pad forever; after the grammar is complete only end-of-sequence is
+allowed.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from ...exceptions import GenerationError, InvalidParameterError, UnsupportedFeatureError
+from ...structured import OutputFormat
+from ...tools import ToolDefinition
+from .toolcalls import ToolCallExtractor, ToolFormat
+
+if TYPE_CHECKING:
+    from ...types import Message
+    from .engine import EngineRequest
+
+__all__ = ["GrammarCompiler", "GrammarProcessor", "json_grammar", "tool_call_grammar", "COMPACT_JSON",
+           "active_tools", "constrain_request", "chat_dict"]
+
+#: llguidance JSON options: no whitespace between tokens, compact separators
+COMPACT_JSON = {"whitespace_flexible": False, "item_separator": ",", "key_separator": ":"}
+#: tool-call formats a grammar can be built for
+_CONSTRAINABLE = ("json_tools", "llama3_json")
+
+
+#: an integer without bounds is bounded by JSON's safe range (at most 16 digits), so a model cannot write
+#: digits forever; strings have no such bound (give them a maxLength where a model might not end them)
+_SAFE_INT = 2**53 - 1
+
+
+def _bounded(schema: Any, close: bool) -> Any:
+    """A copy where integers without bounds get JSON's safe range, and (``close``) every object schema
+    without ``additionalProperties`` gets ``false``."""
+    if isinstance(schema, dict):
+        out = {k: _bounded(v, close) for k, v in schema.items()}
+        kinds = out.get("type") if isinstance(out.get("type"), list) else [out.get("type")]
+        if "integer" in kinds:
+            out.setdefault("minimum", -_SAFE_INT)
+            out.setdefault("maximum", _SAFE_INT)
+        if close and out.get("type") == "object" and "additionalProperties" not in out:
+            out["additionalProperties"] = False
+        return out
+    if isinstance(schema, list):
+        return [_bounded(v, close) for v in schema]
+    return schema
+
+
+def _closed(schema: Any) -> Any:
+    return _bounded(schema, True)
+
+
+def json_grammar(fmt: OutputFormat) -> str:
+    """The llguidance grammar of a ``response_format``."""
+    from llguidance import LLMatcher
+
+    schema = _bounded(fmt.schema or {"type": "object"}, False)
+    return LLMatcher.grammar_from_json_schema(schema, defaults=dict(COMPACT_JSON))
+
+
+def tool_call_grammar(tools: list[ToolDefinition], choice: str, fmt: ToolFormat) -> str:
+    """The grammar of exactly one call, in the model's format, of ``choice`` (a tool's name) or of any of
+    ``tools`` (``choice == "required"``); the arguments match the tool's parameters (closed)."""
+    if fmt.name not in _CONSTRAINABLE:
+        raise UnsupportedFeatureError(
+            f"tool_choice={choice!r} needs constrained decoding, which is not available for this model's "
+            f"tool-call format ({fmt.name}); use tool_choice='auto'.", feature="tool_choice")
+    allowed = [t for t in tools if choice == "required" or t.name == choice]
+    key = fmt.json_key
+    options = [{"type": "object", "properties": {"name": {"const": t.name}, key: _closed(t.parameters)},
+                "required": ["name", key], "additionalProperties": False} for t in allowed]
+    schema = options[0] if len(options) == 1 else {"anyOf": options}
+    schema = {**schema, "x-guidance": dict(COMPACT_JSON)}  # compact inside the markup too
+    body = f"%json {json.dumps(schema)}"
+    if fmt.start is None:
+        return _lark(f"start: {body}")
+    return _lark(f"start: {json.dumps(fmt.start + chr(10))} {body} {json.dumps(chr(10) + (fmt.end or ''))}")
+
+
+def _lark(text: str) -> str:
+    from llguidance import LLMatcher
+
+    return LLMatcher.grammar_from_lark(text)
+
+
+class GrammarCompiler:
+    """Grammars for one tokenizer: llguidance's tokenizer is built once (about a second for a large
+    vocabulary) and shared by every request."""
+
+    def __init__(self, hf_tokenizer: Any, n_vocab: int, eos_token_ids: list[int]) -> None:
+        self._hf = hf_tokenizer
+        self.n_vocab = n_vocab
+        self.eos = list(eos_token_ids)
+        self._tokenizer: Any = None
+
+    @property
+    def tokenizer(self) -> Any:
+        if self._tokenizer is None:
+            from llguidance.hf import from_tokenizer
+
+            self._tokenizer = from_tokenizer(self._hf, n_vocab=self.n_vocab, eos_token=self.eos or None)
+        return self._tokenizer
+
+    def processor(self, grammar: str, what: str) -> "GrammarProcessor":
+        """A processor for ``grammar``; ``InvalidParameterError`` (naming ``what``) when it cannot compile."""
+        from llguidance import LLMatcher
+
+        error = LLMatcher.validate_grammar(grammar, self.tokenizer)
+        if error and not error.startswith("WARNING"):
+            raise InvalidParameterError(f"The {what} cannot be compiled into a grammar: {error}", param=what)
+        matcher = LLMatcher(self.tokenizer, grammar)
+        if matcher.is_error():
+            raise InvalidParameterError(f"The {what} cannot be compiled into a grammar: {matcher.get_error()}",
+                                        param=what)
+        return GrammarProcessor(matcher, self.n_vocab)
+
+
+class GrammarProcessor:
+    """An mlx-lm logits processor (``processor(tokens, logits) -> logits``) that allows only the tokens
+    the grammar allows. mlx-lm calls it once per generated token with the token history; from the second
+    call on, the last token of that history is the token the request just sampled."""
+
+    def __init__(self, matcher: Any, n_vocab: int) -> None:
+        self.matcher = matcher
+        self.n_vocab = n_vocab
+        self._started = False
+
+    def __call__(self, tokens: Any, logits: Any) -> Any:
+        import mlx.core as mx
+        import numpy as np
+
+        matcher = self.matcher
+        if self._started:
+            token = int(tokens[-1].item())
+            if not matcher.consume_token(token):
+                raise GenerationError(f"constrained decoding: token {token} was refused ({matcher.get_error()})")
+        self._started = True
+        bits = np.unpackbits(np.frombuffer(matcher.compute_bitmask(), dtype=np.uint8), bitorder="little")
+        width = logits.shape[-1]
+        allowed = np.zeros(width, dtype=bool)
+        n = min(width, bits.shape[0])
+        allowed[:n] = bits[:n].astype(bool)
+        if not allowed.any():
+            raise GenerationError(f"constrained decoding: the grammar allows no token ({matcher.get_error()})")
+        return mx.where(mx.array(allowed), logits, mx.array(-float("inf"), dtype=logits.dtype))
+
+
+def active_tools(req: Any) -> list[ToolDefinition]:
+    """The tools of a request (an engine request or a ``GenerationRequest``), unless ``tool_choice`` is
+    ``"none"`` (then the model does not see them)."""
+    request = getattr(req, "request", req)
+    return [] if request.params.get("tool_choice") == "none" else list(request.tools or [])
+
+
+def constrain_request(req: "EngineRequest", grammars: GrammarCompiler, fmt: ToolFormat | None) -> list[Any]:
+    """Set up what a request with tools or a ``response_format`` needs: the extractor of tool calls on its
+    pipeline, and a grammar processor when its output is constrained (returned, to add to its processors)."""
+    tools = active_tools(req)
+    choice = req.params.get("tool_choice") or "auto"
+    if tools:
+        if fmt is None:
+            raise UnsupportedFeatureError("This model's chat template has no tool-call format.", feature="tools")
+        req.pipeline.tools = ToolCallExtractor(fmt, [t.to_openai() for t in tools])
+        if choice not in ("auto", "none"):
+            return [grammars.processor(tool_call_grammar(tools, choice, fmt), "tool_choice")]
+        return []
+    output = req.params.get("response_format")
+    if output is not None:
+        return [grammars.processor(json_grammar(output), "response_format")]
+    return []
+
+
+def chat_dict(m: "Message") -> dict[str, Any]:
+    """A message as chat templates take it: tool calls with their arguments as a dict, tool results
+    with their ``tool_call_id``."""
+    out: dict[str, Any] = {"role": m.role, "content": m.text}
+    if m.tool_calls:
+        out["tool_calls"] = [{"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+                             for c in m.tool_calls]
+    if m.tool_call_id is not None:
+        out["tool_call_id"] = m.tool_call_id
+    return out

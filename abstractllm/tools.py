@@ -1,0 +1,311 @@
+"""Tools the model may call: definitions, from Python functions or from OpenAI-style dicts.
+
+    from abstractllm.tools import register
+
+    @register
+    def get_weather(city: str, unit: str = "celsius") -> str:
+        '''The current weather in a city.
+
+        Args:
+            city: the city's name.
+            unit: "celsius" or "fahrenheit".
+        '''
+        return f"Sunny in {city}"
+
+    response = llm.generate("Weather in Paris?", tools=[get_weather], tool_choice="required")
+    response.tool_calls  # [ToolCall(id="call_...", name="get_weather", arguments={"city": "Paris"})]
+
+A tool is a Python callable (its JSON schema comes from the signature, type hints and docstring), an
+OpenAI function dict (``{"type": "function", "function": {"name", "description", "parameters"}}``, or
+just the inner dict), or a ``ToolDefinition``. ``tool_choice`` is ``"auto"`` (the model decides),
+``"none"`` (no tool: the tools are not shown to the model), ``"required"`` (a call to some tool), or one
+tool by its name (``"get_weather"`` or ``{"type": "function", "function": {"name": "get_weather"}}``).
+Nothing heavy is imported here.
+"""
+
+from __future__ import annotations
+
+import enum
+import inspect
+import re
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+from .exceptions import InvalidParameterError
+
+__all__ = ["ToolDefinition", "function_to_tool_definition", "register", "registered_tools", "normalize_tools",
+           "normalize_tool_choice", "ToolChoice"]
+
+_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_JSON_TYPES = {"object", "array", "string", "number", "integer", "boolean", "null"}
+_REGISTRY: dict[str, "ToolDefinition"] = {}
+
+
+@dataclass
+class ToolDefinition:
+    """One tool: its ``name``, a ``description`` for the model, the JSON schema of its ``parameters``, and
+    the Python ``function`` that runs it (when it came from one)."""
+
+    name: str
+    description: str = ""
+    parameters: dict[str, Any] = field(default_factory=lambda: {"type": "object", "properties": {}})
+    function: Callable[..., Any] | None = field(default=None, repr=False, compare=False)
+
+    def to_openai(self) -> dict[str, Any]:
+        """The OpenAI tools-list form: ``{"type": "function", "function": {...}}``."""
+        return {"type": "function", "function": {"name": self.name, "description": self.description,
+                                                 "parameters": self.parameters}}
+
+    def __call__(self, **arguments: Any) -> Any:
+        if self.function is None:
+            raise InvalidParameterError(f"Tool {self.name!r} has no Python function to run.", param="tools")
+        return self.function(**arguments)
+
+
+# ---------------------------------------------------------------------------------------------- functions
+def _doc_parts(doc: str) -> tuple[str, dict[str, str]]:
+    """(description, {argument: description}) from a Google / NumPy / Sphinx style docstring."""
+    doc = inspect.cleandoc(doc or "")
+    lines = doc.splitlines()
+    description: list[str] = []
+    args: dict[str, str] = {}
+    section = None
+    current = None
+    for line in lines:
+        stripped = line.strip()
+        if re.fullmatch(r"(Args|Arguments|Parameters|Params)\s*:?", stripped):
+            section = "args"
+            continue
+        if re.fullmatch(r"-{3,}", stripped):
+            continue
+        if re.fullmatch(r"(Returns?|Raises?|Yields?|Examples?|Notes?)\s*:?", stripped):
+            section = "other"
+            continue
+        sphinx = re.match(r":param\s+(?:\w+\s+)?(\w+)\s*:\s*(.*)", stripped)
+        if sphinx:
+            args[sphinx.group(1)] = sphinx.group(2)
+            continue
+        if section == "args":
+            m = re.match(r"(\w+)\s*(?:\([^)]*\))?\s*:\s*(.*)", stripped)
+            if m and not line.startswith(" " * 8):
+                current = m.group(1)
+                args[current] = m.group(2)
+            elif current and stripped:
+                args[current] = (args[current] + " " + stripped).strip()
+        elif section is None and not stripped.startswith(":"):
+            description.append(line)
+    return "\n".join(description).strip(), args
+
+
+def _schema_of(annotation: Any) -> dict[str, Any]:
+    """The JSON schema of a Python type annotation (str, int, list[X], Optional[X], Literal, Enum, ...)."""
+    if annotation is inspect.Parameter.empty or annotation is Any:
+        return {}
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if annotation is str:
+        return {"type": "string"}
+    if annotation is bool:
+        return {"type": "boolean"}
+    if annotation is int:
+        return {"type": "integer"}
+    if annotation is float:
+        return {"type": "number"}
+    if annotation is type(None):
+        return {"type": "null"}
+    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+        return {"enum": [m.value for m in annotation]}
+    if hasattr(annotation, "model_json_schema"):  # a pydantic model
+        return annotation.model_json_schema()
+    if origin is typing.Literal:
+        return {"enum": list(args)}
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        options = [_schema_of(a) for a in args if a is not type(None)]
+        schema = options[0] if len(options) == 1 else {"anyOf": options}
+        return schema
+    if origin in (list, tuple, set, frozenset, Sequence) or annotation in (list, tuple, set):
+        item = _schema_of(args[0]) if args else {}
+        return {"type": "array", "items": item} if item else {"type": "array"}
+    if origin is dict or annotation is dict:
+        return {"type": "object"}
+    return {}
+
+
+def function_to_tool_definition(fn: Callable[..., Any], *, name: str | None = None,
+                                description: str | None = None) -> ToolDefinition:
+    """A ``ToolDefinition`` from a Python function: its name, its docstring's description, and a JSON
+    schema of its parameters from the type hints (defaults make a parameter optional; each parameter's
+    description comes from the docstring's ``Args:`` section)."""
+    if not callable(fn):
+        raise InvalidParameterError(f"A tool must be a callable, a dict or a ToolDefinition, got {fn!r:.60}.",
+                                    param="tools")
+    doc, arg_docs = _doc_parts(inspect.getdoc(fn) or "")
+    try:
+        signature = inspect.signature(fn)
+        hints = typing.get_type_hints(fn)
+    except (TypeError, ValueError, NameError):
+        signature, hints = inspect.signature(fn), {}
+    properties: dict[str, Any] = {}
+    required: list[str] = []
+    for pname, param in signature.parameters.items():
+        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD) or pname in ("self", "cls"):
+            continue
+        schema = dict(_schema_of(hints.get(pname, param.annotation)))
+        if arg_docs.get(pname):
+            schema["description"] = arg_docs[pname]
+        if param.default is inspect.Parameter.empty:
+            required.append(pname)
+        elif param.default is None or isinstance(param.default, (str, int, float, bool)):
+            schema["default"] = param.default
+        properties[pname] = schema
+    parameters: dict[str, Any] = {"type": "object", "properties": properties, "required": required}
+    return ToolDefinition(name=name or fn.__name__, description=description if description is not None else doc,
+                          parameters=parameters, function=fn)
+
+
+def register(fn: Callable[..., Any] | None = None, *, name: str | None = None,
+             description: str | None = None) -> Any:
+    """Decorator (the 1.x name): marks a function as a tool and keeps its definition (``fn.tool_definition``,
+    ``registered_tools()``). The function itself is returned unchanged."""
+
+    def wrap(f: Callable[..., Any]) -> Callable[..., Any]:
+        definition = function_to_tool_definition(f, name=name, description=description)
+        f.tool_definition = definition  # type: ignore[attr-defined]
+        _REGISTRY[definition.name] = definition
+        return f
+
+    return wrap(fn) if fn is not None else wrap
+
+
+def registered_tools() -> list[ToolDefinition]:
+    """Every tool ``register`` has seen, in order."""
+    return list(_REGISTRY.values())
+
+
+# ---------------------------------------------------------------------------------------------- checks
+def _check_schema(schema: Any, where: str, depth: int = 0) -> None:
+    """The structural rules of JSON Schema a tool's parameters must follow (typed errors, not crashes)."""
+    if depth > 32:
+        raise InvalidParameterError(f"{where}: the schema is nested too deeply.", param="tools")
+    if not isinstance(schema, dict):
+        raise InvalidParameterError(f"{where}: a JSON schema must be an object, got {type(schema).__name__}.",
+                                    param="tools")
+    kind = schema.get("type")
+    kinds = kind if isinstance(kind, list) else [kind] if kind is not None else []
+    for k in kinds:
+        if k not in _JSON_TYPES:
+            raise InvalidParameterError(f"{where}: unknown JSON schema type {k!r}.", param="tools")
+    props = schema.get("properties")
+    if props is not None:
+        if not isinstance(props, dict):
+            raise InvalidParameterError(f"{where}: 'properties' must be an object.", param="tools")
+        for key, sub in props.items():
+            _check_schema(sub, f"{where}.properties.{key}", depth + 1)
+    required = schema.get("required")
+    if required is not None and (not isinstance(required, list) or not all(isinstance(r, str) for r in required)):
+        raise InvalidParameterError(f"{where}: 'required' must be a list of property names.", param="tools")
+    if isinstance(required, list) and isinstance(props, dict):
+        missing = [r for r in required if r not in props]
+        if missing:
+            raise InvalidParameterError(f"{where}: required properties {missing} are not in 'properties'.",
+                                        param="tools")
+    for key in ("items", "additionalProperties"):
+        sub = schema.get(key)
+        if isinstance(sub, dict):
+            _check_schema(sub, f"{where}.{key}", depth + 1)
+        elif sub is not None and not isinstance(sub, bool):
+            raise InvalidParameterError(f"{where}: '{key}' must be a schema.", param="tools")
+    for key in ("anyOf", "oneOf", "allOf"):
+        subs = schema.get(key)
+        if subs is not None:
+            if not isinstance(subs, list) or not subs:
+                raise InvalidParameterError(f"{where}: '{key}' must be a non-empty list of schemas.", param="tools")
+            for i, sub in enumerate(subs):
+                _check_schema(sub, f"{where}.{key}[{i}]", depth + 1)
+    if "enum" in schema and (not isinstance(schema["enum"], list) or not schema["enum"]):
+        raise InvalidParameterError(f"{where}: 'enum' must be a non-empty list.", param="tools")
+
+
+def _from_dict(raw: dict[str, Any], index: int) -> ToolDefinition:
+    spec = raw.get("function") if raw.get("type") == "function" or "function" in raw else raw
+    if not isinstance(spec, dict):
+        raise InvalidParameterError(f"tools[{index}]: 'function' must be an object.", param="tools")
+    name = spec.get("name")
+    parameters = spec.get("parameters", spec.get("input_schema", {"type": "object", "properties": {}}))
+    description = spec.get("description") or ""
+    if not isinstance(description, str):
+        raise InvalidParameterError(f"tools[{index}]: 'description' must be a string.", param="tools")
+    definition = ToolDefinition(name=name, description=description, parameters=parameters)
+    return definition
+
+
+def normalize_tools(tools: Any) -> list[ToolDefinition]:
+    """Tools as ``ToolDefinition``s, checked: names (letters, digits, ``_``, ``-``; unique) and parameter
+    schemas. ``InvalidParameterError`` names the offending tool."""
+    if tools is None:
+        return []
+    if isinstance(tools, (dict, ToolDefinition)) or callable(tools) or not isinstance(tools, Sequence):
+        tools = [tools]
+    out: list[ToolDefinition] = []
+    for i, tool in enumerate(tools):
+        if isinstance(tool, ToolDefinition):
+            definition = tool
+        elif isinstance(tool, dict):
+            definition = _from_dict(tool, i)
+        elif hasattr(tool, "tool_definition") and isinstance(tool.tool_definition, ToolDefinition):
+            definition = tool.tool_definition
+        elif callable(tool):
+            definition = function_to_tool_definition(tool)
+        else:
+            raise InvalidParameterError(
+                f"tools[{i}] must be a function, an OpenAI function dict or a ToolDefinition, got {tool!r:.60}.",
+                param="tools")
+        if not isinstance(definition.name, str) or not _NAME.match(definition.name):
+            raise InvalidParameterError(
+                f"tools[{i}]: the name {definition.name!r} must be 1-64 letters, digits, '_' or '-'.", param="tools")
+        params = definition.parameters
+        _check_schema(params, f"tools[{i}] ({definition.name}).parameters")
+        if params.get("type", "object") != "object":
+            raise InvalidParameterError(f"tools[{i}] ({definition.name}): parameters must be an object schema.",
+                                        param="tools")
+        out.append(definition)
+    names = [d.name for d in out]
+    duplicate = next((n for n in names if names.count(n) > 1), None)
+    if duplicate:
+        raise InvalidParameterError(f"Two tools are named {duplicate!r}: tool names must be unique.", param="tools")
+    return out
+
+
+ToolChoice = str  # "auto" | "none" | "required" | a tool's name
+
+
+def normalize_tool_choice(choice: Any, tools: list[ToolDefinition]) -> str:
+    """``tool_choice`` as ``"auto"``, ``"none"``, ``"required"`` or a tool's name (checked against
+    ``tools``)."""
+    if choice is None:
+        return "auto" if tools else "none"
+    if isinstance(choice, dict):
+        fn = choice.get("function") if choice.get("type") == "function" else choice
+        name = fn.get("name") if isinstance(fn, dict) else None
+        if not isinstance(name, str):
+            raise InvalidParameterError(
+                "tool_choice must be 'auto', 'none', 'required', a tool name, or "
+                "{'type': 'function', 'function': {'name': ...}}.", param="tool_choice")
+        choice = name
+    if not isinstance(choice, str):
+        raise InvalidParameterError(f"tool_choice must be a string or a dict, got {choice!r:.60}.",
+                                    param="tool_choice")
+    if choice in ("auto", "none"):
+        return choice
+    if not tools:
+        raise InvalidParameterError(f"tool_choice={choice!r} needs tools.", param="tool_choice")
+    if choice == "required":
+        return choice
+    if choice not in {t.name for t in tools}:
+        from .exceptions import did_you_mean
+
+        raise InvalidParameterError(
+            f"tool_choice names an unknown tool {choice!r}.{did_you_mean(choice, [t.name for t in tools])} "
+            f"Tools: {', '.join(t.name for t in tools)}.", param="tool_choice")
+    return choice
