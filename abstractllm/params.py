@@ -17,7 +17,8 @@ from typing import Any, Callable, Iterable, Mapping
 from .enums import ModelParameter
 from .exceptions import InvalidParameterError, did_you_mean
 
-__all__ = ["ParamSpec", "PARAMS", "GENERATION_PARAMS", "CALL_ONLY", "SAMPLING_PRESETS", "PRIORITY_AGING_S", "normalize_keys", "validate_params", "parse_bytes",
+__all__ = ["ParamSpec", "PARAMS", "GENERATION_PARAMS", "CALL_ONLY", "SAMPLING_PRESETS", "PRIORITY_AGING_S", "SERVER_PORT",
+           "SERVER_MAX_BODY_BYTES", "SERVER_MAX_TOKENS_LIMIT", "SERVER_MAX_N", "normalize_keys", "validate_params", "parse_bytes",
            "format_bytes"]
 
 
@@ -270,6 +271,16 @@ SAMPLING_PRESETS: dict[str, dict[str, Any]] = {
 #: the prompts of the vision conveniences (describe_image, describe_video)
 DESCRIBE_IMAGE_PROMPT = "Describe this image in detail."
 DESCRIBE_VIDEO_PROMPT = "Describe what happens in this video."
+
+#: ``abstractllm serve`` defaults (``ServerConfig`` and the CLI read them here)
+SERVER_PORT = 8000
+#: request body limit: room for a few images as data URIs
+SERVER_MAX_BODY_BYTES = 32 * 1024 * 1024
+#: upper bound on a request's ``max_tokens``: a long answer, but one request cannot hold a batch slot
+#: for tens of thousands of tokens
+SERVER_MAX_TOKENS_LIMIT = 4096
+#: upper bound on a request's ``n`` (choices generated together in the batch)
+SERVER_MAX_N = 8
 
 
 P = ModelParameter

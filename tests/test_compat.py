@@ -168,7 +168,8 @@ def test_capabilities_of_text_and_vision_models(tiny_llm, vision_model):
     assert caps.get(ModelCapability.VISION) is False and ModelCapability.VISION not in caps
     assert caps[ModelCapability.STREAMING] is True and caps["supports_async"] is True
     assert caps.get(ModelCapability.MAX_TOKENS) == 40960  # the tiny preset's max_position_embeddings
-    assert caps.get(ModelCapability.FUNCTION_CALLING) is False and caps.get(ModelCapability.JSON_MODE) is False
+    assert caps.get(ModelCapability.FUNCTION_CALLING) is True and caps.get(ModelCapability.JSON_MODE) is True
+    assert caps.get(ModelCapability.EMBEDDINGS) is False and caps.get(ModelCapability.AUDIO_PROCESSING) is False
     assert set(caps) >= {ModelCapability.TEXT, ModelCapability.CHAT_HISTORY, ModelCapability.PROMPT_CACHE}
     assert caps.to_dict()["vision"] is False
     with create_llm("mlx", model=str(vision_model)) as vlm:
@@ -192,8 +193,9 @@ def test_generate_positional_order_and_aliases(tiny_llm, tmp_path):
     for kwargs in ({"media": [str(img)]}, {"image": str(img)}, {"images": [str(img)]}):
         with pytest.raises(UnsupportedFeatureError, match="text-only"):  # the images reached the check
             tiny_llm.generate("Describe.", **kwargs)
-    with pytest.raises(UnsupportedFeatureError, match="FUNCTION_CALLING"):
-        tiny_llm.generate("What time is it?", None, None, False, [{"type": "function", "function": {"name": "t"}}])
+    r = tiny_llm.generate("What time is it?", None, None, False, [{"type": "function", "function": {"name": "t"}}],
+                          tool_choice="required", max_tokens=80)
+    assert [c.name for c in r.tool_calls] == ["t"] and r.finish_reason == "tool_calls"
     assert tiny_llm.generate(PROMPT, max_output_tokens=3).usage.completion_tokens == 3
     with pytest.raises(InvalidParameterError, match="max_output_tokens"):
         tiny_llm.generate(PROMPT, max_tokens=4, max_output_tokens=3)

@@ -93,16 +93,23 @@ def _run(code: str, timeout: float = 120) -> subprocess.CompletedProcess:
                           timeout=timeout)
 
 
-def test_inspecting_a_model_does_not_import_mlx(tiny_model):
+def test_inspecting_a_model_does_not_import_mlx_until_capabilities(tiny_model):
+    """Creating a provider and inspecting the folder (what ``abstractllm models`` does) imports no mlx;
+    the capabilities ask mlx-lm about the chat template's tool-call format, after the backend's fast-BLAS
+    setup (so mlx is imported then, with the preload in place)."""
     out = _run(f"""
         import sys
         from abstractllm import create_llm
+        from abstractllm.providers.mlx.source import inspect_model
         llm = create_llm("mlx", model={str(tiny_model)!r})
+        spec = inspect_model(llm.spec.path)
+        print("mlx.core" in sys.modules, spec.kind)
         caps = llm.get_capabilities(); info = llm.get_model_info()
-        print("mlx.core" in sys.modules, info["kind"])
+        from abstractllm.providers.mlx.backend import fast_blas_status
+        print("mlx.core" in sys.modules, "function_calling" in info["capabilities"], fast_blas_status().reason != "mlx.core was imported before the backend could preload OpenBLAS")
     """)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["False", "text"]
+    assert out.stdout.split() == ["False", "text", "True", "True", "True"]
 
 
 @pytest.mark.parametrize("early_finalizer", [False, True])

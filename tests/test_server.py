@@ -166,10 +166,24 @@ def _png_data_uri() -> str:
     ({"max_tokens": 0}, "max_tokens"),
     ({"stop": [""]}, "stop"),
     ({"seed": -5}, "seed"),
-    ({"n": 2}, "n"),
+    ({"n": 0}, "n"),
+    ({"n": 9}, "n"),  # above --max-n (8)
     ({"extra_body": {"frobnicate": 1}}, "frobnicate"),
     ({"messages": []}, "messages"),
-    ({"messages": [{"role": "tool", "content": "x"}]}, "messages"),
+    ({"messages": [{"role": "tool", "content": "x"}]}, "messages"),  # a result without its call
+    ({"messages": [{"role": "robot", "content": "x"}]}, "messages"),
+    ({"top_logprobs": 3}, "top_logprobs"),  # without logprobs
+    ({"logprobs": True, "top_logprobs": 99}, "top_logprobs"),
+    ({"tools": [{"type": "function", "function": {"name": "bad name!"}}]}, "tools"),
+    ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "string"}}}]}, "tools"),
+    ({"tools": [{"type": "function", "function": {"name": "f"}}],
+      "tool_choice": {"type": "function", "function": {"name": "g"}}}, "tool_choice"),
+    ({"tool_choice": "required"}, "tool_choice"),  # without tools
+    ({"response_format": {"type": "xml"}}, "response_format"),
+    ({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "nope"}}}},
+     "response_format"),
+    ({"response_format": {"type": "json_object"}, "tools": [{"type": "function", "function": {"name": "f"}}]},
+     "response_format"),
     ({"messages": [{"role": "user", "content": 5}]}, "messages"),
     ({"messages": [{"role": "user", "content": [{"type": "audio", "x": 1}]}]}, "messages"),
 ])

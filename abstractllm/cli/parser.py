@@ -6,6 +6,8 @@ import argparse
 import importlib
 from typing import Callable
 
+from ..params import PARAMS, SERVER_MAX_BODY_BYTES, SERVER_MAX_N, SERVER_MAX_TOKENS_LIMIT, SERVER_PORT
+
 __all__ = ["build_parser"]
 
 _EPILOG = """examples:
@@ -105,20 +107,24 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Serve MODEL over an OpenAI-compatible API (needs the 'server' extra).")
     _add_model(p)
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--port", type=int, default=SERVER_PORT, help=f"port (default {SERVER_PORT})")
     p.add_argument("--api-key", help="require 'Authorization: Bearer KEY' (default: $ABSTRACTLLM_API_KEY)")
-    p.add_argument("--max-body-size", default="32MiB", help="largest request body, e.g. 32MiB (default)")
+    p.add_argument("--max-body-size", default=f"{SERVER_MAX_BODY_BYTES >> 20}MiB",
+                   help=f"largest request body, e.g. 64MiB (default {SERVER_MAX_BODY_BYTES >> 20}MiB)")
     p.add_argument("--allow-local-files", metavar="DIR",
                    help="allow image/video paths in requests, only inside DIR (default: refuse local paths)")
     p.add_argument("--allow-private-urls", action="store_true",
                    help="fetch image/video URLs on loopback, private and link-local addresses (default: refuse)")
     p.add_argument("--max-tokens", "-m", type=_positive_int, help="default max tokens per request")
-    p.add_argument("--max-tokens-limit", type=_positive_int, default=4096, metavar="N",
-                   help="refuse requests asking for more than N max_tokens (default 4096)")
+    p.add_argument("--max-tokens-limit", type=_positive_int, default=SERVER_MAX_TOKENS_LIMIT, metavar="N",
+                   help=f"refuse requests asking for more than N max_tokens (default {SERVER_MAX_TOKENS_LIMIT})")
+    p.add_argument("--max-n", type=_positive_int, default=SERVER_MAX_N, metavar="N",
+                   help=f"refuse requests asking for more than N choices (n) (default {SERVER_MAX_N})")
     p.add_argument("--max-batch-size", type=_positive_int, metavar="N",
-                   help="requests generating together in one batch (default 8)")
+                   help=f"requests generating together in one batch (default {PARAMS['max_batch_size'].default})")
     p.add_argument("--max-queue-size", type=_non_negative_int, metavar="N",
-                   help="requests waiting for the batch; more are answered 429 (default 256)")
+                   help="requests waiting for the batch; more are answered 429 "
+                        f"(default {PARAMS['max_queue_size'].default})")
     p.add_argument("--max-concurrency", type=_positive_int, metavar="N",
                    help="requests in the server at once, generating or waiting; more are answered 429 (sets "
                         "the queue to N minus the batch size)")

@@ -6,13 +6,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ServerConfig", "DEFAULT_MAX_BODY_BYTES", "DEFAULT_MAX_TOKENS_LIMIT"]
+__all__ = ["ServerConfig", "DEFAULT_MAX_BODY_BYTES", "DEFAULT_MAX_TOKENS_LIMIT", "DEFAULT_MAX_N"]
 
-#: default request body limit: room for a few images as data URIs
-DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024
-#: default upper bound on a request's ``max_tokens``: a long answer, but one request cannot hold the
-#: (one-at-a-time) model for tens of thousands of tokens
-DEFAULT_MAX_TOKENS_LIMIT = 4096
+from ..params import SERVER_MAX_BODY_BYTES as DEFAULT_MAX_BODY_BYTES
+from ..params import SERVER_MAX_N as DEFAULT_MAX_N
+from ..params import SERVER_MAX_TOKENS_LIMIT as DEFAULT_MAX_TOKENS_LIMIT
+from ..params import SERVER_PORT
 
 
 @dataclass
@@ -33,6 +32,7 @@ class ServerConfig:
             link-local or otherwise non-global address (checked on every redirect too). ``False`` (the
             default) refuses them: a client must not make the server reach its own network.
         max_tokens_limit: requests asking for more ``max_tokens`` are answered 400 (``None``: no limit).
+        max_n: the most choices (``n``) one request may ask for; each is a generation in the batch.
         model_id: the id ``/v1/models`` reports (default: the repo id, or the folder's name).
     """
 
@@ -40,12 +40,13 @@ class ServerConfig:
     provider: str = "mlx"
     llm_config: dict[str, Any] = field(default_factory=dict)
     host: str = "127.0.0.1"
-    port: int = 8000
+    port: int = SERVER_PORT
     api_key: str | None = None
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     allow_local_files: Path | None = None
     allow_private_urls: bool = False
     max_tokens_limit: int | None = DEFAULT_MAX_TOKENS_LIMIT
+    max_n: int = DEFAULT_MAX_N
     model_id: str | None = None
     log_level: str = "info"
 

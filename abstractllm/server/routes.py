@@ -4,24 +4,17 @@ cache clearing, and the seed project's ``POST /api/v1/generate``."""
 from __future__ import annotations
 
 import asyncio
-import json
 import time
-from typing import Any, AsyncIterator, Callable
+from typing import Any
 
-import anyio
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse
 
-from ..exceptions import AbstractLLMError
-from ..providers.base import aggregate_chunks
-from ..types import Response
 from .app import ServerState, uptime
-from .errors import APIError, ClientGone, api_error_from
-from .media_policy import apply_media_policy, fetch_remote_media
-from .schemas import (
-    ParsedRequest, chat_chunk, chat_response, completion_chunk, completion_response, new_id, parse_chat,
-    parse_completion, parse_json, parse_vlm_generate, usage_dict,
-)
+from .errors import APIError
+from .generation import complete, stream
+from .schemas import parse_chat, parse_completion, parse_json, parse_vlm_generate
+from .shapes import chat_chunk, chat_response, completion_chunk, completion_response, new_id
 from .stats import memory_snapshot
 
 __all__ = ["router", "read_body"]
@@ -73,202 +66,15 @@ async def _json(request: Request) -> dict[str, Any]:
     return parse_json(await read_body(request, _state(request).config.max_body_bytes))
 
 
-class _Run:
-    """One generation in flight: the provider's stream. The provider's engine batches it with the others
-    and counts it (``/stats``)."""
-
-    def __init__(self, state: ServerState, agen: Any) -> None:
-        self.state, self.agen = state, agen
-        self._done = False
-
-    async def first(self) -> Response:
-        try:
-            return await self.agen.__anext__()
-        except StopAsyncIteration:
-            return Response(content="", finish_reason="stop")
-
-    def finish(self, resp: Response | None, outcome: str) -> None:
-        """The request is over (``outcome``: ok, error, cancelled): a stream still open is closed, which
-        takes the request out of the batch at the engine's next step. Only the first call counts."""
-        if self._done:
-            return
-        self._done = True
-        if outcome != "ok":
-            agen = self.agen
-
-            async def close() -> None:
-                try:
-                    await agen.aclose()  # sets the cancel token if the stream is still open
-                except Exception:
-                    pass
-
-            asyncio.get_running_loop().create_task(close())
-
-
-def _check_max_tokens(state: ServerState, req: ParsedRequest) -> None:
-    """A ``max_tokens`` above ``--max-tokens-limit`` is a 400; an omitted one whose default is above the
-    limit becomes the limit."""
-    limit, asked = state.config.max_tokens_limit, req.params.get("max_tokens")
-    if limit is None:
-        return
-    if asked is None:
-        from ..params import PARAMS
-
-        default = (getattr(state.llm, "config", None) or {}).get("max_tokens") or PARAMS["max_tokens"].default
-        if isinstance(default, int) and default > limit:
-            req.params["max_tokens"] = limit
-    elif isinstance(asked, int) and not isinstance(asked, bool) and asked > limit:
-        raise APIError(400, f"'max_tokens' = {asked} is above this server's limit of {limit} tokens "
-                       "(--max-tokens-limit).", param="max_tokens", code="invalid_value")
-
-
-async def _start(state: ServerState, req: ParsedRequest) -> _Run:
-    """Check the request and submit it to the provider's engine (errors before the first chunk raise)."""
-    state.require_loaded()
-    _check_max_tokens(state, req)
-    messages = apply_media_policy(req.messages, state.config.allow_local_files)
-    llm_config = getattr(state.llm, "config", None) or {}
-    messages = await fetch_remote_media(
-        messages, allow_private=state.config.allow_private_urls,
-        timeout=float(llm_config.get("image_fetch_timeout") or 10.0),
-        max_bytes=int(llm_config.get("max_image_bytes") or 50_000_000))
-    try:
-        agen = await state.llm.generate_async(messages=messages, stream=True, **req.params)
-    except AbstractLLMError as exc:  # a full queue is 429 with Retry-After
-        raise api_error_from(exc) from exc
-    return _Run(state, agen)
-
-
-class _DisconnectWatch:
-    """While the request is being served (before any response byte), a client that disconnects cancels
-    the serving task; leaving the block then raises ``ClientGone`` instead of ``CancelledError``."""
-
-    def __init__(self, request: Request) -> None:
-        self.request, self.gone = request, False
-        self.task = asyncio.current_task()
-        self.watcher: asyncio.Task | None = None
-
-    async def _watch(self) -> None:
-        while True:  # the body has been read: the next message is the disconnect
-            if (await self.request.receive())["type"] == "http.disconnect":
-                self.gone = True
-                if self.task is not None:
-                    self.task.cancel()
-                return
-
-    async def __aenter__(self) -> "_DisconnectWatch":
-        self.watcher = asyncio.get_running_loop().create_task(self._watch())
-        return self
-
-    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
-        assert self.watcher is not None
-        self.watcher.cancel()
-        if exc_type is not None and issubclass(exc_type, asyncio.CancelledError) and self.gone:
-            uncancel = getattr(self.task, "uncancel", None)  # Python 3.11+: this cancellation is handled
-            if uncancel is not None:
-                uncancel()
-            raise ClientGone()
-        return False
-
-
-async def _complete(state: ServerState, req: ParsedRequest, request: Request) -> Response:
-    """Run a whole generation (``ClientGone`` if the client disconnects: the generation is stopped)."""
-    async with _DisconnectWatch(request):
-        run = await _start(state, req)
-        try:
-            chunks = [await run.first()]
-            async for chunk in run.agen:
-                chunks.append(chunk)
-        except BaseException as exc:
-            run.finish(None, "error" if isinstance(exc, Exception) else "cancelled")
-            if isinstance(exc, AbstractLLMError):
-                raise api_error_from(exc) from exc
-            raise
-    resp = aggregate_chunks(chunks)
-    run.finish(resp, "ok")
-    return resp
-
-
-class _SSE(StreamingResponse):
-    """Server-sent events that always settle their run, even if the client left before the first byte."""
-
-    def __init__(self, content: AsyncIterator[str], run: _Run) -> None:
-        super().__init__(content, media_type="text/event-stream",
-                         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-        self._run = run
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            self._run.finish(None, "cancelled")  # no-op when the stream completed or failed
-
-
-def _event(obj: Any) -> str:
-    return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n"
-
-
-async def _stream(state: ServerState, req: ParsedRequest, request: Request,
-                  make_chunk: Callable[..., dict[str, Any]], role_delta: bool) -> StreamingResponse:
-    async with _DisconnectWatch(request):  # until the first chunk (queue wait, prefill)
-        run = await _start(state, req)
-        try:
-            first = await run.first()
-        except BaseException as exc:
-            run.finish(None, "error" if isinstance(exc, Exception) else "cancelled")
-            if isinstance(exc, AbstractLLMError):
-                raise api_error_from(exc) from exc
-            raise
-    rid, created, model = new_id("chatcmpl" if role_delta else "cmpl"), int(time.time()), state.model_id
-
-    def piece(text: str | None, finish: str | None = None, usage: dict | None = None) -> str:
-        if role_delta:
-            delta = None if text is None else ({} if finish else {"content": text})
-            return _event(make_chunk(rid, model, created, delta, finish, usage))
-        return _event(make_chunk(rid, model, created, text, finish, usage))
-
-    async def events() -> AsyncIterator[str]:
-        chunks = [first]
-        try:
-            if role_delta:
-                yield _event(make_chunk(rid, model, created, {"role": "assistant", "content": ""}))
-            chunk: Response | None = first
-            while chunk is not None:
-                if chunk.content:
-                    yield piece(chunk.content)
-                try:
-                    chunk = await run.agen.__anext__()
-                    chunks.append(chunk)
-                except StopAsyncIteration:
-                    chunk = None
-            resp = aggregate_chunks(chunks)
-            yield piece("", resp.finish_reason or "stop")
-            if req.include_usage:
-                yield piece(None, usage=usage_dict(resp))
-            yield "data: [DONE]\n\n"
-            run.finish(resp, "ok")
-        except Exception as exc:  # after the 200 went out: report in-band, the OpenAI way
-            err = api_error_from(exc)
-            run.finish(None, "error")
-            state.stats.http_errors += 1
-            yield _event(err.body())
-            yield "data: [DONE]\n\n"
-        finally:
-            with anyio.CancelScope(shield=True):
-                await run.agen.aclose()
-
-    return _SSE(events(), run)
-
-
 # ---------------------------------------------------------------------------------------------- routes
 @router.post("/v1/chat/completions")
 async def chat_completions(request: Request) -> Any:
     state = _state(request)
     req = parse_chat(await _json(request))
     if req.stream:
-        return await _stream(state, req, request, chat_chunk, role_delta=True)
-    resp = await _complete(state, req, request)
-    return JSONResponse(chat_response(new_id("chatcmpl"), state.model_id, resp))
+        return await stream(state, req, request, chat_chunk, chat=True)
+    responses = await complete(state, req, request)
+    return JSONResponse(chat_response(new_id("chatcmpl"), state.model_id, responses))
 
 
 @router.post("/v1/completions")
@@ -276,9 +82,9 @@ async def completions(request: Request) -> Any:
     state = _state(request)
     req = parse_completion(await _json(request))
     if req.stream:
-        return await _stream(state, req, request, completion_chunk, role_delta=False)
-    resp = await _complete(state, req, request)
-    return JSONResponse(completion_response(new_id("cmpl"), state.model_id, resp))
+        return await stream(state, req, request, completion_chunk, chat=False)
+    responses = await complete(state, req, request)
+    return JSONResponse(completion_response(new_id("cmpl"), state.model_id, responses))
 
 
 @router.post("/api/v1/generate")
@@ -288,7 +94,7 @@ async def vlm_generate(request: Request) -> Any:
     state = _state(request)
     req = parse_vlm_generate(await _json(request))
     t0 = time.perf_counter()
-    resp = await _complete(state, req, request)
+    (resp,) = await complete(state, req, request)
     u = resp.usage
     return JSONResponse({
         "response": resp.content,

@@ -1,44 +1,24 @@
-"""Request parsing and response shapes for the OpenAI-compatible endpoints.
+"""Request bodies of the OpenAI-compatible endpoints, as pydantic models (FastAPI's way).
 
-Requests are plain JSON objects checked here field by field, so that every mistake is a 400 in the
-OpenAI error shape naming the ``param`` (never FastAPI's 422). Unknown fields are refused, not ignored;
-OpenAI fields this server cannot honour are accepted only at their neutral value (``n: 1``,
-``logprobs: false``, ...). Sampling values are validated by the provider (``abstractllm.params``).
+Every mistake is a 400 in the OpenAI error shape naming the ``param`` (never FastAPI's 422): unknown fields
+are refused, not ignored; a few OpenAI fields this server has no use for are accepted and ignored
+(``user``, ``metadata``, ``store``, ...); fields it cannot honour are accepted only at their neutral value
+(``echo: false``, ``best_of: 1``). Sampling values are validated by the provider (``abstractllm.params``),
+so the provider's own error (with its ``param``) is what the client sees.
 """
 
 from __future__ import annotations
 
 import json
-import time
-import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, Union
 
-from ..types import Response
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
 from .errors import APIError
 
-__all__ = [
-    "ParsedRequest", "parse_json", "parse_chat", "parse_completion", "parse_vlm_generate",
-    "chat_response", "chat_chunk", "usage_dict", "completion_response", "completion_chunk", "new_id",
-]
-
-#: sampling fields passed to the provider as they are (validated there)
-_SAMPLING = ("temperature", "top_p", "top_k", "min_p", "repetition_penalty", "repetition_context_size", "seed", "stop",
-             "frequency_penalty", "presence_penalty", "logit_bias")
-#: OpenAI fields accepted only with a neutral value: field -> predicate on the value
-_NEUTRAL = {
-    "n": lambda v: v == 1,
-    "logprobs": lambda v: v is False or v is None,
-    "top_logprobs": lambda v: v is None or v == 0,
-    "tools": lambda v: v is None or v == [],
-    "tool_choice": lambda v: v in (None, "none", "auto"),
-    "parallel_tool_calls": lambda v: True,
-    "response_format": lambda v: v is None or v == {"type": "text"},
-    "echo": lambda v: v is False,
-    "best_of": lambda v: v == 1,
-    "suffix": lambda v: v is None or v == "",
-}
-_IGNORED = ("user", "metadata", "store", "service_tier")
+__all__ = ["ParsedRequest", "parse_json", "parse_chat", "parse_completion", "parse_vlm_generate",
+           "ChatCompletionRequest", "CompletionRequest", "validation_error"]
 
 
 @dataclass
@@ -49,6 +29,7 @@ class ParsedRequest:
     params: dict[str, Any] = field(default_factory=dict)
     stream: bool = False
     include_usage: bool = False
+    n: int = 1
     model: str | None = None
 
 
@@ -65,165 +46,195 @@ def parse_json(body: bytes) -> dict[str, Any]:
     return data
 
 
-def _bad(message: str, param: str) -> APIError:
-    return APIError(400, message, param=param, code="invalid_value")
+def validation_error(exc: ValidationError) -> APIError:
+    """A pydantic validation error as a 400 naming the first offending field."""
+    first = exc.errors()[0]
+    loc = [str(p) for p in first.get("loc", ())]
+    param = loc[0] if loc else None
+    where = ".".join(loc) or "body"
+    if first.get("type") == "extra_forbidden":
+        return APIError(400, f"Unrecognized request argument supplied: {where}", param=loc[-1] if loc else None,
+                        code="invalid_value")
+    return APIError(400, f"Invalid '{where}': {first.get('msg')}.", param=param, code="invalid_value")
 
 
-def _common(data: dict[str, Any], allowed: set[str], out: ParsedRequest) -> None:
-    for key in data:
-        if key not in allowed and key not in _NEUTRAL and key not in _IGNORED:
-            raise _bad(f"Unrecognized request argument supplied: {key}", key)
-    for key, ok in _NEUTRAL.items():
-        if key in data and data[key] is not None and not ok(data[key]):
-            raise APIError(400, f"'{key}' = {data[key]!r} is not supported by this server.", param=key,
-                           code="unsupported_value")
-    model = data.get("model")
-    if model is not None and not isinstance(model, str):
-        raise _bad("'model' must be a string.", "model")
-    out.model = model
-    for key in _SAMPLING:
-        if data.get(key) is not None:
-            out.params[key] = data[key]
-    stream = data.get("stream", False)
-    if stream is None:
-        stream = False
-    if not isinstance(stream, bool):
-        raise _bad("'stream' must be true or false.", "stream")
-    out.stream = stream
-    opts = data.get("stream_options")
-    if opts is not None:
-        if not isinstance(opts, dict) or not set(opts) <= {"include_usage", "include_obfuscation"}:
-            raise _bad("'stream_options' must be an object like {\"include_usage\": true}.", "stream_options")
-        if not stream:
-            raise _bad("'stream_options' is only allowed with 'stream': true.", "stream_options")
-        inc = opts.get("include_usage", False)
-        if not isinstance(inc, bool):
-            raise _bad("'stream_options.include_usage' must be true or false.", "stream_options")
-        out.include_usage = inc
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
 
 
-def _max_tokens(data: dict[str, Any], out: ParsedRequest, *names: str) -> None:
-    given = [(n, data[n]) for n in names if data.get(n) is not None]
-    if len({json.dumps(v) for _, v in given}) > 1:
-        raise _bad(f"Give one of {' or '.join(names)}, not different values for both.", names[0])
-    if given:
-        out.params["max_tokens"] = given[0][1]
+class _ToolCallFunction(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    name: str
+    arguments: Union[str, dict[str, Any]] = "{}"
 
 
-def _messages(raw: Any, param: str = "messages") -> list[Any]:
-    if not isinstance(raw, list) or not raw:
-        raise _bad(f"'{param}' must be a non-empty list of messages.", param)
-    out = []
-    for i, msg in enumerate(raw):
-        if not isinstance(msg, dict):
-            raise _bad(f"{param}[{i}] must be an object with 'role' and 'content'.", param)
-        role = msg.get("role")
-        if role == "developer":
-            role = "system"
-        if role not in ("system", "user", "assistant"):
-            raise APIError(400, f"{param}[{i}] has role {role!r}; this server takes system, developer, user "
-                           "and assistant messages.", param=param, code="unsupported_value")
-        if msg.get("tool_calls") or msg.get("function_call"):
-            raise APIError(400, f"{param}[{i}]: tool calls are not supported.", param=param,
-                           code="unsupported_value")
-        out.append({"role": role, "content": msg.get("content")})
-    return out
+class _ToolCall(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    id: str | None = None
+    type: Literal["function"] = "function"
+    function: _ToolCallFunction
+
+
+class ChatMessage(BaseModel):
+    """One message; fields a client sends back from an earlier reply (``refusal``, ``audio``) are ignored."""
+
+    model_config = ConfigDict(extra="ignore")
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: Union[str, list[Any], None] = None
+    name: str | None = None
+    tool_calls: list[_ToolCall] | None = None
+    tool_call_id: str | None = None
+
+    def to_provider(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"role": "system" if self.role == "developer" else self.role, "content": self.content}
+        if self.tool_calls:
+            out["tool_calls"] = [c.model_dump() for c in self.tool_calls]
+        if self.tool_call_id is not None:
+            out["tool_call_id"] = self.tool_call_id
+        return out
+
+
+class _StreamOptions(_Body):
+    include_usage: bool = False
+    include_obfuscation: bool | None = None
+
+
+#: extension fields some OpenAI-compatible servers take (vLLM, llama.cpp), passed to the provider
+_EXTENSIONS = ("top_k", "min_p", "repetition_penalty", "repetition_context_size", "min_tokens", "stop_token_ids",
+               "priority")
+
+
+class _Sampling(_Body):
+    """The sampling fields of chat and completion requests (values checked by the provider)."""
+
+    model: str | None = None
+    temperature: Any = None
+    top_p: Any = None
+    top_k: Any = None
+    min_p: Any = None
+    repetition_penalty: Any = None
+    repetition_context_size: Any = None
+    frequency_penalty: Any = None
+    presence_penalty: Any = None
+    logit_bias: Any = None
+    seed: Any = None
+    stop: Any = None
+    min_tokens: Any = None
+    stop_token_ids: Any = None
+    priority: Any = None
+    n: int = Field(default=1, ge=1)
+    stream: bool | None = False
+    stream_options: _StreamOptions | None = None
+    user: Any = None
+    metadata: Any = None
+    store: Any = None
+    service_tier: Any = None
+
+    def sampling(self) -> dict[str, Any]:
+        names = ("temperature", "top_p", "frequency_penalty", "presence_penalty", "logit_bias", "seed", "stop",
+                 *_EXTENSIONS)
+        return {k: getattr(self, k) for k in names if getattr(self, k) is not None}
+
+    def parsed(self, messages: list[Any], params: dict[str, Any]) -> ParsedRequest:
+        stream = bool(self.stream)
+        if self.stream_options is not None and not stream:
+            raise APIError(400, "'stream_options' is only allowed with 'stream': true.", param="stream_options",
+                           code="invalid_value")
+        return ParsedRequest(messages=messages, params={**self.sampling(), **params}, stream=stream,
+                             include_usage=bool(self.stream_options and self.stream_options.include_usage),
+                             n=self.n, model=self.model)
+
+
+def _one_max_tokens(*given: tuple[str, Any]) -> dict[str, Any]:
+    values = [(name, v) for name, v in given if v is not None]
+    if len({json.dumps(v) for _, v in values}) > 1:
+        raise APIError(400, f"Give one of {' or '.join(n for n, _ in given)}, not different values for both.",
+                       param=given[0][0], code="invalid_value")
+    return {"max_tokens": values[0][1]} if values else {}
+
+
+class ChatCompletionRequest(_Sampling):
+    """``POST /v1/chat/completions``."""
+
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_tokens: Any = None
+    max_completion_tokens: Any = None
+    logprobs: bool | None = None
+    top_logprobs: Any = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: Union[str, dict[str, Any], None] = None
+    parallel_tool_calls: bool | None = None
+    response_format: dict[str, Any] | None = None
+
+    def to_parsed(self) -> ParsedRequest:
+        params: dict[str, Any] = _one_max_tokens(("max_completion_tokens", self.max_completion_tokens),
+                                                 ("max_tokens", self.max_tokens))
+        if self.logprobs:
+            params["logprobs"] = True
+        if self.top_logprobs is not None:
+            params["top_logprobs"] = self.top_logprobs
+        if self.tools:
+            params["tools"] = self.tools
+        if self.tool_choice is not None:
+            params["tool_choice"] = self.tool_choice
+        if self.response_format is not None and self.response_format != {"type": "text"}:
+            params["response_format"] = self.response_format
+        return self.parsed([m.to_provider() for m in self.messages], params)
+
+
+class CompletionRequest(_Sampling):
+    """``POST /v1/completions``: the prompt is sent as one user message through the chat template."""
+
+    prompt: Union[str, list[str]]
+    max_tokens: Any = 16  # OpenAI's default for completions
+    logprobs: int | None = None  # the legacy API: how many alternatives
+    echo: Literal[False] = False
+    best_of: Literal[1] | None = None
+    suffix: Literal[""] | None = None
+
+    def to_parsed(self) -> ParsedRequest:
+        prompt = self.prompt[0] if isinstance(self.prompt, list) and len(self.prompt) == 1 else self.prompt
+        if not isinstance(prompt, str):
+            raise APIError(400, "'prompt' must be a string (batches of prompts are not supported).", param="prompt",
+                           code="invalid_value")
+        params: dict[str, Any] = {"max_tokens": self.max_tokens} if self.max_tokens is not None else {}
+        if self.logprobs is not None:
+            params.update(logprobs=True, top_logprobs=self.logprobs)
+        return self.parsed([{"role": "user", "content": prompt}], params)
+
+
+class _VLMGenerate(_Body):
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_new_tokens: Any = None
+    temperature: Any = None
+    top_p: Any = None
+    top_k: Any = None
+    seed: Any = None
+    stop: Any = None
+    model: str | None = None
+
+
+def _parse(model: type[BaseModel], data: dict[str, Any]) -> Any:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise validation_error(exc) from None
 
 
 def parse_chat(data: dict[str, Any]) -> ParsedRequest:
     """``POST /v1/chat/completions``."""
-    out = ParsedRequest(messages=[])
-    _common(data, {"model", "messages", "max_tokens", "max_completion_tokens", "stream", "stream_options",
-                   *_SAMPLING}, out)
-    out.messages = _messages(data.get("messages"))
-    _max_tokens(data, out, "max_completion_tokens", "max_tokens")
-    return out
+    return _parse(ChatCompletionRequest, data).to_parsed()
 
 
 def parse_completion(data: dict[str, Any]) -> ParsedRequest:
-    """``POST /v1/completions``: the prompt is sent as one user message through the chat template."""
-    out = ParsedRequest(messages=[])
-    _common(data, {"model", "prompt", "max_tokens", "stream", "stream_options", *_SAMPLING}, out)
-    prompt = data.get("prompt")
-    if isinstance(prompt, list) and len(prompt) == 1:
-        prompt = prompt[0]
-    if not isinstance(prompt, str):
-        raise _bad("'prompt' must be a string (batches of prompts are not supported).", "prompt")
-    out.messages = [{"role": "user", "content": prompt}]
-    out.params.setdefault("max_tokens", 16)  # OpenAI's default for completions
-    _max_tokens(data, out, "max_tokens")
-    return out
+    """``POST /v1/completions``."""
+    return _parse(CompletionRequest, data).to_parsed()
 
 
 def parse_vlm_generate(data: dict[str, Any]) -> ParsedRequest:
     """``POST /api/v1/generate``: ``{messages, max_new_tokens, temperature, top_p}``."""
-    out = ParsedRequest(messages=[])
-    allowed = {"messages", "max_new_tokens", "temperature", "top_p", "top_k", "seed", "stop", "model"}
-    for key in data:
-        if key not in allowed:
-            raise _bad(f"Unrecognized request argument supplied: {key}", key)
-    out.messages = _messages(data.get("messages"))
-    for key in ("temperature", "top_p", "top_k", "seed", "stop"):
-        if data.get(key) is not None:
-            out.params[key] = data[key]
-    if data.get("max_new_tokens") is not None:
-        out.params["max_tokens"] = data["max_new_tokens"]
-    return out
-
-
-# ---------------------------------------------------------------------------------------- responses
-def new_id(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:24]}"
-
-
-def _finish(reason: str | None) -> str | None:
-    return "stop" if reason == "cancelled" else reason
-
-
-def usage_dict(resp: Response) -> dict[str, Any]:
-    u = resp.usage
-    if u is None:
-        return {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0,
-                "prompt_tokens_details": {"cached_tokens": 0}}
-    return {"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens,
-            "total_tokens": u.total_tokens, "prompt_tokens_details": {"cached_tokens": u.cached_tokens}}
-
-
-def chat_response(rid: str, model: str, resp: Response) -> dict[str, Any]:
-    return {
-        "id": rid, "object": "chat.completion", "created": int(time.time()), "model": model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": resp.content},
-                     "logprobs": None, "finish_reason": _finish(resp.finish_reason)}],
-        "usage": usage_dict(resp),
-    }
-
-
-def chat_chunk(rid: str, model: str, created: int, delta: dict[str, Any] | None,
-               finish_reason: str | None = None, usage: dict[str, Any] | None = None) -> dict[str, Any]:
-    choices = [] if delta is None else [{"index": 0, "delta": delta, "logprobs": None,
-                                         "finish_reason": _finish(finish_reason)}]
-    out: dict[str, Any] = {"id": rid, "object": "chat.completion.chunk", "created": created, "model": model,
-                           "choices": choices}
-    if usage is not None:
-        out["usage"] = usage
-    return out
-
-
-def completion_response(rid: str, model: str, resp: Response) -> dict[str, Any]:
-    return {
-        "id": rid, "object": "text_completion", "created": int(time.time()), "model": model,
-        "choices": [{"index": 0, "text": resp.content, "logprobs": None,
-                     "finish_reason": _finish(resp.finish_reason)}],
-        "usage": usage_dict(resp),
-    }
-
-
-def completion_chunk(rid: str, model: str, created: int, text: str | None,
-                     finish_reason: str | None = None, usage: dict[str, Any] | None = None) -> dict[str, Any]:
-    choices = [] if text is None else [{"index": 0, "text": text, "logprobs": None,
-                                        "finish_reason": _finish(finish_reason)}]
-    out: dict[str, Any] = {"id": rid, "object": "text_completion", "created": created, "model": model,
-                           "choices": choices}
-    if usage is not None:
-        out["usage"] = usage
-    return out
+    body = _parse(_VLMGenerate, data)
+    params = {k: getattr(body, k) for k in ("temperature", "top_p", "top_k", "seed", "stop") if getattr(body, k) is not None}
+    if body.max_new_tokens is not None:
+        params["max_tokens"] = body.max_new_tokens
+    return ParsedRequest(messages=[m.to_provider() for m in body.messages], params=params)

@@ -1,0 +1,124 @@
+"""Response shapes of the OpenAI-compatible endpoints: chat completions (messages with tool calls,
+log-probabilities, ``n`` choices) and their stream chunks, and the legacy text completions."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import Any
+
+from ..types import Response, ToolCall
+
+__all__ = ["new_id", "usage_dict", "chat_response", "chat_chunk", "tool_call_deltas", "chat_logprobs",
+           "completion_response", "completion_chunk"]
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:24]}"
+
+
+def finish_reason(reason: str | None) -> str | None:
+    """OpenAI has no "cancelled": a reply stopped early ends with "stop"."""
+    return "stop" if reason == "cancelled" else reason
+
+
+def usage_dict(*responses: Response) -> dict[str, Any]:
+    """The usage of one or more choices of one prompt (the prompt counted once)."""
+    used = [r.usage for r in responses if r.usage is not None]
+    if not used:
+        return {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0,
+                "prompt_tokens_details": {"cached_tokens": 0}}
+    prompt = used[0].prompt_tokens
+    completion = sum(u.completion_tokens for u in used)
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
+            "prompt_tokens_details": {"cached_tokens": used[0].cached_tokens}}
+
+
+def _token_entry(text: str | None, logprob: float | None) -> dict[str, Any]:
+    text = text or ""
+    return {"token": text, "logprob": logprob, "bytes": list(text.encode("utf-8"))}
+
+
+def chat_logprobs(entries: list[dict[str, Any]] | None) -> dict[str, Any] | None:
+    """``Response.logprobs`` in the chat API's shape."""
+    if entries is None:
+        return None
+    return {"content": [{**_token_entry(e.get("text"), e.get("logprob")),
+                         "top_logprobs": [_token_entry(t.get("text"), t.get("logprob"))
+                                          for t in e.get("top_logprobs") or []]} for e in entries]}
+
+
+def _tool_calls(calls: list[ToolCall]) -> list[dict[str, Any]]:
+    return [{"id": c.id, "type": "function", "function": {"name": c.name, "arguments": json.dumps(c.arguments)}}
+            for c in calls]
+
+
+def _message(resp: Response) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": resp.content}
+    if resp.tool_calls:
+        message["tool_calls"] = _tool_calls(resp.tool_calls)
+        message["content"] = resp.content or None
+    return message
+
+
+def chat_response(rid: str, model: str, responses: list[Response]) -> dict[str, Any]:
+    return {
+        "id": rid, "object": "chat.completion", "created": int(time.time()), "model": model,
+        "choices": [{"index": i, "message": _message(r), "logprobs": chat_logprobs(r.logprobs),
+                     "finish_reason": finish_reason(r.finish_reason)} for i, r in enumerate(responses)],
+        "usage": usage_dict(*responses),
+    }
+
+
+def chat_chunk(rid: str, model: str, created: int, delta: dict[str, Any] | None, finish: str | None = None,
+               usage: dict[str, Any] | None = None, index: int = 0,
+               logprobs: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    choices = [] if delta is None else [{"index": index, "delta": delta, "logprobs": chat_logprobs(logprobs),
+                                         "finish_reason": finish_reason(finish)}]
+    out: dict[str, Any] = {"id": rid, "object": "chat.completion.chunk", "created": created, "model": model,
+                           "choices": choices}
+    if usage is not None:
+        out["usage"] = usage
+    return out
+
+
+def tool_call_deltas(calls: list[ToolCall], first_index: int) -> list[dict[str, Any]]:
+    """Deltas streaming tool calls the way OpenAI streams them: the id and name first, then the
+    arguments (one delta each here: a call reaches the server whole)."""
+    out = []
+    for i, call in enumerate(calls):
+        idx = first_index + i
+        out.append({"tool_calls": [{"index": idx, "id": call.id, "type": "function",
+                                    "function": {"name": call.name, "arguments": ""}}]})
+        out.append({"tool_calls": [{"index": idx, "function": {"arguments": json.dumps(call.arguments)}}]})
+    return out
+
+
+def _completion_logprobs(entries: list[dict[str, Any]] | None) -> dict[str, Any] | None:
+    if entries is None:
+        return None
+    return {"tokens": [e.get("text") or "" for e in entries], "token_logprobs": [e.get("logprob") for e in entries],
+            "top_logprobs": [{t.get("text") or "": t.get("logprob") for t in e.get("top_logprobs") or []}
+                             for e in entries], "text_offset": []}
+
+
+def completion_response(rid: str, model: str, responses: list[Response]) -> dict[str, Any]:
+    return {
+        "id": rid, "object": "text_completion", "created": int(time.time()), "model": model,
+        "choices": [{"index": i, "text": r.content, "logprobs": _completion_logprobs(r.logprobs),
+                     "finish_reason": finish_reason(r.finish_reason)} for i, r in enumerate(responses)],
+        "usage": usage_dict(*responses),
+    }
+
+
+def completion_chunk(rid: str, model: str, created: int, text: str | None, finish: str | None = None,
+                     usage: dict[str, Any] | None = None, index: int = 0,
+                     logprobs: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    choices = [] if text is None else [{"index": index, "text": text, "logprobs": _completion_logprobs(logprobs),
+                                        "finish_reason": finish_reason(finish)}]
+    out: dict[str, Any] = {"id": rid, "object": "text_completion", "created": created, "model": model,
+                           "choices": choices}
+    if usage is not None:
+        out["usage"] = usage
+    return out
