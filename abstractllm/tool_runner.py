@@ -17,7 +17,6 @@ strings are sent as JSON (``str()`` for what JSON cannot hold).
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import json
 from typing import Any, Sequence
@@ -83,6 +82,8 @@ class ToolRunner:
 
     async def arun(self, calls: Sequence[ToolCall]) -> list[Message]:
         """``run`` from async code: coroutine functions are awaited, plain ones run in a thread."""
+        import asyncio  # here: importing abstractllm stays light
+
         out = []
         for call in calls:
             fn = self._function(call)
@@ -113,6 +114,8 @@ class ToolRunner:
         try:
             value = fn(**call.arguments)
             if inspect.isawaitable(value):
+                import asyncio
+
                 value = asyncio.run(_await(value))
             return value, None
         except Exception as exc:
