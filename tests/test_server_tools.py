@@ -1,6 +1,7 @@
 """Tool-calling details of the server's OpenAI compatibility that real clients rely on (see
 tests/test_clients.py): ``tool_choice: {"type": "allowed_tools", ...}`` (pydantic-ai sends it when a step may
-call only some of its tools).
+call only some of its tools), and a ``response_format`` sent together with a ``tool_choice`` that forces a
+call (pydantic-ai's ``NativeOutput`` with tools): OpenAI applies ``response_format`` to text replies only.
 
 The server serves a random-weight model, so every reply checked here is one constrained decoding forces
 (a tool call of a forced choice, JSON of a schema); schemas are bounded so the model ends within
@@ -27,6 +28,8 @@ TOOLS = [
     _tool("read_sensor", sensor={"enum": ["heat", "smoke"]}),
     _tool("open_door", door={"enum": ["front", "back"]}),
 ]
+ANSWER = {"type": "json_schema", "json_schema": {"name": "answer", "strict": True, "schema": {
+    "type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]}}}
 MSGS = [{"role": "user", "content": "Check the house."}]
 
 
@@ -93,3 +96,30 @@ def test_allowed_tools_without_tools_is_400(client):
         client.chat.completions.create(model="m", messages=MSGS, max_tokens=4,
                                        tool_choice=_allowed("required", "read_sensor"))
     assert info.value.body["param"] == "tool_choice"
+
+
+@pytest.mark.parametrize("choice", ["required", {"type": "function", "function": {"name": "read_sensor"}},
+                                    _allowed("required", "read_sensor")])
+def test_response_format_with_a_forced_call_gives_the_call(client, choice):
+    """The reply is a tool call, to which a ``response_format`` does not apply (OpenAI's behaviour)."""
+    r = client.chat.completions.create(model="m", messages=MSGS, tools=TOOLS, temperature=0, tool_choice=choice,
+                                       response_format=ANSWER)
+    (name, args), = _calls(r)
+    assert r.choices[0].finish_reason == "tool_calls" and r.choices[0].message.content is None
+    if choice != "required":
+        assert name == "read_sensor" and args["sensor"] in ("heat", "smoke")
+
+
+def test_response_format_with_tools_and_tool_choice_none_is_json(client):
+    r = client.chat.completions.create(model="m", messages=MSGS, tools=TOOLS, temperature=0, tool_choice="none",
+                                       response_format=ANSWER)
+    assert not r.choices[0].message.tool_calls
+    assert isinstance(json.loads(r.choices[0].message.content)["ok"], bool)
+
+
+def test_response_format_with_tools_and_auto_is_still_400(client):
+    """With ``auto`` the reply could be either; the provider cannot constrain it to "a call or JSON of the
+    schema", and says so."""
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(model="m", messages=MSGS, tools=TOOLS, max_tokens=4, response_format=ANSWER)
+    assert info.value.body["param"] == "response_format"

@@ -137,6 +137,13 @@ class AllowedToolChoice(_Body):
         return [t for t in tools or [] if _tool_name(t) in names]
 
 
+def _forces_a_call(choice: Any) -> bool:
+    """Whether ``tool_choice`` makes the reply a tool call ("required", or one tool by name)."""
+    if isinstance(choice, dict):
+        return choice.get("type") == "function" or "name" in choice
+    return isinstance(choice, str) and choice not in ("auto", "none")
+
+
 def _tool_name(tool: Any) -> Any:
     """The name of a tool as sent (``{"type": "function", "function": {"name"}}`` or the inner dict)."""
     if not isinstance(tool, dict):
@@ -222,7 +229,9 @@ class ChatCompletionRequest(_Sampling):
         return handler(value)
 
     def to_parsed(self) -> ParsedRequest:
-        """The provider's parameters. ``tool_choice: allowed_tools`` becomes the allowed tools and its mode."""
+        """The provider's parameters. ``tool_choice: allowed_tools`` becomes the allowed tools and its mode.
+        A ``response_format`` applies to a text reply (as OpenAI applies it), so it is not passed on when
+        ``tool_choice`` makes the reply a tool call ("required" or a named tool)."""
         params: dict[str, Any] = _one_max_tokens(("max_completion_tokens", self.max_completion_tokens),
                                                  ("max_tokens", self.max_tokens))
         if self.logprobs:
@@ -237,7 +246,8 @@ class ChatCompletionRequest(_Sampling):
         if choice is not None:
             params["tool_choice"] = choice
         if self.response_format is not None and self.response_format != {"type": "text"}:
-            params["response_format"] = self.response_format
+            if not (tools and _forces_a_call(choice)):
+                params["response_format"] = self.response_format
         return self.parsed([m.to_provider() for m in self.messages], params)
 
 
