@@ -270,6 +270,46 @@ def test_pydantic_ai_native_output_with_a_tool(pai_model):
     assert isinstance(result.output, Answer)
 
 
+def test_pydantic_ai_native_output_with_a_tool_the_model_may_call(pai_model):
+    """``NativeOutput`` with a tool, nothing forced (``tool_choice`` auto): the server constrains each reply
+    to a call of the tool or JSON of the output schema, so the run ends with a validated output whatever
+    the model chooses at each step; every call it made was executed."""
+    from pydantic_ai import Agent, NativeOutput
+
+    executed: list[tuple[str, bool]] = []
+    agent = Agent(pai_model, output_type=NativeOutput(Answer),
+                  model_settings={"max_tokens": MAX_TOKENS, "temperature": 1.0, "seed": 3})
+
+    @agent.tool_plain
+    def switch_light(room: Literal["kitchen", "bedroom"], on: bool) -> str:
+        """Switch a light on or off."""
+        executed.append((room, on))
+        return "done"
+
+    result = agent.run_sync(PROMPT)
+    assert isinstance(result.output, Answer)
+    assert len(_tool_calls(result)) == len(executed) and all(_valid_light_args({"room": r, "on": o})
+                                                            for r, o in executed)
+
+
+def test_langchain_structured_output_with_tools(chat, set_light_tool):
+    """``with_structured_output(..., tools=[...])`` (json_schema method): the reply is a tool call or the
+    structured answer, never anything else."""
+    kinds = set()
+    for seed in range(8):
+        bound = chat.model_copy(update={"temperature": 1.0, "seed": seed}).with_structured_output(
+            Answer, method="json_schema", tools=[set_light_tool], strict=True, include_raw=True)
+        out = bound.invoke(PROMPT)
+        raw = out["raw"]
+        if raw.tool_calls:
+            assert raw.tool_calls[0]["name"] == "set_light" and _valid_light_args(raw.tool_calls[0]["args"])
+            kinds.add("call")
+        else:
+            assert out["parsing_error"] is None and isinstance(out["parsed"], Answer)
+            kinds.add("json")
+    assert kinds == {"call", "json"}
+
+
 def test_pydantic_ai_streamed_output(pai_model):
     """``run_stream``: the output tool's arguments arrive as streamed tool-call deltas."""
     from pydantic_ai import Agent
