@@ -14,6 +14,7 @@ _EPILOG = """examples:
   abstractllm chat --model ./my-model
   abstractllm serve --model ./my-model --port 8000
   abstractllm models ~/models
+  abstractllm batch submit photos/ --prompt "Describe this photo."
 The model defaults to $ABSTRACTLLM_MODEL."""
 
 
@@ -144,6 +145,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--temperature", "-t", type=float, default=0.8, help="sampling temperature (default 0.8)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.set_defaults(func=_lazy(".commands:cmd_demo"))
+
+    from .batch_args import add_batch_parser  # abstractllm batch ... (persistent jobs)
+
+    add_batch_parser(sub, _lazy, _positive_int)
     return parser
 
 
