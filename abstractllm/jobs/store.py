@@ -5,9 +5,9 @@ One code path over SQLAlchemy Core serves both. What differs is said once, here:
 - SQLite: WAL journal (readers never wait for the writer), ``synchronous=NORMAL``, a 30 s busy timeout,
   and every write transaction starts with ``BEGIN IMMEDIATE`` (it takes the write lock at once, so two
   processes never deadlock upgrading a read lock). Use it on one machine (WAL needs a local disk).
-- PostgreSQL (``postgresql://`` URLs, through psycopg 3): a worker claims jobs with ``UPDATE ... WHERE id
-  IN (SELECT ... FOR UPDATE SKIP LOCKED)``, so workers on any number of machines share one queue and no
-  job is handed to two of them.
+- PostgreSQL (``postgresql://`` URLs, through psycopg 3): a worker claims jobs with ``WITH picked AS
+  MATERIALIZED (SELECT ... FOR UPDATE SKIP LOCKED) UPDATE ... WHERE id IN (SELECT id FROM picked)``, so
+  workers on any number of machines share one queue and no job is handed to two of them.
 - The clock is the database's (``clock_timestamp()`` / ``julianday('now')``), so leases mean the same on
   every machine.
 
@@ -260,7 +260,10 @@ class JobStore:
                 .order_by(jobs.c.id).limit(n))
         if self.dialect == "postgresql":
             pick = pick.with_for_update(skip_locked=True)
-        stmt = (sa.update(jobs).where(jobs.c.id.in_(pick.scalar_subquery()), jobs.c.status == Q)
+        # Materialized, so the pick runs once: as a plain IN (subquery) PostgreSQL may re-run it for each
+        # row it updates (a nested-loop semi join), and each run locks and takes more rows than n.
+        picked = pick.cte("picked").prefix_with("MATERIALIZED")
+        stmt = (sa.update(jobs).where(jobs.c.id.in_(sa.select(picked.c.id)), jobs.c.status == Q)
                 .values(status=P, attempts=jobs.c.attempts + 1, worker_id=worker.id, worker_host=worker.host,
                         worker_pid=worker.pid, started_at=self.now, lease_until=self.now + lease_s,
                         error=None, error_type=None)
