@@ -124,6 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="requests in the server at once, generating or waiting; more are answered 429 (sets "
                         "the queue to N minus the batch size)")
     p.add_argument("--model-id", help="the model id /v1/models reports")
+    p.add_argument("--jobs-db", metavar="PATH_OR_URL", help="the Batch API's job store: a SQLite file or a "
+                   "postgresql:// URL (default: $ABSTRACTLLM_JOBS_DB, else the user's data folder)")
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     _add_load(p)
     p.set_defaults(func=_lazy(".commands:cmd_serve"))

@@ -164,6 +164,10 @@ class JobStore:
     # ------------------------------------------------------------------ submitting and reading
     def submit(self, specs: JobSpec | Iterable[JobSpec]) -> list[int]:
         """Queue validated jobs (``config.job_spec``) in one transaction; returns their ids in order."""
+        with self._tx() as conn:
+            return self._insert(conn, specs)
+
+    def _insert(self, conn: sa.Connection, specs: JobSpec | Iterable[JobSpec]) -> list[int]:
         specs = [specs] if isinstance(specs, JobSpec) else list(specs)
         if not specs:
             return []
@@ -172,8 +176,7 @@ class JobStore:
                  "max_attempts": s.max_attempts, "batch_id": s.batch_id, "custom_id": s.custom_id,
                  "meta": s.metadata} for s in specs]
         stmt = sa.insert(jobs).values(created_at=self.now).returning(jobs.c.id, sort_by_parameter_order=True)
-        with self._tx() as conn:
-            return [int(r[0]) for r in conn.execute(stmt, rows)]
+        return [int(r[0]) for r in conn.execute(stmt, rows)]
 
     def get(self, job_id: int) -> Job:
         """The job ``job_id`` (``JobNotFoundError`` if there is none)."""

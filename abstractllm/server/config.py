@@ -34,6 +34,8 @@ class ServerConfig:
             default) refuses them: a client must not make the server reach its own network.
         max_tokens_limit: requests asking for more ``max_tokens`` are answered 400 (``None``: no limit).
         model_id: the id ``/v1/models`` reports (default: the repo id, or the folder's name).
+        jobs_db: the Batch API's job store, a SQLite file or a ``postgresql://`` URL (default: the
+            default store of ``abstractllm.jobs``; see ``batch_api.py``).
     """
 
     model: str
@@ -48,6 +50,7 @@ class ServerConfig:
     max_tokens_limit: int | None = DEFAULT_MAX_TOKENS_LIMIT
     model_id: str | None = None
     log_level: str = "info"
+    jobs_db: str | None = None
 
     def resolved_model_id(self) -> str:
         if self.model_id:
