@@ -102,6 +102,8 @@ class JobStore:
                 self._engine = _sqlite_engine(self.url)
             else:
                 self._engine = sa.create_engine(self.url, pool_pre_ping=True, pool_size=4, max_overflow=8)
+            self._now = self._clock()
+            self._stmts: dict[Any, Any] = {}
             with self._tx() as conn:
                 self.schema_version = migrate(conn, self.now)
         except ImportError as exc:
@@ -132,6 +134,9 @@ class JobStore:
     @property
     def now(self) -> sa.ColumnElement:
         """The database's clock, in seconds since the epoch, as an SQL expression."""
+        return self._now
+
+    def _clock(self) -> sa.ColumnElement:
         if self.dialect == "postgresql":
             return sa.cast(sa.func.extract("epoch", sa.func.clock_timestamp()), sa.Float(precision=53))
         return (sa.func.julianday("now") - 2440587.5) * 86400.0
@@ -259,20 +264,30 @@ class JobStore:
         for no model or for ``model``; with ``batches_only``, only Batch API jobs."""
         if n <= 0:
             return []
-        pick = (sa.select(jobs.c.id).where(jobs.c.status == Q, *self._scope(model, batches_only))
-                .order_by(jobs.c.id).limit(n))
-        if self.dialect == "postgresql":
-            pick = pick.with_for_update(skip_locked=True)
-        # Materialized, so the pick runs once: as a plain IN (subquery) PostgreSQL may re-run it for each
-        # row it updates (a nested-loop semi join), and each run locks and takes more rows than n.
-        picked = pick.cte("picked").prefix_with("MATERIALIZED")
-        stmt = (sa.update(jobs).where(jobs.c.id.in_(sa.select(picked.c.id)), jobs.c.status == Q)
-                .values(status=P, attempts=jobs.c.attempts + 1, worker_id=worker.id, worker_host=worker.host,
-                        worker_pid=worker.pid, started_at=self.now, lease_until=self.now + lease_s,
+        key = ("claim", model is None, batches_only)
+        if key not in self._stmts:  # built once per scope: only the values change between claims
+            scope = [] if model is None else [sa.or_(jobs.c.model.is_(None), jobs.c.model == sa.bindparam("c_model"))]
+            pick = (sa.select(jobs.c.id).where(jobs.c.status == Q, *scope, *self._scope(batches_only=batches_only))
+                    .order_by(jobs.c.id).limit(sa.bindparam("c_n", type_=sa.Integer)))
+            if self.dialect == "postgresql":
+                pick = pick.with_for_update(skip_locked=True)
+            # Materialized, so the pick runs once: as a plain IN (subquery) PostgreSQL may re-run it for
+            # each row it updates (a nested-loop semi join), and each run locks and takes more rows than n.
+            picked = pick.cte("picked").prefix_with("MATERIALIZED")
+            self._stmts[key] = (
+                sa.update(jobs).where(jobs.c.id.in_(sa.select(picked.c.id)), jobs.c.status == Q)
+                .values(status=P, attempts=jobs.c.attempts + 1, worker_id=sa.bindparam("c_wid"),
+                        worker_host=sa.bindparam("c_host"), worker_pid=sa.bindparam("c_pid", type_=sa.Integer),
+                        started_at=self.now, lease_until=self.now + sa.bindparam("c_lease", type_=sa.Float),
                         error=None, error_type=None)
                 .returning(*jobs.c))
+        values = {"c_n": int(n), "c_wid": worker.id, "c_host": worker.host, "c_pid": worker.pid,
+                  "c_lease": float(lease_s)}
+        if model is not None:
+            values["c_model"] = model
         with self._tx() as conn:
-            return self._jobs(conn, stmt)
+            return sorted((Job.from_row(r._mapping) for r in conn.execute(self._stmts[key], values)),
+                          key=lambda j: j.id)
 
     def _held(self, worker: WorkerIdentity, job: Job) -> list[Any]:
         return [jobs.c.id == job.id, jobs.c.status == P, jobs.c.worker_id == worker.id,
@@ -291,12 +306,27 @@ class JobStore:
     def complete(self, worker: WorkerIdentity, job: Job, response: Any) -> bool:
         """Store ``response`` (a ``Response``) as the job's result, if ``worker`` still holds the job;
         returns whether it was stored (False: the job was cancelled or taken back meanwhile)."""
-        usage = getattr(response, "usage", None)
-        values = dict(status=C, response=response.content, finish_reason=response.finish_reason,
-                      usage=dict(usage) if usage is not None else None, error=None, error_type=None,
-                      finished_at=self.now, lease_until=None)
+        return job.id in self.complete_many(worker, [(job, response)])
+
+    def complete_many(self, worker: WorkerIdentity, results: Iterable[tuple[Job, Any]]) -> set[int]:
+        """``complete`` for several jobs in one transaction; returns the ids whose result was stored."""
+        if "complete" not in self._stmts:
+            self._stmts["complete"] = (
+                sa.update(jobs).where(jobs.c.id == sa.bindparam("r_id"), jobs.c.status == P,
+                                      jobs.c.worker_id == sa.bindparam("r_wid"),
+                                      jobs.c.attempts == sa.bindparam("r_attempt"))
+                .values(status=C, response=sa.bindparam("r_text"), finish_reason=sa.bindparam("r_finish"),
+                        usage=sa.bindparam("r_usage", type_=jobs.c.usage.type), error=None, error_type=None,
+                        finished_at=self.now, lease_until=None))
+        stored: set[int] = set()
         with self._tx() as conn:
-            return conn.execute(sa.update(jobs).where(*self._held(worker, job)).values(**values)).rowcount == 1
+            for job, response in results:
+                usage = getattr(response, "usage", None)
+                row = {"r_id": job.id, "r_wid": worker.id, "r_attempt": job.attempts, "r_text": response.content,
+                       "r_finish": response.finish_reason, "r_usage": dict(usage) if usage is not None else None}
+                if conn.execute(self._stmts["complete"], row).rowcount == 1:
+                    stored.add(job.id)
+        return stored
 
     def fail(self, worker: WorkerIdentity, job: Job, error: BaseException, *, retry: bool | None = None) -> str | None:
         """Record ``error`` for a job ``worker`` holds: ``failed``, or ``queued`` again when the error is

@@ -6,7 +6,8 @@
 
 - every claim is a lease (``JOB_LEASE_S``), renewed every ``JOB_HEARTBEAT_S``; a job found no longer held
   at a renewal (cancelled, or taken back after a stall) is stopped, and its late result is refused;
-- each result is stored as it comes, in its own transaction, so a crash loses only the jobs in flight;
+- each result is stored as it comes (results that end together share one transaction), so a crash
+  loses only the jobs in flight;
   those go back to ``queued`` when the lease expires, or at once when a worker of the same host sees the
   process is gone (``JobStore.recover``, run at start and while polling);
 - a job's error fails that job only (bad image, text model given an image, memory refusal); backend
@@ -77,6 +78,8 @@ class _Worker:
         self.progress = WorkerProgress()
         self.t0 = time.monotonic()
         self.backoff_until = 0.0
+        self._results: list[tuple[Job, Any, asyncio.Future]] = []
+        self._writer: asyncio.Task | None = None
 
     async def _db(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         return await asyncio.to_thread(fn, *args, **kwargs)
@@ -105,8 +108,33 @@ class _Worker:
             elif status == "queued":
                 self.progress.requeued += 1
             return
-        if await self._db(self.store.complete, self.me, job, response):
+        if await self._store_result(job, response):
             self.progress.completed += 1
+
+    async def _store_result(self, job: Job, response: Any) -> bool:
+        """Hand the result to the writer; True once stored. Results that end together (a batch's rows end
+        in the same engine step) are written in one transaction: one commit, not one per job."""
+        future = asyncio.get_running_loop().create_future()
+        self._results.append((job, response, future))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.get_running_loop().create_task(self._write_results())
+        return await future
+
+    async def _write_results(self) -> None:
+        while self._results:
+            items, self._results = self._results, []
+            try:
+                stored = await self._db(self.store.complete_many, self.me, [(j, r) for j, r, _ in items])
+            except BaseException as exc:
+                for _, _, future in items:
+                    if not future.done():
+                        future.set_exception(exc)
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
+                continue
+            for job, _, future in items:
+                if not future.done():
+                    future.set_result(job.id in stored)
 
     async def _report(self, finished: bool = False) -> None:
         if self.on_progress is None and not finished:
@@ -126,6 +154,8 @@ class _Worker:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            if self._writer is not None:  # results already handed over are stored before the rest goes back
+                await asyncio.gather(asyncio.shield(self._writer), return_exceptions=True)
             held = [job for _, job in self.inflight.values()]
             if held:  # stopped with jobs in flight: they go back to the queue, attempts unspent
                 await asyncio.shield(self._db(self.store.release, self.me, held))
