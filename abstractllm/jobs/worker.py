@@ -79,6 +79,7 @@ class _Worker:
         self.t0 = time.monotonic()
         self.backoff_until = 0.0
         self._results: list[tuple[Job, Any, asyncio.Future]] = []
+        self._writing: set[int] = set()  # generated, result being stored: no lease to renew, nothing to stop
         self._writer: asyncio.Task | None = None
 
     async def _db(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -116,9 +117,13 @@ class _Worker:
         in the same engine step) are written in one transaction: one commit, not one per job."""
         future = asyncio.get_running_loop().create_future()
         self._results.append((job, response, future))
+        self._writing.add(job.id)
         if self._writer is None or self._writer.done():
             self._writer = asyncio.get_running_loop().create_task(self._write_results())
-        return await future
+        try:
+            return await future
+        finally:
+            self._writing.discard(job.id)
 
     async def _write_results(self) -> None:
         while self._results:
@@ -216,7 +221,7 @@ class _Worker:
                 await self._report()
 
     async def _heartbeat(self) -> None:
-        held = {jid: job.attempts for jid, (_, job) in self.inflight.items()}
+        held = {jid: job.attempts for jid, (_, job) in self.inflight.items() if jid not in self._writing}
         kept = await self._db(self.store.heartbeat, self.me, held, self.lease_s)
         for jid in set(held) - kept:  # cancelled, or taken back: stop generating it
             task, _ = self.inflight.pop(jid, (None, None))
