@@ -216,3 +216,21 @@ def test_results_lines_are_json(store):
     job = queue_inference({"prompt": "x", "image_url": "https://example.com/a.png"}, store=store)
     line = json.loads(json.dumps(store.get(job.id).result()))
     assert {"id", "status", "response", "error", "usage"} <= set(line) and line["images"] == ["https://example.com/a.png"]
+
+
+def test_backend_errors_are_retried_a_bounded_number_of_times(store):
+    from abstractllm import GenerationError, MemoryLimitError
+
+    job_id = queue_inference({"prompt": "x", "max_attempts": 2}, store=store).id
+    other = queue_inference({"prompt": "y"}, store=store).id
+    me = WorkerIdentity.new()
+    first = [j for j in store.claim(me, 2) if j.id == job_id][0]
+    assert store.fail(me, first, GenerationError("backend hiccup")) == "queued"  # retried: an attempt is left
+    refused = store.get(other)
+    assert store.fail(WorkerIdentity.new(), refused, MemoryLimitError("too big")) is None  # not its holder
+    assert store.fail(me, refused, MemoryLimitError("too big")) == "failed"  # a memory refusal is not retried
+    (second,) = store.claim(me, 1)
+    assert second.id == job_id and second.attempts == 2 and "attempt 1 of 2" in second.error
+    assert store.fail(me, second, GenerationError("again")) == "failed"  # attempts spent
+    final = store.get(job_id)
+    assert final.status == "failed" and final.error == "again" and final.error_type == "GenerationError"

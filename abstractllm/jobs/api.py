@@ -8,7 +8,6 @@ process.
 from __future__ import annotations
 
 import threading
-
 from typing import Any, Iterable, Mapping
 
 from .config import default_db_url, job_spec
@@ -87,6 +86,3 @@ def cancel_job(job_id: int, *, store: Any = None) -> Job:
 def retry_failed(*, store: Any = None, ids: Iterable[int] | None = None) -> int:
     """Queue the failed jobs again (all, or those of ``ids``) with fresh attempts; returns how many."""
     return get_store(store).retry_failed(ids)
-
-
-

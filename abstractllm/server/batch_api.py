@@ -210,7 +210,6 @@ async def upload_file(request: Request) -> Any:
 
     from .routes import read_body
 
-    service = _service(request)
     body = await read_body(request, request.app.state.server.config.max_body_bytes)
 
     async def replay() -> dict[str, Any]:
