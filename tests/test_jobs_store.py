@@ -235,3 +235,14 @@ def test_backend_errors_are_retried_a_bounded_number_of_times(store):
     assert store.fail(me, second, GenerationError("again")) == "failed"  # attempts spent
     final = store.get(job_id)
     assert final.status == "failed" and final.error == "again" and final.error_type == "GenerationError"
+
+
+def test_batch_api_jobs_are_left_to_servers(store):
+    plain = job_spec({"prompt": "plain"})
+    from_batch = job_spec({"prompt": "from a batch"})
+    from_batch.batch_id = "batch_x"
+    plain_id, batch_id = store.submit([plain, from_batch])
+    me = WorkerIdentity.new()
+    assert [j.id for j in store.claim(me, 5)] == [plain_id]  # what run_worker / batch run take
+    assert [j.id for j in store.claim(me, 5, batches=True)] == [batch_id]  # what a server's worker takes
+    assert store.counts()["processing"] == 2 and store.counts(batches=False)["processing"] == 1

@@ -141,8 +141,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         if bar is not None:
             bar.close()
         llm.close()
-        counts = store.counts(model=model)
-        other = sum(store.counts().values()) - sum(counts.values())
+        counts = store.counts(model=model, batches=False)
+        other = sum(store.counts(batches=False).values()) - sum(counts.values())
         store.close()
     print(f"this run: {progress.completed} completed, {progress.failed} failed in {progress.elapsed_s:.1f} s "
           f"({progress.jobs_per_s:.2f} jobs/s); store: " + ", ".join(f"{n} {s}" for s, n in counts.items())

@@ -156,12 +156,12 @@ class JobStore:
         return sorted((Job.from_row(r._mapping) for r in conn.execute(stmt)), key=lambda j: j.id)
 
     @staticmethod
-    def _scope(model: str | None = None, batches_only: bool = False, batch_id: str | None = None) -> list[Any]:
+    def _scope(model: str | None = None, batches: bool | None = None, batch_id: str | None = None) -> list[Any]:
         conds: list[Any] = []
         if model is not None:
             conds.append(sa.or_(jobs.c.model.is_(None), jobs.c.model == model))
-        if batches_only:
-            conds.append(jobs.c.batch_id.is_not(None))
+        if batches is not None:  # True: the Batch API's jobs only; False: plain jobs only
+            conds.append(jobs.c.batch_id.is_not(None) if batches else jobs.c.batch_id.is_(None))
         if batch_id is not None:
             conds.append(jobs.c.batch_id == batch_id)
         return conds
@@ -221,10 +221,10 @@ class JobStore:
                 return
             after = chunk[-1].id
 
-    def counts(self, *, model: str | None = None, batches_only: bool = False,
+    def counts(self, *, model: str | None = None, batches: bool | None = None,
                batch_id: str | None = None) -> dict[str, int]:
         """How many jobs are in each status (every status present, 0 included)."""
-        stmt = (sa.select(jobs.c.status, sa.func.count()).where(*self._scope(model, batches_only, batch_id))
+        stmt = (sa.select(jobs.c.status, sa.func.count()).where(*self._scope(model, batches, batch_id))
                 .group_by(jobs.c.status))
         out = {s.value: 0 for s in JobStatus}
         with self._tx(write=False) as conn:
@@ -258,16 +258,17 @@ class JobStore:
             return int(conn.execute(stmt).rowcount or 0)
 
     # ------------------------------------------------------------------ workers
-    def claim(self, worker: WorkerIdentity, n: int, *, model: str | None = None, batches_only: bool = False,
+    def claim(self, worker: WorkerIdentity, n: int, *, model: str | None = None, batches: bool = False,
               lease_s: float = JOB_LEASE_S) -> list[Job]:
         """Take up to ``n`` queued jobs (oldest first) for ``worker``, leased for ``lease_s`` seconds: jobs
-        for no model or for ``model``; with ``batches_only``, only Batch API jobs."""
+        for no model or for ``model``; plain jobs, or with ``batches`` the Batch API's jobs (a server runs
+        those, with its media rules)."""
         if n <= 0:
             return []
-        key = ("claim", model is None, batches_only)
+        key = ("claim", model is None, bool(batches))
         if key not in self._stmts:  # built once per scope: only the values change between claims
             scope = [] if model is None else [sa.or_(jobs.c.model.is_(None), jobs.c.model == sa.bindparam("c_model"))]
-            pick = (sa.select(jobs.c.id).where(jobs.c.status == Q, *scope, *self._scope(batches_only=batches_only))
+            pick = (sa.select(jobs.c.id).where(jobs.c.status == Q, *scope, *self._scope(batches=bool(batches)))
                     .order_by(jobs.c.id).limit(sa.bindparam("c_n", type_=sa.Integer)))
             if self.dialect == "postgresql":
                 pick = pick.with_for_update(skip_locked=True)
@@ -383,9 +384,9 @@ class JobStore:
                                       .values(**self._requeue("its process is gone"))).rowcount or 0
         return n
 
-    def pending(self, *, model: str | None = None, batches_only: bool = False) -> int:
+    def pending(self, *, model: str | None = None, batches: bool | None = None) -> int:
         """Jobs not finished (queued or processing) for ``model`` (and jobs for no model)."""
-        counts = self.counts(model=model, batches_only=batches_only)
+        counts = self.counts(model=model, batches=batches)
         return counts[Q] + counts[P]
 
     def _connection(self, write: bool = True) -> contextlib.AbstractContextManager[sa.Connection]:

@@ -86,7 +86,7 @@ class _Worker:
         return await asyncio.to_thread(fn, *args, **kwargs)
 
     def _scope(self) -> dict[str, Any]:
-        return {"model": self.model_key, "batches_only": self.batches_only}
+        return {"model": self.model_key, "batches": self.batches_only}
 
     async def run_one(self, job: Job) -> None:
         try:
@@ -277,7 +277,8 @@ def run_worker(store: Any = None, *, model: str | None = None, concurrency: int 
                **kwargs: Any) -> WorkerProgress:
     """Run jobs from ``store`` (a ``JobStore``, a path or URL; None: the default store) on ``model`` until
     none is left (``exit_when_done=True``): up to ``concurrency`` at once (default: ``max_batch_size``),
-    batched by the provider's engine. Runs the jobs queued for no model or for this ``model``.
+    batched by the provider's engine. Runs the jobs queued for no model or for this ``model`` (the Batch
+    API's jobs are left to servers, which run them under their media rules: ``batches_only=True``).
 
     Keyword arguments: ``llm`` (a provider to use instead of loading ``model``; it stays open),
     ``lease_s``, ``poll_s``, ``max_jobs`` (stop after claiming that many), ``exit_when_done`` (False: keep

@@ -10,7 +10,8 @@ the batch size at once, so live requests are admitted first and find room in the
 The store is ``ServerConfig.jobs_db`` (``--jobs-db``), else the default one (``$ABSTRACTLLM_JOBS_DB`` or
 the user's data folder). It is opened, and its worker started, when the server starts if it was named or
 already exists, else on the first Batch API call: a server that never sees a batch creates no file. The
-worker runs only the jobs of batches made for this server's model. Bodies are read with the server's
+worker runs only the jobs of batches made for this server's model (``abstractllm batch run`` leaves them
+to servers, so that these media rules always apply). Bodies are read with the server's
 ``--max-body-size`` limit and validated with pydantic models; errors have the OpenAI shape.
 """
 
