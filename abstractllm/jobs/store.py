@@ -101,7 +101,8 @@ class JobStore:
             if self.dialect == "sqlite":
                 self._engine = _sqlite_engine(self.url)
             else:
-                self._engine = sa.create_engine(self.url, pool_pre_ping=True, pool_size=4, max_overflow=8)
+                self._engine = sa.create_engine(self.url, pool_pre_ping=True, pool_size=4, max_overflow=8,
+                                                connect_args={"connect_timeout": 10})
             self._now = self._clock()
             self._stmts: dict[Any, Any] = {}
             with self._tx() as conn:
