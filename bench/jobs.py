@@ -146,8 +146,15 @@ def main() -> int:
                     "database, the jobs of each round are added to it)")
     ap.add_argument("--rounds", type=int, default=3, help="rounds of batched vs worker (default 3)")
     args = ap.parse_args()
-    tmp = tempfile.mkdtemp(prefix="bench-jobs-")
-    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench-jobs-") as tmp:
+        rows = _run(args, tmp)
+    print(f"\nstore: {args.db or 'SQLite file (WAL)'}; concurrency {args.concurrency}; max_tokens {args.max_tokens}; "
+          f"greedy; medians of {args.rounds} rounds (loop: one run)\n")
+    return _report(rows)
+
+
+def _run(args: argparse.Namespace, tmp: str) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
     common = {"max_tokens": args.max_tokens, "temperature": 0.0}
     if args.text_jobs:
         configs = [{"prompt": f"Write a short note about topic number {i}.", **common} for i in range(args.text_jobs)]
@@ -165,8 +172,10 @@ def main() -> int:
         with create_llm("mlx", model=str(demo_model("vision", "tiny")), max_batch_size=args.concurrency) as llm:
             rows.append(_workload("image (vision tiny)", llm, configs, args.db or os.path.join(tmp, "image.db"),
                                   args.concurrency, args.rounds))
-    print(f"\nstore: {args.db or 'SQLite file (WAL)'}; concurrency {args.concurrency}; max_tokens {args.max_tokens}; "
-          f"greedy; medians of {args.rounds} rounds (loop: one run)\n")
+    return rows
+
+
+def _report(rows: list[dict[str, Any]]) -> int:
     print("| workload | jobs | loop jobs/s | batched, no store jobs/s | worker jobs/s | worker / loop | "
           "store ms/job | store share of job time | worker vs batched | same replies |")
     print("|---|---|---|---|---|---|---|---|---|---|")
