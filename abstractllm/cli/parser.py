@@ -16,6 +16,7 @@ _EPILOG = """examples:
   abstractllm chat --model ./my-model
   abstractllm serve --model ./my-model --port 8000
   abstractllm models ~/models
+  abstractllm batch submit photos/ --prompt "Describe this photo."
 The model defaults to $ABSTRACTLLM_MODEL."""
 
 
@@ -129,6 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="requests in the server at once, generating or waiting; more are answered 429 (sets "
                         "the queue to N minus the batch size)")
     p.add_argument("--model-id", help="the model id /v1/models reports")
+    p.add_argument("--jobs-db", metavar="PATH_OR_URL", help="the Batch API's job store: a SQLite file or a "
+                   "postgresql:// URL (default: $ABSTRACTLLM_JOBS_DB, else the user's data folder)")
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     _add_load(p)
     p.set_defaults(func=_lazy(".commands:cmd_serve"))
@@ -150,6 +153,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--temperature", "-t", type=float, default=0.8, help="sampling temperature (default 0.8)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.set_defaults(func=_lazy(".commands:cmd_demo"))
+
+    from .batch_args import add_batch_parser  # abstractllm batch ... (persistent jobs)
+
+    add_batch_parser(sub, _lazy, _positive_int)
     return parser
 
 

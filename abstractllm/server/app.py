@@ -141,9 +141,11 @@ def create_app(config: ServerConfig, llm: Any = None) -> FastAPI:
             state.load_task = asyncio.create_task(_load(state))
         else:  # a provider loaded by the caller: only the device is left to read
             state.load_task = asyncio.create_task(asyncio.to_thread(_device_of, state))
+        await app.state.batch.start()  # the Batch API's worker (batch_api.py)
         try:
             yield
         finally:
+            await app.state.batch.stop()
             if state.load_task is not None and not state.load_task.done():
                 await asyncio.wait({state.load_task}, timeout=60)
             if state.owns_llm:
@@ -180,6 +182,9 @@ def create_app(config: ServerConfig, llm: Any = None) -> FastAPI:
     from .routes import router
 
     app.include_router(router)
+    from .batch_api import install_batch_api  # the OpenAI Batch API over abstractllm.jobs
+
+    install_batch_api(app, state)
     if config.api_key:
         app.add_middleware(_AuthMiddleware, api_key=config.api_key)
     return app

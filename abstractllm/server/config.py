@@ -34,6 +34,8 @@ class ServerConfig:
         max_tokens_limit: requests asking for more ``max_tokens`` are answered 400 (``None``: no limit).
         max_n: the most choices (``n``) one request may ask for; each is a generation in the batch.
         model_id: the id ``/v1/models`` reports (default: the repo id, or the folder's name).
+        jobs_db: the Batch API's job store, a SQLite file or a ``postgresql://`` URL (default: the
+            default store of ``abstractllm.jobs``; see ``batch_api.py``).
     """
 
     model: str
@@ -49,6 +51,7 @@ class ServerConfig:
     max_n: int = DEFAULT_MAX_N
     model_id: str | None = None
     log_level: str = "info"
+    jobs_db: str | None = None
 
     def resolved_model_id(self) -> str:
         if self.model_id:
