@@ -305,3 +305,19 @@ def on_gpu() -> bool:
         return mx.default_device().type == mx.DeviceType.gpu
     except Exception:
         return False
+
+
+def warm_cpu_compiler(mx: ModuleType) -> None:
+    """Make MLX's first compiled call now (at load), on the CPU backend.
+
+    There, ``mx.compile``'d functions (mlx-lm's activations, samplers) are built by the system C++ compiler
+    through libc's ``system()``: the process's first compiled call runs ``g++ --version``, and each kernel
+    missing from MLX's cache (a temp folder) a ``g++`` build. While ``system()`` runs, POSIX has the whole
+    process ignore SIGINT, so a Ctrl-C landing then is lost (``abstractllm chat`` would miss it). Making
+    the first compiled call at load keeps that check out of the first reply; kernels already cached cost
+    no compiler call at all. A failure here is no load failure (MLX then runs uncompiled)."""
+    try:
+        mx.eval(mx.compile(lambda x: x * mx.sigmoid(x))(mx.ones((8,))))
+    except Exception:  # noqa: BLE001 - an optimisation only; generation reports real errors itself
+        return
+

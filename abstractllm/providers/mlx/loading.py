@@ -9,7 +9,7 @@ from typing import Any
 
 from ...exceptions import AbstractLLMError, ModelLoadError, UnsupportedFeatureError, UnsupportedModelError
 from .adapter import ModelAdapter
-from .backend import import_backend, on_gpu
+from .backend import import_backend, on_gpu, warm_cpu_compiler
 from .memory import MemoryEstimate, check_load_memory, estimate_load_bytes
 from .source import ModelSpec
 from .weights import float_itemsize_for, quantize_bits
@@ -88,4 +88,6 @@ def load_adapter(spec: ModelSpec, config: dict[str, Any]) -> tuple[ModelAdapter,
         raise
     except Exception as exc:  # the one boundary for load failures inside mlx / mlx-lm / mlx-vlm
         raise ModelLoadError(f"Could not load {str(spec.path)!r}: {type(exc).__name__}: {exc}") from exc
+    if not gpu:
+        warm_cpu_compiler(mx)
     return adapter, estimate, time.perf_counter() - t0
