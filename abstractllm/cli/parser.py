@@ -6,7 +6,7 @@ import argparse
 import importlib
 from typing import Callable
 
-from ..params import PARAMS, SERVER_MAX_BODY_BYTES, SERVER_MAX_N, SERVER_MAX_TOKENS_LIMIT, SERVER_PORT
+from ..params import PARAMS, SERVER_LOG_FORMAT, SERVER_MAX_BODY_BYTES, SERVER_MAX_N, SERVER_MAX_TOKENS_LIMIT, SERVER_PORT
 
 __all__ = ["build_parser"]
 
@@ -104,7 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_lazy(".chat:cmd_chat"))
 
     p = sub.add_parser("serve", help="serve an OpenAI-compatible HTTP API",
-                       description="Serve MODEL over an OpenAI-compatible API (needs the 'server' extra).")
+                       description="Serve MODEL over an OpenAI-compatible API, with Prometheus /metrics (needs the "
+                       "'server' extra).")
     _add_model(p)
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=SERVER_PORT, help=f"port (default {SERVER_PORT})")
@@ -130,6 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "the queue to N minus the batch size)")
     p.add_argument("--model-id", help="the model id /v1/models reports")
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    p.add_argument("--log-format", default=SERVER_LOG_FORMAT, choices=("text", "json"),
+                   help="json: every log line a JSON object, and one access-log line per request (id, method, "
+                        f"endpoint, status, tokens, timings) (default {SERVER_LOG_FORMAT})")
     _add_load(p)
     p.set_defaults(func=_lazy(".commands:cmd_serve"))
 

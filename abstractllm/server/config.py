@@ -11,7 +11,7 @@ __all__ = ["ServerConfig", "DEFAULT_MAX_BODY_BYTES", "DEFAULT_MAX_TOKENS_LIMIT",
 from ..params import SERVER_MAX_BODY_BYTES as DEFAULT_MAX_BODY_BYTES
 from ..params import SERVER_MAX_N as DEFAULT_MAX_N
 from ..params import SERVER_MAX_TOKENS_LIMIT as DEFAULT_MAX_TOKENS_LIMIT
-from ..params import SERVER_PORT
+from ..params import SERVER_LOG_FORMAT, SERVER_PORT
 
 
 @dataclass
@@ -34,6 +34,9 @@ class ServerConfig:
         max_tokens_limit: requests asking for more ``max_tokens`` are answered 400 (``None``: no limit).
         max_n: the most choices (``n``) one request may ask for; each is a generation in the batch.
         model_id: the id ``/v1/models`` reports (default: the repo id, or the folder's name).
+        log_level: the server's log level (``debug``, ``info``, ``warning``, ``error``).
+        log_format: ``"text"``, or ``"json"``: every log line a JSON object, and one access-log line per
+            request (id, method, endpoint, status, tokens, timings).
     """
 
     model: str
@@ -49,6 +52,11 @@ class ServerConfig:
     max_n: int = DEFAULT_MAX_N
     model_id: str | None = None
     log_level: str = "info"
+    log_format: str = SERVER_LOG_FORMAT
+
+    def __post_init__(self) -> None:
+        if self.log_format not in ("text", "json"):
+            raise ValueError(f"log_format must be 'text' or 'json', got {self.log_format!r}.")
 
     def resolved_model_id(self) -> str:
         if self.model_id:
