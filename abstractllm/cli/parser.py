@@ -103,9 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "too) and speed to stderr")
     p.set_defaults(func=_lazy(".chat:cmd_chat"))
 
-    p = sub.add_parser("serve", help="serve an OpenAI-compatible HTTP API",
-                       description="Serve MODEL over an OpenAI-compatible API, with Prometheus /metrics (needs the "
-                       "'server' extra).")
+    p = sub.add_parser("serve", help="serve an OpenAI- and Anthropic-compatible HTTP API",
+                       description="Serve MODEL over the OpenAI (chat completions) and Anthropic (messages) APIs, "
+                       "with Prometheus /metrics (needs the 'server' extra).")
     _add_model(p)
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=SERVER_PORT, help=f"port (default {SERVER_PORT})")

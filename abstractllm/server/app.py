@@ -195,11 +195,13 @@ def create_app(config: ServerConfig, llm: Any = None) -> FastAPI:
         state.stats.http_errors += 1
         return _json_error(err, request)
 
+    from .anthropic_api import router as anthropic_router
     from .ops import router as ops_router
     from .routes import router
 
     state.metrics = _metrics(state)
     app.include_router(router)
+    app.include_router(anthropic_router)
     app.include_router(ops_router)
     if config.api_key:
         app.add_middleware(_AuthMiddleware, api_key=config.api_key)
