@@ -223,8 +223,8 @@ BAD = [
         {"type": "tool_result", "tool_use_id": "t", "content": "x"}]}]}, "messages"),
     ({"messages": [{"role": "user", "content": [{"type": "image", "source": {"type": "file", "file_id": "f"}}]}]},
      "messages"),
-    ({"messages": [{"role": "user", "content": [{"type": "image", "source": {"type": "base64", "media_type": "image/png",
-                                                                              "data": "AAAA"}}]}]}, "messages"),
+    ({"messages": [{"role": "user", "content": [{"type": "image", "source": {
+        "type": "base64", "media_type": "image/png", "data": "AAAA"}}]}]}, "messages"),
     ({"messages": [{"role": "user", "content": [{"type": "image", "source": {"type": "url", "url": "/etc/passwd"}}]}]},
      "messages"),
     ({"tools": [{"name": "bad name!", "input_schema": {"type": "object"}}]}, "tools"),

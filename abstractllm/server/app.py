@@ -49,6 +49,7 @@ class ServerState:
     blas: str | None = None  # str(fast_blas_status()) once an MLX model is loaded
     load_task: Any = None
     metrics: Any = None  # metrics.ServerMetrics (None without prometheus-client)
+    responses: Any = None  # responses_store.ResponseStore: /v1/responses kept for previous_response_id
 
     def require_loaded(self) -> None:
         """Raise 503 unless the model is loaded."""
@@ -197,10 +198,14 @@ def create_app(config: ServerConfig, llm: Any = None) -> FastAPI:
 
     from .anthropic_api import router as anthropic_router
     from .ops import router as ops_router
+    from .responses_api import router as responses_router
+    from .responses_store import ResponseStore
     from .routes import router
 
     state.metrics = _metrics(state)
+    state.responses = ResponseStore(config.responses_store_size)
     app.include_router(router)
+    app.include_router(responses_router)
     app.include_router(anthropic_router)
     app.include_router(ops_router)
     if config.api_key:

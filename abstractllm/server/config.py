@@ -11,7 +11,7 @@ __all__ = ["ServerConfig", "DEFAULT_MAX_BODY_BYTES", "DEFAULT_MAX_TOKENS_LIMIT",
 from ..params import SERVER_MAX_BODY_BYTES as DEFAULT_MAX_BODY_BYTES
 from ..params import SERVER_MAX_N as DEFAULT_MAX_N
 from ..params import SERVER_MAX_TOKENS_LIMIT as DEFAULT_MAX_TOKENS_LIMIT
-from ..params import SERVER_LOG_FORMAT, SERVER_PORT
+from ..params import SERVER_LOG_FORMAT, SERVER_PORT, SERVER_RESPONSES_STORE_SIZE
 
 
 @dataclass
@@ -37,6 +37,8 @@ class ServerConfig:
         log_level: the server's log level (``debug``, ``info``, ``warning``, ``error``).
         log_format: ``"text"``, or ``"json"``: every log line a JSON object, and one access-log line per
             request (id, method, endpoint, status, tokens, timings).
+        responses_store_size: how many ``/v1/responses`` replies are kept in memory for
+            ``previous_response_id`` (least recently used dropped first; 0 keeps none).
     """
 
     model: str
@@ -53,10 +55,14 @@ class ServerConfig:
     model_id: str | None = None
     log_level: str = "info"
     log_format: str = SERVER_LOG_FORMAT
+    responses_store_size: int = SERVER_RESPONSES_STORE_SIZE
 
     def __post_init__(self) -> None:
         if self.log_format not in ("text", "json"):
             raise ValueError(f"log_format must be 'text' or 'json', got {self.log_format!r}.")
+        if isinstance(self.responses_store_size, bool) or not isinstance(self.responses_store_size, int) \
+                or self.responses_store_size < 0:
+            raise ValueError(f"responses_store_size must be a non-negative integer, got {self.responses_store_size!r}.")
 
     def resolved_model_id(self) -> str:
         if self.model_id:

@@ -135,5 +135,6 @@ class _ProviderCollector:
                 memory.add_metric([kind], float(value))
         yield memory
         yield gauge("abstractllm_model_loaded", "1 once the model is loaded.", state.status == "ok")
-        yield gauge("abstractllm_uptime_seconds", "Seconds since the server started.", time.time() - state.stats.started)
+        yield gauge("abstractllm_uptime_seconds", "Seconds since the server started.",
+                    time.time() - state.stats.started)
 

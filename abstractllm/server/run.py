@@ -40,9 +40,9 @@ def run_server(config: ServerConfig, llm: Any = None) -> None:
                     config.host)
     app = create_app(config, llm)
     extra = {"log_config": log_config} if log_config is not None else {}
+    uvicorn_access_log = config.log_level == "debug" and log_config is None  # JSON mode has its own access log
     uv_config = uvicorn.Config(app, host=config.host, port=config.port, log_level=config.log_level,
-                               timeout_graceful_shutdown=5, access_log=config.log_level == "debug" and log_config is None,
-                               **extra)
+                               timeout_graceful_shutdown=5, access_log=uvicorn_access_log, **extra)
     _GracefulServer(uv_config).run()
 
 
