@@ -1,6 +1,6 @@
 """Operating ``abstractllm serve``: ``GET /metrics`` (parsed with prometheus_client's own parser),
 ``GET /vram_status``, the ``x-request-id`` of every response, JSON access logs (``--log-format json``), and
-the API key sent as ``x-api-key`` as well as the OpenAI way, on every endpoint."""
+the API key sent the Anthropic way (``x-api-key``) as well as the OpenAI way, on every endpoint."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import re
 import signal
 import time
 
+import anthropic
 import httpx
 import openai
 import pytest
@@ -94,7 +95,7 @@ def test_every_response_carries_a_request_id(server):
     seen = set()
     for r in (_get(server, "/v1/models"), _get(server, "/v1/nothing"), httpx.get(server.url + "/health"),
               httpx.get(server.url + "/v1/models"),  # 401: refused before routing, still numbered
-              httpx.post(server.base_url + "/chat/completions", headers={"x-api-key": KEY}, content=b"{bad")):
+              httpx.post(server.url + "/v1/messages", headers={"x-api-key": KEY}, content=b"{bad")):
         rid = r.headers["x-request-id"]
         assert re.fullmatch(r"req_[0-9a-f]{24}", rid) and rid not in seen
         seen.add(rid)
@@ -110,9 +111,9 @@ def test_every_response_carries_a_request_id(server):
 
 
 def test_json_access_log_lines(server):
-    with openai.OpenAI(base_url=server.base_url, api_key=KEY, max_retries=0) as client:
-        r = client.chat.completions.create(model="m", max_tokens=4, messages=MSGS,
-                                           extra_headers={"x-request-id": "log-check-1"})
+    with anthropic.Anthropic(base_url=server.url, api_key=KEY, max_retries=0) as client:
+        m = client.messages.create(model="m", max_tokens=4, messages=MSGS,
+                                   extra_headers={"x-request-id": "log-check-1"})
     deadline = time.monotonic() + 10
     line = None
     while line is None and time.monotonic() < deadline:
@@ -121,18 +122,30 @@ def test_json_access_log_lines(server):
     assert line is not None, "".join(server.log)
     record = json.loads(line)
     assert record["event"] == "access" and record["logger"] == "abstractllm.server.access"
-    assert record["method"] == "POST" and record["endpoint"] == "/v1/chat/completions" and record["status"] == 200
-    assert record["output_tokens"] == r.usage.completion_tokens == 4
-    assert record["input_tokens"] == r.usage.prompt_tokens
+    assert record["method"] == "POST" and record["endpoint"] == "/v1/messages" and record["status"] == 200
+    assert record["output_tokens"] == m.usage.output_tokens == 4
+    assert record["input_tokens"] == m.usage.input_tokens + m.usage.cache_read_input_tokens
     assert record["duration_ms"] >= record["first_byte_ms"] > 0 and record["ttft_ms"] > 0
     assert all(json.loads(ln) for ln in server.log if ln.strip())  # every line is JSON, uvicorn's too
 
 
 def test_api_key_by_header_on_every_endpoint(server):
-    assert httpx.get(server.url + "/v1/models", headers={"x-api-key": KEY}).status_code == 200
+    anthropic_key = {"x-api-key": KEY}
+    assert httpx.get(server.url + "/v1/models", headers=anthropic_key).status_code == 200
     for path in ("/metrics", "/vram_status", "/v1/models"):
         r = httpx.get(server.url + path, headers={"x-api-key": "wrong"})
         assert r.status_code == 401 and r.json()["error"]["type"] == "authentication_error"
+    r = httpx.post(server.url + "/v1/messages", json={"model": "m", "max_tokens": 2, "messages": MSGS})
+    assert r.status_code == 401
+    assert r.json()["type"] == "error" and r.json()["error"]["type"] == "authentication_error"
+    with anthropic.Anthropic(base_url=server.url, api_key="wrong", max_retries=0) as bad:
+        with pytest.raises(anthropic.AuthenticationError):
+            bad.messages.create(model="m", max_tokens=2, messages=MSGS)
+    with openai.OpenAI(base_url=server.base_url, api_key=KEY, max_retries=0) as good:
+        assert good.responses.create(model="m", input="x", max_output_tokens=2).usage.output_tokens <= 2
+    with openai.OpenAI(base_url=server.base_url, api_key="wrong", max_retries=0) as bad:
+        with pytest.raises(openai.AuthenticationError):
+            bad.responses.create(model="m", input="x", max_output_tokens=2)
 
 
 def test_two_apps_in_one_process_count_apart(tiny_llm):
