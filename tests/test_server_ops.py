@@ -135,6 +135,8 @@ def test_api_key_by_header_on_every_endpoint(server):
     for path in ("/metrics", "/vram_status", "/v1/models"):
         r = httpx.get(server.url + path, headers={"x-api-key": "wrong"})
         assert r.status_code == 401 and r.json()["error"]["type"] == "authentication_error"
+    refused = _metrics(server)["abstractllm_http_requests"]  # counted under the route they were refused on
+    assert _value(refused, "abstractllm_http_requests_total", endpoint="/vram_status", status="401") >= 1
     r = httpx.post(server.url + "/v1/messages", json={"model": "m", "max_tokens": 2, "messages": MSGS})
     assert r.status_code == 401
     assert r.json()["type"] == "error" and r.json()["error"]["type"] == "authentication_error"

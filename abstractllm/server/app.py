@@ -210,7 +210,8 @@ def create_app(config: ServerConfig, llm: Any = None) -> FastAPI:
     app.include_router(ops_router)
     if config.api_key:
         app.add_middleware(_AuthMiddleware, api_key=config.api_key)
-    app.add_middleware(ObserveMiddleware, state=state)  # the outermost: ids, timings, metrics, access log
+    # the outermost: ids, timings, metrics, access log
+    app.add_middleware(ObserveMiddleware, state=state, routes=app.router.routes)
     return app
 
 

@@ -103,9 +103,11 @@ def _header(scope: dict[str, Any], name: bytes) -> str | None:
 class ObserveMiddleware:
     """Pure ASGI (streams pass through untouched): request id, timings, metrics and the access log."""
 
-    def __init__(self, app: Any, state: Any) -> None:
+    def __init__(self, app: Any, state: Any, routes: list[Any] | None = None) -> None:
         self.app = app
         self.state = state
+        self.routes = routes if routes is not None else []  # the app's routes (a live list)
+        self._leaves: list[Any] | None = None
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -139,9 +141,26 @@ class ObserveMiddleware:
         finally:
             _CURRENT.reset(token)
             record.duration_s = time.perf_counter() - record.started
-            route = scope.get("route")
-            record.endpoint = getattr(route, "path", None) or "unmatched"
+            record.endpoint = self._endpoint(scope)
             self._finish(record, metrics)
+
+    def _endpoint(self, scope: dict[str, Any]) -> str:
+        """The route's path template; for a request answered before routing (a 401), the route it would
+        have reached; ``unmatched`` for unknown paths (their paths never become label values)."""
+        route = scope.get("route")
+        if route is None:
+            from starlette.routing import Match
+
+            if self._leaves is None:  # the routes are all known once the app serves
+                self._leaves = list(_leaf_routes(self.routes))
+            for candidate in self._leaves:
+                try:
+                    if candidate.matches(scope)[0] is not Match.NONE:
+                        route = candidate
+                        break
+                except Exception:
+                    continue
+        return getattr(route, "path", None) or "unmatched"
 
     def _finish(self, record: RequestRecord, metrics: Any) -> None:
         if metrics is not None:
@@ -155,3 +174,15 @@ class ObserveMiddleware:
         elif access_log.isEnabledFor(logging.DEBUG):
             access_log.debug("%s %s %s %.1f ms id=%s", record.method, record.path, record.status,
                              (record.duration_s or 0) * 1000, record.request_id)
+
+
+def _leaf_routes(routes: Any, depth: int = 0) -> Any:
+    """The endpoint routes (those with a ``path``) under ``routes``, included routers opened."""
+    for route in routes:
+        inner = getattr(route, "routes", None)
+        if inner is None:
+            inner = getattr(getattr(route, "original_router", None), "routes", None)
+        if inner is not None and depth < 8:
+            yield from _leaf_routes(inner, depth + 1)
+        elif isinstance(getattr(route, "path", None), str):
+            yield route
