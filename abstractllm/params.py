@@ -17,8 +17,8 @@ from typing import Any, Callable, Iterable, Mapping
 from .enums import ModelParameter
 from .exceptions import InvalidParameterError, did_you_mean
 
-__all__ = ["ParamSpec", "PARAMS", "GENERATION_PARAMS", "CALL_ONLY", "SAMPLING_PRESETS", "PRIORITY_AGING_S", "SERVER_PORT",
-           "SERVER_MAX_BODY_BYTES", "SERVER_MAX_TOKENS_LIMIT", "SERVER_MAX_N", "SERVER_RESPONSES_STORE_SIZE",
+__all__ = ["ParamSpec", "PARAMS", "GENERATION_PARAMS", "CALL_ONLY", "SAMPLING_PRESETS", "PRIORITY_AGING_S", "MAX_TOOL_ROUNDS",
+           "SERVER_PORT", "SERVER_MAX_BODY_BYTES", "SERVER_MAX_TOKENS_LIMIT", "SERVER_MAX_N", "SERVER_RESPONSES_STORE_SIZE",
            "SERVER_LOG_FORMAT", "normalize_keys", "validate_params", "parse_bytes", "format_bytes"]
 
 
@@ -271,6 +271,9 @@ SAMPLING_PRESETS: dict[str, dict[str, Any]] = {
 #: the prompts of the vision conveniences (describe_image, describe_video)
 DESCRIBE_IMAGE_PROMPT = "Describe this image in detail."
 DESCRIBE_VIDEO_PROMPT = "Describe what happens in this video."
+
+#: ``Session.generate(..., execute_tools=True)``: the most rounds that call tools in one turn
+MAX_TOOL_ROUNDS = 8
 
 #: ``abstractllm serve`` defaults (``ServerConfig`` and the CLI read them here)
 SERVER_PORT = 8000

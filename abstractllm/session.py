@@ -27,7 +27,8 @@ from .enums import MessageRole
 from .exceptions import AbstractLLMError, FileProcessingError, InvalidParameterError
 from .messages import normalize_messages
 from .params import PARAMS, normalize_keys
-from .types import Message, Response
+from .tool_runner import ToolRunner
+from .types import Message, Response, ToolCall
 
 __all__ = ["Session", "BasicSession", "create_session", "SESSION_FORMAT"]
 
@@ -123,17 +124,23 @@ class Session:
     # ------------------------------------------------------------------ history
     def add_message(self, role: str | MessageRole, content: str, name: str | None = None,
                     tool_results: list[dict[str, Any]] | None = None, metadata: dict[str, Any] | None = None,
-                    files: Sequence[Any] | None = None) -> Message:
-        """Append a message to the history without generating (``files``: images and videos it holds)."""
+                    files: Sequence[Any] | None = None, tool_calls: Sequence[ToolCall] | None = None,
+                    tool_call_id: str | None = None) -> Message:
+        """Append a message to the history without generating (``files``: images and videos it holds;
+        ``tool_calls``: the calls an assistant message made; ``tool_call_id``: the call a ``"tool"``
+        message answers)."""
         role = str(getattr(role, "value", role))
-        if role not in ("system", "user", "assistant"):
-            raise InvalidParameterError(f"role must be system, user or assistant, got {role!r}.", param="role")
+        if role not in ("system", "user", "assistant", "tool"):
+            raise InvalidParameterError(f"role must be system, user, assistant or tool, got {role!r}.", param="role")
+        if (role == "tool") != (tool_call_id is not None):
+            raise InvalidParameterError("a 'tool' message needs the tool_call_id it answers (and only a tool "
+                                        "message has one).", param="tool_call_id")
         if not isinstance(content, str):
             raise InvalidParameterError("content must be a string.", param="content")
         meta = {"timestamp": _now(), **(metadata or {})}
         if tool_results:
             meta["tool_results"] = list(tool_results)
-        msg = Message(role, content, name=name, metadata=meta)
+        msg = Message(role, content, name=name, metadata=meta, tool_calls=tool_calls, tool_call_id=tool_call_id)
         for item in files or []:
             from .media.kinds import is_video_input
 
@@ -164,18 +171,25 @@ class Session:
             "max_text_file_bytes", PARAMS["max_text_file_bytes"].default))
         user = normalize_messages(prompt if prompt is not None else "", files=files, max_text_file_bytes=limit)[-1]
         user.metadata["timestamp"] = _now()
+        return user, self._outgoing(system_prompt) + [user]
+
+    def _outgoing(self, system_prompt: str | None) -> list[Message]:
+        """The history to send (``system_prompt``: this call's system message instead of the session's)."""
         history = [_copy(m) for m in self.messages]
-        if system_prompt is not None:  # this call only: replaces the session's system message
+        if system_prompt is not None:
             history = [m for m in history if m.role != "system"]
             history.insert(0, Message("system", system_prompt))
-        return user, history + [user]
+        return history
 
-    def _record(self, user: Message, reply: str, response: Response | None = None) -> None:
-        self.messages.append(user)
+    def _record(self, pending: list[Message], response: Response) -> None:
+        """Append the turn's new messages (the user's, then tool results) and the reply."""
+        self.messages.extend(pending)
+        pending.clear()
         meta: dict[str, Any] = {"timestamp": _now()}
-        if response is not None and response.usage is not None:
+        if response.usage is not None:
             meta["usage"] = dict(response.usage)
-        self.messages.append(Message("assistant", reply, metadata=meta))
+        self.messages.append(Message("assistant", response.content, metadata=meta,
+                                     tool_calls=response.tool_calls or []))
         self.last_updated = meta["timestamp"]
 
     def _params(self, tools: Any, params: dict[str, Any]) -> dict[str, Any]:
@@ -184,66 +198,99 @@ class Session:
 
     def generate(self, prompt: str | None = None, files: Any = None, stream: bool = False, *,
                  system_prompt: str | None = None, tools: Sequence[Any] | None = None,
+                 execute_tools: bool = False, max_tool_rounds: int | None = None,
                  **params: Any) -> Response | Iterator[Response]:
-        """Send ``prompt`` (with ``files``) after the history; append both turns; return the reply
-        (``stream=True``: its chunks, the turn recorded when the stream ends)."""
+        """Send ``prompt`` (with ``files``) after the history; append the turn; return the reply
+        (``stream=True``: its chunks, the turn recorded when the stream ends).
+
+        ``execute_tools=True`` runs the tools the model calls (Python functions among ``tools``) and
+        generates again with their results, up to ``max_tool_rounds`` times (see ``abstractllm.tool_runner``);
+        the reply returned is the last one, and every call and result is in the history. Streaming, the
+        chunks of every round are yielded in order."""
         user, messages = self._turn(prompt, files, system_prompt)
         provider = self._require_provider()
+        params = self._params(tools, params)
+        runner = ToolRunner(params.get("tools"), execute_tools, max_tool_rounds)
         if stream:
-            return self._recorded_stream(user, provider.generate(messages=messages, stream=True,
-                                                                 **self._params(tools, params)))
-        response = provider.generate(messages=messages, **self._params(tools, params))
-        self._record(user, response.content, response)
-        return response
+            return self._stream_turn(provider, user, messages, params, runner, system_prompt)
+        pending = [user]
+        while True:
+            response = provider.generate(messages=messages, **params)
+            self._record(pending, response)
+            if not runner.should_run(response):
+                return response
+            pending = runner.run(response.tool_calls or [])
+            messages, params = self._outgoing(system_prompt) + pending, runner.next_params(params)
 
     send = generate  # 1.x name
 
-    def _recorded_stream(self, user: Message, stream: Any) -> Iterator[Response]:
-        parts: list[str] = []
-        last: Response | None = None
-        started = False
-        try:
-            for chunk in stream:
-                started = True
-                parts.append(chunk.content)
-                last = chunk
-                yield chunk
-        finally:
-            if started:
-                self._record(user, "".join(parts), last)
+    def _stream_turn(self, provider: Any, user: Message, messages: list[Message], params: dict[str, Any],
+                     runner: ToolRunner, system_prompt: str | None) -> Iterator[Response]:
+        pending = [user]
+        while True:
+            chunks: list[Response] = []
+            stream = provider.generate(messages=messages, stream=True, **params)
+            try:
+                for chunk in stream:
+                    chunks.append(chunk)
+                    yield chunk
+            finally:
+                close = getattr(stream, "close", None)
+                if close is not None:
+                    close()  # stops the generation when the caller left early
+                if chunks:  # also when the stream is closed early: the partial reply is what was said
+                    response = _joined(chunks)
+                    self._record(pending, response)
+            if not chunks or not runner.should_run(response):
+                return
+            pending = runner.run(response.tool_calls or [])
+            messages, params = self._outgoing(system_prompt) + pending, runner.next_params(params)
 
     async def generate_async(self, prompt: str | None = None, files: Any = None, stream: bool = False, *,
                              system_prompt: str | None = None, tools: Sequence[Any] | None = None,
+                             execute_tools: bool = False, max_tool_rounds: int | None = None,
                              **params: Any) -> Response | AsyncIterator[Response]:
-        """``generate``, awaited (``stream=True``: an async iterator; the turn is recorded at its end)."""
+        """``generate``, awaited (``stream=True``: an async iterator; the turn is recorded at its end).
+        Tools run as in ``generate``; coroutine functions are awaited, plain ones run in a thread."""
         import asyncio
 
         user, messages = await asyncio.to_thread(self._turn, prompt, files, system_prompt)
         provider = self._require_provider()
+        params = self._params(tools, params)
+        runner = ToolRunner(params.get("tools"), execute_tools, max_tool_rounds)
         if stream:
-            agen = await provider.generate_async(messages=messages, stream=True, **self._params(tools, params))
-            return self._recorded_astream(user, agen)
-        response = await provider.generate_async(messages=messages, **self._params(tools, params))
-        self._record(user, response.content, response)
-        return response
+            return self._astream_turn(provider, user, messages, params, runner, system_prompt)
+        pending = [user]
+        while True:
+            response = await provider.generate_async(messages=messages, **params)
+            self._record(pending, response)
+            if not runner.should_run(response):
+                return response
+            pending = await runner.arun(response.tool_calls or [])
+            messages, params = self._outgoing(system_prompt) + pending, runner.next_params(params)
 
     agenerate = generate_async
     send_async = generate_async
 
-    async def _recorded_astream(self, user: Message, agen: Any) -> AsyncIterator[Response]:
-        parts: list[str] = []
-        last: Response | None = None
-        started = False
-        try:
-            async for chunk in agen:
-                started = True
-                parts.append(chunk.content)
-                last = chunk
-                yield chunk
-        finally:
-            await agen.aclose()
-            if started:
-                self._record(user, "".join(parts), last)
+    async def _astream_turn(self, provider: Any, user: Message, messages: list[Message], params: dict[str, Any],
+                            runner: ToolRunner, system_prompt: str | None) -> AsyncIterator[Response]:
+        pending = [user]
+        while True:
+            chunks: list[Response] = []
+            agen = await provider.generate_async(messages=messages, stream=True, **params)
+            try:
+                async for chunk in agen:
+                    chunks.append(chunk)
+                    yield chunk
+            finally:
+                await agen.aclose()
+                if chunks:
+                    response = _joined(chunks)
+                    self._record(pending, response)
+            if not chunks or not runner.should_run(response):
+                return
+            pending = await runner.arun(response.tool_calls or [])
+            messages, params = self._outgoing(system_prompt) + pending, runner.next_params(params)
 
     # ------------------------------------------------------------------ persistence
     def to_dict(self) -> dict[str, Any]:
@@ -345,7 +392,14 @@ def create_session(provider: str | Any, **config: Any) -> Session:
 
 # ---------------------------------------------------------------------------------------------- helpers
 def _copy(m: Message) -> Message:
-    return Message(m.role, text=m.text, images=m.images, videos=m.videos, name=m.name, metadata=m.metadata)
+    return Message(m.role, text=m.text, images=m.images, videos=m.videos, name=m.name, metadata=m.metadata,
+                   tool_calls=m.tool_calls, tool_call_id=m.tool_call_id)
+
+
+def _joined(chunks: list[Response]) -> Response:
+    from .providers.base import aggregate_chunks  # here: the session module stays light to import
+
+    return aggregate_chunks(chunks)
 
 
 def _jsonable(value: Any) -> bool:
@@ -381,7 +435,12 @@ def _media_to_json(item: Any) -> Any:
 
 
 def _message_to_json(m: Message) -> dict[str, Any]:
-    out: dict[str, Any] = {"role": m.role, "content": m.text, "metadata": m.metadata}
+    out: dict[str, Any] = {"role": m.role, "content": m.text,
+                           "metadata": {k: v for k, v in m.metadata.items() if _jsonable(v)}}
+    if m.tool_calls:
+        out["tool_calls"] = [{"id": c.id, "name": c.name, "arguments": c.arguments} for c in m.tool_calls]
+    if m.tool_call_id is not None:
+        out["tool_call_id"] = m.tool_call_id
     if m.images:
         out["images"] = [_media_to_json(i) for i in m.images]
     if m.videos:
@@ -392,11 +451,17 @@ def _message_to_json(m: Message) -> dict[str, Any]:
 
 
 def _message_from_json(raw: Any, index: int) -> Message:
-    if not isinstance(raw, dict) or raw.get("role") not in ("system", "user", "assistant") \
+    if not isinstance(raw, dict) or raw.get("role") not in ("system", "user", "assistant", "tool") \
             or not isinstance(raw.get("content", ""), str):
         raise FileProcessingError(f"Saved session: message {index} is not a valid message: {raw!r:.120}.")
+    try:
+        calls = [ToolCall(str(c["id"]), str(c["name"]), dict(c.get("arguments") or {}))
+                 for c in raw.get("tool_calls") or []]
+    except (TypeError, KeyError, ValueError, AttributeError):
+        raise FileProcessingError(f"Saved session: message {index} has malformed tool calls.") from None
     meta = dict(raw.get("metadata") or {})
     if raw.get("timestamp") and "timestamp" not in meta:  # a 1.x session file
         meta["timestamp"] = raw["timestamp"]
     return Message(raw["role"], raw.get("content") or "", images=raw.get("images") or [],
-                   videos=raw.get("videos") or [], name=raw.get("name"), metadata=meta)
+                   videos=raw.get("videos") or [], name=raw.get("name"), metadata=meta, tool_calls=calls,
+                   tool_call_id=raw.get("tool_call_id"))

@@ -105,6 +105,9 @@ def test_generate_load_options(tiny_model, tiny_llm):
     (("generate", "hi", "--model", "{model}", "--memory-limit", "lots"), 1, "memory_limit"),
     (("demo", "--preset", "nonsense"), 2, "preset"),
     (("models", "/no/such/folder"), 1, "not a folder"),
+    (("serve", "--model", "{model}", "--max-concurrency", "4", "--max-queue-size", "2"), 2, "not both"),
+    (("serve", "--model", "{model}", "--max-concurrency", "2", "--max-batch-size", "4"), 2, "below the batch size"),
+    (("serve", "--model", "{model}", "--max-n", "0"), 2, "positive integer"),
 ])
 def test_errors_are_one_line_with_exit_codes(tiny_model, args, code, needle):
     r = run_cli(*(a.format(model=tiny_model) for a in args))

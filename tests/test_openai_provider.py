@@ -233,3 +233,75 @@ def test_ollama_host_is_read_as_ollama_reads_it(host, url):
     from abstractllm.providers.openai.provider import _ollama_host_url
 
     assert _ollama_host_url(host) == url
+
+
+# ------------------------------------------------------------------ tools, structured output, logprobs
+WEATHER = {"type": "function", "function": {
+    "name": "get_weather", "description": "The weather in a city.",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string", "enum": ["Paris", "Rome", "Oslo"]}},
+                   "required": ["city"]}}}
+ASK = [{"role": "user", "content": "Weather in Oslo?"}]
+
+
+@pytest.fixture(scope="module")
+def pair(text_server, tiny_model):
+    """The openai provider through the server, and the MLX provider direct, on the same model (greedy)."""
+    with create_llm("openai", model="local", base_url=text_server.base_url, temperature=0.0, max_tokens=80) as remote, \
+            create_llm("mlx", model=str(tiny_model), temperature=0.0, max_tokens=80) as local:
+        yield remote, local
+
+
+def test_tool_calls_are_the_same_through_the_openai_provider(pair):
+    remote, local = pair
+    assert remote.get_capabilities()[ModelCapability.FUNCTION_CALLING] is True
+    for choice in ("required", "get_weather"):
+        r, l = (p.generate(messages=ASK, tools=[WEATHER], tool_choice=choice) for p in (remote, local))
+        assert r.finish_reason == l.finish_reason == "tool_calls"
+        assert [(c.name, c.arguments) for c in r.tool_calls] == [(c.name, c.arguments) for c in l.tool_calls]
+        assert r.tool_calls[0].id.startswith("call_")
+    chunks = list(remote.generate(messages=ASK, tools=[WEATHER], tool_choice="required", stream=True))
+    calls = [c for ch in chunks for c in (ch.tool_calls or [])]
+    assert [(c.name, c.arguments) for c in calls] == [(c.name, c.arguments) for c in l.tool_calls]
+    assert chunks[-1].finish_reason == "tool_calls"
+
+    async def run():
+        return await remote.generate_async(messages=ASK, tools=[WEATHER], tool_choice="required")
+
+    assert [(c.name, c.arguments) for c in asyncio.run(run()).tool_calls] == [(c.name, c.arguments) for c in l.tool_calls]
+
+
+def test_a_tool_loop_runs_unchanged_on_either_provider(pair):
+    """The app's loop: call, run the tool, send the result back; the same history and reply on both."""
+    def loop(llm):
+        messages = list(ASK)
+        first = llm.generate(messages=messages, tools=[WEATHER], tool_choice="required")
+        call = first.tool_calls[0]
+        messages.append({"role": "assistant", "content": first.content, "tool_calls": [
+            {"id": call.id, "type": "function", "function": {"name": call.name, "arguments": '{"city": "Oslo"}'}}]})
+        messages.append({"role": "tool", "tool_call_id": call.id, "content": "cold and clear"})
+        return llm.generate(messages=messages, tools=[WEATHER], max_tokens=12)
+
+    remote, local = pair
+    r, l = loop(remote), loop(local)
+    assert r.content == l.content and r.usage.prompt_tokens == l.usage.prompt_tokens
+
+
+def test_structured_output_and_logprobs_through_the_openai_provider(pair):
+    from typing import Literal
+
+    from pydantic import BaseModel
+
+    class Weather(BaseModel):
+        city: Literal["Paris", "Rome", "Oslo"]
+        cold: bool
+
+    remote, local = pair
+    r, l = (p.generate("Weather?", response_format=Weather) for p in (remote, local))
+    assert isinstance(r.parsed, Weather) and r.parsed == l.parsed and r.content == l.content
+    r, l = (p.generate("Hi", max_tokens=5, logprobs=True, top_logprobs=3) for p in (remote, local))
+    assert len(r.logprobs) == r.usage.completion_tokens == 5
+    assert [e["text"] for e in r.logprobs] == [e["text"] for e in l.logprobs]
+    assert [e["logprob"] for e in r.logprobs] == pytest.approx([e["logprob"] for e in l.logprobs], abs=1e-4)
+    assert all(len(e["top_logprobs"]) == 3 for e in r.logprobs)
+    streamed = list(remote.generate("Hi", max_tokens=5, logprobs=True, stream=True))
+    assert sum(len(c.logprobs or []) for c in streamed) == 5

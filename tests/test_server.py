@@ -34,7 +34,8 @@ def server(tiny_model):
 @pytest.fixture(scope="module")
 def narrow(tiny_model):
     """A server that batches one request at a time and queues at most two: queueing is visible."""
-    srv = ServerProcess(tiny_model, "--max-batch-size", "1", "--max-queue-size", "2", "--max-tokens-limit", "200000")
+    # --max-concurrency 3 with a batch of 1: a queue of 2 (what --max-queue-size 2 would give)
+    srv = ServerProcess(tiny_model, "--max-batch-size", "1", "--max-concurrency", "3", "--max-tokens-limit", "200000")
     yield srv
     assert srv.stop(signal.SIGINT) == 0, "".join(srv.log)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import Literal
 
 import pytest
 
@@ -164,3 +165,123 @@ def test_create_session_and_basic_session(tiny_model, llm):
     assert b2.generate("Pick a word.").content == a1.content  # the session-wide seed applies
     assert b.get_history()[0] == {"role": "system", "content": "Sys."}
     assert llm.generate("Hi", max_tokens=2).usage.completion_tokens == 2  # not closed: the caller owns it
+
+
+# ---------------------------------------------------------------------------------------- the tool loop
+def _weather_tool(log: list, fail_on: int | None = None):
+    def get_weather(city: Literal["Paris", "Rome"]) -> dict:
+        """The weather in a city.
+
+        Args:
+            city: the city
+        """
+        log.append(city)
+        if fail_on is not None and len(log) == fail_on:
+            raise ValueError("the weather service is down")
+        return {"city": city, "sky": "clear"}
+
+    return get_weather
+
+
+@pytest.fixture()
+def tool_llm(tiny_model):
+    with create_llm("mlx", model=str(tiny_model), temperature=0.0, max_tokens=80) as provider:
+        yield provider
+
+
+def test_session_runs_the_tools_and_keeps_calls_and_results(tool_llm):
+    """A forced first call (tool_choice is reset to auto after it, so a random model then answers in
+    text); the call, its result and the final reply are in the history, sent as the model's template
+    renders them."""
+    log: list = []
+    s = Session(provider=tool_llm, tools=[_weather_tool(log)])
+    r = s.generate("Weather in Paris?", tool_choice="required", execute_tools=True)
+    assert len(log) == 1 and log[0] in ("Paris", "Rome")
+    assert [m.role for m in s.messages] == ["user", "assistant", "tool", "assistant"]
+    call_msg, result = s.messages[1], s.messages[2]
+    assert call_msg.tool_calls[0].name == "get_weather" and result.tool_call_id == call_msg.tool_calls[0].id
+    assert json.loads(result.content) == {"city": log[0], "sky": "clear"}
+    assert r.content == s.messages[3].content and not r.tool_calls
+    # the last round saw the whole history: the same reply as sending it by hand
+    direct = tool_llm.generate(messages=s.get_messages()[:3], tools=[_weather_tool([])], tool_choice="auto")
+    assert direct.content == r.content
+
+
+def test_a_tool_exception_is_reported_to_the_model(tool_llm):
+    log: list = []
+    s = Session(provider=tool_llm, tools=[_weather_tool(log, fail_on=1)])
+    s.generate("Weather?", tool_choice="get_weather", execute_tools=True)
+    result = s.messages[2]
+    assert json.loads(result.content) == {"error": "ValueError: the weather service is down"}
+    assert isinstance(result.metadata["exception"], ValueError)
+
+
+def test_without_execute_tools_the_reply_carries_the_calls(tool_llm):
+    log: list = []
+    s = Session(provider=tool_llm, tools=[_weather_tool(log)])
+    r = s.generate("Weather?", tool_choice="required")
+    assert r.tool_calls and not log and [m.role for m in s.messages] == ["user", "assistant"]
+    s.add_message("tool", '{"sky": "rain"}', tool_call_id=r.tool_calls[0].id)  # the app ran it itself
+    s.generate("And tomorrow?", max_tokens=4)
+    assert [m.role for m in s.messages] == ["user", "assistant", "tool", "user", "assistant"]
+    with pytest.raises(InvalidParameterError, match="tool_call_id"):
+        s.add_message("tool", "x")
+
+
+def test_rounds_are_bounded(tool_llm):
+    log: list = []
+    s = Session(provider=tool_llm, tools=[_weather_tool(log)])
+    # a dict tool_choice stays forced only in round one, so force every round by a config default
+    with create_llm("mlx", model=tool_llm.spec.path, temperature=0.0, max_tokens=80) as forced:
+        s.set_provider(forced)
+        original = forced.generate
+
+        def always_required(*a, **kw):
+            kw["tool_choice"] = "required"
+            return original(*a, **kw)
+
+        forced.generate = always_required
+        r = s.generate("Weather?", execute_tools=True, max_tool_rounds=2)
+    assert len(log) == 2 and r.tool_calls and r.metadata["tool_rounds_exhausted"] is True
+    assert [m.role for m in s.messages] == ["user", "assistant", "tool", "assistant", "tool", "assistant"]
+    with pytest.raises(InvalidParameterError, match="max_tool_rounds"):
+        s.generate("x", execute_tools=True, max_tool_rounds=0)
+    with pytest.raises(InvalidParameterError, match="needs tools"):
+        Session(provider=tool_llm).generate("x", execute_tools=True)
+
+
+def test_streamed_and_async_tool_loops(tool_llm):
+    log: list = []
+
+    async def aget_weather(city: Literal["Oslo"]) -> str:
+        """Async weather."""
+        log.append(("async", city))
+        return "sunny"
+
+    s = Session(provider=tool_llm, tools=[_weather_tool(log)])
+    chunks = list(s.generate("Weather?", tool_choice="required", execute_tools=True, stream=True))
+    assert sum(len(c.tool_calls or []) for c in chunks) == 1 and len(log) == 1
+    assert [m.role for m in s.messages] == ["user", "assistant", "tool", "assistant"]
+
+    async def main():
+        s2 = Session(provider=tool_llm, tools=[aget_weather])
+        r = await s2.generate_async("Weather?", tool_choice="required", execute_tools=True)
+        stream = await s2.generate_async("Again?", tool_choice="required", execute_tools=True, stream=True)
+        n = [c async for c in stream]
+        return s2, r, n
+
+    s2, r, n = asyncio.run(main())
+    assert [e for e in log if e[0] == "async"] and len([e for e in log if e[0] == "async"]) == 2
+    assert [m.role for m in s2.messages] == ["user", "assistant", "tool", "assistant"] * 2
+    assert s2.messages[2].content == "sunny"
+
+
+def test_tool_history_saves_and_loads(tool_llm, tmp_path):
+    s = Session(provider=tool_llm, tools=[_weather_tool([], fail_on=1)])
+    s.generate("Weather?", tool_choice="required", execute_tools=True)
+    s.save(tmp_path / "s.json")
+    back = Session.load(tmp_path / "s.json", provider=tool_llm)
+    assert [(m.role, [c.name for c in m.tool_calls], m.tool_call_id) for m in back.messages] == \
+        [(m.role, [c.name for c in m.tool_calls], m.tool_call_id) for m in s.messages]
+    assert back.messages[2].metadata["error"].startswith("ValueError")
+    assert back.generate("Thanks.", max_tokens=3).usage.completion_tokens == 3

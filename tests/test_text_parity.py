@@ -78,14 +78,28 @@ def test_greedy_parity_is_stable_across_repeats_and_prompt_cache(arch):
     dict(temperature=0.0, repetition_penalty=1.5),
     dict(temperature=0.0, repetition_penalty=1.3, repetition_context_size=5),
     dict(temperature=1.2, top_k=20, top_p=0.95, repetition_penalty=1.2, seed=42),
+    dict(temperature=0.0, presence_penalty=1.5),
+    dict(temperature=0.0, frequency_penalty=1.0, repetition_context_size=8),
+    dict(temperature=0.8, frequency_penalty=0.5, presence_penalty=0.5, seed=7),
+    dict(temperature=0.0, logit_bias={11: 6.0, 400: -100.0}),
 ])
 def test_sampling_parity_with_seed(arch, sampling):
     path, llm = arch
     resp, raw = _check_equal(path, llm, prompt=PROMPTS[1], max_tokens=30, **sampling)
     greedy = raw_generate(path, raw_prompt_ids(path, chat(PROMPTS[1])), max_tokens=30)
-    if sampling.get("temperature") or sampling.get("repetition_penalty"):
+    if any(sampling.get(k) for k in ("temperature", "repetition_penalty", "presence_penalty", "frequency_penalty",
+                                     "logit_bias")):
         # The option changed something, or this test could not tell it apart from greedy.
         assert raw.tokens != greedy.tokens
+
+
+def test_logit_bias_token_ids_as_numeric_strings(arch):
+    """OpenAI sends logit_bias keys as strings: the same bias, the same tokens as raw mlx-lm's int keys."""
+    path, llm = arch
+    bias = {11: 8.0, 22: 7.5}
+    raw = raw_generate(path, raw_prompt_ids(path, chat(PROMPTS[0])), max_tokens=12, logit_bias=bias)
+    resp = llm.generate(PROMPTS[0], max_tokens=12, logit_bias={str(k): v for k, v in bias.items()})
+    assert resp.token_ids == raw.tokens and set(raw.tokens) & set(bias)
 
 
 def test_repetition_penalty_breaks_greedy_loops(arch):

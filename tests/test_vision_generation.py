@@ -352,7 +352,8 @@ def test_video_size_floor_comes_from_the_processor(vision_model: Path, tmp_path:
     with create_llm("mlx", model=str(vision_model), temperature=0.0, max_tokens=2) as llm:
         assert llm.generate("Video?", files=[str(path)]).usage.completion_tokens == 2
         vp = llm._adapter.processor.video_processor
-        assert llm._adapter._resize_factor() == vp.patch_size * vp.merge_size == 28
+        from abstractllm.providers.mlx.vision_media import resize_factor
+        assert resize_factor(llm._adapter) == vp.patch_size * vp.merge_size == 28
         vp.patch_size = 16
         with pytest.raises(ImageProcessingError, match="at least 32 pixels"):
             llm.generate("Video?", files=[str(path)])

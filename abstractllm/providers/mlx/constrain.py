@@ -169,8 +169,9 @@ def constrain_request(req: "EngineRequest", grammars: GrammarCompiler, fmt: Tool
     if tools:
         if fmt is None:
             raise UnsupportedFeatureError("This model's chat template has no tool-call format.", feature="tools")
-        req.pipeline.tools = ToolCallExtractor(fmt, [t.to_openai() for t in tools])
-        if choice not in ("auto", "none"):
+        forced = choice not in ("auto", "none")
+        req.pipeline.tools = ToolCallExtractor(fmt, [t.to_openai() for t in tools], forced=forced)
+        if forced:
             return [grammars.processor(tool_call_grammar(tools, choice, fmt), "tool_choice")]
         return []
     output = req.params.get("response_format")

@@ -116,11 +116,14 @@ class ToolCallExtractor:
 
     ``feed(text)`` returns ``(text to show, calls completed)``; ``finish()`` the same for what is left.
     A call that does not parse (a reply cut by ``max_tokens`` inside a call) is kept in ``unparsed``.
+    ``forced``: decoding is constrained to calls (``tool_choice`` required or named), so a reply cut short
+    is an unfinished call, even before its markup is complete: it goes to ``unparsed``, never to the text.
     """
 
-    def __init__(self, fmt: ToolFormat, tools: Any) -> None:
+    def __init__(self, fmt: ToolFormat, tools: Any, forced: bool = False) -> None:
         self.fmt = fmt
         self.tools = tools
+        self.forced = forced
         self.calls: list[ToolCall] = []
         self.unparsed: list[str] = []
         self._pending = ""  # text that may be the beginning of the start markup
@@ -189,7 +192,7 @@ class ToolCallExtractor:
             if not whole or not whole.strip():
                 return whole or "", []
             calls = self._parse(whole)
-            if calls:
+            if calls or self.forced:
                 return "", calls
             self.unparsed.pop()
             return whole, []  # JSON that is no call: it is the reply
@@ -200,4 +203,7 @@ class ToolCallExtractor:
             self.unparsed.append(text)
             return "", []
         out, self._pending = self._pending, ""
+        if self.forced and out.strip():  # the start markup, cut short
+            self.unparsed.append(out)
+            return "", []
         return out, []

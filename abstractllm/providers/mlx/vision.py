@@ -31,14 +31,13 @@ from ...exceptions import (
     ImageProcessingError,
     InvalidParameterError,
     ModelLoadError,
-    UnsupportedFeatureError,
 )
-from ...params import PARAMS
 from ...types import GenerationRequest
 from ..worker import CancelToken
 from .adapter import ModelAdapter
 from .constrain import GrammarCompiler, active_tools, chat_dict, constrain_request
 from .toolcalls import vision_tool_format
+from .vision_media import load_media
 from .memory import check_context_window
 from .pipeline import Step
 from .sampling import fill_logprobs
@@ -94,11 +93,6 @@ def _cache_nbytes(cache: Any) -> int:
         except Exception:
             pass
     return total
-
-
-def _default(name: str) -> Any:
-    spec = PARAMS[name]
-    return spec.validate(name, spec.default)
 
 
 class VisionAdapter(ModelAdapter):
@@ -165,124 +159,6 @@ class VisionAdapter(ModelAdapter):
             "hits": self.cache_hits,
         }
 
-    # ------------------------------------------------------------------ media
-    def _processor_max_pixels(self, video: bool = False) -> int | None:
-        proc = getattr(self.processor, "video_processor" if video else "image_processor", None)
-        value = getattr(proc, "max_pixels", None)
-        return int(value) if isinstance(value, (int, float)) and value > 0 else None
-
-    def _vision_bytes(self, width: int, height: int, frames: int = 1) -> int:
-        """Model-specific bytes of one image's (or video's) vision work: processor tensors, vision tower
-        activations and attention, and the vision tokens in the KV cache."""
-        vc = self.spec.config.get("vision_config") or {}
-        tc = self.spec.config.get("text_config") or self.spec.config
-        patch = int(vc.get("patch_size") or 14)
-        merge = int(vc.get("spatial_merge_size") or 2)
-        temporal = int(vc.get("temporal_patch_size") or 1)
-        tokens = 0
-        try:
-            from mlx_vlm.utils import estimate_num_image_tokens
-
-            tokens = estimate_num_image_tokens(self.processor, height, width)
-        except Exception:
-            tokens = max(1, (width * height) // (patch * merge) ** 2)
-        groups = max(1, -(-frames // max(temporal, 1)))  # temporal patch groups (1 for an image)
-        group_patches = tokens * merge * merge
-        tokens *= groups
-        patches = group_patches * groups
-        embed = int(vc.get("embed_dim") or vc.get("hidden_size") or 1024)
-        heads = int(vc.get("num_heads") or vc.get("num_attention_heads") or 16)
-        layers = int(tc.get("num_hidden_layers") or 24)
-        kv_heads = int(tc.get("num_key_value_heads") or tc.get("num_attention_heads") or 8)
-        head_dim = int(
-            tc.get("head_dim") or (int(tc.get("hidden_size") or 1024) // int(tc.get("num_attention_heads") or 8))
-        )
-        pixel_tensor = patches * 3 * max(temporal, 1) * patch * patch * 4
-        # Vision attention runs per image / frame group; on CPUs, MLX's attention materializes the
-        # scores (heads x n x n floats), on GPUs its fused kernel does not.
-        scores = 0 if self.on_gpu else groups * heads * group_patches * group_patches * 4
-        tower = patches * embed * 4 * 8 + scores
-        kv = tokens * layers * 2 * kv_heads * head_dim * 4
-        return pixel_tensor + tower + kv
-
-    def _resize_factor(self) -> int:
-        """The side, in pixels, that frames are resized in multiples of: the vision patch size times the
-        spatial merge size, from the model's video (or image) processor, else from ``vision_config``."""
-        vc = self.spec.config.get("vision_config") or {}
-        for name in ("video_processor", "image_processor"):
-            proc = getattr(self.processor, name, None)
-            patch, merge = getattr(proc, "patch_size", None), getattr(proc, "merge_size", None)
-            if isinstance(patch, int) and patch > 0:
-                return patch * (merge if isinstance(merge, int) and merge > 0 else 1)
-        patch = vc.get("patch_size") or vc.get("spatial_patch_size")
-        merge = vc.get("spatial_merge_size") or 1
-        return int(patch) * int(merge) if isinstance(patch, int) and isinstance(merge, int) else 1
-
-    def _load_media(self, request: GenerationRequest) -> tuple[list[Any], list[Any], list[int], list[int]]:
-        """Read, check (sizes, memory) and decode every image and video of the conversation, in order."""
-        import mlx.core as mx
-
-        from ...media.images import decode_image, plan_image
-        from ...media.memory import check_memory_requirements
-        from ...media.sources import read_source
-        from ...media.video import decode_video, plan_video
-
-        p = request.params
-        max_pixels = int(p.get("max_image_pixels") or _default("max_image_pixels"))
-        proc_max = self._processor_max_pixels()
-        image_pixels = min(max_pixels, proc_max) if proc_max else max_pixels
-        video_max = self._processor_max_pixels(video=True)
-        frame_pixels = min(max_pixels, video_max) if video_max else max_pixels
-        max_bytes = int(p.get("max_image_bytes") or _default("max_image_bytes"))
-        timeout = float(p.get("image_fetch_timeout") or _default("image_fetch_timeout"))
-        image_plans, video_plans, per_msg_images, per_msg_videos = [], [], [], []
-        for i, msg in enumerate(request.messages):
-            if (msg.images or msg.videos) and msg.role != "user":
-                raise InvalidParameterError(
-                    f"messages[{i}] ({msg.role}) holds media; only user messages can carry images or video.",
-                    param="messages",
-                )
-            for item in msg.images:
-                image_plans.append(
-                    plan_image(read_source(item, max_bytes=max_bytes, timeout=timeout), max_pixels=image_pixels)
-                )
-            for item in msg.videos:
-                source = read_source(item, max_bytes=max_bytes * 10, timeout=timeout, accept=("video/",))
-                video_plans.append(
-                    plan_video(
-                        source,
-                        fps=float(p.get("video_fps") or _default("video_fps")),
-                        max_frames=int(p.get("video_max_frames") or _default("video_max_frames")),
-                        max_pixels=frame_pixels,
-                    )
-                )
-            per_msg_images.append(len(msg.images))
-            per_msg_videos.append(len(msg.videos))
-        if len(image_plans) > 1 and ModelCapability.MULTI_IMAGE not in self.caps:
-            raise UnsupportedFeatureError(
-                f"{self.spec.model_type} models take one image per request in mlx-vlm; got {len(image_plans)}."
-            )
-        factor = self._resize_factor()
-        for vp in video_plans:
-            if min(vp.output_size) < factor:
-                raise ImageProcessingError(
-                    f"{vp.label}: frames of {vp.output_size[0]}x{vp.output_size[1]} are too small; video frames "
-                    f"need at least {factor} pixels on each side."
-                )
-        vision = sum(self._vision_bytes(*pl.output_size) for pl in image_plans)
-        vision += sum(self._vision_bytes(*vp.output_size, frames=len(vp.times)) for vp in video_plans)
-        check_memory_requirements(
-            image_plans,
-            extra_decode_bytes=max([vp.decode_bytes for vp in video_plans] + [0]),
-            extra_output_bytes=sum(vp.output_bytes for vp in video_plans),
-            vision_bytes=vision,
-            memory_limit=self.config.get("memory_limit"),
-            in_use=int(mx.get_active_memory()),
-        )
-        images = [decode_image(pl) for pl in image_plans]
-        videos = [decode_video(vp) for vp in video_plans]
-        return images, videos, per_msg_images, per_msg_videos
-
     # ------------------------------------------------------------------ prompt
     def _template(self, request: GenerationRequest, n_images: list[int], n_videos: list[int]) -> str:
         from mlx_vlm.prompt_utils import apply_chat_template, get_chat_template
@@ -319,7 +195,7 @@ class VisionAdapter(ModelAdapter):
         """Media, memory check, template and processor: everything before the first token."""
         from mlx_vlm.utils import prepare_inputs, should_add_special_tokens
 
-        images, videos, n_images, n_videos = self._load_media(request)
+        images, videos, n_images, n_videos = load_media(request, self)
         prompt = self._template(request, n_images, n_videos)
         model = self.model
         try:

@@ -4,6 +4,7 @@ into abstractllm's tree (the one boundary where they are converted)."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from ...exceptions import (
@@ -18,13 +19,14 @@ from ...exceptions import (
     QuotaExceededError,
     RequestTimeoutError,
 )
-from ...types import GenerationRequest, Message, Usage
+from ...types import GenerationRequest, Message, ToolCall, Usage
 
-__all__ = ["chat_messages", "sampling_kwargs", "usage_from", "convert_error"]
+__all__ = ["chat_messages", "sampling_kwargs", "request_kwargs", "usage_from", "convert_error", "tool_calls_from",
+           "logprobs_from", "ToolCallDeltas"]
 
 #: sampling parameters that are not part of OpenAI's API: sent in the body only when set (vLLM, llama.cpp,
 #: LM Studio and abstractllm's own server read them)
-_EXTRA_SAMPLING = {"top_k": 0, "min_p": 0.0, "repetition_penalty": 1.0}
+_EXTRA_SAMPLING = {"top_k": 0, "min_p": 0.0, "repetition_penalty": 1.0, "min_tokens": 0, "stop_token_ids": []}
 
 
 def _image_url(item: Any, params: dict[str, Any]) -> str:
@@ -58,8 +60,15 @@ def _message(m: Message, params: dict[str, Any]) -> dict[str, Any]:
         out["content"] = parts
     else:
         out["content"] = m.text
-    if m.name:
+    if m.name and m.role != "tool":
         out["name"] = m.name
+    if m.tool_calls:
+        out["tool_calls"] = [{"id": c.id, "type": "function",
+                              "function": {"name": c.name, "arguments": json.dumps(c.arguments)}} for c in m.tool_calls]
+        if not m.text:
+            out["content"] = None
+    if m.tool_call_id is not None:
+        out["tool_call_id"] = m.tool_call_id
     return out
 
 
@@ -80,10 +89,105 @@ def sampling_kwargs(params: dict[str, Any], *, max_tokens_field: str) -> dict[st
             kw[name] = params[name]
     if params.get("logit_bias"):
         kw["logit_bias"] = {str(k): v for k, v in params["logit_bias"].items()}
+    if params.get("logprobs"):
+        kw["logprobs"] = True
+        if params.get("top_logprobs"):
+            kw["top_logprobs"] = params["top_logprobs"]
     extra = {k: params[k] for k, neutral in _EXTRA_SAMPLING.items() if params.get(k) not in (None, neutral)}
     if extra:
         kw["extra_body"] = extra
     return kw
+
+
+def request_kwargs(request: GenerationRequest, *, max_tokens_field: str) -> dict[str, Any]:
+    """``chat.completions.create`` keyword arguments for a request: sampling, tools, ``tool_choice``,
+    ``response_format`` and the messages (images encoded: blocking I/O)."""
+    kw = sampling_kwargs(request.params, max_tokens_field=max_tokens_field)
+    if request.tools:
+        kw["tools"] = [t.to_openai() for t in request.tools]
+        choice = request.params.get("tool_choice") or "auto"
+        kw["tool_choice"] = choice if choice in ("auto", "none", "required") else {
+            "type": "function", "function": {"name": choice}}
+    fmt = request.params.get("response_format")
+    if fmt is not None:
+        kw["response_format"] = _response_format(fmt)
+    kw["messages"] = chat_messages(request)
+    return kw
+
+
+def _response_format(fmt: Any) -> dict[str, Any]:
+    """OpenAI's form of an ``OutputFormat``; a pydantic model's schema made strict the way the openai SDK
+    makes it (every property required, objects closed), which OpenAI's strict mode demands."""
+    out = fmt.to_openai()
+    if fmt.model is not None:
+        try:
+            from openai.lib._pydantic import to_strict_json_schema
+        except ImportError:  # pragma: no cover - an SDK without the helper: our closed schema
+            return out
+        out["json_schema"]["schema"] = to_strict_json_schema(fmt.model)
+    return out
+
+
+def _arguments(raw: Any) -> dict[str, Any]:
+    if isinstance(raw, dict):
+        return raw
+    data = json.loads(raw) if isinstance(raw, str) and raw.strip() else {}
+    if not isinstance(data, dict):
+        raise ValueError("the arguments are not a JSON object")
+    return data
+
+
+def tool_calls_from(raw_calls: Any) -> tuple[list[ToolCall] | None, list[str]]:
+    """The SDK's ``message.tool_calls`` as ``ToolCall``s, and the calls whose arguments did not parse
+    (their raw text, for ``metadata["unparsed_tool_calls"]``)."""
+    calls, unparsed = [], []
+    for c in raw_calls or []:
+        fn = getattr(c, "function", None)
+        name, arguments = getattr(fn, "name", None), getattr(fn, "arguments", None)
+        try:
+            calls.append(ToolCall(id=getattr(c, "id", None) or "", name=str(name), arguments=_arguments(arguments)))
+        except ValueError:
+            unparsed.append(f"{name}({arguments})")
+    return calls or None, unparsed
+
+
+class ToolCallDeltas:
+    """Streamed tool calls, put together: OpenAI sends each call's id and name first, then its arguments in
+    pieces, keyed by ``index``; ``finish()`` returns the whole calls."""
+
+    def __init__(self) -> None:
+        self._calls: dict[int, dict[str, Any]] = {}
+
+    def feed(self, deltas: Any) -> None:
+        for d in deltas or []:
+            entry = self._calls.setdefault(int(getattr(d, "index", 0) or 0), {"id": "", "name": "", "arguments": ""})
+            if getattr(d, "id", None):
+                entry["id"] = d.id
+            fn = getattr(d, "function", None)
+            if fn is not None:
+                entry["name"] += getattr(fn, "name", None) or ""
+                entry["arguments"] += getattr(fn, "arguments", None) or ""
+
+    def finish(self) -> tuple[list[ToolCall] | None, list[str]]:
+        calls, unparsed = [], []
+        for _, e in sorted(self._calls.items()):
+            try:
+                calls.append(ToolCall(id=e["id"], name=e["name"], arguments=_arguments(e["arguments"])))
+            except ValueError:
+                unparsed.append(f"{e['name']}({e['arguments']})")
+        self._calls.clear()
+        return calls or None, unparsed
+
+
+def logprobs_from(raw: Any) -> list[dict[str, Any]] | None:
+    """A choice's ``logprobs`` (chat form) as ``Response.logprobs`` entries (token ids are not sent by
+    OpenAI-compatible servers: ``token`` is ``None``)."""
+    content = getattr(raw, "content", None) if raw is not None else None
+    if content is None:
+        return None
+    return [{"token": None, "text": e.token, "logprob": e.logprob,
+             "top_logprobs": [{"token": None, "text": t.token, "logprob": t.logprob}
+                              for t in (getattr(e, "top_logprobs", None) or [])]} for e in content]
 
 
 def usage_from(usage: Any) -> Usage | None:

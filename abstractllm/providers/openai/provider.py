@@ -24,7 +24,7 @@ from ...exceptions import AbstractLLMError, AuthenticationError, InvalidParamete
 from ...types import Capabilities, GenerationRequest, Response
 from ..base import BaseProvider
 from ..worker import CancelToken
-from .convert import chat_messages, convert_error, sampling_kwargs, usage_from
+from .convert import ToolCallDeltas, convert_error, logprobs_from, request_kwargs, tool_calls_from, usage_from
 
 __all__ = ["OpenAIProvider", "OllamaProvider", "LMStudioProvider"]
 
@@ -32,10 +32,11 @@ P = ModelParameter
 C = ModelCapability
 #: what the chat-completions protocol gives every model
 _PROTOCOL_CAPS = frozenset({C.TEXT, C.STREAMING, C.ASYNC, C.SYSTEM_PROMPT, C.CHAT_HISTORY, C.STOP_SEQUENCES, C.SEED})
-#: assumed when the server publishes no capabilities of its model (OpenAI's own models take images)
-_ASSUMED_MEDIA_CAPS = frozenset({C.VISION, C.MULTI_IMAGE})
+#: assumed when the server publishes no capabilities of its model (OpenAI's own models take images and
+#: tools, and answer in JSON)
+_ASSUMED_CAPS = frozenset({C.VISION, C.MULTI_IMAGE, C.FUNCTION_CALLING, C.TOOL_USE, C.JSON_MODE})
 #: capabilities a server may publish that this provider can carry over the protocol
-_CARRIED_CAPS = frozenset({C.VISION, C.MULTI_IMAGE})
+_CARRIED_CAPS = frozenset({C.VISION, C.MULTI_IMAGE, C.FUNCTION_CALLING, C.TOOL_USE, C.JSON_MODE})
 #: local-model keys: accepted as documented no-ops, so that one config serves every provider
 _IGNORED = frozenset(str(p) for p in (
     P.REVISION, P.TRUST_REMOTE_CODE, P.QUANTIZE, P.LOAD_IN_4BIT, P.LOAD_IN_8BIT, P.DTYPE, P.DEVICE, P.DEVICE_MAP,
@@ -56,33 +57,44 @@ class _StreamState:
         self.finish: str | None = None
         self.usage: Any = None
         self.last_raw: Any = None
+        self.calls = ToolCallDeltas()
 
     def feed(self, raw: Any) -> Response | None:
+        """A content chunk for the SDK chunk (``None`` when it carries no text). Tool-call deltas are
+        gathered: each call reaches the caller whole, in the last chunk."""
         self.last_raw = raw
         self.model = getattr(raw, "model", None) or self.model
         if getattr(raw, "usage", None) is not None:
             self.usage = raw.usage
-        text = ""
+        text, logprobs = "", None
         for choice in getattr(raw, "choices", None) or []:
             delta = getattr(choice, "delta", None)
             text += getattr(delta, "content", None) or ""
+            self.calls.feed(getattr(delta, "tool_calls", None))
+            entries = logprobs_from(getattr(choice, "logprobs", None))
+            if entries:
+                logprobs = (logprobs or []) + entries
             if getattr(choice, "finish_reason", None):
                 self.finish = choice.finish_reason
-        if not text:
+        if not text and not logprobs:
             return None
         if self.first_at is None:
             self.first_at = time.perf_counter()
-        return Response(content=text, model=self.model, raw_response=raw)
+        return Response(content=text, model=self.model, raw_response=raw, logprobs=logprobs)
 
     def final(self, cancelled: bool) -> Response:
         end = time.perf_counter()
         usage = usage_from(self.usage)
         decode_s = end - self.first_at if self.first_at is not None else None
         tps = (usage.completion_tokens / decode_s) if usage is not None and decode_s else None
-        return Response(
+        calls, unparsed = self.calls.finish()
+        out = Response(
             content="", model=self.model, finish_reason="cancelled" if cancelled else (self.finish or "stop"),
             usage=usage, ttft_s=(self.first_at - self.t0) if self.first_at is not None else None,
-            total_s=end - self.t0, tokens_per_second=tps, raw_response=self.last_raw)
+            total_s=end - self.t0, tokens_per_second=tps, raw_response=self.last_raw, tool_calls=calls)
+        if unparsed:
+            out.metadata["unparsed_tool_calls"] = unparsed
+        return out
 
 
 def _response_from(completion: Any, t0: float) -> Response:
@@ -90,11 +102,15 @@ def _response_from(completion: Any, t0: float) -> Response:
     message = getattr(choice, "message", None)
     usage = usage_from(getattr(completion, "usage", None))
     total = time.perf_counter() - t0
-    return Response(
+    calls, unparsed = tool_calls_from(getattr(message, "tool_calls", None))
+    out = Response(
         content=getattr(message, "content", None) or "", model=getattr(completion, "model", None),
         finish_reason=getattr(choice, "finish_reason", None) or "stop", usage=usage, total_s=total,
         tokens_per_second=(usage.completion_tokens / total) if usage is not None and total > 0 else None,
-        raw_response=completion)
+        raw_response=completion, tool_calls=calls, logprobs=logprobs_from(getattr(choice, "logprobs", None)))
+    if unparsed:
+        out.metadata["unparsed_tool_calls"] = unparsed
+    return out
 
 
 class OpenAIProvider(BaseProvider):
@@ -213,7 +229,8 @@ class OpenAIProvider(BaseProvider):
     def get_capabilities(self) -> Capabilities:
         """The chat-completions protocol's capabilities, plus what the server publishes about the model
         (abstractllm's server lists ``capabilities`` and ``context_length`` in ``GET /v1/models/{id}``).
-        A server that publishes nothing is assumed to take images (as OpenAI's models do)."""
+        A server that publishes nothing is assumed to take images and tools and to answer in JSON (as
+        OpenAI's models do)."""
         if self._caps is not None:
             return self._caps
         caps, context, known = set(_PROTOCOL_CAPS), None, False
@@ -240,7 +257,7 @@ class OpenAIProvider(BaseProvider):
             # one, a refused key (401/403), a rate limit or a server error is asked again next time
             definitive = isinstance(exc, openai.APIStatusError) and exc.status_code in (404, 405)
         if not known:
-            caps |= _ASSUMED_MEDIA_CAPS
+            caps |= _ASSUMED_CAPS
         result = Capabilities(caps, max_tokens=context)
         if definitive:
             self._caps = result
@@ -248,9 +265,8 @@ class OpenAIProvider(BaseProvider):
 
     # ------------------------------------------------------------------ requests
     def _create_kwargs(self, request: GenerationRequest) -> dict[str, Any]:
-        kw = sampling_kwargs(request.params, max_tokens_field=self.max_tokens_field)
+        kw = request_kwargs(request, max_tokens_field=self.max_tokens_field)
         kw["model"] = self.config["model"]
-        kw["messages"] = chat_messages(request)
         return kw
 
     async def _acreate_kwargs(self, request: GenerationRequest) -> dict[str, Any]:

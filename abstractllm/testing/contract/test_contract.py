@@ -220,6 +220,50 @@ def test_tools_are_honest(llm):
            lambda: llm.generate("What time is it?", tools=[tool], max_tokens=8))
 
 
+_WEATHER = {"type": "function", "function": {
+    "name": "get_weather", "description": "The weather in a city.",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string", "enum": ["Paris", "Oslo"]}},
+                   "required": ["city"]}}}
+
+
+def test_a_forced_tool_call_comes_back_parsed(llm):
+    """A provider that declares FUNCTION_CALLING returns a forced call as a ToolCall (streamed: whole, in
+    one chunk), and takes the call and its result back in the history."""
+    if C.FUNCTION_CALLING not in llm.get_capabilities():
+        pytest.skip("the provider does not declare FUNCTION_CALLING")
+    ask = [{"role": "user", "content": "What is the weather in Oslo?"}]
+    r = llm.generate(messages=ask, tools=[_WEATHER], tool_choice="required", max_tokens=96)
+    assert r.finish_reason == "tool_calls" and r.has_tool_calls()
+    call = r.tool_calls[0]
+    assert call.name == "get_weather" and call.arguments.get("city") in ("Paris", "Oslo") and call.id
+    chunks = list(llm.generate(messages=ask, tools=[_WEATHER], tool_choice="get_weather", max_tokens=96,
+                               stream=True))
+    assert [c.name for ch in chunks for c in (ch.tool_calls or [])] == ["get_weather"]
+    assert chunks[-1].finish_reason == "tool_calls"
+    history = ask + [
+        {"role": "assistant", "content": r.content, "tool_calls": [
+            {"id": call.id, "type": "function", "function": {"name": call.name, "arguments": '{"city": "Oslo"}'}}]},
+        {"role": "tool", "tool_call_id": call.id, "content": "Cold and clear."}]
+    assert isinstance(llm.generate(messages=history, tools=[_WEATHER], max_tokens=8), Response)
+
+
+def test_structured_output_parses(llm):
+    """A provider that declares JSON_MODE returns ``parsed``: the pydantic instance of the reply."""
+    if C.JSON_MODE not in llm.get_capabilities():
+        pytest.skip("the provider does not declare JSON_MODE")
+    from typing import Literal
+
+    from pydantic import BaseModel
+
+    class Weather(BaseModel):
+        city: Literal["Paris", "Oslo"]
+        cold: bool
+
+    r = llm.generate("The weather in Oslo, as JSON.", response_format=Weather, max_tokens=96)
+    assert r.finish_reason == "stop" and isinstance(r.parsed, Weather)
+    assert Weather.model_validate_json(r.content) == r.parsed
+
+
 def test_text_files_are_inlined(llm, tmp_path):
     notes = tmp_path / "notes.md"
     notes.write_text("The launch code is 0000.\n", encoding="utf-8")
