@@ -19,7 +19,7 @@ from .exceptions import InvalidParameterError, did_you_mean
 
 __all__ = ["ParamSpec", "PARAMS", "GENERATION_PARAMS", "CALL_ONLY", "SAMPLING_PRESETS", "PRIORITY_AGING_S", "MAX_TOOL_ROUNDS",
            "SERVER_PORT", "SERVER_MAX_BODY_BYTES", "SERVER_MAX_TOKENS_LIMIT", "SERVER_MAX_N", "SERVER_RESPONSES_STORE_SIZE",
-           "SERVER_LOG_FORMAT", "normalize_keys", "validate_params", "parse_bytes", "format_bytes"]
+           "SERVER_RESPONSES_STORE_BYTES", "SERVER_LOG_FORMAT", "normalize_keys", "validate_params", "parse_bytes", "format_bytes"]
 
 
 def _fail(name: str, message: str) -> InvalidParameterError:
@@ -286,6 +286,8 @@ SERVER_MAX_TOKENS_LIMIT = 4096
 SERVER_MAX_N = 8
 #: ``/v1/responses`` kept in memory for ``previous_response_id`` (least recently used dropped first; 0: none)
 SERVER_RESPONSES_STORE_SIZE = 256
+#: and at most this many bytes of them (their JSON, images as data URIs included)
+SERVER_RESPONSES_STORE_BYTES = 256 * 1024 * 1024
 #: the server's log lines: ``text``, or ``json`` (one JSON object per line, with a JSON access log)
 SERVER_LOG_FORMAT = "text"
 

@@ -44,6 +44,7 @@ def _value(samples, name: str, **labels) -> float:
 
 
 def test_metrics_count_requests_tokens_and_latency(server):
+    httpx.request("BREW", server.url + "/v1/models", headers=server.auth)  # any method token: counted as other
     before = _metrics(server)
     done = _value(before.get("abstractllm_http_requests", []), "abstractllm_http_requests_total",
                   endpoint="/v1/chat/completions", status="200")
@@ -72,6 +73,8 @@ def test_metrics_count_requests_tokens_and_latency(server):
     count = _value(latency, "abstractllm_http_request_duration_seconds_count", endpoint="/v1/chat/completions")
     assert count >= 4 and _value(latency, "abstractllm_http_request_duration_seconds_sum",
                                  endpoint="/v1/chat/completions") > 0
+    assert _value(requests, "abstractllm_http_requests_total", method="BREW") == 0  # methods: a bounded label
+    assert _value(requests, "abstractllm_http_requests_total", method="other") >= 1
     for gauge in ("abstractllm_queue_length", "abstractllm_active_requests", "abstractllm_prompt_cache_hit_rate"):
         assert after[gauge][0].value >= 0
     assert after["abstractllm_model_loaded"][0].value == 1

@@ -258,3 +258,23 @@ def test_malformed_bodies_and_the_server_keeps_working(server, client, body):
     r = httpx.post(server.base_url + "/responses", content=body, headers={"content-type": "application/json"})
     assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_json"
     assert client.responses.create(model="m", input="x", max_output_tokens=2).usage.output_tokens <= 2
+
+
+def test_the_store_is_bounded_by_count_and_bytes():
+    from abstractllm.server.responses_store import ResponseStore, StoredResponse
+
+    def entry(text: str) -> StoredResponse:
+        return StoredResponse({"id": "r"}, [{"role": "user", "content": text}])
+
+    store = ResponseStore(3, max_bytes=1000)
+    for i in range(4):
+        assert store.put(f"r{i}", entry("x" * 10))
+    assert store.get("r0") is None and all(store.get(f"r{i}") for i in (1, 2, 3))  # count: the oldest dropped
+    store.get("r1")  # used: now the most recent
+    assert store.put("big", entry("y" * 800))  # bytes: the least recently used make room
+    assert store.get("r2") is None and store.get("r1") is not None and store.nbytes <= 1000
+    assert not store.put("huge", entry("z" * 2000)) and store.get("huge") is None  # never kept
+    assert store.delete("big") and not store.delete("big") and store.nbytes == store.get("r1").size() + \
+        store.get("r3").size()
+    assert not ResponseStore(0).put("r", entry("x"))
+

@@ -146,6 +146,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         model_id=args.model_id, log_level=args.log_level, allow_private_urls=args.allow_private_urls,
         max_tokens_limit=args.max_tokens_limit, max_n=args.max_n, log_format=args.log_format,
         responses_store_size=args.responses_store_size,
+        responses_store_bytes=parse_bytes(args.responses_store_bytes, "--responses-store-bytes"),
     )
     llm = make_llm(config.model, **llm_config)  # a bad model fails now, before the port opens
     where = f" on http://{config.host}:{config.port}/v1" if config.port else ""

@@ -7,7 +7,7 @@ import importlib
 from typing import Callable
 
 from ..params import (PARAMS, SERVER_LOG_FORMAT, SERVER_MAX_BODY_BYTES, SERVER_MAX_N, SERVER_MAX_TOKENS_LIMIT,
-                      SERVER_PORT, SERVER_RESPONSES_STORE_SIZE)
+                      SERVER_PORT, SERVER_RESPONSES_STORE_BYTES, SERVER_RESPONSES_STORE_SIZE)
 
 __all__ = ["build_parser"]
 
@@ -134,6 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--responses-store-size", type=_non_negative_int, default=SERVER_RESPONSES_STORE_SIZE, metavar="N",
                    help="/v1/responses replies kept in memory for previous_response_id, least recently used dropped "
                         f"first (default {SERVER_RESPONSES_STORE_SIZE}; 0 keeps none)")
+    p.add_argument("--responses-store-bytes", default=f"{SERVER_RESPONSES_STORE_BYTES >> 20}MiB", metavar="SIZE",
+                   help="and at most SIZE of them, e.g. 1GiB (default "
+                        f"{SERVER_RESPONSES_STORE_BYTES >> 20}MiB)")
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     p.add_argument("--log-format", default=SERVER_LOG_FORMAT, choices=("text", "json"),
                    help="json: every log line a JSON object, and one access-log line per request (id, method, "

@@ -203,7 +203,7 @@ def create_app(config: ServerConfig, llm: Any = None) -> FastAPI:
     from .routes import router
 
     state.metrics = _metrics(state)
-    state.responses = ResponseStore(config.responses_store_size)
+    state.responses = ResponseStore(config.responses_store_size, config.responses_store_bytes)
     app.include_router(router)
     app.include_router(responses_router)
     app.include_router(anthropic_router)

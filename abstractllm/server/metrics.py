@@ -7,7 +7,8 @@ one process keep separate counts. What is exported:
 metric                                                  type       what
 ======================================================  =========  ==========================================
 ``abstractllm_http_requests_total``                     counter    requests answered, by ``endpoint`` (the
-                                                                   route's path), ``method`` and ``status``
+                                                                   route's path, or ``unmatched``), ``method``
+                                                                   (a standard one, or ``other``) and ``status``
 ``abstractllm_http_request_duration_seconds``           histogram  request latency, to the last byte (streams
                                                                    included), by ``endpoint``
 ``abstractllm_http_requests_in_progress``               gauge      requests being served now
@@ -44,6 +45,7 @@ from .stats import memory_snapshot, prompt_cache, provider_stats
 __all__ = ["ServerMetrics"]
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
 _TTFT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 
@@ -76,7 +78,8 @@ class ServerMetrics:
         """A request ended (``observe.RequestRecord``)."""
         self.in_progress.dec()
         endpoint = record.endpoint
-        self.requests.labels(endpoint, record.method, str(record.status)).inc()
+        method = record.method if record.method in _METHODS else "other"  # clients choose it: bounded
+        self.requests.labels(endpoint, method, str(record.status)).inc()
         self.latency.labels(endpoint).observe(record.duration_s or 0.0)
         if record.input_tokens or record.output_tokens:
             self.input_tokens.labels(endpoint).inc(record.input_tokens)

@@ -129,7 +129,8 @@ async def create_response(request: Request) -> Any:
         stored = state.responses.get(body.previous_response_id)
         if stored is None:
             raise APIError(400, f"Previous response with id {body.previous_response_id!r} not found (this server "
-                           f"keeps the last {state.responses.capacity} responses in memory).",
+                           f"keeps the last {state.responses.capacity} responses in memory, within "
+                           f"{state.responses.max_bytes} bytes).",
                            param="previous_response_id", code="previous_response_not_found")
         previous = stored.messages
     req, convo = body.to_parsed(previous)
