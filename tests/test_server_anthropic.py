@@ -9,6 +9,7 @@ import base64
 import io
 import json
 import signal
+import time
 
 import anthropic
 import httpx
@@ -26,7 +27,7 @@ BODY_LIMIT = 64 * 1024
 
 @pytest.fixture(scope="module")
 def server(tiny_model):
-    srv = ServerProcess(tiny_model, "--max-body-size", str(BODY_LIMIT), "--max-tokens-limit", "256")
+    srv = ServerProcess(tiny_model, "--max-body-size", str(BODY_LIMIT), "--max-tokens-limit", "200000")
     yield srv
     assert srv.stop(signal.SIGINT) == 0, "".join(srv.log)
 
@@ -205,7 +206,7 @@ def _call(role="assistant"):
 BAD = [
     ({"max_tokens": None}, "max_tokens"),  # required, as in Anthropic's API
     ({"max_tokens": 0}, "max_tokens"),
-    ({"max_tokens": 100000}, "max_tokens"),  # above --max-tokens-limit
+    ({"max_tokens": 300000}, "max_tokens"),  # above --max-tokens-limit
     ({"max_tokens": "many"}, "max_tokens"),
     ({"temperature": -1}, "temperature"),
     ({"top_p": 0}, "top_p"),
@@ -270,3 +271,18 @@ def test_limits_and_the_server_keeps_working(server, client):
     assert r.status_code == 400 and r.json()["type"] == "error"
     m = client.messages.create(model="m", max_tokens=3, messages=MSGS, **GREEDY)
     assert m.usage.output_tokens == 3
+
+
+def test_a_client_leaving_mid_stream_stops_its_generation(server):
+    before = httpx.get(server.url + "/stats").json()
+    body = {"model": "m", "max_tokens": 200000, "messages": MSGS, "temperature": 0, "stream": True}
+    with httpx.stream("POST", server.url + "/v1/messages", json=body, timeout=30) as r:
+        lines = r.iter_lines()
+        got = [next(lines) for _ in range(16)]  # a few events of a generation that would run for long
+        assert sum(ln.startswith("data: ") for ln in got) >= 5
+    deadline = time.monotonic() + 60  # a wait for what the server shows, not a speed bound
+    while (s := httpx.get(server.url + "/stats").json())["active_requests"]:
+        assert time.monotonic() < deadline, f"generation not cancelled: {s}"
+        time.sleep(0.05)
+    assert s["requests_cancelled"] == before["requests_cancelled"] + 1
+    assert s["requests_served"] == before["requests_served"]

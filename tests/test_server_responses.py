@@ -9,6 +9,7 @@ import base64
 import io
 import json
 import signal
+import time
 
 import httpx
 import openai
@@ -29,7 +30,7 @@ class Verdict(BaseModel):
 
 @pytest.fixture(scope="module")
 def server(tiny_model):
-    srv = ServerProcess(tiny_model, "--max-tokens-limit", "256", "--responses-store-size", str(STORE))
+    srv = ServerProcess(tiny_model, "--max-tokens-limit", "200000", "--responses-store-size", str(STORE))
     yield srv
     assert srv.stop(signal.SIGINT) == 0, "".join(srv.log)
 
@@ -225,7 +226,7 @@ BAD = [
     ({"input": [{"role": "user", "content": "x"}, {**_fc(), "arguments": "{not json"}]}, "input"),
     ({"input": [{"role": "user", "content": "x"}, {**_fc(), "arguments": "[1]"}]}, "input"),
     ({"max_output_tokens": 0}, "max_tokens"),
-    ({"max_output_tokens": 100000}, "max_output_tokens"),  # above --max-tokens-limit
+    ({"max_output_tokens": 300000}, "max_output_tokens"),  # above --max-tokens-limit
     ({"temperature": -1}, "temperature"),
     ({"top_p": 0}, "top_p"),
     ({"tools": [{"type": "web_search"}]}, "tools"),
@@ -278,3 +279,18 @@ def test_the_store_is_bounded_by_count_and_bytes():
         store.get("r3").size()
     assert not ResponseStore(0).put("r", entry("x"))
 
+
+def test_a_client_leaving_mid_stream_stops_its_generation(server):
+    before = httpx.get(server.url + "/stats").json()
+    body = {"model": "m", "input": "Tell me a story.", "max_output_tokens": 200000, "temperature": 0,
+            "stream": True}
+    with httpx.stream("POST", server.url + "/v1/responses", json=body, timeout=30) as r:
+        lines = r.iter_lines()
+        got = [next(lines) for _ in range(16)]  # a few events of a generation that would run for long
+        assert sum(ln.startswith("data: ") for ln in got) >= 5
+    deadline = time.monotonic() + 60  # a wait for what the server shows, not a speed bound
+    while (s := httpx.get(server.url + "/stats").json())["active_requests"]:
+        assert time.monotonic() < deadline, f"generation not cancelled: {s}"
+        time.sleep(0.05)
+    assert s["requests_cancelled"] == before["requests_cancelled"] + 1
+    assert s["requests_served"] == before["requests_served"]
