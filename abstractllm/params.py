@@ -19,7 +19,8 @@ from .exceptions import InvalidParameterError, did_you_mean
 
 __all__ = ["ParamSpec", "PARAMS", "GENERATION_PARAMS", "CALL_ONLY", "SAMPLING_PRESETS", "PRIORITY_AGING_S", "MAX_TOOL_ROUNDS",
            "SERVER_PORT", "SERVER_MAX_BODY_BYTES", "SERVER_MAX_TOKENS_LIMIT", "SERVER_MAX_N", "SERVER_RESPONSES_STORE_SIZE",
-           "SERVER_RESPONSES_STORE_BYTES", "SERVER_LOG_FORMAT", "normalize_keys", "validate_params", "parse_bytes", "format_bytes"]
+           "SERVER_RESPONSES_STORE_BYTES", "SERVER_LOG_FORMAT", "JOB_LEASE_S", "JOB_HEARTBEAT_S", "JOB_POLL_S",
+           "JOB_MAX_ATTEMPTS", "normalize_keys", "validate_params", "parse_bytes", "format_bytes"]
 
 
 def _fail(name: str, message: str) -> InvalidParameterError:
@@ -271,6 +272,14 @@ SAMPLING_PRESETS: dict[str, dict[str, Any]] = {
 #: the prompts of the vision conveniences (describe_image, describe_video)
 DESCRIBE_IMAGE_PROMPT = "Describe this image in detail."
 DESCRIBE_VIDEO_PROMPT = "Describe what happens in this video."
+#: persistent jobs (abstractllm.jobs): a worker's claim on a job lasts this long unless renewed (heartbeat)
+JOB_LEASE_S = 30.0
+#: how often a worker renews its leases (and notices jobs cancelled or taken from it)
+JOB_HEARTBEAT_S = 5.0
+#: how often an idle worker looks for new jobs, and for leases left by dead workers
+JOB_POLL_S = 0.5
+#: claims of one job before it fails for good (a worker that dies while running it spends one)
+JOB_MAX_ATTEMPTS = 3
 
 #: ``Session.generate(..., execute_tools=True)``: the most rounds that call tools in one turn
 MAX_TOOL_ROUNDS = 8

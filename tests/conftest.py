@@ -14,6 +14,8 @@ def _session_model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     cache = tmp_path_factory.mktemp("models")
     os.environ["ABSTRACTLLM_DEMO_CACHE"] = str(cache)
     os.environ["HF_HUB_OFFLINE"] = "1"
+    # the default job store (abstractllm.jobs, abstractllm batch, the server's Batch API): never the user's
+    os.environ["ABSTRACTLLM_JOBS_DB"] = str(tmp_path_factory.mktemp("jobs") / "jobs.db")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     return cache
 

@@ -149,6 +149,22 @@ def test_a_full_queue_refuses_at_once_and_the_provider_goes_on(tiny_model):
         assert llm.generate(PROMPTS[1]).usage.completion_tokens == 4
 
 
+def test_a_queue_of_zero_takes_what_the_batch_can_hold(tiny_model):
+    """max_queue_size=0: no request waits; those a free batch slot takes are served, the next is refused."""
+    with create_llm("mlx", model=str(tiny_model), temperature=0.0, max_tokens=4, max_batch_size=2,
+                    max_queue_size=0) as llm:
+        assert llm.generate(PROMPTS[0]).usage.completion_tokens == 4
+        first = llm.generate("Hold the batch.", max_tokens=4096, stream=True)
+        second = llm.generate("Hold it too.", max_tokens=4096, stream=True)
+        next(first), next(second)
+        with pytest.raises(QueueFullError) as info:
+            llm.generate(PROMPTS[1])
+        assert info.value.queue_size == 0
+        first.close()
+        second.close()
+        assert llm.generate(PROMPTS[1]).usage.completion_tokens == 4
+
+
 def test_a_long_prompt_is_prefilled_between_the_others_decode_steps(tiny_model):
     """While a 2,000-token prompt is admitted, a request already decoding keeps receiving tokens (its
     prefill runs in chunks of ``prefill_chunk_size`` between their decode steps); with one big chunk the
@@ -262,6 +278,14 @@ def test_min_tokens_stop_token_ids_and_logprobs(tiny_model, batched):
         batched.generate(PROMPTS[1], top_logprobs=2)
     with pytest.raises(InvalidParameterError):
         batched.generate(PROMPTS[1], stop_token_ids=[10**9])
+
+
+def test_min_tokens_on_a_vision_model(vision_model):
+    with create_llm("mlx", model=str(vision_model), temperature=0.0, max_tokens=12).load() as vlm:
+        eos = vlm.worker.call(lambda: vlm._adapter.eos_ids)[0]
+        assert vlm.generate("Hi", logit_bias={eos: 100}).usage.completion_tokens == 1
+        held = vlm.generate("Hi", logit_bias={eos: 100}, min_tokens=5)
+        assert held.usage.completion_tokens == 6 and held.token_ids[-1] == eos and held.finish_reason == "stop"
 
 
 def test_vision_conveniences(vision_model, tmp_path):

@@ -305,3 +305,14 @@ def test_structured_output_and_logprobs_through_the_openai_provider(pair):
     assert all(len(e["top_logprobs"]) == 3 for e in r.logprobs)
     streamed = list(remote.generate("Hi", max_tokens=5, logprobs=True, stream=True))
     assert sum(len(c.logprobs or []) for c in streamed) == 5
+
+
+def test_server_extensions_go_in_the_body(pair, tiny_model):
+    """priority, min_tokens and stop_token_ids reach abstractllm's server (extension fields)."""
+    from abstractllm import RequestPriority
+    from text_oracle import raw_load
+
+    remote, _ = pair
+    eos = sorted(raw_load(tiny_model)[1].eos_token_ids)[0]
+    r = remote.generate("Hi", max_tokens=10, logit_bias={str(eos): 100}, min_tokens=4, priority=RequestPriority.HIGH)
+    assert r.usage.completion_tokens == 5 and r.finish_reason == "stop"

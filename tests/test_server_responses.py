@@ -235,7 +235,6 @@ BAD = [
     ({"tool_choice": {"type": "function", "name": "g"}, "tools": [TOOL]}, "tool_choice"),
     ({"text": {"format": {"type": "xml"}}}, "text"),
     ({"text": {"format": {"type": "json_schema", "name": "x", "schema": {"type": "nope"}}}}, "response_format"),
-    ({"text": {"format": {"type": "json_object"}}, "tools": [TOOL]}, "response_format"),
     ({"previous_response_id": "resp_nope"}, "previous_response_id"),
     ({"background": True}, "background"),
     ({"conversation": "conv_1"}, "conversation"),

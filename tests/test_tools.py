@@ -177,7 +177,6 @@ def test_truncated_call_is_length_not_an_error(tiny_llm):
     ({"tools": [WEATHER], "tool_choice": "get_wether"}, "tool_choice"),
     ({"tools": [WEATHER], "tool_choice": {"type": "function"}}, "tool_choice"),
     ({"tool_choice": "required"}, "tool_choice"),
-    ({"tools": [WEATHER], "response_format": {"type": "json_object"}}, "response_format"),
 ])
 def test_bad_tool_inputs_are_typed_errors(tiny_llm, kwargs, param):
     with pytest.raises(InvalidParameterError) as info:
@@ -237,3 +236,31 @@ def test_extractor_takes_calls_out_of_text_fed_in_pieces(tiny_model, llama_model
     assert text == "" and calls[0].arguments == {"city": "Oslo", "days": 1}
     text, calls, _ = run(llama, "Just text {not a call}")
     assert text == "Just text {not a call}" and not calls
+
+
+def test_tools_with_a_response_format_give_a_call_or_valid_json(tiny_model, llama_model, vision_model):
+    """tool_choice auto with a response_format: every reply is one valid call or JSON of the schema; seeded
+    samples of the random models give both. A forced call is the call (the schema is for text replies)."""
+    from typing import Literal
+
+    from pydantic import BaseModel
+
+    class City(BaseModel):
+        city: Literal["Paris", "Rome"]
+        big: bool
+
+    for path in (tiny_model, llama_model, vision_model):
+        with create_llm("mlx", model=str(path), max_tokens=120) as llm:
+            kinds = set()
+            for seed in range(8):
+                r = llm.generate(messages=ASK, tools=[WEATHER], response_format=City, temperature=1.0, seed=seed)
+                if r.tool_calls:
+                    assert r.finish_reason == "tool_calls" and _valid_weather(r.tool_calls[0]) and r.parsed is None
+                    kinds.add("call")
+                else:
+                    assert isinstance(r.parsed, City) and r.finish_reason == "stop"
+                    kinds.add("json")
+            assert kinds == {"call", "json"}, path
+            forced = llm.generate(messages=ASK, tools=[WEATHER], response_format=City, tool_choice="required",
+                                  temperature=0.0)
+            assert _valid_weather(forced.tool_calls[0]) and forced.parsed is None

@@ -144,8 +144,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         api_key=args.api_key or os.environ.get("ABSTRACTLLM_API_KEY") or None,
         max_body_bytes=parse_bytes(args.max_body_size, "--max-body-size"), allow_local_files=allow,
         model_id=args.model_id, log_level=args.log_level, allow_private_urls=args.allow_private_urls,
-        max_tokens_limit=args.max_tokens_limit, max_n=args.max_n, log_format=args.log_format,
-        responses_store_size=args.responses_store_size,
+        max_tokens_limit=args.max_tokens_limit, max_n=args.max_n, jobs_db=args.jobs_db,
+        log_format=args.log_format, responses_store_size=args.responses_store_size,
         responses_store_bytes=parse_bytes(args.responses_store_bytes, "--responses-store-bytes"),
     )
     llm = make_llm(config.model, **llm_config)  # a bad model fails now, before the port opens

@@ -17,6 +17,7 @@ _EPILOG = """examples:
   abstractllm chat --model ./my-model
   abstractllm serve --model ./my-model --port 8000
   abstractllm models ~/models
+  abstractllm batch submit photos/ --prompt "Describe this photo."
 The model defaults to $ABSTRACTLLM_MODEL."""
 
 
@@ -137,6 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--responses-store-bytes", default=f"{SERVER_RESPONSES_STORE_BYTES >> 20}MiB", metavar="SIZE",
                    help="and at most SIZE of them, e.g. 1GiB (default "
                         f"{SERVER_RESPONSES_STORE_BYTES >> 20}MiB)")
+    p.add_argument("--jobs-db", metavar="PATH_OR_URL", help="the Batch API's job store: a SQLite file or a "
+                   "postgresql:// URL (default: $ABSTRACTLLM_JOBS_DB, else the user's data folder)")
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     p.add_argument("--log-format", default=SERVER_LOG_FORMAT, choices=("text", "json"),
                    help="json: every log line a JSON object, and one access-log line per request (id, method, "
@@ -161,6 +164,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--temperature", "-t", type=float, default=0.8, help="sampling temperature (default 0.8)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.set_defaults(func=_lazy(".commands:cmd_demo"))
+
+    from .batch_args import add_batch_parser  # abstractllm batch ... (persistent jobs)
+
+    add_batch_parser(sub, _lazy, _positive_int)
     return parser
 
 

@@ -218,10 +218,6 @@ class BaseProvider(ServingMixin, AbstractLLMInterface):
         )
         definitions = normalize_tools(tools if tools is not None else self.config.get("tools"))
         merged["tool_choice"] = normalize_tool_choice(merged.get("tool_choice"), definitions)
-        if merged.get("response_format") is not None and definitions and merged["tool_choice"] != "none":
-            raise InvalidParameterError(
-                "response_format and tools cannot be used together: the reply is either JSON of the schema or "
-                "tool calls. Drop one, or set tool_choice='none'.", param="response_format")
         request = GenerationRequest(messages=convo, params=merged, tools=definitions or None)
         self._check_capabilities(request)
         return request

@@ -160,9 +160,11 @@ def create_app(config: ServerConfig, llm: Any = None) -> FastAPI:
             state.load_task = asyncio.create_task(_load(state))
         else:  # a provider loaded by the caller: only the device is left to read
             state.load_task = asyncio.create_task(asyncio.to_thread(_device_of, state))
+        await app.state.batch.start()  # the Batch API's worker (batch_api.py)
         try:
             yield
         finally:
+            await app.state.batch.stop()
             if state.load_task is not None and not state.load_task.done():
                 await asyncio.wait({state.load_task}, timeout=60)
             if state.owns_llm:
@@ -197,6 +199,7 @@ def create_app(config: ServerConfig, llm: Any = None) -> FastAPI:
         return _json_error(err, request)
 
     from .anthropic_api import router as anthropic_router
+    from .batch_api import install_batch_api  # the OpenAI Batch API over abstractllm.jobs
     from .ops import router as ops_router
     from .responses_api import router as responses_router
     from .responses_store import ResponseStore
@@ -208,6 +211,7 @@ def create_app(config: ServerConfig, llm: Any = None) -> FastAPI:
     app.include_router(responses_router)
     app.include_router(anthropic_router)
     app.include_router(ops_router)
+    install_batch_api(app, state)
     if config.api_key:
         app.add_middleware(_AuthMiddleware, api_key=config.api_key)
     # the outermost: ids, timings, metrics, access log

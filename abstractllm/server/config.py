@@ -40,6 +40,8 @@ class ServerConfig:
         responses_store_size: how many ``/v1/responses`` replies are kept in memory for
             ``previous_response_id`` (least recently used dropped first; 0 keeps none).
         responses_store_bytes: and the most bytes they may hold (their JSON size).
+        jobs_db: the Batch API's job store, a SQLite file or a ``postgresql://`` URL (default: the
+            default store of ``abstractllm.jobs``; see ``batch_api.py``).
     """
 
     model: str
@@ -55,6 +57,7 @@ class ServerConfig:
     max_n: int = DEFAULT_MAX_N
     model_id: str | None = None
     log_level: str = "info"
+    jobs_db: str | None = None
     log_format: str = SERVER_LOG_FORMAT
     responses_store_size: int = SERVER_RESPONSES_STORE_SIZE
     responses_store_bytes: int = SERVER_RESPONSES_STORE_BYTES

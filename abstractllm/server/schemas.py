@@ -13,12 +13,12 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import APIError
 
 __all__ = ["ParsedRequest", "parse_json", "parse_chat", "parse_completion", "parse_vlm_generate",
-           "ChatCompletionRequest", "CompletionRequest", "validation_error"]
+           "ChatCompletionRequest", "CompletionRequest", "AllowedToolChoice", "validation_error"]
 
 
 @dataclass
@@ -100,6 +100,59 @@ class _StreamOptions(_Body):
     include_obfuscation: bool | None = None
 
 
+class _FunctionName(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    name: str
+
+
+class _AllowedTool(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    type: Literal["function"] = "function"
+    function: _FunctionName
+
+
+class _AllowedTools(_Body):
+    mode: Literal["auto", "required"]
+    tools: list[_AllowedTool] = Field(min_length=1)
+
+
+class AllowedToolChoice(_Body):
+    """``tool_choice: {"type": "allowed_tools", "allowed_tools": {"mode", "tools"}}``: the model may call only
+    the listed tools (``mode`` ``"required"``: it must call one of them). OpenAI keeps every tool in the
+    prompt and restricts the calls; here the model is shown only the allowed tools (as clients that cannot
+    send ``allowed_tools`` do by filtering their tools list), with ``tool_choice`` set to ``mode``."""
+
+    type: Literal["allowed_tools"]
+    allowed_tools: _AllowedTools
+
+    def select(self, tools: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
+        """The allowed subset of ``tools``, in their order; a 400 naming ``tool_choice`` for a name that
+        is not one of ``tools``."""
+        names = {t.function.name for t in self.allowed_tools.tools}
+        known = {_tool_name(t) for t in tools or []}
+        unknown = sorted(names - known)
+        if unknown:
+            raise APIError(400, f"tool_choice.allowed_tools names {', '.join(map(repr, unknown))}, which "
+                           f"{'is' if len(unknown) == 1 else 'are'} not in 'tools'.", param="tool_choice",
+                           code="invalid_value")
+        return [t for t in tools or [] if _tool_name(t) in names]
+
+
+def _forces_a_call(choice: Any) -> bool:
+    """Whether ``tool_choice`` makes the reply a tool call ("required", or one tool by name)."""
+    if isinstance(choice, dict):
+        return choice.get("type") == "function" or "name" in choice
+    return isinstance(choice, str) and choice not in ("auto", "none")
+
+
+def _tool_name(tool: Any) -> Any:
+    """The name of a tool as sent (``{"type": "function", "function": {"name"}}`` or the inner dict)."""
+    if not isinstance(tool, dict):
+        return None
+    inner = tool.get("function") if isinstance(tool.get("function"), dict) else tool
+    return inner.get("name")
+
+
 #: extension fields some OpenAI-compatible servers take (vLLM, llama.cpp), passed to the provider
 _EXTENSIONS = ("top_k", "min_p", "repetition_penalty", "repetition_context_size", "min_tokens", "stop_token_ids",
                "priority")
@@ -163,23 +216,39 @@ class ChatCompletionRequest(_Sampling):
     logprobs: bool | None = None
     top_logprobs: Any = None
     tools: list[dict[str, Any]] | None = None
-    tool_choice: Union[str, dict[str, Any], None] = None
+    tool_choice: Union[str, dict[str, Any], AllowedToolChoice, None] = None
     parallel_tool_calls: bool | None = None
     response_format: dict[str, Any] | None = None
 
+    @field_validator("tool_choice", mode="wrap")
+    @classmethod
+    def _allowed_tools(cls, value: Any, handler: Any) -> Any:
+        """The ``allowed_tools`` form is checked here (its errors name its fields); the others by the
+        provider."""
+        if isinstance(value, dict) and value.get("type") == "allowed_tools":
+            return AllowedToolChoice.model_validate(value)
+        return handler(value)
+
     def to_parsed(self) -> ParsedRequest:
+        """The provider's parameters. ``tool_choice: allowed_tools`` becomes the allowed tools and its mode.
+        A ``response_format`` applies to a text reply (as OpenAI applies it), so it is not passed on when
+        ``tool_choice`` makes the reply a tool call ("required" or a named tool)."""
         params: dict[str, Any] = _one_max_tokens(("max_completion_tokens", self.max_completion_tokens),
                                                  ("max_tokens", self.max_tokens))
         if self.logprobs:
             params["logprobs"] = True
         if self.top_logprobs is not None:
             params["top_logprobs"] = self.top_logprobs
-        if self.tools:
-            params["tools"] = self.tools
-        if self.tool_choice is not None:
-            params["tool_choice"] = self.tool_choice
+        tools, choice = self.tools, self.tool_choice
+        if isinstance(choice, AllowedToolChoice):
+            tools, choice = choice.select(tools), choice.allowed_tools.mode
+        if tools:
+            params["tools"] = tools
+        if choice is not None:
+            params["tool_choice"] = choice
         if self.response_format is not None and self.response_format != {"type": "text"}:
-            params["response_format"] = self.response_format
+            if not (tools and _forces_a_call(choice)):
+                params["response_format"] = self.response_format
         return self.parsed([m.to_provider() for m in self.messages], params)
 
 

@@ -2,7 +2,8 @@
 
 A grammar says which texts are allowed: a JSON schema (``response_format``), or the model's own tool-call
 format around a JSON object that names one of the tools and matches its parameters (``tool_choice``
-``"required"`` or a tool's name). ``GrammarProcessor`` keeps an llguidance ``LLMatcher`` in step with the
+``"required"`` or a tool's name), or either of the two (tools with ``tool_choice="auto"`` and a
+``response_format``: the reply calls a tool or answers in JSON of the schema). ``GrammarProcessor`` keeps an llguidance ``LLMatcher`` in step with the
 tokens the request generates and, before each sample, sets every token the grammar does not allow to
 ``-inf``. llguidance's own MLX mask kernel is Metal-only, so the mask is applied with portable mx ops and
 runs on every backend (CPU, Metal, CUDA). JSON is compact (no free whitespace between tokens), so a
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
     from ...types import Message
     from .engine import EngineRequest
 
-__all__ = ["GrammarCompiler", "GrammarProcessor", "json_grammar", "tool_call_grammar", "COMPACT_JSON",
+__all__ = ["GrammarCompiler", "GrammarProcessor", "json_grammar", "tool_call_grammar", "call_or_json_grammar", "COMPACT_JSON",
            "active_tools", "constrain_request", "chat_dict"]
 
 #: llguidance JSON options: no whitespace between tokens, compact separators
@@ -67,14 +68,14 @@ def json_grammar(fmt: OutputFormat) -> str:
     return LLMatcher.grammar_from_json_schema(schema, defaults=dict(COMPACT_JSON))
 
 
-def tool_call_grammar(tools: list[ToolDefinition], choice: str, fmt: ToolFormat) -> str:
-    """The grammar of exactly one call, in the model's format, of ``choice`` (a tool's name) or of any of
-    ``tools`` (``choice == "required"``); the arguments match the tool's parameters (closed)."""
+def _call_rule(tools: list[ToolDefinition], choice: str, fmt: ToolFormat) -> str:
+    """The Lark rule body of exactly one call, in the model's format, of ``choice`` (a tool's name) or of any
+    of ``tools``; the arguments match the tool's parameters (closed)."""
     if fmt.name not in _CONSTRAINABLE:
         raise UnsupportedFeatureError(
             f"tool_choice={choice!r} needs constrained decoding, which is not available for this model's "
             f"tool-call format ({fmt.name}); use tool_choice='auto'.", feature="tool_choice")
-    allowed = [t for t in tools if choice == "required" or t.name == choice]
+    allowed = [t for t in tools if choice in ("required", "auto") or t.name == choice]
     key = fmt.json_key
     options = [{"type": "object", "properties": {"name": {"const": t.name}, key: _closed(t.parameters)},
                 "required": ["name", key], "additionalProperties": False} for t in allowed]
@@ -82,8 +83,22 @@ def tool_call_grammar(tools: list[ToolDefinition], choice: str, fmt: ToolFormat)
     schema = {**schema, "x-guidance": dict(COMPACT_JSON)}  # compact inside the markup too
     body = f"%json {json.dumps(schema)}"
     if fmt.start is None:
-        return _lark(f"start: {body}")
-    return _lark(f"start: {json.dumps(fmt.start + chr(10))} {body} {json.dumps(chr(10) + (fmt.end or ''))}")
+        return body
+    return f"{json.dumps(fmt.start + chr(10))} {body} {json.dumps(chr(10) + (fmt.end or ''))}"
+
+
+def tool_call_grammar(tools: list[ToolDefinition], choice: str, fmt: ToolFormat) -> str:
+    """The grammar of exactly one call, in the model's format, of ``choice`` (a tool's name) or of any of
+    ``tools`` (``choice == "required"``); the arguments match the tool's parameters (closed)."""
+    return _lark(f"start: {_call_rule(tools, choice, fmt)}")
+
+
+def call_or_json_grammar(tools: list[ToolDefinition], fmt: ToolFormat, output: OutputFormat) -> str:
+    """``tool_choice="auto"`` with a ``response_format``: the reply is one call of any of ``tools`` (in the
+    model's format) or JSON of the output schema (compact)."""
+    schema = {**_bounded(output.schema or {"type": "object"}, False), "x-guidance": dict(COMPACT_JSON)}
+    return _lark(f"start: call | answer\ncall: {_call_rule(tools, 'auto', fmt)}\n"
+                 f"answer: %json {json.dumps(schema)}")
 
 
 def _lark(text: str) -> str:
@@ -171,8 +186,11 @@ def constrain_request(req: "EngineRequest", grammars: GrammarCompiler, fmt: Tool
             raise UnsupportedFeatureError("This model's chat template has no tool-call format.", feature="tools")
         forced = choice not in ("auto", "none")
         req.pipeline.tools = ToolCallExtractor(fmt, [t.to_openai() for t in tools], forced=forced)
-        if forced:
+        if forced:  # the reply is a call: a response_format does not apply to it
             return [grammars.processor(tool_call_grammar(tools, choice, fmt), "tool_choice")]
+        output = req.params.get("response_format")
+        if output is not None:  # a call, or JSON of the schema
+            return [grammars.processor(call_or_json_grammar(tools, fmt, output), "response_format")]
         return []
     output = req.params.get("response_format")
     if output is not None:

@@ -11,7 +11,8 @@ is free for loading, unloading and closing.
 
 Admission order: the highest priority first (``RequestPriority``); equal priorities in arrival order; a
 waiting request gains one level per ``PRIORITY_AGING_S`` seconds waited, so a low one is never starved.
-More than ``max_queue_size`` waiting requests: ``QueueFullError`` at submission, nothing queued.
+More than ``max_queue_size`` requests waiting for a slot (those a free slot is about to take do not count):
+``QueueFullError`` at submission, nothing queued.
 """
 
 from __future__ import annotations
@@ -90,7 +91,11 @@ class Engine:
                                    stop_token_ids=params.get("stop_token_ids") or [],
                                    want_logprobs=bool(params.get("logprobs")))
         with self._lock:
-            if len(self._waiting) >= self.max_queue_size:
+            # the waiting list holds requests a free batch slot is about to take, too (a cancelled request's
+            # slot frees at the next step): those are not queued
+            slots = min(self.max_batch_size, self.adapter.capacity) if self.adapter is not None else self.max_batch_size
+            free = max(0, slots - sum(1 for r in self._active if not r.token.cancelled))
+            if len(self._waiting) >= self.max_queue_size + free:
                 retry = max(1.0, self._average_response_time())
                 raise QueueFullError(
                     f"The request queue is full ({len(self._waiting)} waiting, max_queue_size="

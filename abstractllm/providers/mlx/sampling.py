@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-__all__ = ["make_request_sampler", "make_request_processors", "greedy", "fill_logprobs"]
+__all__ = ["make_request_sampler", "make_request_processors", "greedy", "fill_logprobs", "MinTokens"]
 
 
 def greedy(logprobs: Any) -> Any:
@@ -86,11 +86,11 @@ def make_request_processors(params: dict[str, Any], eos_token_ids: list[int]) ->
     ))
     min_tokens = int(params.get("min_tokens") or 0)
     if min_tokens and eos_token_ids:
-        processors.append(_MinTokens(min_tokens, eos_token_ids))
+        processors.append(MinTokens(min_tokens, eos_token_ids))
     return processors
 
 
-class _MinTokens:
+class MinTokens:
     """Masks the end-of-sequence tokens for the first ``min_tokens`` generated tokens. mlx-lm calls a
     processor once per generated token, so counting calls counts tokens."""
 

@@ -40,7 +40,7 @@ from .toolcalls import vision_tool_format
 from .vision_media import load_media
 from .memory import check_context_window
 from .pipeline import Step
-from .sampling import fill_logprobs
+from .sampling import MinTokens, fill_logprobs
 from .source import ModelSpec
 
 if TYPE_CHECKING:
@@ -141,6 +141,7 @@ class VisionAdapter(ModelAdapter):
         eos_ids = [eos] if isinstance(eos, int) else list(eos or [])
         if getattr(tokenizer, "eos_token_id", None) is not None and tokenizer.eos_token_id not in eos_ids:
             eos_ids.append(tokenizer.eos_token_id)
+        self.eos_ids = eos_ids
         self.grammars = GrammarCompiler(tokenizer, int(self.spec.vocab_size or len(tokenizer.get_vocab())), eos_ids)
 
     def unload(self) -> None:
@@ -238,6 +239,9 @@ class VisionAdapter(ModelAdapter):
         prepared = self.prepare(req.request)
         check_context_window(int(prepared.input_ids.size), req.params)
         processors = constrain_request(req, self.grammars, self.tool_format)
+        min_tokens = int(req.params.get("min_tokens") or 0)
+        if min_tokens and self.eos_ids:
+            processors.append(MinTokens(min_tokens, self.eos_ids))
         self.cache_lookups += 1
         req.state = self.steps(prepared, req.params, req.token, processors)
         self._current = req

@@ -26,7 +26,8 @@ __all__ = ["chat_messages", "sampling_kwargs", "request_kwargs", "usage_from", "
 
 #: sampling parameters that are not part of OpenAI's API: sent in the body only when set (vLLM, llama.cpp,
 #: LM Studio and abstractllm's own server read them)
-_EXTRA_SAMPLING = {"top_k": 0, "min_p": 0.0, "repetition_penalty": 1.0, "min_tokens": 0, "stop_token_ids": []}
+_EXTRA_SAMPLING = {"top_k": 0, "min_p": 0.0, "repetition_penalty": 1.0, "min_tokens": 0, "stop_token_ids": [],
+                   "priority": 1}  # RequestPriority.NORMAL
 
 
 def _image_url(item: Any, params: dict[str, Any]) -> str:
@@ -93,7 +94,8 @@ def sampling_kwargs(params: dict[str, Any], *, max_tokens_field: str) -> dict[st
         kw["logprobs"] = True
         if params.get("top_logprobs"):
             kw["top_logprobs"] = params["top_logprobs"]
-    extra = {k: params[k] for k, neutral in _EXTRA_SAMPLING.items() if params.get(k) not in (None, neutral)}
+    extra = {k: int(params[k]) if k == "priority" else params[k]
+             for k, neutral in _EXTRA_SAMPLING.items() if params.get(k) not in (None, neutral)}
     if extra:
         kw["extra_body"] = extra
     return kw
