@@ -18,9 +18,9 @@ from .enums import ModelParameter
 from .exceptions import InvalidParameterError, did_you_mean
 
 __all__ = ["ParamSpec", "PARAMS", "GENERATION_PARAMS", "CALL_ONLY", "SAMPLING_PRESETS", "PRIORITY_AGING_S", "MAX_TOOL_ROUNDS",
-           "SERVER_PORT", "SERVER_MAX_BODY_BYTES", "SERVER_MAX_TOKENS_LIMIT", "SERVER_MAX_N", "JOB_LEASE_S", "JOB_HEARTBEAT_S",
-           "JOB_POLL_S", "JOB_MAX_ATTEMPTS", "normalize_keys", "validate_params", "parse_bytes",
-           "format_bytes"]
+           "SERVER_PORT", "SERVER_MAX_BODY_BYTES", "SERVER_MAX_TOKENS_LIMIT", "SERVER_MAX_N", "SERVER_RESPONSES_STORE_SIZE",
+           "SERVER_RESPONSES_STORE_BYTES", "SERVER_LOG_FORMAT", "JOB_LEASE_S", "JOB_HEARTBEAT_S", "JOB_POLL_S",
+           "JOB_MAX_ATTEMPTS", "normalize_keys", "validate_params", "parse_bytes", "format_bytes"]
 
 
 def _fail(name: str, message: str) -> InvalidParameterError:
@@ -293,6 +293,12 @@ SERVER_MAX_BODY_BYTES = 32 * 1024 * 1024
 SERVER_MAX_TOKENS_LIMIT = 4096
 #: upper bound on a request's ``n`` (choices generated together in the batch)
 SERVER_MAX_N = 8
+#: ``/v1/responses`` kept in memory for ``previous_response_id`` (least recently used dropped first; 0: none)
+SERVER_RESPONSES_STORE_SIZE = 256
+#: and at most this many bytes of them (their JSON, images as data URIs included)
+SERVER_RESPONSES_STORE_BYTES = 256 * 1024 * 1024
+#: the server's log lines: ``text``, or ``json`` (one JSON object per line, with a JSON access log)
+SERVER_LOG_FORMAT = "text"
 
 
 P = ModelParameter

@@ -35,14 +35,12 @@ _BUILTIN: dict[str, _Entry] = {
     "openai": _Entry("abstractllm.providers.openai:OpenAIProvider", extra="openai", requires=("openai",)),
     "ollama": _Entry("abstractllm.providers.openai:OllamaProvider", extra="openai", requires=("openai",)),
     "lmstudio": _Entry("abstractllm.providers.openai:LMStudioProvider", extra="openai", requires=("openai",)),
+    "anthropic": _Entry("abstractllm.providers.anthropic:AnthropicProvider", extra="anthropic",
+                        requires=("anthropic",)),
 }
 _REGISTERED: dict[str, _Entry] = {}
 #: names that are planned but not available yet: create_llm says why
-_NOT_YET = {
-    "anthropic": "The 'anthropic' provider is not available yet: it arrives together with the server's "
-                 "Anthropic-compatible /v1/messages endpoint, which its tests run against. Until then, use an "
-                 "OpenAI-compatible endpoint with create_llm('openai', base_url=...).",
-}
+_NOT_YET: dict[str, str] = {}
 
 
 def register_provider(name: str, target: Any, *, extra: str | None = None, requires: tuple[str, ...] = ()) -> None:

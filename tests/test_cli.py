@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-HEAVY = ("mlx", "mlx.core", "mlx_lm", "mlx_vlm", "fastapi", "uvicorn", "starlette", "numpy", "PIL", "transformers")
+HEAVY = ("mlx", "mlx.core", "mlx_lm", "mlx_vlm", "fastapi", "uvicorn", "starlette", "numpy", "PIL", "transformers",
+         "anthropic", "openai", "prometheus_client")
 
 
 def run_cli(*args: str, stdin: str | None = None, env: dict | None = None, timeout: float = 120):

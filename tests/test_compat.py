@@ -112,12 +112,15 @@ def test_exception_tree_of_1x():
         assert isinstance(err.original_exception, KeyError)  # the cause, when none was given
 
 
-def test_unknown_provider_and_not_yet_available_anthropic():
-    from abstractllm import UnsupportedProviderError
+def test_unknown_provider_and_anthropic_needs_a_key(monkeypatch):
+    from abstractllm import AuthenticationError, UnsupportedProviderError, available_providers
 
     with pytest.raises(UnsupportedProviderError, match="Did you mean 'openai'"):
         create_llm("opneai", model="x")
-    with pytest.raises(ValueError, match="/v1/messages"):  # an UnsupportedProviderError, also a ValueError
+    assert "anthropic" in available_providers()
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    monkeypatch.delenv("ANTHROPIC_BASE_URL", raising=False)
+    with pytest.raises(AuthenticationError, match="ANTHROPIC_API_KEY"):  # api.anthropic.com needs a key
         create_llm("anthropic", model="claude")
 
 

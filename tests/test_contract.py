@@ -1,6 +1,7 @@
 """The provider contract suite (abstractllm.testing.contract) over every registered provider: mlx on the
-offline text and vision models, and openai / ollama / lmstudio pointed at the project's own server on
-loopback (serving the same offline models), through the official openai SDK. No mocks.
+offline text and vision models, openai / ollama / lmstudio pointed at the project's own server on loopback
+(serving the same offline models) through the official openai SDK, and anthropic pointed at the same
+server's /v1/messages through the official anthropic SDK. No mocks.
 
 The same suite runs from the command line against any provider:
 ``pytest --pyargs abstractllm.testing.contract --provider NAME --model MODEL [--base-url URL] [--api-key KEY]``
@@ -24,6 +25,8 @@ TARGETS = {
     "openai-vision": ("openai", "vision", "server"),
     "ollama-text": ("ollama", "text", "server"),
     "lmstudio-text": ("lmstudio", "text", "server"),
+    "anthropic-text": ("anthropic", "text", "root"),  # the SDK's base_url: the server's root, without /v1
+    "anthropic-vision": ("anthropic", "vision", "root"),
 }
 
 
@@ -35,10 +38,10 @@ def servers(tiny_model, vision_model):
     models = {"text": tiny_model, "vision": vision_model}
     running: dict[str, object] = {}
 
-    def base_url(kind: str) -> str:
+    def base_url(kind: str, root: bool = False) -> str:
         if kind not in running:
             running[kind] = start_server(ServerConfig(model=str(models[kind]), port=0))
-        return running[kind].base_url
+        return running[kind].url if root else running[kind].base_url
 
     yield base_url
     for server in running.values():
@@ -49,7 +52,7 @@ def servers(tiny_model, vision_model):
 def contract_target(request, servers, tiny_model, vision_model):
     provider, kind, remote = TARGETS[request.param]
     if remote:
-        return {"provider": provider, "model": "local", "base_url": servers(kind)}
+        return {"provider": provider, "model": "local", "base_url": servers(kind, root=remote == "root")}
     return {"provider": provider, "model": str(tiny_model if kind == "text" else vision_model)}
 
 

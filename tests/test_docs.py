@@ -62,15 +62,15 @@ def _substitute(code: str) -> str:
 
 @pytest.fixture(scope="session")
 def remote_env(vision_model):
-    """Examples of the remote providers (openai, ollama, lmstudio) run against the project's own server on
-    loopback, serving the offline vision model (it answers text and images; every model name addresses
-    it): their base-URL and key environment variables point there."""
+    """Examples of the remote providers (openai, ollama, lmstudio, anthropic) run against the project's own
+    server on loopback, serving the offline vision model (it answers text and images; every model name
+    addresses it): their base-URL and key environment variables point there."""
     from abstractllm.server import ServerConfig, start_server
 
     server = start_server(ServerConfig(model=str(vision_model), port=0))
     root = server.base_url
     yield {"OPENAI_BASE_URL": root, "OPENAI_API_KEY": "sk-docs", "OLLAMA_HOST": root[: -len("/v1")],
-           "LMSTUDIO_BASE_URL": root}
+           "LMSTUDIO_BASE_URL": root, "ANTHROPIC_BASE_URL": server.url, "ANTHROPIC_API_KEY": "sk-docs"}
     server.stop()
 
 

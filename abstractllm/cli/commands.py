@@ -145,11 +145,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_body_bytes=parse_bytes(args.max_body_size, "--max-body-size"), allow_local_files=allow,
         model_id=args.model_id, log_level=args.log_level, allow_private_urls=args.allow_private_urls,
         max_tokens_limit=args.max_tokens_limit, max_n=args.max_n, jobs_db=args.jobs_db,
+        log_format=args.log_format, responses_store_size=args.responses_store_size,
+        responses_store_bytes=parse_bytes(args.responses_store_bytes, "--responses-store-bytes"),
     )
     llm = make_llm(config.model, **llm_config)  # a bad model fails now, before the port opens
     where = f" on http://{config.host}:{config.port}/v1" if config.port else ""
-    print(f"Serving {config.resolved_model_id()}{where} (the model loads in the background; GET /health "
-          "answers 200 once it is ready)", file=sys.stderr)
+    message = (f"Serving {config.resolved_model_id()}{where} (the model loads in the background; GET /health "
+               "answers 200 once it is ready)")
+    if config.log_format == "json":
+        from ..server.logs import json_line
+
+        message = json_line("abstractllm.cli", message)
+    print(message, file=sys.stderr)
     try:
         run_server(config, llm)
     finally:

@@ -6,7 +6,8 @@ import argparse
 import importlib
 from typing import Callable
 
-from ..params import PARAMS, SERVER_MAX_BODY_BYTES, SERVER_MAX_N, SERVER_MAX_TOKENS_LIMIT, SERVER_PORT
+from ..params import (PARAMS, SERVER_LOG_FORMAT, SERVER_MAX_BODY_BYTES, SERVER_MAX_N, SERVER_MAX_TOKENS_LIMIT,
+                      SERVER_PORT, SERVER_RESPONSES_STORE_BYTES, SERVER_RESPONSES_STORE_SIZE)
 
 __all__ = ["build_parser"]
 
@@ -104,8 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "too) and speed to stderr")
     p.set_defaults(func=_lazy(".chat:cmd_chat"))
 
-    p = sub.add_parser("serve", help="serve an OpenAI-compatible HTTP API",
-                       description="Serve MODEL over an OpenAI-compatible API (needs the 'server' extra).")
+    p = sub.add_parser("serve", help="serve an OpenAI- and Anthropic-compatible HTTP API",
+                       description="Serve MODEL over the OpenAI (chat completions, responses) and Anthropic "
+                       "(messages) APIs, with Prometheus /metrics (needs the 'server' extra).")
     _add_model(p)
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=SERVER_PORT, help=f"port (default {SERVER_PORT})")
@@ -130,9 +132,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="requests in the server at once, generating or waiting; more are answered 429 (sets "
                         "the queue to N minus the batch size)")
     p.add_argument("--model-id", help="the model id /v1/models reports")
+    p.add_argument("--responses-store-size", type=_non_negative_int, default=SERVER_RESPONSES_STORE_SIZE, metavar="N",
+                   help="/v1/responses replies kept in memory for previous_response_id, least recently used dropped "
+                        f"first (default {SERVER_RESPONSES_STORE_SIZE}; 0 keeps none)")
+    p.add_argument("--responses-store-bytes", default=f"{SERVER_RESPONSES_STORE_BYTES >> 20}MiB", metavar="SIZE",
+                   help="and at most SIZE of them, e.g. 1GiB (default "
+                        f"{SERVER_RESPONSES_STORE_BYTES >> 20}MiB)")
     p.add_argument("--jobs-db", metavar="PATH_OR_URL", help="the Batch API's job store: a SQLite file or a "
                    "postgresql:// URL (default: $ABSTRACTLLM_JOBS_DB, else the user's data folder)")
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    p.add_argument("--log-format", default=SERVER_LOG_FORMAT, choices=("text", "json"),
+                   help="json: every log line a JSON object, and one access-log line per request (id, method, "
+                        f"endpoint, status, tokens, timings) (default {SERVER_LOG_FORMAT})")
     _add_load(p)
     p.set_defaults(func=_lazy(".commands:cmd_serve"))
 

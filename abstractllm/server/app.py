@@ -24,7 +24,8 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .config import ServerConfig
-from .errors import APIError, ClientGone, api_error_from, error_body
+from .errors import APIError, ClientGone, anthropic_error_body, api_error_from, error_body, is_anthropic_path
+from .observe import REQUEST_ID_HEADER, ObserveMiddleware, request_id_of
 from .stats import Stats
 
 __all__ = ["create_app", "ServerState"]
@@ -47,6 +48,8 @@ class ServerState:
     device: str | None = None
     blas: str | None = None  # str(fast_blas_status()) once an MLX model is loaded
     load_task: Any = None
+    metrics: Any = None  # metrics.ServerMetrics (None without prometheus-client)
+    responses: Any = None  # responses_store.ResponseStore: /v1/responses kept for previous_response_id
 
     def require_loaded(self) -> None:
         """Raise 503 unless the model is loaded."""
@@ -99,18 +102,29 @@ async def _load(state: ServerState) -> None:
 
 
 class _AuthMiddleware:
-    """Pure ASGI: ``Authorization: Bearer <key>`` on every path but ``/health`` (streams untouched)."""
+    """Pure ASGI: the API key on every path but ``/health`` (streams untouched), as ``Authorization: Bearer
+    <key>`` (OpenAI clients) or ``x-api-key: <key>`` (Anthropic clients)."""
 
     def __init__(self, app: Any, api_key: str) -> None:
         self.app = app
         self.expected = f"Bearer {api_key}".encode()
+        self.key = api_key.encode()
+
+    def _allowed(self, headers: dict[bytes, bytes]) -> bool:
+        bearer_ok = hmac.compare_digest(headers.get(b"authorization", b""), self.expected)
+        key_ok = hmac.compare_digest(headers.get(b"x-api-key", b""), self.key)
+        return bearer_ok or key_ok
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] == "http" and scope.get("path") not in _OPEN_PATHS:
-            given = dict(scope.get("headers") or []).get(b"authorization", b"")
-            if not hmac.compare_digest(given, self.expected):
-                body = json.dumps(error_body("Invalid or missing API key: send 'Authorization: Bearer <key>'.",
-                                             "authentication_error", None, "invalid_api_key")).encode()
+            if not self._allowed(dict(scope.get("headers") or [])):
+                message = ("Invalid or missing API key: send 'Authorization: Bearer <key>' or "
+                           "'x-api-key: <key>'.")
+                if is_anthropic_path(scope.get("path") or ""):
+                    payload = anthropic_error_body(401, message, request_id_of(scope))
+                else:
+                    payload = error_body(message, "authentication_error", None, "invalid_api_key")
+                body = json.dumps(payload).encode()
                 await send({"type": "http.response.start", "status": 401, "headers": [
                     (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                     (b"www-authenticate", b"Bearer")]})
@@ -119,8 +133,13 @@ class _AuthMiddleware:
         await self.app(scope, receive, send)
 
 
-def _json_error(err: APIError) -> JSONResponse:
-    return JSONResponse(err.body(), status_code=err.status, headers=err.headers)
+def _json_error(err: APIError, request: Request) -> JSONResponse:
+    """The error in the shape of the API the path belongs to (Anthropic's on ``/v1/messages...``), with
+    the request's id (the 500 handler runs outside ``ObserveMiddleware``, so the header is set here)."""
+    rid = request_id_of(request.scope)
+    body = anthropic_error_body(err.status, err.message, rid) if is_anthropic_path(request.url.path) else err.body()
+    headers = {**err.headers, **({REQUEST_ID_HEADER: rid} if rid else {})}
+    return JSONResponse(body, status_code=err.status, headers=headers)
 
 
 def create_app(config: ServerConfig, llm: Any = None) -> FastAPI:
@@ -158,7 +177,7 @@ def create_app(config: ServerConfig, llm: Any = None) -> FastAPI:
     @app.exception_handler(APIError)
     async def _api_error(request: Request, exc: APIError) -> JSONResponse:
         state.stats.http_errors += 1
-        return _json_error(exc)
+        return _json_error(exc, request)
 
     @app.exception_handler(ClientGone)
     async def _client_gone(request: Request, exc: ClientGone) -> JSONResponse:
@@ -169,7 +188,7 @@ def create_app(config: ServerConfig, llm: Any = None) -> FastAPI:
         state.stats.http_errors += 1
         message = {404: f"Unknown path {request.url.path!r}.", 405: f"Method {request.method} is not allowed on "
                    f"{request.url.path!r}."}.get(exc.status_code, str(exc.detail))
-        return _json_error(APIError(exc.status_code, message, headers=dict(exc.headers or {})))
+        return _json_error(APIError(exc.status_code, message, headers=dict(exc.headers or {})), request)
 
     @app.exception_handler(Exception)
     async def _any_error(request: Request, exc: Exception) -> JSONResponse:
@@ -177,17 +196,38 @@ def create_app(config: ServerConfig, llm: Any = None) -> FastAPI:
         if err.status >= 500:
             log.exception("error serving %s", request.url.path, exc_info=exc)
         state.stats.http_errors += 1
-        return _json_error(err)
+        return _json_error(err, request)
 
+    from .anthropic_api import router as anthropic_router
+    from .batch_api import install_batch_api  # the OpenAI Batch API over abstractllm.jobs
+    from .ops import router as ops_router
+    from .responses_api import router as responses_router
+    from .responses_store import ResponseStore
     from .routes import router
 
+    state.metrics = _metrics(state)
+    state.responses = ResponseStore(config.responses_store_size, config.responses_store_bytes)
     app.include_router(router)
-    from .batch_api import install_batch_api  # the OpenAI Batch API over abstractllm.jobs
-
+    app.include_router(responses_router)
+    app.include_router(anthropic_router)
+    app.include_router(ops_router)
     install_batch_api(app, state)
     if config.api_key:
         app.add_middleware(_AuthMiddleware, api_key=config.api_key)
+    # the outermost: ids, timings, metrics, access log
+    app.add_middleware(ObserveMiddleware, state=state, routes=app.router.routes)
     return app
+
+
+def _metrics(state: ServerState) -> Any:
+    try:
+        from .metrics import ServerMetrics
+
+        return ServerMetrics(state)
+    except ImportError:
+        log.warning("prometheus-client is not installed: GET /metrics answers 501 (pip install "
+                    "\"abstractllm[server]\")")
+        return None
 
 
 def _version() -> str:

@@ -11,7 +11,7 @@ __all__ = ["ServerConfig", "DEFAULT_MAX_BODY_BYTES", "DEFAULT_MAX_TOKENS_LIMIT",
 from ..params import SERVER_MAX_BODY_BYTES as DEFAULT_MAX_BODY_BYTES
 from ..params import SERVER_MAX_N as DEFAULT_MAX_N
 from ..params import SERVER_MAX_TOKENS_LIMIT as DEFAULT_MAX_TOKENS_LIMIT
-from ..params import SERVER_PORT
+from ..params import SERVER_LOG_FORMAT, SERVER_PORT, SERVER_RESPONSES_STORE_BYTES, SERVER_RESPONSES_STORE_SIZE
 
 
 @dataclass
@@ -34,6 +34,12 @@ class ServerConfig:
         max_tokens_limit: requests asking for more ``max_tokens`` are answered 400 (``None``: no limit).
         max_n: the most choices (``n``) one request may ask for; each is a generation in the batch.
         model_id: the id ``/v1/models`` reports (default: the repo id, or the folder's name).
+        log_level: the server's log level (``debug``, ``info``, ``warning``, ``error``).
+        log_format: ``"text"``, or ``"json"``: every log line a JSON object, and one access-log line per
+            request (id, method, endpoint, status, tokens, timings).
+        responses_store_size: how many ``/v1/responses`` replies are kept in memory for
+            ``previous_response_id`` (least recently used dropped first; 0 keeps none).
+        responses_store_bytes: and the most bytes they may hold (their JSON size).
         jobs_db: the Batch API's job store, a SQLite file or a ``postgresql://`` URL (default: the
             default store of ``abstractllm.jobs``; see ``batch_api.py``).
     """
@@ -52,6 +58,20 @@ class ServerConfig:
     model_id: str | None = None
     log_level: str = "info"
     jobs_db: str | None = None
+    log_format: str = SERVER_LOG_FORMAT
+    responses_store_size: int = SERVER_RESPONSES_STORE_SIZE
+    responses_store_bytes: int = SERVER_RESPONSES_STORE_BYTES
+
+    def __post_init__(self) -> None:
+        if self.log_format not in ("text", "json"):
+            raise ValueError(f"log_format must be 'text' or 'json', got {self.log_format!r}.")
+        if isinstance(self.responses_store_size, bool) or not isinstance(self.responses_store_size, int) \
+                or self.responses_store_size < 0:
+            raise ValueError(f"responses_store_size must be a non-negative integer, got {self.responses_store_size!r}.")
+        if isinstance(self.responses_store_bytes, bool) or not isinstance(self.responses_store_bytes, int) \
+                or self.responses_store_bytes < 0:
+            raise ValueError("responses_store_bytes must be a non-negative integer, got "
+                             f"{self.responses_store_bytes!r}.")
 
     def resolved_model_id(self) -> str:
         if self.model_id:

@@ -1,6 +1,9 @@
 """Errors in the OpenAI shape, and the one mapping from abstractllm's exceptions to HTTP statuses.
 
-Every error body is ``{"error": {"message", "type", "param", "code"}}``. Statuses:
+Every error body is ``{"error": {"message", "type", "param", "code"}}``, except on the Anthropic Messages
+paths (``/v1/messages...``), which answer Anthropic's ``{"type": "error", "error": {"type", "message"}}``
+(``anthropic_error_body``: ``invalid_request_error``, ``authentication_error``, ``not_found_error``,
+``request_too_large``, ``rate_limit_error``, ``overloaded_error`` for 503 / 507, ``api_error``). Statuses:
 
 ==========================================================  ======  =============================
 cause                                                       status  ``type``
@@ -40,7 +43,8 @@ from ..exceptions import (
     UnsupportedFeatureError,
 )
 
-__all__ = ["APIError", "ClientGone", "error_body", "status_for", "api_error_from"]
+__all__ = ["APIError", "ClientGone", "error_body", "anthropic_error_body", "is_anthropic_path", "status_for",
+           "api_error_from"]
 
 
 class APIError(Exception):
@@ -83,6 +87,27 @@ def _default_type(status: int) -> str:
 def error_body(message: str, type: str, param: str | None = None, code: str | None = None) -> dict[str, Any]:
     """The OpenAI error object."""
     return {"error": {"message": message, "type": type, "param": param, "code": code}}
+
+
+#: Anthropic's error ``type`` per HTTP status (its Messages API's error shape)
+_ANTHROPIC_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+                    404: "not_found_error", 405: "invalid_request_error", 413: "request_too_large",
+                    429: "rate_limit_error", 503: "overloaded_error", 507: "overloaded_error"}
+
+
+def is_anthropic_path(path: str) -> bool:
+    """Paths of the Anthropic Messages API (``/v1/messages``, ``/v1/messages/count_tokens``): their errors
+    use Anthropic's shape."""
+    return path == "/v1/messages" or path.startswith("/v1/messages/")
+
+
+def anthropic_error_body(status: int, message: str, request_id: str | None = None) -> dict[str, Any]:
+    """Anthropic's error object: ``{"type": "error", "error": {"type", "message"}, "request_id"}``."""
+    kind = _ANTHROPIC_TYPES.get(status, "invalid_request_error" if status < 500 else "api_error")
+    body: dict[str, Any] = {"type": "error", "error": {"type": kind, "message": message}}
+    if request_id:
+        body["request_id"] = request_id
+    return body
 
 
 def status_for(exc: BaseException) -> int:

@@ -20,10 +20,12 @@ from ..types import Response
 from .app import ServerState
 from .errors import APIError, ClientGone, api_error_from
 from .media_policy import apply_media_policy, fetch_remote_media
+from .observe import note_usage
 from .schemas import ParsedRequest
 from .shapes import new_id, tool_call_deltas, usage_dict
 
-__all__ = ["complete", "stream", "check_request", "event"]
+__all__ = ["complete", "stream", "open_stream", "rest_of", "sse_response", "check_request", "prepared_messages",
+           "event"]
 
 
 def event(obj: Any) -> str:
@@ -43,14 +45,17 @@ def check_request(state: ServerState, req: ParsedRequest) -> None:
             if isinstance(default, int) and default > limit:
                 req.params["max_tokens"] = limit
         elif isinstance(asked, int) and not isinstance(asked, bool) and asked > limit:
-            raise APIError(400, f"'max_tokens' = {asked} is above this server's limit of {limit} tokens "
-                           "(--max-tokens-limit).", param="max_tokens", code="invalid_value")
+            name = req.max_tokens_param
+            raise APIError(400, f"'{name}' = {asked} is above this server's limit of {limit} tokens "
+                           "(--max-tokens-limit).", param=name, code="invalid_value")
     if req.n > state.config.max_n:
         raise APIError(400, f"'n' = {req.n} is above this server's limit of {state.config.max_n} (--max-n).",
                        param="n", code="invalid_value")
 
 
-async def _messages(state: ServerState, req: ParsedRequest) -> list[Any]:
+async def prepared_messages(state: ServerState, req: ParsedRequest) -> list[Any]:
+    """The request's messages once the media policy has passed them: local paths checked and resolved,
+    http(s) images fetched (private addresses refused) and handed on as data URIs."""
     messages = apply_media_policy(req.messages, state.config.allow_local_files)
     llm_config = getattr(state.llm, "config", None) or {}
     return await fetch_remote_media(
@@ -63,7 +68,7 @@ async def _open(state: ServerState, req: ParsedRequest) -> list[Any]:
     """One provider stream per choice (seeded requests: seed, seed + 1, ...). Errors before the first
     chunk (bad parameters, a full queue) raise as ``APIError``."""
     check_request(state, req)
-    messages = await _messages(state, req)
+    messages = await prepared_messages(state, req)
     streams: list[Any] = []
     try:
         for i in range(req.n):
@@ -129,6 +134,7 @@ async def complete(state: ServerState, req: ParsedRequest, request: Request) -> 
             raise api_error_from(exc) from exc
         finally:
             await _close_all(streams)
+    note_usage(*results)
     return results
 
 
@@ -201,9 +207,10 @@ async def stream(state: ServerState, req: ParsedRequest, request: Request, make_
                 collected[i].append(item)
                 for text in piece(i, item):
                     yield text
+            wholes = [aggregate_chunks(c) for c in collected]
+            note_usage(*wholes)
             if req.include_usage:
-                yield event(make_chunk(rid, model, created, None,
-                                       usage=usage_dict(*(aggregate_chunks(c) for c in collected))))
+                yield event(make_chunk(rid, model, created, None, usage=usage_dict(*wholes)))
             yield "data: [DONE]\n\n"
         except Exception as exc:  # after the 200 went out: report in-band, the OpenAI way
             state.stats.http_errors += 1
@@ -215,6 +222,38 @@ async def stream(state: ServerState, req: ParsedRequest, request: Request, make_
             await _close_all(streams)
 
     return _SSE(events(), streams)
+
+
+async def open_stream(state: ServerState, req: ParsedRequest, request: Request) -> tuple[Response | None, Any]:
+    """One generation (``req.n`` is 1) and its first chunk, awaited while the client is watched (it may
+    wait in the queue, then prefill): errors until then raise as ``APIError`` (answered with their HTTP
+    status), a client that leaves stops the generation (``ClientGone``). The caller consumes the rest of
+    the stream, in a response made with ``sse_response`` (which closes it in every case)."""
+    async with _DisconnectWatch(request):
+        (agen,) = await _open(state, req)
+        try:
+            first = await _first(agen)
+        except BaseException as exc:
+            await _close_all([agen])
+            if isinstance(exc, AbstractLLMError):
+                raise api_error_from(exc) from exc
+            raise
+    return first, agen
+
+
+async def rest_of(first: Response | None, agen: Any) -> AsyncIterator[Response]:
+    """The chunks of a stream opened with ``open_stream``: its first chunk, then the others."""
+    if first is None:
+        return
+    yield first
+    async for chunk in agen:
+        yield chunk
+
+
+def sse_response(events: AsyncIterator[str], streams: list[Any]) -> StreamingResponse:
+    """Server-sent ``events`` (already formatted) as the response; ``streams`` are closed when it ends,
+    also when the client left before the first byte."""
+    return _SSE(events, streams)
 
 
 class _SSE(StreamingResponse):

@@ -15,7 +15,7 @@ from .errors import APIError
 from .generation import complete, stream
 from .schemas import parse_chat, parse_completion, parse_json, parse_vlm_generate
 from .shapes import chat_chunk, chat_response, completion_chunk, completion_response, new_id
-from .stats import memory_snapshot
+from .stats import memory_snapshot, prompt_cache, provider_stats
 
 __all__ = ["router", "read_body"]
 
@@ -144,30 +144,13 @@ async def health(request: Request) -> Any:
     return JSONResponse(body, status_code=200 if state.status == "ok" else 503)
 
 
-def _prompt_cache(state: ServerState) -> dict[str, Any] | None:
-    if state.status != "ok":
-        return None
-    try:
-        return state.llm.get_model_info().get("prompt_cache")
-    except Exception:
-        return None
-
-
-def _provider_stats(state: ServerState) -> dict[str, Any]:
-    get_stats = getattr(state.llm, "get_stats", None)
-    try:
-        return dict(get_stats()) if get_stats is not None else {}
-    except Exception:
-        return {}
-
-
 @router.get("/stats")
 async def stats(request: Request) -> Any:
     """The provider's own statistics (``get_stats()``, the same names), and the server's."""
     state = _state(request)
-    body = _provider_stats(state)
+    body = provider_stats(state)
     body.update(state.stats.as_dict())
-    body.update({"model": state.model_id, "status": state.status, "prompt_cache": _prompt_cache(state),
+    body.update({"model": state.model_id, "status": state.status, "prompt_cache": prompt_cache(state),
                  "memory": memory_snapshot(), "blas": state.blas, "error": state.load_error})
     return body
 
@@ -177,4 +160,4 @@ async def clear_cache(request: Request) -> Any:
     state = _state(request)
     state.require_loaded()
     await asyncio.to_thread(state.llm.clear_cache)  # between two steps of a busy batch
-    return {"cleared": True, "prompt_cache": _prompt_cache(state), "memory": memory_snapshot()}
+    return {"cleared": True, "prompt_cache": prompt_cache(state), "memory": memory_snapshot()}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import logging
+import logging.config
 from typing import Any, Iterator
 
 from .config import ServerConfig
@@ -29,14 +30,19 @@ def run_server(config: ServerConfig, llm: Any = None) -> None:
     import uvicorn
 
     from .app import create_app
+    from .logs import configure_logging
 
-    logging.basicConfig(level=config.log_level.upper(), format="%(levelname)s: %(name)s: %(message)s")
+    log_config = configure_logging(config.log_level, config.log_format)
+    if log_config is not None:
+        logging.config.dictConfig(log_config)  # now, so that the lines before uvicorn starts are JSON too
     if not is_loopback(config.host) and not config.api_key:
         log.warning("listening on %s without --api-key: anyone who can reach this address can use the model",
                     config.host)
     app = create_app(config, llm)
+    extra = {"log_config": log_config} if log_config is not None else {}
+    uvicorn_access_log = config.log_level == "debug" and log_config is None  # JSON mode has its own access log
     uv_config = uvicorn.Config(app, host=config.host, port=config.port, log_level=config.log_level,
-                               timeout_graceful_shutdown=5, access_log=config.log_level == "debug")
+                               timeout_graceful_shutdown=5, access_log=uvicorn_access_log, **extra)
     _GracefulServer(uv_config).run()
 
 

@@ -31,6 +31,7 @@ class ParsedRequest:
     include_usage: bool = False
     n: int = 1
     model: str | None = None
+    max_tokens_param: str = "max_tokens"  # how the request's API names max_tokens (in error messages)
 
 
 def parse_json(body: bytes) -> dict[str, Any]:

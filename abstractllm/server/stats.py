@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Stats", "memory_snapshot"]
+__all__ = ["Stats", "memory_snapshot", "provider_stats", "prompt_cache"]
 
 
 @dataclass
@@ -46,3 +46,22 @@ def memory_snapshot() -> dict[str, int | None]:
         except Exception:
             pass
     return out
+
+
+def provider_stats(state: Any) -> dict[str, Any]:
+    """The provider's ``get_stats()`` (empty when it has none, or it failed)."""
+    get_stats = getattr(state.llm, "get_stats", None)
+    try:
+        return dict(get_stats()) if get_stats is not None else {}
+    except Exception:
+        return {}
+
+
+def prompt_cache(state: Any) -> dict[str, Any] | None:
+    """The loaded model's prompt-cache numbers (``entries``, ``bytes``, ``hits``), if it has a cache."""
+    if state.status != "ok":
+        return None
+    try:
+        return state.llm.get_model_info().get("prompt_cache")
+    except Exception:
+        return None

@@ -94,6 +94,7 @@ class RequestPipeline:
         self._pending_ids: list[int] = []
         self._pending_logprobs: list[dict[str, Any]] = []
         self._pending_calls: list[Any] = []
+        self._sent_first = False
 
     def _logprob_entry(self, step: Step) -> dict[str, Any]:
         return {"token": step.token, "text": step.token_text, "logprob": step.logprob,
@@ -114,6 +115,10 @@ class RequestPipeline:
         if not text and not self._pending_calls:
             return None
         chunk = Response(content=text, model=self.model, token_ids=self._pending_ids)
+        if not self._sent_first:  # the prompt's size, known after prefill (servers announce it early)
+            self._sent_first = True
+            chunk.metadata.update(prompt_tokens=self.prompt_tokens + self.cached_tokens,
+                                  cached_tokens=self.cached_tokens)
         if self._pending_calls:
             chunk.tool_calls, self._pending_calls = self._pending_calls, []
         if self.want_logprobs:
@@ -168,5 +173,7 @@ class RequestPipeline:
             chunk.tool_calls, self._pending_calls = self._pending_calls, []
         if self.tools is not None and self.tools.unparsed:
             chunk.metadata["unparsed_tool_calls"] = list(self.tools.unparsed)
+        if self.matcher.matched is not None and finish == "stop":
+            chunk.metadata["stop_sequence"] = self.matcher.matched
         self._pending_ids, self._pending_logprobs = [], []
         return chunk

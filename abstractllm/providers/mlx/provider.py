@@ -28,6 +28,17 @@ from .weights import quantize_bits
 
 __all__ = ["MLXProvider"]
 
+
+def _backend_call(fn: Callable[[], Any]) -> Any:
+    """``fn()``, its backend exceptions converted into the tree (``convert_backend_error``)."""
+    try:
+        return fn()
+    except Exception as exc:
+        converted = convert_backend_error(exc)
+        if converted is exc:
+            raise
+        raise converted from exc
+
 P = ModelParameter
 _TEXT_CAPS = frozenset({
     ModelCapability.TEXT, ModelCapability.STREAMING, ModelCapability.ASYNC, ModelCapability.SYSTEM_PROMPT,
@@ -312,6 +323,30 @@ class MLXProvider(BaseProvider):
             if adapter.info.get("quantization") and not info["quantization"]:
                 info["quantization"] = adapter.info["quantization"]
         return info
+
+    def count_tokens(self, prompt: str | None = None, system_prompt: str | None = None, files: Any = None,
+                     tools: Any = None, *, messages: Any = None, **params: Any) -> int:
+        """The prompt's length in tokens, as a generation with the same arguments would see it: the
+        conversation through the model's chat template (the tools included); for a vision model, its images
+        and videos expanded to their vision tokens. Loads the model if needed; nothing is generated. Runs
+        on the worker between two steps of a busy batch."""
+        from .constrain import active_tools
+
+        request = self._prepare(prompt, system_prompt, files, messages, params, tools)
+
+        def count() -> int:
+            adapter = self._adapter if self._adapter is not None else self._load_on_worker()
+            if adapter.kind == "text":
+                tools_shown = active_tools(request)
+                return len(adapter.encode_messages(request.messages,
+                                                   [t.to_openai() for t in tools_shown] if tools_shown else None))
+            return int(adapter.prepare(request).input_ids.shape[-1])
+
+        try:
+            return self.engine.call(lambda: _backend_call(count))
+        except BaseException as exc:
+            self._tagged(exc)
+            raise
 
     def memory_status(self) -> dict[str, int]:
         """Process and MLX memory numbers (bytes)."""

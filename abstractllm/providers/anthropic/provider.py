@@ -1,0 +1,405 @@
+"""``AnthropicProvider``: the Messages API through the official ``anthropic`` SDK, sync and native async.
+
+``create_llm("anthropic", model="claude-sonnet-4-5")`` talks to api.anthropic.com (``api_key`` or
+``ANTHROPIC_API_KEY``); ``base_url=`` points it at any server speaking the Messages API, abstractllm's own
+``abstractllm serve`` included: the server's root, without ``/v1`` (the SDK's convention; it adds
+``/v1/messages``). The request flow mirrors the openai provider's: ``BaseProvider`` validates and
+normalizes on the caller's thread; this provider encodes the conversation (``convert.create_kwargs``:
+images through the media pipeline as base64 sources, http(s) URLs as URL sources; tool calls and results
+as blocks), calls the SDK on the caller's thread (``generate``) or on the event loop (``generate_async``,
+with ``AsyncAnthropic``: no thread per call), and converts replies, stream events and errors
+(``convert.convert_error``, the one boundary).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+import weakref
+from typing import Any, AsyncIterator, ClassVar, Iterator
+
+from ...enums import ModelCapability, ModelParameter
+from ...exceptions import AbstractLLMError, AuthenticationError, InvalidParameterError
+from ...types import Capabilities, GenerationRequest, Response
+from ..base import BaseProvider, aggregate_chunks
+from ..worker import CancelToken
+from .convert import convert_error, create_kwargs, finish_reason, parse_arguments, response_from, tool_call, usage_from
+
+__all__ = ["AnthropicProvider"]
+
+P = ModelParameter
+C = ModelCapability
+#: what the Messages protocol gives every model
+_PROTOCOL_CAPS = frozenset({C.TEXT, C.STREAMING, C.ASYNC, C.SYSTEM_PROMPT, C.CHAT_HISTORY, C.STOP_SEQUENCES})
+#: assumed when the server publishes nothing about the model (Anthropic's models take images and tools)
+_ASSUMED_CAPS = frozenset({C.VISION, C.MULTI_IMAGE, C.FUNCTION_CALLING, C.TOOL_USE})
+#: capabilities a server may publish that this provider can carry over the protocol
+_CARRIED_CAPS = frozenset({C.VISION, C.MULTI_IMAGE, C.FUNCTION_CALLING, C.TOOL_USE, C.JSON_MODE})
+#: local-model keys and parameters without a Messages API field: accepted as documented no-ops
+_IGNORED = frozenset(str(p) for p in (
+    P.REVISION, P.TRUST_REMOTE_CODE, P.QUANTIZE, P.LOAD_IN_4BIT, P.LOAD_IN_8BIT, P.DTYPE, P.DEVICE, P.DEVICE_MAP,
+    P.CACHE_DIR, P.MEMORY_LIMIT, P.PROMPT_CACHE_BYTES, P.MAX_KV_SIZE, P.PREFILL_STEP_SIZE, P.VIDEO_FPS,
+    P.VIDEO_MAX_FRAMES, P.REPETITION_CONTEXT_SIZE, P.MAX_INPUT_TOKENS, P.CONTEXT_WINDOW, P.TRUNCATION_STRATEGY,
+    P.CONTENT_FILTER, P.MODERATION, P.LOGGING_ENABLED, P.ORGANIZATION, P.IMAGE_DETAIL, P.PRIORITY,
+    P.MAX_BATCH_SIZE, P.MAX_QUEUE_SIZE, P.PREFILL_CHUNK_SIZE,
+))
+_CAPS_TIMEOUT_S = 5.0
+
+
+class _StreamState:
+    """Accumulates one streamed reply: turns the SDK's events into content and tool-call chunks, then the
+    last chunk."""
+
+    def __init__(self, model: str) -> None:
+        self.t0 = time.perf_counter()
+        self.first_at: float | None = None
+        self.model = model
+        self.stop_reason: str | None = None
+        self.stop_sequence: str | None = None
+        self.usage: dict[str, int] = {}
+        self.tools: dict[int, tuple[Any, list[str]]] = {}  # block index -> (tool_use block, partial JSON)
+        self.last_raw: Any = None
+
+    def _usage(self, usage: Any) -> None:
+        for name in ("input_tokens", "output_tokens", "cache_read_input_tokens", "cache_creation_input_tokens"):
+            value = getattr(usage, name, None)
+            if value is not None:
+                self.usage[name] = int(value)
+
+    def _chunk(self, **fields: Any) -> Response:
+        if self.first_at is None:
+            self.first_at = time.perf_counter()
+        return Response(model=self.model, raw_response=self.last_raw, **fields)
+
+    def feed(self, event: Any) -> Response | None:
+        self.last_raw = event
+        kind = getattr(event, "type", None)
+        if kind == "message_start":
+            self.model = getattr(event.message, "model", None) or self.model
+            self._usage(getattr(event.message, "usage", None))
+        elif kind == "content_block_start":
+            block = event.content_block
+            if block.type == "tool_use":
+                self.tools[event.index] = (block, [])
+            elif block.type == "text" and getattr(block, "text", ""):
+                return self._chunk(content=block.text)
+        elif kind == "content_block_delta":
+            delta = event.delta
+            if delta.type == "text_delta" and delta.text:
+                return self._chunk(content=delta.text)
+            if delta.type == "input_json_delta" and event.index in self.tools:
+                self.tools[event.index][1].append(delta.partial_json or "")
+        elif kind == "content_block_stop" and event.index in self.tools:
+            block, parts = self.tools.pop(event.index)
+            return self._chunk(content="", tool_calls=[tool_call(block, parse_arguments("".join(parts)))])
+        elif kind == "message_delta":
+            self.stop_reason = getattr(event.delta, "stop_reason", None) or self.stop_reason
+            self.stop_sequence = getattr(event.delta, "stop_sequence", None) or self.stop_sequence
+            self._usage(getattr(event, "usage", None))
+        return None
+
+    def final(self, cancelled: bool) -> Response:
+        end = time.perf_counter()
+        usage = usage_from(self.usage) if self.usage else None
+        decode_s = end - self.first_at if self.first_at is not None else None
+        tps = (usage.completion_tokens / decode_s) if usage is not None and decode_s else None
+        last = Response(
+            content="", model=self.model, finish_reason="cancelled" if cancelled else finish_reason(self.stop_reason),
+            usage=usage, ttft_s=(self.first_at - self.t0) if self.first_at is not None else None,
+            total_s=end - self.t0, tokens_per_second=tps, raw_response=self.last_raw)
+        if self.stop_sequence and not cancelled:
+            last.metadata["stop_sequence"] = self.stop_sequence
+        return last
+
+
+class AnthropicProvider(BaseProvider):
+    """Anthropic's Messages API (or a compatible server) through the ``anthropic`` SDK.
+
+    Config: ``model`` (required), ``api_key`` (else ``$ANTHROPIC_API_KEY``; not needed with a custom
+    ``base_url``), ``base_url`` (the server's root without ``/v1``; else ``$ANTHROPIC_BASE_URL``, else
+    api.anthropic.com), ``timeout`` (seconds), ``max_retries``, ``proxy``, ``user`` (sent as
+    ``metadata.user_id``), the generation parameters (``max_tokens``, ``temperature``, ``top_p``, ``top_k``,
+    ``stop``, ``tools``, ``tool_choice``, ``response_format``), and the image bounds (``max_image_pixels``,
+    ``max_image_bytes``). Local-model keys (``quantize``, ``dtype``, ...) are accepted and ignored; sampling
+    parameters the API has no field for (``frequency_penalty``, ``logit_bias``, ``min_p``, ``logprobs``, ...)
+    raise ``UnsupportedFeatureError`` when set, and ``seed`` is not declared (``SEED``).
+    """
+
+    name: ClassVar[str] = "anthropic"
+    runs_on_worker: ClassVar[bool] = False
+    ignored_config = _IGNORED
+    accepted_config = frozenset(str(p) for p in ModelParameter) - _IGNORED
+    api_key_env: ClassVar[str] = "ANTHROPIC_API_KEY"
+    base_url_env: ClassVar[str] = "ANTHROPIC_BASE_URL"
+
+    def __init__(self, config: dict[Any, Any] | None = None, **kwargs: Any) -> None:
+        super().__init__(config, **kwargs)
+        self._lock = threading.Lock()
+        self._client: Any = None
+        #: event loop -> (AsyncAnthropic client, the guard generator that closes it with its loop)
+        self._aclients: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any]" = weakref.WeakKeyDictionary()
+        self._caps: Capabilities | None = None
+        self._client_kwargs()  # a missing key fails here, at create_llm
+
+    # ------------------------------------------------------------------ configuration
+    def _normalize_config(self, config: dict[str, Any]) -> dict[str, Any]:
+        if not config.get("model"):
+            raise InvalidParameterError(
+                "The anthropic provider needs a model: create_llm('anthropic', model='...').", param="model")
+        return config
+
+    def _config_changed(self, keys: set[str]) -> None:
+        if keys & {"model", "api_key", "base_url", "timeout", "max_retries", "proxy"}:
+            self._client_kwargs()
+            self._caps = None
+            self._release()
+
+    @property
+    def base_url(self) -> str | None:
+        """The API root in use (``None``: the SDK's default, api.anthropic.com)."""
+        return self.config.get("base_url") or os.environ.get(self.base_url_env)
+
+    def _client_kwargs(self) -> dict[str, Any]:
+        key = self.config.get("api_key") or os.environ.get(self.api_key_env)
+        if not key:
+            if self.base_url is None:
+                raise AuthenticationError(
+                    f"No API key for the anthropic provider: pass api_key=... or set {self.api_key_env}.",
+                    provider=self.name)
+            key = "unused"  # a local Messages-compatible server: no key needed
+        kw: dict[str, Any] = {"api_key": key}
+        if self.base_url:
+            kw["base_url"] = self.base_url
+        if self.config.get("timeout") is not None:
+            kw["timeout"] = self.config["timeout"]
+        if self.config.get("max_retries") is not None:
+            kw["max_retries"] = self.config["max_retries"]
+        return kw
+
+    def _sdk(self) -> Any:
+        import anthropic
+
+        return anthropic
+
+    @property
+    def client(self) -> Any:
+        """The ``anthropic.Anthropic`` client (created on first use)."""
+        with self._lock:
+            if self._client is None:
+                anthropic = self._sdk()
+                kw = self._client_kwargs()
+                if self.config.get("proxy"):
+                    kw["http_client"] = anthropic.DefaultHttpxClient(proxy=self.config["proxy"])
+                self._client = anthropic.Anthropic(**kw)
+            return self._client
+
+    async def _aclient(self) -> Any:
+        """An ``anthropic.AsyncAnthropic`` client for the running event loop, closed on that loop when the
+        loop finalizes its async generators (as the openai provider does)."""
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            for old in [lp for lp in self._aclients if lp.is_closed()]:
+                del self._aclients[old]
+            entry = self._aclients.get(loop)
+            new = entry is None
+            if new:
+                anthropic = self._sdk()
+                kw = self._client_kwargs()
+                if self.config.get("proxy"):
+                    kw["http_client"] = anthropic.DefaultAsyncHttpxClient(proxy=self.config["proxy"])
+                client = anthropic.AsyncAnthropic(**kw)
+                entry = self._aclients[loop] = (client, _close_with_loop(client))
+        if new:
+            await entry[1].__anext__()
+        return entry[0]
+
+    # ------------------------------------------------------------------ capabilities
+    def get_capabilities(self) -> Capabilities:
+        """The Messages protocol's capabilities, plus what the server publishes about the model in
+        ``GET /v1/models/{id}`` (abstractllm's server: a ``capabilities`` list and ``context_length``;
+        Anthropic's: ``capabilities.image_input`` / ``structured_outputs`` and ``max_input_tokens``). A
+        server that publishes nothing is assumed to take images and tools, as Anthropic's models do."""
+        if self._caps is not None:
+            return self._caps
+        caps, context, known, definitive = set(_PROTOCOL_CAPS), None, False, False
+        try:
+            info = self.client.get(f"/v1/models/{self.config['model']}", cast_to=object,
+                                   options={"timeout": _CAPS_TIMEOUT_S})
+            published = info.get("capabilities") if isinstance(info, dict) else None
+            if isinstance(published, list):
+                known = True
+                caps |= {c for c in _CARRIED_CAPS if str(c) in published}
+            elif isinstance(published, dict):
+                known = True
+                caps |= {C.FUNCTION_CALLING, C.TOOL_USE}
+                if (published.get("image_input") or {}).get("supported"):
+                    caps |= {C.VISION, C.MULTI_IMAGE}
+                if (published.get("structured_outputs") or {}).get("supported"):
+                    caps.add(C.JSON_MODE)
+            if isinstance(info, dict):
+                context = next((info[k] for k in ("context_length", "max_input_tokens")
+                                if isinstance(info.get(k), int)), None)
+            definitive = True
+        except Exception as exc:  # unreachable, refused, or no such endpoint: the protocol's defaults
+            anthropic = self._sdk()
+            definitive = isinstance(exc, anthropic.APIStatusError) and exc.status_code in (404, 405)
+        if not known:
+            caps |= _ASSUMED_CAPS
+        result = Capabilities(caps, max_tokens=context)
+        if definitive:
+            self._caps = result
+        return result
+
+    # ------------------------------------------------------------------ requests
+    def _create_kwargs(self, request: GenerationRequest) -> dict[str, Any]:
+        return create_kwargs(request, self.config["model"])
+
+    async def _acreate_kwargs(self, request: GenerationRequest) -> dict[str, Any]:
+        """Images are read and encoded off the event loop."""
+        if request.has_images:
+            return await asyncio.to_thread(self._create_kwargs, request)
+        return self._create_kwargs(request)
+
+    def _failed(self, exc: BaseException) -> AbstractLLMError:
+        self._stats.failed += 1
+        return convert_error(exc, self.name)
+
+    def _stream(self, request: GenerationRequest, cancel: CancelToken) -> Iterator[Response]:
+        state = _StreamState(self.config["model"])
+        try:
+            stream = self.client.messages.create(stream=True, **self._create_kwargs(request))
+        except AbstractLLMError:
+            raise
+        except Exception as exc:
+            raise self._failed(exc) from exc
+        try:
+            for event in stream:
+                chunk = state.feed(event)
+                if chunk is not None:
+                    yield chunk
+                if cancel.cancelled:
+                    break
+        except AbstractLLMError:
+            raise
+        except Exception as exc:
+            raise self._failed(exc) from exc
+        finally:
+            stream.close()
+        last = state.final(cancel.cancelled)
+        self._stats.record(last)
+        yield last
+
+    async def _astream(self, request: GenerationRequest, cancel: CancelToken) -> AsyncIterator[Response]:
+        state = _StreamState(self.config["model"])
+        try:
+            kw = await self._acreate_kwargs(request)
+            stream = await (await self._aclient()).messages.create(stream=True, **kw)
+        except AbstractLLMError:
+            raise
+        except Exception as exc:
+            raise self._failed(exc) from exc
+        try:
+            async for event in stream:
+                chunk = state.feed(event)
+                if chunk is not None:
+                    yield chunk
+                if cancel.cancelled:
+                    break
+        except AbstractLLMError:
+            raise
+        except Exception as exc:
+            raise self._failed(exc) from exc
+        finally:
+            await stream.close()
+        last = state.final(cancel.cancelled)
+        self._stats.record(last)
+        yield last
+
+    def _complete(self, request: GenerationRequest) -> Response:
+        t0 = time.perf_counter()
+        try:
+            message = self.client.messages.create(**self._create_kwargs(request))
+        except AbstractLLMError:
+            raise
+        except ValueError as exc:
+            if not _needs_streaming(exc):
+                raise self._failed(exc) from exc
+            return aggregate_chunks(self._stream(request, CancelToken()))
+        except Exception as exc:
+            raise self._failed(exc) from exc
+        response = response_from(message, time.perf_counter() - t0)
+        self._stats.record(response)
+        return response
+
+    async def _acomplete(self, request: GenerationRequest) -> Response:
+        t0 = time.perf_counter()
+        try:
+            kw = await self._acreate_kwargs(request)
+            message = await (await self._aclient()).messages.create(**kw)
+        except AbstractLLMError:
+            raise
+        except ValueError as exc:
+            if not _needs_streaming(exc):
+                raise self._failed(exc) from exc
+            return aggregate_chunks([chunk async for chunk in self._astream(request, CancelToken())])
+        except Exception as exc:
+            raise self._failed(exc) from exc
+        response = response_from(message, time.perf_counter() - t0)
+        self._stats.record(response)
+        return response
+
+    def count_tokens(self, prompt: str | None = None, system_prompt: str | None = None, files: Any = None,
+                     tools: Any = None, *, messages: Any = None, **params: Any) -> int:
+        """The prompt's length in the model's tokens, as the server counts it
+        (``POST /v1/messages/count_tokens``); nothing is generated."""
+        try:
+            request = self._prepare(prompt, system_prompt, files, messages, params, tools)
+            kw = self._create_kwargs(request)
+            body = {k: kw[k] for k in ("model", "messages", "system", "tools", "tool_choice") if k in kw}
+            return int(self.client.messages.count_tokens(**body).input_tokens)
+        except AbstractLLMError as exc:
+            self._tagged(exc)
+            raise
+        except Exception as exc:
+            raise convert_error(exc, self.name) from exc
+
+    # ------------------------------------------------------------------ lifecycle
+    def get_model_info(self) -> dict[str, Any]:
+        caps = self.get_capabilities()
+        return {"provider": self.name, "model": self.config["model"],
+                "base_url": self.base_url or "https://api.anthropic.com",
+                "capabilities": sorted(str(c) for c in caps if c is not C.MAX_TOKENS),
+                "context_length": caps.get(C.MAX_TOKENS)}
+
+    def _release(self) -> None:
+        with self._lock:
+            client, self._client = self._client, None
+            self._aclients = weakref.WeakKeyDictionary()  # their loops close their connections
+        if client is not None:
+            client.close()
+
+    async def __aexit__(self, *exc: Any) -> None:
+        try:
+            entry = self._aclients.pop(asyncio.get_running_loop(), None)
+            if entry is not None:
+                await entry[1].aclose()
+        finally:
+            await super().__aexit__(*exc)
+
+
+def _needs_streaming(exc: ValueError) -> bool:
+    """The SDK refuses a non-streamed request whose ``max_tokens`` could take more than 10 minutes (without an
+    explicit ``timeout``): such a request is streamed and aggregated instead."""
+    return "streaming is required" in str(exc).lower()
+
+
+async def _close_with_loop(client: Any) -> AsyncIterator[None]:
+    """Suspended until its loop finalizes it (``loop.shutdown_asyncgens``) or ``aclose()``: then closes
+    ``client`` on that loop."""
+    try:
+        yield
+        yield  # never reached
+    finally:
+        await client.close()

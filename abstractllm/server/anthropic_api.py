@@ -1,0 +1,171 @@
+"""The Anthropic Messages API: ``POST /v1/messages`` (whole, or streamed as Anthropic's events) and
+``POST /v1/messages/count_tokens``. Bodies and shapes are in ``anthropic_schemas``; the limits and the
+media policy are chat completions' (``generation``); errors use Anthropic's shape (``errors``).
+
+The event stream, as Anthropic sends it::
+
+    message_start          {"message": {... "content": [], "usage": {"input_tokens", "output_tokens": 0}}}
+    content_block_start    {"index": 0, "content_block": {"type": "text", "text": ""}}
+    ping
+    content_block_delta    {"index": 0, "delta": {"type": "text_delta", "text": "..."}}       (repeated)
+    content_block_stop     {"index": 0}
+    content_block_start    {"index": 1, "content_block": {"type": "tool_use", "id", "name", "input": {}}}
+    content_block_delta    {"index": 1, "delta": {"type": "input_json_delta", "partial_json": "{...}"}}
+    content_block_stop     {"index": 1}
+    message_delta          {"delta": {"stop_reason", "stop_sequence"}, "usage": {...}}
+    message_stop
+
+An error after the stream started is sent as an ``error`` event in Anthropic's error shape.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any, AsyncIterator
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from ..exceptions import AbstractLLMError
+from ..providers.base import aggregate_chunks
+from ..types import Response
+from .anthropic_schemas import message_body, new_message_id, parse_count_tokens, parse_messages, stop_of, usage_of
+from .app import ServerState
+from .errors import APIError, anthropic_error_body, api_error_from
+from .generation import complete, open_stream, prepared_messages, rest_of, sse_response
+from .observe import current_record, note_usage
+from .routes import read_body
+from .schemas import ParsedRequest, parse_json
+
+__all__ = ["router"]
+
+router = APIRouter()
+
+
+def _sse(name: str, data: dict[str, Any]) -> str:
+    return f"event: {name}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
+
+
+async def _body(request: Request) -> dict[str, Any]:
+    state: ServerState = request.app.state.server
+    return parse_json(await read_body(request, state.config.max_body_bytes))
+
+
+@router.post("/v1/messages")
+async def messages(request: Request) -> Any:
+    state: ServerState = request.app.state.server
+    req = parse_messages(await _body(request))
+    if req.stream:
+        return await _stream(state, req, request)
+    (resp,) = await complete(state, req, request)
+    return JSONResponse(message_body(new_message_id(), state.model_id, resp))
+
+
+@router.post("/v1/messages/count_tokens")
+async def count_tokens(request: Request) -> Any:
+    """``{"input_tokens": n}``: the prompt's length in the served model's tokens, through its chat template
+    (the tools included), as a generation would see it (``count_tokens`` of the provider)."""
+    state: ServerState = request.app.state.server
+    body = parse_count_tokens(await _body(request))
+    state.require_loaded()
+    counter = getattr(state.llm, "count_tokens", None)
+    if counter is None:
+        raise APIError(400, f"The {getattr(state.llm, 'name', 'served')} provider cannot count tokens.",
+                       code="unsupported_feature")
+    req = ParsedRequest(messages=body.chat_messages(), params=body.tool_params())
+    messages = await prepared_messages(state, req)
+    params = dict(req.params)
+    try:
+        n = await asyncio.to_thread(counter, messages=messages, tools=params.pop("tools", None), **params)
+    except AbstractLLMError as exc:
+        raise api_error_from(exc) from exc
+    return {"input_tokens": int(n)}
+
+
+class _Blocks:
+    """The open content block of a streamed reply and the events that open and close blocks."""
+
+    def __init__(self) -> None:
+        self.index = -1
+        self.text_open = False
+        self.pinged = False
+
+    def start(self, block: dict[str, Any]) -> list[str]:
+        self.index += 1
+        out = [_sse("content_block_start", {"type": "content_block_start", "index": self.index,
+                                            "content_block": block})]
+        if not self.pinged:
+            self.pinged = True
+            out.append(_sse("ping", {"type": "ping"}))
+        return out
+
+    def stop(self) -> list[str]:
+        return [_sse("content_block_stop", {"type": "content_block_stop", "index": self.index})]
+
+    def text(self, text: str) -> list[str]:
+        out = [] if self.text_open else self.start({"type": "text", "text": ""})
+        self.text_open = True
+        return out + [_sse("content_block_delta", {"type": "content_block_delta", "index": self.index,
+                                                   "delta": {"type": "text_delta", "text": text}})]
+
+    def close_text(self) -> list[str]:
+        if not self.text_open:
+            return []
+        self.text_open = False
+        return self.stop()
+
+    def tool_use(self, call: Any) -> list[str]:
+        out = self.close_text()
+        out += self.start({"type": "tool_use", "id": call.id, "name": call.name, "input": {}})
+        out.append(_sse("content_block_delta", {"type": "content_block_delta", "index": self.index, "delta": {
+            "type": "input_json_delta", "partial_json": json.dumps(call.arguments, ensure_ascii=False)}}))
+        return out + self.stop()
+
+
+def _start_usage(first: Response | None) -> dict[str, int]:
+    """The usage known when the stream starts: the prompt (the provider's first chunk may say it)."""
+    meta = first.metadata if first is not None else {}
+    if first is not None and first.usage is not None:  # a reply that ended at once: its last chunk
+        return {**usage_of(first), "output_tokens": 0}
+    prompt, cached = int(meta.get("prompt_tokens") or 0), int(meta.get("cached_tokens") or 0)
+    return {"input_tokens": prompt - cached, "output_tokens": 0, "cache_creation_input_tokens": 0,
+            "cache_read_input_tokens": cached}
+
+
+async def _stream(state: ServerState, req: ParsedRequest, request: Request) -> Any:
+    first, agen = await open_stream(state, req, request)
+    msg_id, model = new_message_id(), state.model_id
+
+    async def events() -> AsyncIterator[str]:
+        blocks, chunks = _Blocks(), []
+        start = {"id": msg_id, "type": "message", "role": "assistant", "model": model, "content": [],
+                 "stop_reason": None, "stop_sequence": None, "usage": _start_usage(first)}
+        try:
+            yield _sse("message_start", {"type": "message_start", "message": start})
+            async for chunk in rest_of(first, agen):
+                chunks.append(chunk)
+                for piece in (blocks.text(chunk.content) if chunk.content else []):
+                    yield piece
+                for call in chunk.tool_calls or []:
+                    for piece in blocks.tool_use(call):
+                        yield piece
+            whole = aggregate_chunks(chunks)
+            if blocks.index < 0:  # an empty reply still has its (empty) text block
+                for piece in blocks.start({"type": "text", "text": ""}) + blocks.stop():
+                    yield piece
+            for piece in blocks.close_text():
+                yield piece
+            note_usage(whole)
+            reason, sequence = stop_of(whole)
+            yield _sse("message_delta", {"type": "message_delta", "delta": {"stop_reason": reason,
+                                                                            "stop_sequence": sequence},
+                                         "usage": usage_of(whole)})
+            yield _sse("message_stop", {"type": "message_stop"})
+        except Exception as exc:  # after the 200 went out: report in-band, the Anthropic way
+            state.stats.http_errors += 1
+            err = api_error_from(exc)
+            record = current_record()
+            yield _sse("error", anthropic_error_body(err.status, err.message, record.request_id if record else None))
+
+    return sse_response(events(), [agen])

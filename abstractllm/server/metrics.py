@@ -1,0 +1,143 @@
+"""``GET /metrics``: the server's Prometheus metrics (``prometheus-client``, in the ``server`` extra).
+
+Every app has its own ``CollectorRegistry`` (never the process-wide default one), so several servers in
+one process keep separate counts. What is exported:
+
+======================================================  =========  ==========================================
+metric                                                  type       what
+======================================================  =========  ==========================================
+``abstractllm_http_requests_total``                     counter    requests answered, by ``endpoint`` (the
+                                                                   route's path, or ``unmatched``), ``method``
+                                                                   (a standard one, or ``other``) and ``status``
+``abstractllm_http_request_duration_seconds``           histogram  request latency, to the last byte (streams
+                                                                   included), by ``endpoint``
+``abstractllm_http_requests_in_progress``               gauge      requests being served now
+``abstractllm_time_to_first_token_seconds``             histogram  the provider's time to first token, by
+                                                                   ``endpoint``
+``abstractllm_input_tokens_total``                      counter    prompt tokens of served generations
+``abstractllm_cached_input_tokens_total``               counter    of which served from the prompt cache
+``abstractllm_output_tokens_total``                     counter    generated tokens
+``abstractllm_queue_length``                            gauge      requests waiting for a place in the batch
+``abstractllm_active_requests``                         gauge      requests in the batch now (its size)
+``abstractllm_average_batch_size``                      gauge      mean rows per engine step
+``abstractllm_generations_total``                       counter    the provider's requests by ``outcome``
+                                                                   (``served``, ``failed``, ``cancelled``)
+``abstractllm_prompt_cache_hits_total``                 counter    prompt-cache lookups that found a prefix
+``abstractllm_prompt_cache_hit_rate``                   gauge      hits / lookups
+``abstractllm_prompt_cache_bytes``                      gauge      bytes held by the prompt cache
+``abstractllm_memory_bytes``                            gauge      by ``kind``: ``process_rss``, ``mlx_active``,
+                                                                   ``mlx_peak``, ``mlx_cache``
+``abstractllm_model_loaded``                            gauge      1 once the model is loaded
+``abstractllm_uptime_seconds``                          gauge      seconds since the server started
+======================================================  =========  ==========================================
+
+The provider's numbers (queue, batch, generations, cache) come from ``get_stats()`` and
+``get_model_info()`` at scrape time, as ``/stats`` shows them.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Iterator
+
+from .stats import memory_snapshot, prompt_cache, provider_stats
+
+__all__ = ["ServerMetrics"]
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
+_TTFT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+class ServerMetrics:
+    """The metrics of one app (``state``: its ``ServerState``)."""
+
+    def __init__(self, state: Any) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+        self.registry = CollectorRegistry(auto_describe=False)
+        r = self.registry
+        self.requests = Counter("abstractllm_http_requests", "HTTP requests answered, by endpoint, method and "
+                                "status.", ["endpoint", "method", "status"], registry=r)
+        self.latency = Histogram("abstractllm_http_request_duration_seconds", "Request latency to the last byte.",
+                                 ["endpoint"], buckets=_LATENCY_BUCKETS, registry=r)
+        self.in_progress = Gauge("abstractllm_http_requests_in_progress", "Requests being served now.", registry=r)
+        self.ttft = Histogram("abstractllm_time_to_first_token_seconds", "Time to first token of generations.",
+                              ["endpoint"], buckets=_TTFT_BUCKETS, registry=r)
+        self.input_tokens = Counter("abstractllm_input_tokens", "Prompt tokens of served generations.",
+                                    ["endpoint"], registry=r)
+        self.cached_tokens = Counter("abstractllm_cached_input_tokens", "Prompt tokens served from the prompt "
+                                     "cache.", ["endpoint"], registry=r)
+        self.output_tokens = Counter("abstractllm_output_tokens", "Generated tokens.", ["endpoint"], registry=r)
+        r.register(_ProviderCollector(state))
+
+    def started(self) -> None:
+        self.in_progress.inc()
+
+    def observe(self, record: Any) -> None:
+        """A request ended (``observe.RequestRecord``)."""
+        self.in_progress.dec()
+        endpoint = record.endpoint
+        method = record.method if record.method in _METHODS else "other"  # clients choose it: bounded
+        self.requests.labels(endpoint, method, str(record.status)).inc()
+        self.latency.labels(endpoint).observe(record.duration_s or 0.0)
+        if record.input_tokens or record.output_tokens:
+            self.input_tokens.labels(endpoint).inc(record.input_tokens)
+            self.cached_tokens.labels(endpoint).inc(record.cached_tokens)
+            self.output_tokens.labels(endpoint).inc(record.output_tokens)
+        if record.ttft_s is not None:
+            self.ttft.labels(endpoint).observe(record.ttft_s)
+
+    def render(self) -> tuple[bytes, str]:
+        """The exposition text and its content type."""
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+class _ProviderCollector:
+    """Read at scrape time: the provider's queue, batch, generations and prompt cache, and memory."""
+
+    def __init__(self, state: Any) -> None:
+        self.state = state
+
+    def describe(self) -> list[Any]:
+        return []
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        state = self.state
+        stats = provider_stats(state)
+        cache = prompt_cache(state)
+
+        def gauge(name: str, doc: str, value: Any) -> Any:
+            g = GaugeMetricFamily(name, doc)
+            g.add_metric([], float(value or 0))
+            return g
+
+        yield gauge("abstractllm_queue_length", "Requests waiting for a place in the batch.",
+                    stats.get("queue_length"))
+        yield gauge("abstractllm_active_requests", "Requests in the batch now.", stats.get("active_requests"))
+        yield gauge("abstractllm_average_batch_size", "Mean rows per engine step.", stats.get("average_batch_size"))
+        outcomes = CounterMetricFamily("abstractllm_generations", "The provider's requests by outcome.",
+                                       labels=["outcome"])
+        for outcome, key in (("served", "requests_served"), ("failed", "requests_failed"),
+                             ("cancelled", "requests_cancelled")):
+            outcomes.add_metric([outcome], float(stats.get(key) or 0))
+        yield outcomes
+        hits = CounterMetricFamily("abstractllm_prompt_cache_hits", "Prompt-cache lookups that found a prefix.")
+        hits.add_metric([], float((cache or {}).get("hits") or 0))
+        yield hits
+        yield gauge("abstractllm_prompt_cache_hit_rate", "Prompt-cache hits / lookups.", stats.get("cache_hit_rate"))
+        yield gauge("abstractllm_prompt_cache_bytes", "Bytes held by the prompt cache.", (cache or {}).get("bytes"))
+        memory = GaugeMetricFamily("abstractllm_memory_bytes", "Process RSS and MLX allocator memory.",
+                                   labels=["kind"])
+        for kind, value in memory_snapshot().items():
+            if value is not None:
+                memory.add_metric([kind], float(value))
+        yield memory
+        yield gauge("abstractllm_model_loaded", "1 once the model is loaded.", state.status == "ok")
+        yield gauge("abstractllm_uptime_seconds", "Seconds since the server started.",
+                    time.time() - state.stats.started)
+

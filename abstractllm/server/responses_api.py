@@ -1,0 +1,252 @@
+"""The OpenAI Responses API: ``POST /v1/responses`` (whole, or streamed as typed events), and ``GET`` /
+``DELETE /v1/responses/{id}`` for the stored ones. Bodies are in ``responses_schemas``; the limits and the
+media policy are chat completions' (``generation``); replies are kept for ``previous_response_id`` in the
+bounded in-memory ``responses_store``.
+
+A reply's ``output`` holds a ``message`` item (its text as one ``output_text`` part) and a ``function_call``
+item per tool call; ``status`` is ``completed``, or ``incomplete`` (``incomplete_details.reason``
+``max_output_tokens``) when ``max_output_tokens`` cut it. The stream's events, each with a
+``sequence_number``::
+
+    response.created, response.in_progress                     {"response": {... "status": "in_progress"}}
+    response.output_item.added      {"output_index", "item": {"type": "message", "status": "in_progress"}}
+    response.content_part.added     {"item_id", "output_index", "content_index", "part": {"type": "output_text"}}
+    response.output_text.delta      {"item_id", "output_index", "content_index", "delta"}        (repeated)
+    response.output_text.done, response.content_part.done, response.output_item.done
+    response.output_item.added      {"item": {"type": "function_call", "call_id", "name", "arguments": ""}}
+    response.function_call_arguments.delta / .done, response.output_item.done
+    response.completed (or response.incomplete)                 {"response": {... the whole reply}}
+
+An error after the stream started is sent as an ``error`` event, then ``response.failed``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import Any, AsyncIterator
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from ..providers.base import aggregate_chunks
+from ..types import Response, ToolCall
+from .app import ServerState
+from .errors import APIError, api_error_from
+from .generation import complete, open_stream, rest_of, sse_response
+from .observe import note_usage
+from .responses_schemas import Conversation, ResponsesRequest, parse_responses
+from .responses_store import StoredResponse
+from .routes import read_body
+from .schemas import parse_json
+
+__all__ = ["router"]
+
+router = APIRouter()
+
+
+def _id(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex}"
+
+
+def _usage(resp: Response | None) -> dict[str, Any] | None:
+    if resp is None:
+        return None
+    u = resp.usage
+    prompt, cached, completion = (u.prompt_tokens, u.cached_tokens, u.completion_tokens) if u else (0, 0, 0)
+    return {"input_tokens": prompt, "input_tokens_details": {"cached_tokens": cached}, "output_tokens": completion,
+            "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": prompt + completion}
+
+
+class _Reply:
+    """One response being built: its id, the request it answers, and its output items."""
+
+    def __init__(self, state: ServerState, body: ResponsesRequest) -> None:
+        self.id, self.created, self.model, self.body = _id("resp"), int(time.time()), state.model_id, body
+        self.output: list[dict[str, Any]] = []
+
+    def message(self, text: str, status: str = "completed", item_id: str | None = None) -> dict[str, Any]:
+        return {"type": "message", "id": item_id or _id("msg"), "status": status, "role": "assistant",
+                "content": [{"type": "output_text", "text": text, "annotations": [], "logprobs": []}]}
+
+    @staticmethod
+    def function_call(call: ToolCall, status: str = "completed", arguments: str | None = None) -> dict[str, Any]:
+        return {"type": "function_call", "id": _id("fc"), "call_id": call.id, "name": call.name,
+                "arguments": json.dumps(call.arguments, ensure_ascii=False) if arguments is None else arguments,
+                "status": status}
+
+    def items_of(self, resp: Response) -> list[dict[str, Any]]:
+        status = "incomplete" if resp.finish_reason == "length" else "completed"
+        items = [self.message(resp.content, status)] if resp.content or not resp.tool_calls else []
+        return items + [self.function_call(c) for c in resp.tool_calls or []]
+
+    def obj(self, status: str, resp: Response | None = None, error: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The Response object (``status``: in_progress, completed, incomplete, failed)."""
+        b = self.body
+        fmt = {"type": "text"}
+        if b.text is not None and b.text.format is not None:
+            fmt = b.text.format.model_dump(by_alias=True, exclude_none=True)
+        choice = b.tool_choice.model_dump() if b.tool_choice is not None and not isinstance(b.tool_choice, str) \
+            else b.tool_choice
+        return {
+            "id": self.id, "object": "response", "created_at": self.created, "status": status, "error": error,
+            "incomplete_details": {"reason": "max_output_tokens"} if status == "incomplete" else None,
+            "instructions": b.instructions, "max_output_tokens": b.max_output_tokens, "model": self.model,
+            "output": list(self.output), "parallel_tool_calls": b.parallel_tool_calls is not False,
+            "previous_response_id": b.previous_response_id, "reasoning": {"effort": None, "summary": None},
+            "store": b.store is not False, "temperature": b.temperature, "text": {"format": fmt},
+            "tool_choice": choice or "auto", "tools": [t.model_dump(exclude_none=True) for t in b.tools or []],
+            "top_p": b.top_p, "truncation": b.truncation or "disabled", "usage": _usage(resp), "user": b.user,
+            "metadata": b.metadata or {},
+        }
+
+    def store(self, state: ServerState, convo: Conversation, resp: Response, body: dict[str, Any]) -> None:
+        if self.body.store is False:
+            return
+        turn: dict[str, Any] = {"role": "assistant", "content": resp.content or (None if resp.tool_calls else "")}
+        if resp.tool_calls:
+            turn["tool_calls"] = [{"id": c.id, "type": "function",
+                                   "function": {"name": c.name, "arguments": c.arguments}} for c in resp.tool_calls]
+        state.responses.put(self.id, StoredResponse(body, convo.history + [turn]))
+
+
+def _status(resp: Response) -> str:
+    return "incomplete" if resp.finish_reason == "length" else "completed"
+
+
+async def _body(request: Request) -> dict[str, Any]:
+    state: ServerState = request.app.state.server
+    return parse_json(await read_body(request, state.config.max_body_bytes))
+
+
+@router.post("/v1/responses")
+async def create_response(request: Request) -> Any:
+    state: ServerState = request.app.state.server
+    body = parse_responses(await _body(request))
+    previous = None
+    if body.previous_response_id is not None:
+        stored = state.responses.get(body.previous_response_id)
+        if stored is None:
+            raise APIError(400, f"Previous response with id {body.previous_response_id!r} not found (this server "
+                           f"keeps the last {state.responses.capacity} responses in memory, within "
+                           f"{state.responses.max_bytes} bytes).",
+                           param="previous_response_id", code="previous_response_not_found")
+        previous = stored.messages
+    req, convo = body.to_parsed(previous)
+    reply = _Reply(state, body)
+    if req.stream:
+        return await _stream(state, req, request, reply, convo)
+    (resp,) = await complete(state, req, request)
+    reply.output = reply.items_of(resp)
+    out = reply.obj(_status(resp), resp)
+    reply.store(state, convo, resp, out)
+    return JSONResponse(out)
+
+
+@router.get("/v1/responses/{response_id}")
+async def get_response(response_id: str, request: Request) -> Any:
+    stored = request.app.state.server.responses.get(response_id)
+    if stored is None:
+        raise APIError(404, f"Response with id {response_id!r} not found.", param="response_id")
+    return stored.body
+
+
+@router.delete("/v1/responses/{response_id}")
+async def delete_response(response_id: str, request: Request) -> Any:
+    if not request.app.state.server.responses.delete(response_id):
+        raise APIError(404, f"Response with id {response_id!r} not found.", param="response_id")
+    return {"id": response_id, "object": "response", "deleted": True}
+
+
+class _Events:
+    """Numbers the events of one stream (``sequence_number``) and formats them as server-sent events."""
+
+    def __init__(self) -> None:
+        self.seq = 0
+
+    def __call__(self, kind: str, **fields: Any) -> str:
+        data = {"type": kind, "sequence_number": self.seq, **fields}
+        self.seq += 1
+        return f"event: {kind}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
+
+
+async def _stream(state: ServerState, req: Any, request: Request, reply: _Reply, convo: Conversation) -> Any:
+    first, agen = await open_stream(state, req, request)
+    ev = _Events()
+
+    async def events() -> AsyncIterator[str]:
+        chunks: list[Response] = []
+        text: dict[str, Any] | None = None  # the open message item: {"id", "index", "text"}
+
+        def close_text(status: str) -> list[str]:
+            nonlocal text
+            if text is None:
+                return []
+            item = reply.message(text["text"], status, text["id"])
+            part = item["content"][0]
+            where = {"item_id": text["id"], "output_index": text["index"]}
+            reply.output[text["index"]] = item
+            text = None
+            return [ev("response.output_text.done", **where, content_index=0, text=part["text"], logprobs=[]),
+                    ev("response.content_part.done", **where, content_index=0, part=part),
+                    ev("response.output_item.done", output_index=where["output_index"], item=item)]
+
+        try:
+            yield ev("response.created", response=reply.obj("in_progress"))
+            yield ev("response.in_progress", response=reply.obj("in_progress"))
+            async for chunk in rest_of(first, agen):
+                chunks.append(chunk)
+                if chunk.content:
+                    if text is None:
+                        text = {"id": _id("msg"), "index": len(reply.output), "text": ""}
+                        item = reply.message("", "in_progress", text["id"])
+                        item["content"] = []
+                        reply.output.append(item)
+                        yield ev("response.output_item.added", output_index=text["index"], item=item)
+                        yield ev("response.content_part.added", item_id=text["id"], output_index=text["index"],
+                                 content_index=0, part={"type": "output_text", "text": "", "annotations": [],
+                                                        "logprobs": []})
+                    text["text"] += chunk.content
+                    yield ev("response.output_text.delta", item_id=text["id"], output_index=text["index"],
+                             content_index=0, delta=chunk.content, logprobs=[])
+                for call in chunk.tool_calls or []:
+                    for piece in close_text("completed"):
+                        yield piece
+                    for piece in _function_call(reply, call, ev):
+                        yield piece
+            whole = aggregate_chunks(chunks)
+            if text is None and not reply.output:  # an empty reply still has its (empty) message
+                text = {"id": _id("msg"), "index": 0, "text": ""}
+                item = reply.message("", "in_progress", text["id"])
+                reply.output.append(item)
+                yield ev("response.output_item.added", output_index=0, item={**item, "content": []})
+                yield ev("response.content_part.added", item_id=text["id"], output_index=0, content_index=0,
+                         part={"type": "output_text", "text": "", "annotations": [], "logprobs": []})
+            for piece in close_text(_status(whole)):
+                yield piece
+            note_usage(whole)
+            status = _status(whole)
+            out = reply.obj(status, whole)
+            reply.store(state, convo, whole, out)
+            yield ev("response.completed" if status == "completed" else "response.incomplete", response=out)
+        except Exception as exc:  # after the 200 went out: report in-band
+            state.stats.http_errors += 1
+            err = api_error_from(exc)
+            yield ev("error", code=err.code, message=err.message, param=err.param)
+            yield ev("response.failed", response=reply.obj("failed", error={"code": err.code or "server_error",
+                                                                           "message": err.message}))
+
+    return sse_response(events(), [agen])
+
+
+def _function_call(reply: _Reply, call: ToolCall, ev: _Events) -> list[str]:
+    index = len(reply.output)
+    done = reply.function_call(call)
+    added = {**done, "status": "in_progress", "arguments": ""}
+    reply.output.append(done)
+    where = {"item_id": done["id"], "output_index": index}
+    return [ev("response.output_item.added", output_index=index, item=added),
+            ev("response.function_call_arguments.delta", **where, delta=done["arguments"]),
+            ev("response.function_call_arguments.done", **where, arguments=done["arguments"], name=call.name),
+            ev("response.output_item.done", output_index=index, item=done)]
