@@ -130,6 +130,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "the queue to N minus the batch size)")
     p.add_argument("--model-id", help="the model id /v1/models reports")
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    p.add_argument("--distributed", nargs="?", const="auto", choices=("tensor", "pipeline", "auto"),
+                   help="under mlx.launch: shard the model over its processes; rank 0 serves HTTP (default mode: "
+                        "auto; see docs/distributed.md)")
+    p.add_argument("--distributed-timeout", type=float, metavar="S", help="with --distributed: seconds a rank "
+                   f"waits on the others before it exits with an error (default {PARAMS['distributed_timeout'].default:g})")
     _add_load(p)
     p.set_defaults(func=_lazy(".commands:cmd_serve"))
 
