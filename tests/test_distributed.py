@@ -2,9 +2,11 @@
 models in the Qwen3 and Llama shapes.
 
 - SPMD under ``mlx.launch``: greedy replies (one at a time and batched) equal the single-process ones on
-  both ranks; a sampled reply without a seed is the same on both ranks; rank 0's cancellation reaches the
-  other rank; each rank holds half of the sharded weights (measured: MLX's active memory after the load);
-  unsupported combinations raise ``UnsupportedFeatureError`` on every rank; ``close()`` exits 0 everywhere.
+  both ranks, tensor parallelism (Qwen3, Llama) and pipeline parallelism (a Qwen2-shaped small model); a
+  sampled reply without a seed is the same on both ranks; rank 0's cancellation reaches the other rank;
+  each rank holds half of the sharded weights (measured: MLX's active memory after the load), so a memory
+  limit too small for one process loads on two; unsupported combinations raise ``UnsupportedFeatureError``
+  on every rank, a memory limit only rank 1 cannot meet fails both ranks; ``close()`` exits 0 everywhere.
 - ``abstractllm serve --distributed`` under ``mlx.launch``: the official openai client gets the
   single-process reply; ``/health`` and ``/stats`` show both ranks' memory; a rank that stops answering
   (SIGSTOP) ends rank 0 through the watchdog within ``--distributed-timeout``.
@@ -30,9 +32,9 @@ import openai
 import psutil
 import pytest
 
-from abstractllm import UnsupportedFeatureError, create_llm
+from abstractllm import MemoryLimitError, UnsupportedFeatureError, create_llm
 
-from distributed_spmd import MAX_TOKENS, PROMPTS
+from distributed_spmd import MAX_TOKENS, MEMORY_LIMIT, PROMPTS
 from test_server_support import ServerProcess, cli_command
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -86,14 +88,15 @@ def _single_process(model: Path) -> tuple[list[list[int]], int]:
         return [llm.generate(p).token_ids for p in PROMPTS], loaded
 
 
-def _shard_bytes(model: Path) -> tuple[int, int]:
-    """(bytes mlx-lm's tensor parallelism splits, bytes every rank keeps whole) of a float32 checkpoint:
-    the layers' projections are split; embeddings, head and norms are not."""
+def _shard_bytes(model: Path, mode: str) -> tuple[int, int]:
+    """(bytes the ranks split evenly, bytes every rank keeps whole) of a float32 checkpoint: tensor
+    parallelism splits the layers' projections, pipeline parallelism the layers (of an even count);
+    every rank keeps the embeddings, the head and the final norm."""
     import mlx.core as mx
 
     split = whole = 0
     for name, value in mx.load(str(model / "model.safetensors")).items():
-        if ".layers." in name and name.endswith("proj.weight"):
+        if ".layers." in name and (mode == "pipeline" or name.endswith("proj.weight")):
             split += value.nbytes
         else:
             whole += value.nbytes
@@ -101,10 +104,12 @@ def _shard_bytes(model: Path) -> tuple[int, int]:
 
 
 @pytest.fixture(scope="module")
-def small_models():
-    from abstractllm.testing import demo_model
+def small_models(tmp_path_factory):
+    from abstractllm.testing import build_text_model, demo_model
 
-    return {"qwen3": demo_model("text", "small"), "llama": demo_model("text", "llama-small")}
+    qwen2 = build_text_model(tmp_path_factory.mktemp("qwen2") / "small-qwen2", "small",
+                             overrides={"model_type": "qwen2", "architectures": ["Qwen2ForCausalLM"]})
+    return {"qwen3": demo_model("text", "small"), "llama": demo_model("text", "llama-small"), "qwen2": qwen2}
 
 
 # ---------------------------------------------------------------------------------------------- alone
@@ -126,37 +131,43 @@ def test_serve_distributed_alone_fails_in_one_line(tiny_model):
 
 # ---------------------------------------------------------------------------------------------- SPMD
 def test_spmd_two_ranks_equal_one_process_with_half_the_weights(small_models, vision_model, tmp_path):
-    models = [small_models["qwen3"], small_models["llama"]]
-    proc = subprocess.run(_launch(sys.executable, str(SPMD), str(tmp_path), str(vision_model), *map(str, models)),
+    runs = [("tensor", small_models["qwen3"]), ("tensor", small_models["llama"]), ("pipeline", small_models["qwen2"])]
+    proc = subprocess.run(_launch(sys.executable, str(SPMD), str(tmp_path), str(vision_model),
+                                  *(f"{mode}:{model}" for mode, model in runs)),
                           capture_output=True, text=True, timeout=400, env=_env())
     log = proc.stdout + proc.stderr
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1) if (tmp_path / f"rank{r}.json").exists()]
     assert len(ranks) == 2, log
     assert "exited with code" not in log and "was killed" not in log, log  # close() exits 0 on every rank
-    for model in models:
+    for mode, model in runs:
         single, single_bytes = _single_process(model)
-        split, whole = _shard_bytes(model)
-        a, b = (r["models"][str(model)] for r in ranks)
-        for rank, got in enumerate((a, b)):
+        split, whole = _shard_bytes(model, mode)
+        assert abs(single_bytes - (whole + split)) < 0.02 * single_bytes
+        with pytest.raises(MemoryLimitError):  # the limit the ranks loaded under is too small for one process
+            create_llm("mlx", model=str(model), memory_limit=MEMORY_LIMIT).load()
+        for rank, r in enumerate(ranks):
+            got = r["models"][str(model)]
             assert got["rank"] == rank and got["world_size"] == 2 and got["closed"]
-            assert got["info"] == {"world_size": 2, "rank": rank, "distributed": "tensor",
+            assert got["info"] == {"world_size": 2, "rank": rank, "distributed": mode,
                                    "weights_bytes": whole + split // 2}
             assert got["alone"] == single, (model.name, rank)  # greedy: identical to one process
             assert got["batched"] == single, (model.name, rank)  # batching works across ranks too
             # measured: what the load added to MLX's memory is this rank's shard, about half of one process
             assert abs(got["active_after_load"] - (whole + split // 2)) < 0.02 * single_bytes
             assert got["active_after_load"] < 0.66 * single_bytes
-        assert abs(single_bytes - (whole + split)) < 0.02 * single_bytes
-        assert a["sampled"] == b["sampled"] and len(a["sampled"]) == MAX_TOKENS  # no seed: same draw
-        assert a["cancelled"] == b["cancelled"] and a["cancelled"]["finish_reason"] == "cancelled"
-        assert [r["rank"] for r in a["status"]["ranks"]] == [0, 1]
-        assert all(r["weights_bytes"] == whole + split // 2 for r in a["status"]["ranks"])
+    a, b = (r["models"][str(small_models["qwen3"])] for r in ranks)
+    assert a["sampled"] == b["sampled"] and len(a["sampled"]) == MAX_TOKENS  # no seed: the same draw
+    assert a["cancelled"] == b["cancelled"] and a["cancelled"]["finish_reason"] == "cancelled"
+    assert [r["rank"] for r in a["status"]["ranks"]] == [0, 1] and a["status"]["mode"] == "tensor"
+    assert all(r["weights_bytes"] == a["info"]["weights_bytes"] for r in a["status"]["ranks"])
     for r in ranks:
         assert r["pipeline_error"]["type"] == "UnsupportedFeatureError"
         assert "pipeline parallelism for" in r["pipeline_error"]["message"]
         assert "qwen2" in r["pipeline_error"]["message"]
         assert r["vision_error"]["type"] == "UnsupportedFeatureError"
         assert "vision" in r["vision_error"]["message"]
+    assert ranks[1]["memory_error"]["type"] == "MemoryLimitError" and "rank 1" in ranks[1]["memory_error"]["message"]
+    assert ranks[0]["memory_error"]["type"] == "ModelLoadError" and "rank 1" in ranks[0]["memory_error"]["message"]
 
 
 # ---------------------------------------------------------------------------------------------- server
@@ -257,3 +268,61 @@ def test_killing_rank_1_stops_the_server_with_a_clear_error(small_models, tmp_pa
     finally:
         follower.kill()
         srv.stop(signal.SIGKILL)
+
+
+# ---------------------------------------------------------------------------------------------- pieces
+def test_a_request_travels_without_its_python_function_or_class():
+    """What rank 0 sends the others pickles: the tools' schemas without their functions, the
+    response_format's schema without its pydantic class (each rank's caller parses its own reply)."""
+    import pickle
+
+    from pydantic import BaseModel
+
+    from abstractllm.providers.mlx.ranks import wire_request
+    from abstractllm.structured import normalize_response_format
+    from abstractllm.tools import function_to_tool_definition
+    from abstractllm.types import GenerationRequest, Message
+
+    class City(BaseModel):
+        name: str
+
+    def weather(city: str) -> str:
+        """The weather in a city."""
+        return "sunny"
+
+    tool = function_to_tool_definition(weather)
+    request = GenerationRequest([Message("user", "Hi")], {"temperature": 0.0, "seed": 3,
+                                                          "response_format": normalize_response_format(City)},
+                                tools=[tool])
+    with pytest.raises(Exception):
+        pickle.dumps(request)  # a local class and a function cannot travel
+    back = pickle.loads(pickle.dumps(wire_request(request)))
+    assert back.messages[0].text == "Hi" and back.params["seed"] == 3
+    assert back.tools[0].to_openai() == tool.to_openai() and back.tools[0].function is None
+    assert back.params["response_format"].schema == request.params["response_format"].schema
+    assert request.tools[0].function is weather  # the caller's request is untouched
+
+
+def test_pairing_gives_each_call_the_leaders_request_of_its_number():
+    """A non-zero rank's calls get rank 0's requests in call order, whether the call comes before or after
+    rank 0's output; after the group stops, waiting and new calls get the error."""
+    import queue
+
+    from abstractllm.providers.mlx.ranks import Pairing
+
+    pairs = Pairing()
+    first, second, third = queue.SimpleQueue(), queue.SimpleQueue(), queue.SimpleQueue()
+    pairs.local(first.put)
+    pairs.emit_for(1)(("item", "a"))
+    pairs.emit_for(2)(("item", "b"))  # before its call: kept
+    pairs.emit_for(1)(("done", None))
+    pairs.local(second.put)
+    pairs.emit_for(2)(("done", None))
+    assert [first.get_nowait(), first.get_nowait()] == [("item", "a"), ("done", None)]
+    assert [second.get_nowait(), second.get_nowait()] == [("item", "b"), ("done", None)]
+    pairs.local(third.put)
+    pairs.close(RuntimeError("stopped"))
+    assert third.get_nowait()[0] == "error"
+    late = queue.SimpleQueue()
+    pairs.local(late.put)
+    assert late.get_nowait()[0] == "error"

@@ -204,7 +204,7 @@ def _shard_lazily(spec: ModelSpec, world: World, mode: str) -> Any:
 
 def estimate_shard_bytes(spec: ModelSpec, world: World, mode: str, float_itemsize: int | None) -> MemoryEstimate:
     """What loading this rank's shard needs: its weights (floats at ``float_itemsize`` after the dtype
-    cast), the float shard as stored while it is cast (``sharded_load`` reads it before the cast), and the
+    cast), the floats that are cast as stored too (``sharded_load`` reads them before the cast), and the
     usual working margin."""
     import mlx.core as mx
     from mlx.utils import tree_flatten
@@ -212,15 +212,14 @@ def estimate_shard_bytes(spec: ModelSpec, world: World, mode: str, float_itemsiz
     from .memory import _MARGIN_FRACTION, _MARGIN_MIN
 
     model = _shard_lazily(spec, world, mode)
-    weights = stored_floats = 0
+    weights = cast = 0
     for _, value in tree_flatten(model.parameters()):
-        if mx.issubdtype(value.dtype, mx.floating):
-            stored_floats += value.nbytes
-            weights += value.size * (float_itemsize or value.dtype.size)
+        if mx.issubdtype(value.dtype, mx.floating) and float_itemsize and value.dtype.size != float_itemsize:
+            cast += value.nbytes  # read as stored, then cast: both for a moment
+            weights += value.size * float_itemsize
         else:
             weights += value.nbytes
-    extra = stored_floats if float_itemsize else 0
-    return MemoryEstimate(weights, extra, max(int(weights * _MARGIN_FRACTION), _MARGIN_MIN))
+    return MemoryEstimate(weights, cast, max(int(weights * _MARGIN_FRACTION), _MARGIN_MIN))
 
 
 class ShardedTextAdapter(TextAdapter):
