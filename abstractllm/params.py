@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterable, Mapping
 from .enums import ModelParameter
 from .exceptions import InvalidParameterError, did_you_mean
 
-__all__ = ["ParamSpec", "PARAMS", "GENERATION_PARAMS", "CALL_ONLY", "SAMPLING_PRESETS", "PRIORITY_AGING_S", "MAX_TOOL_ROUNDS", "DISTRIBUTED_HEARTBEAT_S", "SERVER_PORT",
+__all__ = ["ParamSpec", "PARAMS", "GENERATION_PARAMS", "CALL_ONLY", "SAMPLING_PRESETS", "PRIORITY_AGING_S", "MAX_TOOL_ROUNDS", "DISTRIBUTED_HEARTBEAT_S", "DISTRIBUTED_SYNC_S", "SERVER_PORT",
            "SERVER_MAX_BODY_BYTES", "SERVER_MAX_TOKENS_LIMIT", "SERVER_MAX_N", "normalize_keys", "validate_params", "parse_bytes",
            "format_bytes"]
 
@@ -288,6 +288,10 @@ MAX_TOOL_ROUNDS = 8
 #: distributed mode: rank 0 sends the other ranks a heartbeat (and gathers every rank's memory) at
 #: least this often while idle, so a rank that is gone is noticed within about this long
 DISTRIBUTED_HEARTBEAT_S = 1.0
+#: distributed mode: while generating, rank 0 tells the others what changed (admissions, cancellations)
+#: before a step, or once per this many seconds of steps when nothing waits (each message is a collective
+#: that costs as much as a small step on a slow link; a new request waits at most about this long)
+DISTRIBUTED_SYNC_S = 0.05
 
 #: ``abstractllm serve`` defaults (``ServerConfig`` and the CLI read them here)
 SERVER_PORT = 8000

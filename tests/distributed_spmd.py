@@ -8,7 +8,8 @@ the memory MLX holds after the load, ``get_model_info()``'s distributed keys, gr
 ``PROMPTS`` one at a time and batched; for the first model also a sampled reply without a seed (every
 rank must draw the same tokens) and a streamed reply cancelled after two chunks; then ``close()``. Then
 the errors every rank must raise alike: pipeline parallelism asked of an architecture without it, a
-vision model, and a memory limit that only rank 1 cannot meet (rank 0 must not wait for it).
+vision model, a memory limit that only rank 1 cannot meet (rank 0 must not wait for it), and a second
+provider while one is open.
 """
 
 from __future__ import annotations
@@ -84,6 +85,14 @@ def main() -> None:
     results["pipeline_error"] = _load_error(specs[0].split(":", 1)[1], "pipeline")
     results["vision_error"] = _load_error(vision, "auto")
     results["memory_error"] = _load_error(model, "auto", memory_limit="10MB" if rank == 1 else None)
+    from abstractllm import create_llm
+
+    first = create_llm("mlx", model=model, distributed="auto")
+    try:  # a second one would interleave its messages with the first's
+        results["second_error"] = _load_error(model, "auto")
+    except Exception as exc:  # noqa: BLE001 - raised by create_llm itself
+        results["second_error"] = {"type": type(exc).__name__, "message": str(exc)}
+    first.close()
     (out_dir / f"rank{rank}.json").write_text(json.dumps(results), encoding="utf-8")
 
 

@@ -168,6 +168,8 @@ def test_spmd_two_ranks_equal_one_process_with_half_the_weights(small_models, vi
         assert "vision" in r["vision_error"]["message"]
     assert ranks[1]["memory_error"]["type"] == "MemoryLimitError" and "rank 1" in ranks[1]["memory_error"]["message"]
     assert ranks[0]["memory_error"]["type"] == "ModelLoadError" and "rank 1" in ranks[0]["memory_error"]["message"]
+    assert all(r["second_error"]["type"] == "UnsupportedFeatureError" for r in ranks)
+    assert "One distributed provider per process" in ranks[0]["second_error"]["message"]
 
 
 # ---------------------------------------------------------------------------------------------- server

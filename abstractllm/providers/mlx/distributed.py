@@ -129,9 +129,9 @@ def resolve_mode(spec: ModelSpec, mode: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- collectives
-def share(world: World, obj: Any = None, stream: Any = None) -> Any:
-    """Rank 0's ``obj`` on every rank (the others pass nothing): its size, then its pickled bytes, as
-    ``all_sum`` (the others add zeros). ``None`` costs one small collective.
+def share(world: World, obj: Any = None, stream: Any = None, count: int = 0) -> tuple[Any, int]:
+    """Rank 0's ``obj`` and ``count`` on every rank (the others pass nothing): the pickled size and the
+    count in one ``all_sum`` (the others add zeros), then, unless ``obj`` is None, its bytes in another.
 
     ``stream``: the stream the model generates on (mlx-lm's ``generation_stream``). Collectives must run
     in the same order on every rank; on the generation stream they queue behind the step that is still
@@ -141,29 +141,23 @@ def share(world: World, obj: Any = None, stream: Any = None) -> Any:
     import mlx.core as mx
 
     with mx.stream(stream) if stream is not None else contextlib.nullcontext():
-        return _share(world, obj)
+        return _share(world, obj, count)
 
 
-def _share(world: World, obj: Any) -> Any:
+def _share(world: World, obj: Any, count: int) -> tuple[Any, int]:
     import mlx.core as mx
-
-    data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL) if world.is_leader and obj is not None else b""
-    size = int(mx.distributed.all_sum(mx.array([len(data)], dtype=mx.int64), group=world.group).item())
-    if size == 0:
-        return None
-    if world.is_leader:
-        import numpy as np
-
-        buf = mx.array(np.frombuffer(data, dtype=np.uint8))
-    else:
-        buf = mx.zeros((size,), dtype=mx.uint8)
-    out = mx.distributed.all_sum(buf, group=world.group)
-    mx.eval(out)
-    if world.is_leader:
-        return obj
     import numpy as np
 
-    return pickle.loads(np.array(out).tobytes())
+    leader = world.is_leader
+    data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL) if leader and obj is not None else b""
+    header = mx.array([len(data), count] if leader else [0, 0], dtype=mx.int64)
+    size, count = mx.distributed.all_sum(header, group=world.group).tolist()
+    if size == 0:
+        return None, count
+    buf = mx.array(np.frombuffer(data, dtype=np.uint8)) if leader else mx.zeros((size,), dtype=mx.uint8)
+    out = mx.distributed.all_sum(buf, group=world.group)
+    mx.eval(out)
+    return (obj if leader else pickle.loads(np.array(out).tobytes())), count
 
 
 def gather(world: World, obj: Any, stream: Any = None) -> list[Any]:

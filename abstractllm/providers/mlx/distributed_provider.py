@@ -10,6 +10,7 @@ that has nothing to call (a server's other ranks) calls ``follow()``, which retu
 
 from __future__ import annotations
 
+import threading
 import time
 import weakref
 from typing import Any
@@ -25,6 +26,14 @@ from .provider import _RELOAD_KEYS, MLXProvider
 __all__ = ["DistributedMLXProvider"]
 
 _FIXED = _RELOAD_KEYS | {"distributed", "distributed_timeout"}
+_OPEN: "weakref.WeakSet[DistributedMLXProvider]" = weakref.WeakSet()
+_OPEN_LOCK = threading.Lock()
+
+
+def _in_use(provider: "DistributedMLXProvider") -> bool:
+    """Open, and its loop not ended for good: it may still exchange messages with the other ranks."""
+    engine = provider._engine
+    return not provider._closed and not (engine is not None and engine.finished)
 
 
 class DistributedMLXProvider(MLXProvider):
@@ -34,6 +43,13 @@ class DistributedMLXProvider(MLXProvider):
 
     def __init__(self, config: dict[Any, Any] | None = None, **kwargs: Any) -> None:
         super().__init__(config, **kwargs)
+        with _OPEN_LOCK:
+            if any(_in_use(p) for p in _OPEN):
+                raise UnsupportedFeatureError(
+                    "One distributed provider per process at a time: the ranks exchange messages in one fixed "
+                    "order, and a second provider would interleave its own with the first's. close() the other "
+                    "one (on every rank) first.", feature="distributed")
+            _OPEN.add(self)
         self.world = join_world()
 
     @property

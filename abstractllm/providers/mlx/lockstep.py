@@ -8,12 +8,14 @@ One loop per rank, on the provider's worker thread, for the provider's life (``D
    its batch (priorities, the bounded queue, the memory checks: the single-process engine's rules), and
    notes the requests that ended before admission (errors, cancellations). Idle, it waits for work up to
    ``DISTRIBUTED_HEARTBEAT_S`` and then sends an empty plan: a heartbeat.
-2. The plan goes to every rank (``distributed.share``: one small ``all_sum``, two when it is not empty). The
-   others apply it as rank 0 did: the same cancellations, then the same admissions in the same order
-   (their prompt caches must give the same cached prefix; if not, the ranks are out of step and stop).
-3. Every rank advances the batch by one step; finished requests end on every rank alike (same tokens:
-   the all-reduce gives every rank the same logits; samplers draw from the request's own key, and rank 0
-   fills in a random ``seed`` for a sampled request that has none, before the others see it).
+2. The plan goes to every rank (``distributed.share``: one small ``all_sum``, two when it is not empty),
+   with the number of steps to take before the next one (1 while anything waits for a decision, else as
+   many as fit in ``DISTRIBUTED_SYNC_S``: a message costs a round trip between the ranks). The others
+   apply it as rank 0 did: the same cancellations, then the same admissions in the same order (their
+   prompt caches must give the same cached prefix; if not, the ranks are out of step and stop).
+3. Every rank advances the batch by that many steps; finished requests end on every rank alike (same
+   tokens: the all-reduce gives every rank the same logits; samplers draw from the request's own key, and
+   rank 0 fills in a random ``seed`` for a sampled request that has none, before the others see it).
 
 Where the results go: rank 0's callers get their requests' chunks. On the other ranks, a script that
 makes the same calls as rank 0 (SPMD) gets the same results: its calls are paired with rank 0's requests
@@ -35,12 +37,12 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Callable
 
 from ...exceptions import AbstractLLMError, GenerationError, QueueFullError
-from ...params import DISTRIBUTED_HEARTBEAT_S
+from ...params import DISTRIBUTED_HEARTBEAT_S, DISTRIBUTED_SYNC_S
 from ...types import GenerationRequest
 from ..worker import CancelToken, Emit, SerialWorker
 from .backend import import_backend
 from .distributed import World, gather, share
-from .engine import Engine, EngineRequest, _yield_gil
+from .engine import Engine, EngineRequest
 from .pipeline import RequestPipeline
 from .ranks import Pairing, Plan, Watchdog, describe_error, rebuild_error, wire_request
 
@@ -48,6 +50,9 @@ if TYPE_CHECKING:
     from .adapter import ModelAdapter
 
 __all__ = ["DistributedEngine", "LockstepWorker"]
+
+#: the most steps between two plans (see ``DISTRIBUTED_SYNC_S``)
+_MAX_STEPS_PER_PLAN = 32
 
 log = logging.getLogger("abstractllm.providers.mlx")
 _DONE = ("done", None)
@@ -90,11 +95,17 @@ class DistributedEngine(Engine):
         self._pairs = Pairing()
         self._on_fatal: list[Callable[[BaseException], None]] = []
         self._stream: Any = None
+        self._step_s: float | None = None  # rank 0: moving average of a step's duration
 
     # ------------------------------------------------------------------ from any thread
     @property
     def loop_running(self) -> bool:
         return self._running
+
+    @property
+    def finished(self) -> bool:
+        """The loop ended for good (rank 0 stopped the group, or it failed)."""
+        return self._finished.is_set()
 
     def on_fatal(self, callback: Callable[[BaseException], None]) -> None:
         """Call ``callback(error)`` (on the worker thread) when the loop ends for good on an error."""
@@ -248,9 +259,10 @@ class DistributedEngine(Engine):
         leader = self.world.is_leader
         while True:
             plan = self._plan() if leader else None
+            steps = self._steps_until_next_plan(plan) if leader else 0
             self.watchdog.arm("sending the next step to the other ranks" if leader else
                               "waiting for rank 0's next step")
-            plan = share(self.world, plan, self._stream)
+            plan, steps = share(self.world, plan, self._stream, steps)
             self.watchdog.disarm()
             if not leader:
                 self._run_jobs()
@@ -265,9 +277,11 @@ class DistributedEngine(Engine):
                     self._finish_ops()
                 if plan.stop:
                     return
-            if self._active:
+            for _ in range(max(1, steps)):  # the same number on every rank (an empty batch ends it early)
+                if not self._active:
+                    break
                 self._step()
-            _yield_gil()
+            # (no _yield_gil here: a rank that gives its core away stalls every other rank)
 
     # ------------------------------------------------------------------ rank 0
     def _plan(self) -> Plan:
@@ -301,6 +315,17 @@ class DistributedEngine(Engine):
             self._admit_into(plan)
         plan.gather = self.gathered_at is None or time.monotonic() - self.gathered_at >= self.heartbeat_s
         return plan if plan else None  # type: ignore[return-value]
+
+    def _steps_until_next_plan(self, plan: Plan | None) -> int:
+        """How many steps every rank takes before the next plan: one while anything waits for a decision
+        (requests, cancellations, maintenance), else as many as fit in ``DISTRIBUTED_SYNC_S``."""
+        if self._step_s is None or not self._active or (plan is not None and plan.stop):
+            return 1
+        with self._lock:
+            busy = bool(self._waiting or self._jobs or self._ops or self._ended)
+        if busy or self._stopping() or any(r.token.cancelled for r in self._active):
+            return 1
+        return max(1, min(_MAX_STEPS_PER_PLAN, int(DISTRIBUTED_SYNC_S / max(self._step_s, 1e-6))))
 
     def _stopping(self) -> bool:
         return self._stop_requested or self.worker.closed
@@ -385,8 +410,11 @@ class DistributedEngine(Engine):
     def _step(self) -> None:
         adapter = self.adapter
         self.watchdog.arm("a generation step (it waits on the other ranks)")
+        started = time.perf_counter()
         results = adapter.step()
+        took = time.perf_counter() - started
         self.watchdog.disarm()
+        self._step_s = took if self._step_s is None else 0.8 * self._step_s + 0.2 * took
         self.stats.steps += 1
         self.stats.step_rows += len(self._active)
         for req, step in results:
