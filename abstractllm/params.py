@@ -289,9 +289,10 @@ MAX_TOOL_ROUNDS = 8
 #: least this often while idle, so a rank that is gone is noticed within about this long
 DISTRIBUTED_HEARTBEAT_S = 1.0
 #: distributed mode: while generating, rank 0 tells the others what changed (admissions, cancellations)
-#: before a step, or once per this many seconds of steps when nothing waits (each message is a collective
-#: that costs as much as a small step on a slow link; a new request waits at most about this long)
-DISTRIBUTED_SYNC_S = 0.05
+#: before a step, or once per this many seconds of steps when nothing waits. Each message is a round trip
+#: that also stops the overlap of the next step's graph building with the current step's compute; a
+#: request arriving mid-batch or a cancellation waits at most about this long (mlx-lm's server: 0.5 s)
+DISTRIBUTED_SYNC_S = 0.25
 
 #: ``abstractllm serve`` defaults (``ServerConfig`` and the CLI read them here)
 SERVER_PORT = 8000

@@ -193,7 +193,8 @@ def report(args: argparse.Namespace, single: dict, ranks: list[dict], raw: list[
         print(f"| {name} | {r['mode'] or '-'} | {r['decode_tps']:.1f} | {r['ttft_s'] * 1000:.0f} | {r['load_s']:.2f} | "
               f"{r['weights_bytes'] / mb:.1f} | {r['loaded_bytes'] / mb:.1f} | {r['peak_bytes'] / mb:.1f} |")
     for r in raw:
-        print(f"| raw mlx-lm, rank {r['rank']} of {r['world_size']} | {args.mode} | {r['decode_tps']:.1f} | | | | | |")
+        print(f"| raw mlx-lm, rank {r['rank']} of {r['world_size']} | {ranks[0]['mode']} | {r['decode_tps']:.1f} "
+              "| | | | | |")
     print()
     if raw:
         print(f"provider / raw mlx-lm on the same ranks (decode): {ranks[0]['decode_tps'] / raw[0]['decode_tps']:.2f}")

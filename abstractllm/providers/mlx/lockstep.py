@@ -10,7 +10,9 @@ One loop per rank, on the provider's worker thread, for the provider's life (``D
    ``DISTRIBUTED_HEARTBEAT_S`` and then sends an empty plan: a heartbeat.
 2. The plan goes to every rank (``distributed.share``: one small ``all_sum``, two when it is not empty),
    with the number of steps to take before the next one (1 while anything waits for a decision, else as
-   many as fit in ``DISTRIBUTED_SYNC_S``: a message costs a round trip between the ranks). The others
+   many as fit in ``DISTRIBUTED_SYNC_S``: a message costs a round trip between the ranks, and waiting for
+   it on the generation stream stops the overlap of the next step's graph building with the current
+   step's compute). The others
    apply it as rank 0 did: the same cancellations, then the same admissions in the same order (their
    prompt caches must give the same cached prefix; if not, the ranks are out of step and stop).
 3. Every rank advances the batch by that many steps; finished requests end on every rank alike (same
