@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 from ...exceptions import MemoryLimitError, ModelLoadError, UnsupportedFeatureError
-from ...params import format_bytes
 from .backend import import_backend
 from .memory import MemoryEstimate, check_load_memory
 from .source import ModelSpec
@@ -29,7 +28,7 @@ from .text import TextAdapter
 from .weights import float_itemsize_for, quantize_bits
 
 __all__ = ["World", "join_world", "sharding_support", "model_sharding", "resolve_mode", "share", "gather",
-           "ShardedTextAdapter", "load_sharded_adapter", "LAUNCH_HINT"]
+           "estimate_shard_bytes", "ShardedTextAdapter", "load_sharded_adapter", "LAUNCH_HINT"]
 
 LAUNCH_HINT = ("start every rank with mlx.launch: `mlx.launch --backend ring -n 2 python app.py` on one machine, "
                "`mlx.launch --hostfile hosts.json python app.py` over several (docs/distributed.md)")
@@ -247,8 +246,11 @@ class ShardedTextAdapter(TextAdapter):
         self.info["distributed"] = self.mode
         if self.mode == "pipeline":
             self._cache = None
-        # The KV cache of a shard: a 1/size share of the heads (tensor) or of the layers (pipeline).
-        self.kv_bytes_per_token = -(-self.kv_bytes_per_token // self.world.size)
+        # The KV cache of a shard: a 1/size share of the heads (tensor) or of the layers (pipeline). Rank 0
+        # checks that a request's cache fits before admitting it; the others admit what rank 0 admitted
+        # (their own check could only refuse it there and stop the group: the shards are alike).
+        per_token = -(-self.kv_bytes_per_token // self.world.size)
+        self.kv_bytes_per_token = per_token if self.world.is_leader else 0
 
 
 def load_sharded_adapter(spec: ModelSpec, config: dict[str, Any], world: World) -> tuple[ShardedTextAdapter,
@@ -274,7 +276,7 @@ def load_sharded_adapter(spec: ModelSpec, config: dict[str, Any], world: World) 
             "quantized after sharding): load a pre-quantized model (mlx_lm.convert -q, or an mlx-community "
             "'-4bit' repo); its quantized layers are sharded as they are.", feature="quantize", provider="mlx")
     problem: BaseException | None = None
-    estimate = None
+    estimate = MemoryEstimate(0, 0, 0)
     try:
         estimate = estimate_shard_bytes(spec, world, mode, float_itemsize_for(config["dtype"], spec, gpu))
         check_load_memory(spec, estimate, config.get("memory_limit"))
@@ -295,12 +297,5 @@ def load_sharded_adapter(spec: ModelSpec, config: dict[str, Any], world: World) 
                              f"({name}: {message})")
     adapter = ShardedTextAdapter(spec, config, gpu, world, mode)
     adapter.load()
-    if estimate is not None:
-        adapter.info["estimated_shard_bytes"] = estimate.weights_bytes
-    return adapter, estimate  # type: ignore[return-value]
-
-
-def describe_shard(adapter: ShardedTextAdapter) -> str:
-    """One line for logs: this rank's share of the model."""
-    return (f"rank {adapter.world.rank}/{adapter.world.size}: {adapter.mode} parallelism, "
-            f"{format_bytes(adapter.info.get('weights_bytes') or 0)} of weights")
+    adapter.info["estimated_shard_bytes"] = estimate.weights_bytes
+    return adapter, estimate

@@ -320,11 +320,13 @@ class DistributedEngine(Engine):
 
     def _steps_until_next_plan(self, plan: Plan | None) -> int:
         """How many steps every rank takes before the next plan: one while anything waits for a decision
-        (requests, cancellations, maintenance), else as many as fit in ``DISTRIBUTED_SYNC_S``."""
+        (a request that a free slot could take, a cancellation, maintenance), else as many as fit in
+        ``DISTRIBUTED_SYNC_S`` (a request waiting for a full batch waits for a slot anyway)."""
         if self._step_s is None or not self._active or (plan is not None and plan.stop):
             return 1
+        free = len(self._active) < min(self.max_batch_size, self.adapter.capacity)
         with self._lock:
-            busy = bool(self._waiting or self._jobs or self._ops or self._ended)
+            busy = bool((self._waiting and free) or self._jobs or self._ops or self._ended)
         if busy or self._stopping() or any(r.token.cancelled for r in self._active):
             return 1
         return max(1, min(_MAX_STEPS_PER_PLAN, int(DISTRIBUTED_SYNC_S / max(self._step_s, 1e-6))))
