@@ -25,6 +25,7 @@ import socket
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -212,7 +213,7 @@ def _wait_ranks(srv: ServerProcess, timeout: float = 30) -> dict:
 def test_server_under_mlx_launch_answers_openai_and_a_stopped_rank_ends_it(small_models):
     model = small_models["qwen3"]
     with create_llm("mlx", model=str(model), temperature=0.0, max_tokens=MAX_TOKENS) as llm:
-        expected = llm.generate(PROMPTS[0]).content
+        expected, expected_2 = (llm.generate(p).content for p in PROMPTS)
     timeout = 6
     argv = _launch(*cli_command("serve", "--model", str(model), "--host", "127.0.0.1", "--port", "0",
                                 "--distributed", "tensor", "--distributed-timeout", str(timeout)))
@@ -231,6 +232,11 @@ def test_server_under_mlx_launch_answers_openai_and_a_stopped_rank_ends_it(small
             streamed = client.chat.completions.create(model="small", max_tokens=MAX_TOKENS, temperature=0, stream=True,
                                                       messages=[{"role": "user", "content": PROMPTS[0]}])
             assert "".join(c.choices[0].delta.content or "" for c in streamed if c.choices) == expected
+            with ThreadPoolExecutor(2) as pool:  # two clients at once: batched together on both ranks
+                replies = list(pool.map(lambda p: client.chat.completions.create(
+                    model="small", messages=[{"role": "user", "content": p}], max_tokens=MAX_TOKENS, temperature=0),
+                    PROMPTS))
+            assert [r.choices[0].message.content for r in replies] == [expected, expected_2]
         stats = srv.stats()
         ranks = stats["distributed"]["ranks"]
         assert [r["rank"] for r in ranks] == [0, 1] and all(r["mlx_active"] > 0 and r["weights_bytes"] for r in ranks)

@@ -58,6 +58,9 @@ def serve_ranks(config: ServerConfig, llm: Any) -> int:
         os.kill(os.getpid(), signal.SIGTERM)
 
     llm.on_fatal(stop)
+    where_http = f" on http://{config.host}:{config.port}/v1" if config.port else ""
+    print(f"Serving {config.resolved_model_id()}{where_http} from {where} (every rank loads its shard; GET /health "
+          "answers 200 once they have)", file=sys.stderr, flush=True)
     try:
         run_server(config, llm)
     finally:
