@@ -69,13 +69,58 @@ def _free_port_pair() -> int:
     raise RuntimeError("no two consecutive free ports")
 
 
+#: in the environment of every process these tests start: what is left of them is found and killed
+TAG = f"abstractllm-distributed-test-{os.getpid()}"
+
+
 def _env() -> dict[str, str]:
     path = os.environ.get("PYTHONPATH")
-    return {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{path}" if path else str(ROOT), "PYTHONUNBUFFERED": "1"}
+    return {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{path}" if path else str(ROOT), "PYTHONUNBUFFERED": "1",
+            "ABSTRACTLLM_TEST_TAG": TAG}
+
+
+@pytest.fixture(autouse=True)
+def _no_rank_left_behind():
+    """After each test, kill the processes it started that are still there (a rank whose mlx.launch was
+    killed, a stopped rank), found by the tag in their environment."""
+    yield
+    for proc in psutil.process_iter():
+        try:
+            if proc.pid != os.getpid() and proc.environ().get("ABSTRACTLLM_TEST_TAG") == TAG:
+                proc.kill()
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            pass
 
 
 def _launch(*command: str) -> list[str]:
     return [_launcher(), "--backend", "ring", "-n", "2", "--starting-port", str(_free_port_pair()), "--", *command]
+
+
+def _kill_tree(pid: int) -> None:
+    """Kill ``pid`` and every process under it (mlx.launch's ranks must not outlive a failed test)."""
+    try:
+        parent = psutil.Process(pid)
+        procs = parent.children(recursive=True) + [parent]
+    except psutil.NoSuchProcess:
+        return
+    for proc in procs:
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(procs, timeout=30)
+
+
+def _run(argv: list[str], timeout: float) -> str:
+    """Run ``argv`` to its end (killing it and its children past ``timeout``); its output."""
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env())
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _kill_tree(proc.pid)
+        out, _ = proc.communicate()
+        out += f"\n--- killed after {timeout} s"
+    return out
 
 
 def _single_process(model: Path) -> tuple[list[list[int]], int]:
@@ -133,10 +178,8 @@ def test_serve_distributed_alone_fails_in_one_line(tiny_model):
 # ---------------------------------------------------------------------------------------------- SPMD
 def test_spmd_two_ranks_equal_one_process_with_half_the_weights(small_models, vision_model, tmp_path):
     runs = [("tensor", small_models["qwen3"]), ("tensor", small_models["llama"]), ("pipeline", small_models["qwen2"])]
-    proc = subprocess.run(_launch(sys.executable, str(SPMD), str(tmp_path), str(vision_model),
-                                  *(f"{mode}:{model}" for mode, model in runs)),
-                          capture_output=True, text=True, timeout=400, env=_env())
-    log = proc.stdout + proc.stderr
+    log = _run(_launch(sys.executable, str(SPMD), str(tmp_path), str(vision_model),
+                       *(f"{mode}:{model}" for mode, model in runs)), timeout=400)
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1) if (tmp_path / f"rank{r}.json").exists()]
     assert len(ranks) == 2, log
     assert "exited with code" not in log and "was killed" not in log, log  # close() exits 0 on every rank
@@ -192,11 +235,12 @@ def _wait_gone(pid: int, timeout: float) -> bool:
 
 
 def _kill_all(pids: list[int], srv: ServerProcess) -> None:
-    for pid in pids:
+    for pid in pids:  # the ranks (a stopped one too), then mlx.launch and anything left under it
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+    _kill_tree(srv.proc.pid)
     srv.stop(signal.SIGKILL, timeout=30)
 
 
@@ -214,7 +258,7 @@ def test_server_under_mlx_launch_answers_openai_and_a_stopped_rank_ends_it(small
     model = small_models["qwen3"]
     with create_llm("mlx", model=str(model), temperature=0.0, max_tokens=MAX_TOKENS) as llm:
         expected, expected_2 = (llm.generate(p).content for p in PROMPTS)
-    timeout = 6
+    timeout = 8
     argv = _launch(*cli_command("serve", "--model", str(model), "--host", "127.0.0.1", "--port", "0",
                                 "--distributed", "tensor", "--distributed-timeout", str(timeout)))
     srv = ServerProcess(None, argv=argv, env=_env())
@@ -262,7 +306,7 @@ def test_killing_rank_1_stops_the_server_with_a_clear_error(small_models, tmp_pa
     follower = subprocess.Popen(argv, env={**_env(), "MLX_RANK": "1", "MLX_HOSTFILE": str(hostfile)},
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     srv = ServerProcess(None, argv=argv, env={"PYTHONPATH": _env()["PYTHONPATH"], "MLX_RANK": "0",
-                                              "MLX_HOSTFILE": str(hostfile)})
+                                              "MLX_HOSTFILE": str(hostfile), "ABSTRACTLLM_TEST_TAG": TAG})
     try:
         _wait_ranks(srv)
         follower.kill()
