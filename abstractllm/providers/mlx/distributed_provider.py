@@ -43,6 +43,7 @@ class DistributedMLXProvider(MLXProvider):
 
     def __init__(self, config: dict[Any, Any] | None = None, **kwargs: Any) -> None:
         super().__init__(config, **kwargs)
+        self.world = join_world()
         with _OPEN_LOCK:
             if any(_in_use(p) for p in _OPEN):
                 raise UnsupportedFeatureError(
@@ -50,7 +51,6 @@ class DistributedMLXProvider(MLXProvider):
                     "order, and a second provider would interleave its own with the first's. close() the other "
                     "one (on every rank) first.", feature="distributed")
             _OPEN.add(self)
-        self.world = join_world()
 
     @property
     def rank(self) -> int:
