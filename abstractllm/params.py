@@ -17,7 +17,8 @@ from typing import Any, Callable, Iterable, Mapping
 from .enums import ModelParameter
 from .exceptions import InvalidParameterError, did_you_mean
 
-__all__ = ["ParamSpec", "PARAMS", "GENERATION_PARAMS", "CALL_ONLY", "SAMPLING_PRESETS", "PRIORITY_AGING_S", "MAX_TOOL_ROUNDS", "DISTRIBUTED_HEARTBEAT_S", "DISTRIBUTED_SYNC_S", "SERVER_PORT",
+__all__ = ["ParamSpec", "PARAMS", "GENERATION_PARAMS", "CALL_ONLY", "SAMPLING_PRESETS", "PRIORITY_AGING_S", "MAX_TOOL_ROUNDS", "DISTRIBUTED_HEARTBEAT_S", "DISTRIBUTED_SYNC_S",
+           "DISTRIBUTED_MAX_STEPS_PER_PLAN", "SERVER_PORT",
            "SERVER_MAX_BODY_BYTES", "SERVER_MAX_TOKENS_LIMIT", "SERVER_MAX_N", "normalize_keys", "validate_params", "parse_bytes",
            "format_bytes"]
 
@@ -293,6 +294,8 @@ DISTRIBUTED_HEARTBEAT_S = 1.0
 #: that also stops the overlap of the next step's graph building with the current step's compute; a
 #: request arriving mid-batch or a cancellation waits at most about this long (mlx-lm's server: 0.5 s)
 DISTRIBUTED_SYNC_S = 0.25
+#: ... and at most this many steps between two of rank 0's messages
+DISTRIBUTED_MAX_STEPS_PER_PLAN = 32
 
 #: ``abstractllm serve`` defaults (``ServerConfig`` and the CLI read them here)
 SERVER_PORT = 8000

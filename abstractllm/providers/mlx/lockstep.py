@@ -39,7 +39,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Callable
 
 from ...exceptions import AbstractLLMError, GenerationError, QueueFullError
-from ...params import DISTRIBUTED_HEARTBEAT_S, DISTRIBUTED_SYNC_S
+from ...params import DISTRIBUTED_HEARTBEAT_S, DISTRIBUTED_MAX_STEPS_PER_PLAN, DISTRIBUTED_SYNC_S
 from ...types import GenerationRequest
 from ..worker import CancelToken, Emit, SerialWorker
 from .backend import import_backend
@@ -52,9 +52,6 @@ if TYPE_CHECKING:
     from .adapter import ModelAdapter
 
 __all__ = ["DistributedEngine", "LockstepWorker"]
-
-#: the most steps between two plans (see ``DISTRIBUTED_SYNC_S``)
-_MAX_STEPS_PER_PLAN = 32
 
 log = logging.getLogger("abstractllm.providers.mlx")
 _DONE = ("done", None)
@@ -329,7 +326,7 @@ class DistributedEngine(Engine):
             busy = bool((self._waiting and free) or self._jobs or self._ops or self._ended)
         if busy or self._stopping() or any(r.token.cancelled for r in self._active):
             return 1
-        return max(1, min(_MAX_STEPS_PER_PLAN, int(DISTRIBUTED_SYNC_S / max(self._step_s, 1e-6))))
+        return max(1, min(DISTRIBUTED_MAX_STEPS_PER_PLAN, int(DISTRIBUTED_SYNC_S / max(self._step_s, 1e-6))))
 
     def _stopping(self) -> bool:
         return self._stop_requested or self.worker.closed
