@@ -83,6 +83,9 @@ class ModelParameter(_StrEnum):
     MAX_BATCH_SIZE = "max_batch_size"
     MAX_QUEUE_SIZE = "max_queue_size"
     PREFILL_CHUNK_SIZE = "prefill_chunk_size"
+    # Several machines (mlx.launch)
+    DISTRIBUTED = "distributed"
+    DISTRIBUTED_TIMEOUT = "distributed_timeout"
     # Inputs: images, video, text files
     IMAGE = "image"
     IMAGES = "images"

@@ -18,6 +18,7 @@ from .enums import ModelParameter
 from .exceptions import InvalidParameterError, did_you_mean
 
 __all__ = ["ParamSpec", "PARAMS", "GENERATION_PARAMS", "CALL_ONLY", "SAMPLING_PRESETS", "PRIORITY_AGING_S", "MAX_TOOL_ROUNDS",
+           "DISTRIBUTED_HEARTBEAT_S", "DISTRIBUTED_SYNC_S", "DISTRIBUTED_MAX_STEPS_PER_PLAN",
            "SERVER_PORT", "SERVER_MAX_BODY_BYTES", "SERVER_MAX_TOKENS_LIMIT", "SERVER_MAX_N", "SERVER_RESPONSES_STORE_SIZE",
            "SERVER_RESPONSES_STORE_BYTES", "SERVER_LOG_FORMAT", "JOB_LEASE_S", "JOB_HEARTBEAT_S", "JOB_POLL_S",
            "JOB_MAX_ATTEMPTS", "normalize_keys", "validate_params", "parse_bytes", "format_bytes"]
@@ -261,6 +262,16 @@ def _token_ids(name: str, value: Any) -> list[int]:
     return list(dict.fromkeys(items))
 
 
+def _distributed(name: str, value: Any) -> Any:
+    if value is None or value is False:
+        return None
+    if value is True:
+        return "auto"
+    if isinstance(value, str) and value.lower() in ("tensor", "pipeline", "auto"):
+        return value.lower()
+    raise _fail(name, f"expected 'tensor', 'pipeline' or 'auto' (or None), got {value!r}.")
+
+
 #: a request waiting for admission gains one priority level per this many seconds (anti-starvation)
 PRIORITY_AGING_S = 10.0
 #: SamplingParams presets (keyword overrides win)
@@ -283,6 +294,17 @@ JOB_MAX_ATTEMPTS = 3
 
 #: ``Session.generate(..., execute_tools=True)``: the most rounds that call tools in one turn
 MAX_TOOL_ROUNDS = 8
+
+#: distributed mode: rank 0 sends the other ranks a heartbeat (and gathers every rank's memory) at
+#: least this often while idle, so a rank that is gone is noticed within about this long
+DISTRIBUTED_HEARTBEAT_S = 1.0
+#: distributed mode: while generating, rank 0 tells the others what changed (admissions, cancellations)
+#: before a step, or once per this many seconds of steps when nothing waits. Each message is a round trip
+#: that also stops the overlap of the next step's graph building with the current step's compute; a
+#: request arriving mid-batch or a cancellation waits at most about this long (mlx-lm's server: 0.5 s)
+DISTRIBUTED_SYNC_S = 0.25
+#: ... and at most this many steps between two of rank 0's messages
+DISTRIBUTED_MAX_STEPS_PER_PLAN = 32
 
 #: ``abstractllm serve`` defaults (``ServerConfig`` and the CLI read them here)
 SERVER_PORT = 8000
@@ -329,6 +351,8 @@ _SPECS = [
     ParamSpec(P.MAX_BATCH_SIZE, _int(1, 512), 8, False, "Most requests generating together in one batch."),
     ParamSpec(P.MAX_QUEUE_SIZE, _int(0, 1_000_000), 256, False, "Most requests waiting for the batch; more: QueueFullError."),
     ParamSpec(P.PREFILL_CHUNK_SIZE, _int(1, 1_000_000), 256, False, "Prompt tokens per step while others decode (bounds their stall)."),
+    ParamSpec(P.DISTRIBUTED, _distributed, None, False, "Shard the model over the processes mlx.launch started: 'tensor', 'pipeline' or 'auto'."),
+    ParamSpec(P.DISTRIBUTED_TIMEOUT, _float(1.0, 86_400.0), 60.0, False, "Seconds a rank may wait on the others before it exits with an error (the watchdog)."),
     ParamSpec(P.MAX_IMAGE_PIXELS, _int(1, 1_000_000_000), 4_000_000, True, "Images are downscaled to at most this many pixels."),
     ParamSpec(P.VIDEO_FPS, _float(0.0, 120.0, lo_open=True), 2.0, True, "Frames sampled per second of video."),
     ParamSpec(P.VIDEO_MAX_FRAMES, _int(1, 1024), 32, True, "Most frames taken from one video."),

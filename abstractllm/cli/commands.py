@@ -115,6 +115,18 @@ def batching_config(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def _distributed_config(args: argparse.Namespace) -> dict[str, Any]:
+    """``--distributed`` and ``--distributed-timeout`` as ``create_llm`` config."""
+    out: dict[str, Any] = {}
+    if getattr(args, "distributed", None):
+        out["distributed"] = args.distributed
+    if getattr(args, "distributed_timeout", None) is not None:
+        if not out:
+            raise CLIError("--distributed-timeout goes with --distributed.", 2)
+        out["distributed_timeout"] = args.distributed_timeout
+    return out
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     try:
         import fastapi  # noqa: F401
@@ -139,6 +151,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.max_tokens:
         llm_config["max_tokens"] = args.max_tokens
     llm_config.update(batching_config(args))
+    llm_config.update(_distributed_config(args))
     config = ServerConfig(
         model=model_from(args), llm_config=llm_config, host=args.host, port=args.port,
         api_key=args.api_key or os.environ.get("ABSTRACTLLM_API_KEY") or None,
@@ -149,6 +162,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         responses_store_bytes=parse_bytes(args.responses_store_bytes, "--responses-store-bytes"),
     )
     llm = make_llm(config.model, **llm_config)  # a bad model fails now, before the port opens
+    if llm_config.get("distributed"):  # every rank runs this command line under mlx.launch
+        from ..server.distributed import serve_ranks
+
+        return serve_ranks(config, llm)
     where = f" on http://{config.host}:{config.port}/v1" if config.port else ""
     message = (f"Serving {config.resolved_model_id()}{where} (the model loads in the background; GET /health "
                "answers 200 once it is ready)")

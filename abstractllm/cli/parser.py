@@ -144,6 +144,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-format", default=SERVER_LOG_FORMAT, choices=("text", "json"),
                    help="json: every log line a JSON object, and one access-log line per request (id, method, "
                         f"endpoint, status, tokens, timings) (default {SERVER_LOG_FORMAT})")
+    p.add_argument("--distributed", nargs="?", const="auto", choices=("tensor", "pipeline", "auto"),
+                   help="under mlx.launch: shard the model over its processes; rank 0 serves HTTP (default mode: "
+                        "auto; see docs/distributed.md)")
+    p.add_argument("--distributed-timeout", type=float, metavar="S", help="with --distributed: seconds a rank "
+                   f"waits on the others before it exits with an error (default {PARAMS['distributed_timeout'].default:g})")
     _add_load(p)
     p.set_defaults(func=_lazy(".commands:cmd_serve"))
 

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from .app import ServerState, uptime
+from .distributed import distributed_info
 from .errors import APIError
 from .generation import complete, stream
 from .schemas import parse_chat, parse_completion, parse_json, parse_vlm_generate
@@ -141,6 +142,7 @@ async def health(request: Request) -> Any:
         body["blas"] = state.blas
         if state.load_error:
             body["error"] = state.load_error
+        body.update(distributed_info(state.llm))
     return JSONResponse(body, status_code=200 if state.status == "ok" else 503)
 
 
@@ -152,6 +154,7 @@ async def stats(request: Request) -> Any:
     body.update(state.stats.as_dict())
     body.update({"model": state.model_id, "status": state.status, "prompt_cache": prompt_cache(state),
                  "memory": memory_snapshot(), "blas": state.blas, "error": state.load_error})
+    body.update(distributed_info(state.llm))
     return body
 
 

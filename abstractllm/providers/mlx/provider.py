@@ -15,7 +15,7 @@ import threading
 from typing import Any, Callable
 
 from ...enums import ModelCapability, ModelParameter
-from ...exceptions import InvalidParameterError
+from ...exceptions import InvalidParameterError, UnsupportedFeatureError
 from ...params import defaults
 from ...types import Capabilities, GenerationRequest
 from ..base import BaseProvider
@@ -61,6 +61,15 @@ _CONFIG_DEFAULTS = ("dtype", "device", "prompt_cache_bytes", "prefill_step_size"
                     "max_queue_size", "prefill_chunk_size")
 
 
+def _wants_distributed(config: Any, kwargs: dict[str, Any]) -> bool:
+    """``distributed=`` given (by name or as ``ModelParameter.DISTRIBUTED``) and not None/False."""
+    for source in (config or {}, kwargs):
+        for key, value in source.items():
+            if str(getattr(key, "value", key)) == str(ModelParameter.DISTRIBUTED) and value not in (None, False):
+                return True
+    return False
+
+
 def _has_llguidance() -> bool:
     import importlib.util
 
@@ -93,6 +102,16 @@ class MLXProvider(BaseProvider):
     name = "mlx"
     ignored_config = _IGNORED
     accepted_config = frozenset(str(p) for p in ModelParameter) - _IGNORED
+    #: True on the provider that shards the model over mlx.launch's processes (``distributed_provider.py``)
+    distributed_capable = False
+
+    def __new__(cls, config: dict[Any, Any] | None = None, **kwargs: Any) -> "MLXProvider":
+        """``distributed="tensor" | "pipeline" | "auto"`` makes a ``DistributedMLXProvider``."""
+        if cls is MLXProvider and _wants_distributed(config, kwargs):
+            from .distributed_provider import DistributedMLXProvider
+
+            cls = DistributedMLXProvider
+        return super().__new__(cls)
 
     def __init__(self, config: dict[Any, Any] | None = None, **kwargs: Any) -> None:
         super().__init__(config, **kwargs)
@@ -115,6 +134,10 @@ class MLXProvider(BaseProvider):
                 "load_in_4bit, load_in_8bit and quantize say different things: give one of them.", param="quantize")
         for name in _CONFIG_DEFAULTS:
             config.setdefault(name, defaults([name])[name])
+        if config.get("distributed") and not self.distributed_capable:
+            raise UnsupportedFeatureError(
+                "distributed is chosen when the provider is created, under mlx.launch: create_llm('mlx', "
+                "model=..., distributed='tensor'); update_config cannot turn it on.", feature="distributed")
         return config
 
     def _config_changed(self, keys: set[str]) -> None:

@@ -85,20 +85,24 @@ class TextAdapter(ModelAdapter):
         self._by_uid: dict[int, "EngineRequest"] = {}
 
     # ------------------------------------------------------------------ load
+    def _load_weights(self) -> tuple[Any, Any, dict[str, Any]]:
+        """The model (lazy), its tokenizer and its config, from mlx-lm's ``load`` (``distributed.py``'s
+        sharded adapter loads this process's shard instead)."""
+        from mlx_lm import load
+
+        try:
+            return load(str(self.spec.path), lazy=True, return_config=True,
+                        trust_remote_code=bool(self.config.get("trust_remote_code")))
+        except (ValueError, KeyError, TypeError, OSError, ImportError, RuntimeError) as exc:
+            raise ModelLoadError(f"mlx-lm could not load {str(self.spec.path)!r}: {type(exc).__name__}: {exc}") from exc
+
     def load(self) -> None:
         import mlx.core as mx
-        from mlx_lm import load
         from mlx_lm.models.cache import LRUPromptCache
         from mlx_lm.utils import quantize_model
 
         bits = quantize_bits(self.config)
-        try:
-            model, tokenizer, config = load(
-                str(self.spec.path), lazy=True, return_config=True,
-                trust_remote_code=bool(self.config.get("trust_remote_code")),
-            )
-        except (ValueError, KeyError, TypeError, OSError, ImportError, RuntimeError) as exc:
-            raise ModelLoadError(f"mlx-lm could not load {str(self.spec.path)!r}: {type(exc).__name__}: {exc}") from exc
+        model, tokenizer, config = self._load_weights()
         if not tokenizer.encode("a", add_special_tokens=False):
             raise ModelLoadError(
                 f"mlx-lm could not load {str(self.spec.path)!r}: its tokenizer is empty (no tokenizer.json, "
