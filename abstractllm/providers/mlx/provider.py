@@ -197,8 +197,13 @@ class MLXProvider(BaseProvider):
             from .source import read_chat_template
             from .toolcalls import tool_format_name
 
-            import_backend("mlx_vlm.tools" if spec.kind == "vision" else "mlx_lm.tokenizer_utils")
-            cached = tool_format_name(spec.kind, read_chat_template(spec.path), lambda: _vocab(spec.path))
+            def infer() -> str | None:
+                import_backend("mlx_vlm.tools" if spec.kind == "vision" else "mlx_lm.tokenizer_utils")
+                return tool_format_name(spec.kind, read_chat_template(spec.path), lambda: _vocab(spec.path))
+
+            # on the worker: importing mlx-lm / mlx-vlm makes MLX streams (mlx_lm.generate's at import), which
+            # belong to the importing thread and must be cleared by it before it ends (the worker does)
+            cached = self.worker.call(infer)
             spec._tool_format = cached  # type: ignore[attr-defined]
         return cached
 
