@@ -112,6 +112,33 @@ def test_inspecting_a_model_does_not_import_mlx_until_capabilities(tiny_model):
     assert out.stdout.split() == ["False", "text", "True", "True", "True"]
 
 
+@pytest.mark.parametrize("which", ["text", "vision"])
+def test_capabilities_before_load_import_the_backend_on_the_worker(tiny_model, vision_model, which):
+    """Importing mlx-lm / mlx-vlm makes MLX streams on the importing thread (their ``generation_stream``);
+    one made on the caller's thread is never cleared, and MLX then aborts the process at exit now and then
+    ("terminate called without an active exception"). So the capabilities, asked before any load, import
+    them on the provider's worker (which clears its streams as it stops)."""
+    model = tiny_model if which == "text" else vision_model
+    out = _run(f"""
+        import sys, threading
+        seen = []
+        def hook(event, args):
+            if event == "import" and args[0] in ("mlx_lm.generate", "mlx_vlm.generate.common"):
+                seen.append(threading.current_thread().name)
+        sys.addaudithook(hook)
+        from abstractllm import create_llm
+        llm = create_llm("mlx", model={str(model)!r})
+        caps = llm.get_capabilities()
+        print("VISION" in str(caps) or "vision" in caps, seen)
+        llm.close()
+    """)
+    assert out.returncode == 0, out.stderr[-2000:]
+    vision, threads = out.stdout.strip().split(" ", 1)
+    assert vision == str(which == "vision")
+    names = eval(threads)
+    assert names and all(name.startswith("abstractllm-") for name in names), names
+
+
 @pytest.mark.parametrize("early_finalizer", [False, True])
 def test_exit_with_a_generation_running_in_a_thread_is_prompt_and_clean(tiny_model, early_finalizer):
     setup = "import tempfile; _keep = tempfile.TemporaryDirectory()" if early_finalizer else ""

@@ -174,14 +174,25 @@ class MLXProvider(BaseProvider):
         spec = self.spec
         caps = set(_TEXT_CAPS)
         if spec.kind == "vision":
-            from .vision import vision_capabilities
-
-            caps |= vision_capabilities(spec)
+            caps |= self._vision_capabilities()
         if self._tool_format_name() is not None:
             caps |= {ModelCapability.FUNCTION_CALLING, ModelCapability.TOOL_USE}
         if _has_llguidance():
             caps.add(ModelCapability.JSON_MODE)
         return Capabilities(caps, max_tokens=spec.context_length)
+
+    def _vision_capabilities(self) -> set[ModelCapability]:
+        """The loaded adapter's, else mlx-vlm's answer asked on the worker (see ``_tool_format_name``)."""
+        caps = getattr(self._adapter, "caps", None)
+        if caps is not None:
+            return set(caps)
+        spec = self.spec
+        cached = getattr(spec, "_vision_caps", None)
+        if cached is None:
+            from .vision import vision_capabilities
+
+            cached = spec._vision_caps = self.worker.call(vision_capabilities, spec)  # type: ignore[attr-defined]
+        return set(cached)
 
     def _tool_format_name(self) -> str | None:
         """The model's tool-call format: the loaded tokenizer's, else what mlx-lm / mlx-vlm infer from
