@@ -16,14 +16,17 @@ from abstractllm import AbstractLLMError, MemoryLimitError, Message, Unsupported
 
 def test_close_while_the_first_load_is_queued_never_loads(tiny_model):
     llm = create_llm("mlx", model=str(tiny_model), temperature=0.0, max_tokens=4)
-    llm.worker.submit(time.sleep, 0.3)  # keep the worker busy so the stream is still queued at close()
+    gate = threading.Event()
+    llm.worker.submit(gate.wait, 60)  # the worker is busy until the test says so: the stream stays queued
     stream = llm.generate("hello", stream=True)
-    results = []
-    consumer = threading.Thread(target=lambda: results.extend(stream))
-    consumer.start()
-    time.sleep(0.05)
-    llm.close()
-    consumer.join(10)
+    closer = threading.Thread(target=llm.close)
+    closer.start()
+    deadline = time.monotonic() + 30
+    while not stream.cancelled and time.monotonic() < deadline:  # close() cancels what is queued first
+        time.sleep(0.01)
+    gate.set()
+    closer.join(30)
+    results = list(stream)
     assert not llm.is_loaded
     assert results and results[-1].finish_reason == "cancelled"
     with pytest.raises(AbstractLLMError, match="closed"):
@@ -113,11 +116,12 @@ def test_inspecting_a_model_does_not_import_mlx_until_capabilities(tiny_model):
 
 
 @pytest.mark.parametrize("which", ["text", "vision"])
-def test_capabilities_before_load_import_the_backend_on_the_worker(tiny_model, vision_model, which):
+def test_capabilities_before_load_import_the_backend_off_the_callers_thread(tiny_model, vision_model, which):
     """Importing mlx-lm / mlx-vlm makes MLX streams on the importing thread (their ``generation_stream``);
     one made on the caller's thread is never cleared, and MLX then aborts the process at exit now and then
     ("terminate called without an active exception"). So the capabilities, asked before any load, import
-    them on the provider's worker (which clears its streams as it stops)."""
+    them on a thread of abstractllm's that clears its streams as it ends (not the worker: a busy one, loading
+    a model, would keep the caller waiting)."""
     model = tiny_model if which == "text" else vision_model
     out = _run(f"""
         import sys, threading

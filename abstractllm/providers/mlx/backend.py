@@ -40,12 +40,14 @@ import sys
 import threading
 from dataclasses import dataclass, replace
 from types import ModuleType
+from typing import Any, Callable, TypeVar
 
 from ...exceptions import UnsupportedProviderError
 
-__all__ = ["import_backend", "on_gpu", "enable_fast_blas", "fast_blas_status", "BlasStatus",
+__all__ = ["import_backend", "on_own_thread", "on_gpu", "enable_fast_blas", "fast_blas_status", "BlasStatus",
            "FAST_BLAS_ENV"]
 
+T = TypeVar("T")
 log = logging.getLogger("abstractllm.providers.mlx")
 _INSTALL = 'pip install "abstractllm[mlx]"'
 
@@ -296,6 +298,35 @@ def import_backend(name: str) -> ModuleType:
     if status.incorrect:
         raise UnsupportedProviderError(f"The MLX provider cannot run on this BLAS: OpenBLAS {status.reason}.")
     return module
+
+
+def on_own_thread(fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)`` on a short-lived thread that clears its MLX streams as it ends; returns its result.
+
+    For what is asked of mlx-lm / mlx-vlm before a model loads (the capabilities): importing them makes an
+    MLX stream on the importing thread (their module-level ``generation_stream``), and a stream left on the
+    caller's thread makes MLX abort the process at exit now and then ("terminate called without an active
+    exception"). The provider's worker could do it too, but a busy one (loading a model) would keep the
+    caller waiting."""
+    result: list[Any] = []
+
+    def run() -> None:
+        try:
+            result.append(("ok", fn(*args)))
+        except BaseException as exc:  # delivered to the caller
+            result.append(("error", exc))
+        finally:
+            mx = sys.modules.get("mlx.core")
+            if mx is not None:
+                mx.clear_streams()
+
+    thread = threading.Thread(target=run, name="abstractllm-inspect", daemon=True)
+    thread.start()
+    thread.join()
+    kind, value = result[0]
+    if kind == "error":
+        raise value
+    return value
 
 
 def on_gpu() -> bool:

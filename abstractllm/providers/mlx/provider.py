@@ -182,16 +182,17 @@ class MLXProvider(BaseProvider):
         return Capabilities(caps, max_tokens=spec.context_length)
 
     def _vision_capabilities(self) -> set[ModelCapability]:
-        """The loaded adapter's, else mlx-vlm's answer asked on the worker (see ``_tool_format_name``)."""
+        """The loaded adapter's, else mlx-vlm's answer (asked on a thread of its own: ``on_own_thread``)."""
         caps = getattr(self._adapter, "caps", None)
         if caps is not None:
             return set(caps)
         spec = self.spec
         cached = getattr(spec, "_vision_caps", None)
         if cached is None:
+            from .backend import on_own_thread
             from .vision import vision_capabilities
 
-            cached = spec._vision_caps = self.worker.call(vision_capabilities, spec)  # type: ignore[attr-defined]
+            cached = spec._vision_caps = on_own_thread(vision_capabilities, spec)  # type: ignore[attr-defined]
         return set(cached)
 
     def _tool_format_name(self) -> str | None:
@@ -204,7 +205,7 @@ class MLXProvider(BaseProvider):
         spec = self.spec
         cached = getattr(spec, "_tool_format", False)
         if cached is False:
-            from .backend import import_backend
+            from .backend import import_backend, on_own_thread
             from .source import read_chat_template
             from .toolcalls import tool_format_name
 
@@ -212,9 +213,7 @@ class MLXProvider(BaseProvider):
                 import_backend("mlx_vlm.tools" if spec.kind == "vision" else "mlx_lm.tokenizer_utils")
                 return tool_format_name(spec.kind, read_chat_template(spec.path), lambda: _vocab(spec.path))
 
-            # on the worker: importing mlx-lm / mlx-vlm makes MLX streams (mlx_lm.generate's at import), which
-            # belong to the importing thread and must be cleared by it before it ends (the worker does)
-            cached = self.worker.call(infer)
+            cached = on_own_thread(infer)  # it imports mlx-lm / mlx-vlm: never on the caller's thread
             spec._tool_format = cached  # type: ignore[attr-defined]
         return cached
 
