@@ -168,10 +168,10 @@ def test_a_queue_of_zero_takes_what_the_batch_can_hold(tiny_model):
 def test_a_long_prompt_is_prefilled_between_the_others_decode_steps(tiny_model):
     """While a 2,000-token prompt is admitted, a request already decoding keeps receiving tokens (its
     prefill runs in chunks of ``prefill_chunk_size`` between their decode steps); with one big chunk the
-    decoding request waits for the whole prefill."""
+    decoding request waits for the whole prefill. ``get_stats()["max_inter_token_latency"]`` says so too."""
     long_prompt = " ".join(["The quick brown fox jumps over the lazy dog."] * 200)
 
-    def tokens_during_prefill(chunk: int) -> int:
+    def tokens_during_prefill(chunk: int) -> tuple[int, float]:
         with create_llm("mlx", model=str(tiny_model), temperature=0.0, prefill_chunk_size=chunk,
                         prefill_step_size=8192, prompt_cache_bytes=0) as llm:
             running = llm.generate("Tell me everything.", max_tokens=100_000, stream=True)
@@ -179,19 +179,22 @@ def test_a_long_prompt_is_prefilled_between_the_others_decode_steps(tiny_model):
             arrived: list[float] = []
             reader = threading.Thread(target=lambda: [arrived.append(time.perf_counter()) for _ in running])
             reader.start()
+            llm.clear_stats()
             start = time.perf_counter()
             late = llm.generate(long_prompt, max_tokens=1, stream=True)
             first = next(late)
             first_at = time.perf_counter()
             assert first.token_ids or first.finish_reason
             list(late)
+            worst_gap = llm.get_stats()["max_inter_token_latency"]
             running.cancel()
             reader.join(60)
-            return sum(start <= t <= first_at for t in arrived)
+            return sum(start <= t <= first_at for t in arrived), worst_gap
 
-    chunked = tokens_during_prefill(32)  # ~70 chunks of 32 tokens: a decode step between each
-    whole = tokens_during_prefill(8192)  # one chunk: the running request waits for all of it
+    chunked, chunked_gap = tokens_during_prefill(32)  # ~70 chunks of 32 tokens: a decode step between each
+    whole, whole_gap = tokens_during_prefill(8192)  # one chunk: the running request waits for all of it
     assert chunked >= 10 and whole * 3 <= chunked, (chunked, whole)
+    assert 0 < chunked_gap * 3 <= whole_gap, (chunked_gap, whole_gap)
 
 
 def test_sampling_params(batched):

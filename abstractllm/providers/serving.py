@@ -22,7 +22,9 @@ class ServingMixin:
         """Statistics of the requests this provider served since creation or ``clear_stats()``:
         ``requests_served``, ``requests_failed``, ``requests_cancelled``, ``total_tokens_generated``,
         ``average_response_time``, ``average_ttft``, ``tokens_per_second``, ``cache_hit_rate``,
-        ``queue_length``, ``active_requests``, ``batch_size``, ``average_batch_size``, ``memory_usage``."""
+        ``queue_length``, ``active_requests``, ``batch_size``, ``average_batch_size``,
+        ``max_inter_token_latency`` (seconds: the longest a decoding request waited for its next token, e.g.
+        while another prompt was prefilled; 0 without a batching engine), ``memory_usage``."""
         return self._stats.as_dict()
 
     def clear_stats(self) -> None:

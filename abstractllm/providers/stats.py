@@ -14,7 +14,8 @@ __all__ = ["RequestStats"]
 
 @dataclass
 class RequestStats:
-    """Counts requests as they end. ``busy_s``, ``steps`` and ``step_rows`` are a batching engine's."""
+    """Counts requests as they end. ``busy_s``, ``steps``, ``step_rows`` and ``max_step_gap_s`` are a
+    batching engine's."""
 
     served: int = 0
     failed: int = 0
@@ -26,6 +27,7 @@ class RequestStats:
     busy_s: float = 0.0
     steps: int = 0
     step_rows: int = 0
+    max_step_gap_s: float = 0.0  # the longest time between two tokens of a decoding request
 
     def clear(self) -> None:
         self.__init__()  # type: ignore[misc]
@@ -68,5 +70,6 @@ class RequestStats:
             "active_requests": active,
             "batch_size": active,
             "average_batch_size": self.step_rows / self.steps if self.steps else (1.0 if self.served else 0.0),
+            "max_inter_token_latency": self.max_step_gap_s,
             "memory_usage": memory,
         }

@@ -20,6 +20,7 @@ metric                                                  type       what
 ``abstractllm_queue_length``                            gauge      requests waiting for a place in the batch
 ``abstractllm_active_requests``                         gauge      requests in the batch now (its size)
 ``abstractllm_average_batch_size``                      gauge      mean rows per engine step
+``abstractllm_max_inter_token_latency_seconds``         gauge      the longest wait of a decoding request
 ``abstractllm_generations_total``                       counter    the provider's requests by ``outcome``
                                                                    (``served``, ``failed``, ``cancelled``)
 ``abstractllm_prompt_cache_hits_total``                 counter    prompt-cache lookups that found a prefix
@@ -120,6 +121,8 @@ class _ProviderCollector:
                     stats.get("queue_length"))
         yield gauge("abstractllm_active_requests", "Requests in the batch now.", stats.get("active_requests"))
         yield gauge("abstractllm_average_batch_size", "Mean rows per engine step.", stats.get("average_batch_size"))
+        yield gauge("abstractllm_max_inter_token_latency_seconds",
+                    "The longest a decoding request waited for its next token.", stats.get("max_inter_token_latency"))
         outcomes = CounterMetricFamily("abstractllm_generations", "The provider's requests by outcome.",
                                        labels=["outcome"])
         for outcome, key in (("served", "requests_served"), ("failed", "requests_failed"),

@@ -184,6 +184,7 @@ class Engine:
     def _loop(self) -> None:
         mx = import_backend("mlx.core")  # the backend's speed setup (fast BLAS) runs before mlx.core loads
         mx.reset_peak_memory()
+        last_step_end: float | None = None
         while True:
             self._run_jobs()
             self._drop_cancelled_waiting()
@@ -198,11 +199,16 @@ class Engine:
                     if not self._waiting and not self._jobs:
                         return
                 continue
+            decoding = any(r.pipeline.first_at is not None for r in self._active)
             try:
                 results = adapter.step()
             except BaseException as exc:
                 self._fail_batch(adapter, exc)
                 continue
+            now = time.perf_counter()
+            if decoding and last_step_end is not None:  # a request that had a token waited this long for one
+                self.stats.max_step_gap_s = max(self.stats.max_step_gap_s, now - last_step_end)
+            last_step_end = now
             self.stats.steps += 1
             self.stats.step_rows += len(self._active)
             for req, step in results:
