@@ -97,7 +97,9 @@ def main(argv=None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from abstractllm.testing import demo_model
 
-    path = str(demo_model("text", args.preset))
+    # float32 on disk: mlx_lm.server serves the weights as stored (a bfloat16 copy runs ~4x slower on a CPU),
+    # and the provider's dtype="auto" keeps float32 on CPUs: both sides run the same float32 model
+    path = str(demo_model("text", args.preset, dtype="float32"))
     levels = [int(x) for x in args.clients.split(",")]
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
     # mlx_lm.server on the same BLAS as ours: the library our backend preloads, by LD_PRELOAD

@@ -79,6 +79,13 @@ class Timeline:
         return t - self.t0
 
     @property
+    def total_tps(self) -> float:
+        """Generated tokens over the whole call (prefill included): the measure for a reply that arrives
+        in one piece, like a tool call."""
+        t_last, n_last, _ = self.events[-1]
+        return n_last / (t_last - self.t0) if t_last > self.t0 else float("nan")
+
+    @property
     def decode_tps(self) -> float:
         first = next((e for e in self.events if e[2]), self.events[0])
         t_last, n_last, _ = self.events[-1]
