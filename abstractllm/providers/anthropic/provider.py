@@ -14,16 +14,14 @@ with ``AsyncAnthropic``: no thread per call), and converts replies, stream event
 from __future__ import annotations
 
 import asyncio
-import os
-import threading
 import time
-import weakref
 from typing import Any, AsyncIterator, ClassVar, Iterator
 
 from ...enums import ModelCapability, ModelParameter
-from ...exceptions import AbstractLLMError, AuthenticationError, InvalidParameterError
+from ...exceptions import AbstractLLMError
 from ...types import Capabilities, GenerationRequest, Response
-from ..base import BaseProvider, aggregate_chunks
+from ..base import aggregate_chunks
+from ..remote import RemoteProvider
 from ..worker import CancelToken
 from .convert import convert_error, create_kwargs, finish_reason, parse_arguments, response_from, tool_call, usage_from
 
@@ -114,7 +112,7 @@ class _StreamState:
         return last
 
 
-class AnthropicProvider(BaseProvider):
+class AnthropicProvider(RemoteProvider):
     """Anthropic's Messages API (or a compatible server) through the ``anthropic`` SDK.
 
     Config: ``model`` (required), ``api_key`` (else ``$ANTHROPIC_API_KEY``; not needed with a custom
@@ -128,92 +126,13 @@ class AnthropicProvider(BaseProvider):
     """
 
     name: ClassVar[str] = "anthropic"
-    runs_on_worker: ClassVar[bool] = False
     ignored_config = _IGNORED
     accepted_config = frozenset(str(p) for p in ModelParameter) - _IGNORED
+    sdk_module = sdk_extra = "anthropic"
+    client_class, async_client_class = "Anthropic", "AsyncAnthropic"
     api_key_env: ClassVar[str] = "ANTHROPIC_API_KEY"
     base_url_env: ClassVar[str] = "ANTHROPIC_BASE_URL"
-
-    def __init__(self, config: dict[Any, Any] | None = None, **kwargs: Any) -> None:
-        super().__init__(config, **kwargs)
-        self._lock = threading.Lock()
-        self._client: Any = None
-        #: event loop -> (AsyncAnthropic client, the guard generator that closes it with its loop)
-        self._aclients: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any]" = weakref.WeakKeyDictionary()
-        self._caps: Capabilities | None = None
-        self._client_kwargs()  # a missing key fails here, at create_llm
-
-    # ------------------------------------------------------------------ configuration
-    def _normalize_config(self, config: dict[str, Any]) -> dict[str, Any]:
-        if not config.get("model"):
-            raise InvalidParameterError(
-                "The anthropic provider needs a model: create_llm('anthropic', model='...').", param="model")
-        return config
-
-    def _config_changed(self, keys: set[str]) -> None:
-        if keys & {"model", "api_key", "base_url", "timeout", "max_retries", "proxy"}:
-            self._client_kwargs()
-            self._caps = None
-            self._release()
-
-    @property
-    def base_url(self) -> str | None:
-        """The API root in use (``None``: the SDK's default, api.anthropic.com)."""
-        return self.config.get("base_url") or os.environ.get(self.base_url_env)
-
-    def _client_kwargs(self) -> dict[str, Any]:
-        key = self.config.get("api_key") or os.environ.get(self.api_key_env)
-        if not key:
-            if self.base_url is None:
-                raise AuthenticationError(
-                    f"No API key for the anthropic provider: pass api_key=... or set {self.api_key_env}.",
-                    provider=self.name)
-            key = "unused"  # a local Messages-compatible server: no key needed
-        kw: dict[str, Any] = {"api_key": key}
-        if self.base_url:
-            kw["base_url"] = self.base_url
-        if self.config.get("timeout") is not None:
-            kw["timeout"] = self.config["timeout"]
-        if self.config.get("max_retries") is not None:
-            kw["max_retries"] = self.config["max_retries"]
-        return kw
-
-    def _sdk(self) -> Any:
-        import anthropic
-
-        return anthropic
-
-    @property
-    def client(self) -> Any:
-        """The ``anthropic.Anthropic`` client (created on first use)."""
-        with self._lock:
-            if self._client is None:
-                anthropic = self._sdk()
-                kw = self._client_kwargs()
-                if self.config.get("proxy"):
-                    kw["http_client"] = anthropic.DefaultHttpxClient(proxy=self.config["proxy"])
-                self._client = anthropic.Anthropic(**kw)
-            return self._client
-
-    async def _aclient(self) -> Any:
-        """An ``anthropic.AsyncAnthropic`` client for the running event loop, closed on that loop when the
-        loop finalizes its async generators (as the openai provider does)."""
-        loop = asyncio.get_running_loop()
-        with self._lock:
-            for old in [lp for lp in self._aclients if lp.is_closed()]:
-                del self._aclients[old]
-            entry = self._aclients.get(loop)
-            new = entry is None
-            if new:
-                anthropic = self._sdk()
-                kw = self._client_kwargs()
-                if self.config.get("proxy"):
-                    kw["http_client"] = anthropic.DefaultAsyncHttpxClient(proxy=self.config["proxy"])
-                client = anthropic.AsyncAnthropic(**kw)
-                entry = self._aclients[loop] = (client, _close_with_loop(client))
-        if new:
-            await entry[1].__anext__()
-        return entry[0]
+    convert_error = staticmethod(convert_error)
 
     # ------------------------------------------------------------------ capabilities
     def get_capabilities(self) -> Capabilities:
@@ -268,23 +187,16 @@ class AnthropicProvider(BaseProvider):
 
     def _stream(self, request: GenerationRequest, cancel: CancelToken) -> Iterator[Response]:
         state = _StreamState(self.config["model"])
-        try:
+        with self.sdk_errors():
             stream = self.client.messages.create(stream=True, **self._create_kwargs(request))
-        except AbstractLLMError:
-            raise
-        except Exception as exc:
-            raise self._failed(exc) from exc
         try:
-            for event in stream:
-                chunk = state.feed(event)
-                if chunk is not None:
-                    yield chunk
-                if cancel.cancelled:
-                    break
-        except AbstractLLMError:
-            raise
-        except Exception as exc:
-            raise self._failed(exc) from exc
+            with self.sdk_errors():
+                for event in stream:
+                    chunk = state.feed(event)
+                    if chunk is not None:
+                        yield chunk
+                    if cancel.cancelled:
+                        break
         finally:
             stream.close()
         last = state.final(cancel.cancelled)
@@ -293,24 +205,17 @@ class AnthropicProvider(BaseProvider):
 
     async def _astream(self, request: GenerationRequest, cancel: CancelToken) -> AsyncIterator[Response]:
         state = _StreamState(self.config["model"])
-        try:
+        with self.sdk_errors():
             kw = await self._acreate_kwargs(request)
             stream = await (await self._aclient()).messages.create(stream=True, **kw)
-        except AbstractLLMError:
-            raise
-        except Exception as exc:
-            raise self._failed(exc) from exc
         try:
-            async for event in stream:
-                chunk = state.feed(event)
-                if chunk is not None:
-                    yield chunk
-                if cancel.cancelled:
-                    break
-        except AbstractLLMError:
-            raise
-        except Exception as exc:
-            raise self._failed(exc) from exc
+            with self.sdk_errors():
+                async for event in stream:
+                    chunk = state.feed(event)
+                    if chunk is not None:
+                        yield chunk
+                    if cancel.cancelled:
+                        break
         finally:
             await stream.close()
         last = state.final(cancel.cancelled)
@@ -373,33 +278,8 @@ class AnthropicProvider(BaseProvider):
                 "capabilities": sorted(str(c) for c in caps if c is not C.MAX_TOKENS),
                 "context_length": caps.get(C.MAX_TOKENS)}
 
-    def _release(self) -> None:
-        with self._lock:
-            client, self._client = self._client, None
-            self._aclients = weakref.WeakKeyDictionary()  # their loops close their connections
-        if client is not None:
-            client.close()
-
-    async def __aexit__(self, *exc: Any) -> None:
-        try:
-            entry = self._aclients.pop(asyncio.get_running_loop(), None)
-            if entry is not None:
-                await entry[1].aclose()
-        finally:
-            await super().__aexit__(*exc)
-
 
 def _needs_streaming(exc: ValueError) -> bool:
     """The SDK refuses a non-streamed request whose ``max_tokens`` could take more than 10 minutes (without an
     explicit ``timeout``): such a request is streamed and aggregated instead."""
     return "streaming is required" in str(exc).lower()
-
-
-async def _close_with_loop(client: Any) -> AsyncIterator[None]:
-    """Suspended until its loop finalizes it (``loop.shutdown_asyncgens``) or ``aclose()``: then closes
-    ``client`` on that loop."""
-    try:
-        yield
-        yield  # never reached
-    finally:
-        await client.close()

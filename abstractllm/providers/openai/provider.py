@@ -14,15 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import os
-import threading
 import time
-import weakref
 from typing import Any, AsyncIterator, ClassVar, Iterator
 
 from ...enums import ModelCapability, ModelParameter
-from ...exceptions import AbstractLLMError, AuthenticationError, InvalidParameterError
 from ...types import Capabilities, GenerationRequest, Response
-from ..base import BaseProvider
+from ..remote import RemoteProvider
 from ..worker import CancelToken
 from .convert import ToolCallDeltas, convert_error, logprobs_from, request_kwargs, tool_calls_from, usage_from
 
@@ -113,7 +110,7 @@ def _response_from(completion: Any, t0: float) -> Response:
     return out
 
 
-class OpenAIProvider(BaseProvider):
+class OpenAIProvider(RemoteProvider):
     """Any OpenAI-compatible chat-completions server through the ``openai`` SDK.
 
     Config: ``model`` (required), ``api_key`` (else ``$OPENAI_API_KEY``; not needed with a custom
@@ -124,106 +121,21 @@ class OpenAIProvider(BaseProvider):
     """
 
     name: ClassVar[str] = "openai"
-    runs_on_worker: ClassVar[bool] = False
     ignored_config = _IGNORED
     accepted_config = frozenset(str(p) for p in ModelParameter) - _IGNORED
-    #: environment variables read for the key and the URL, the local default URL and placeholder key
+    sdk_module = sdk_extra = "openai"
+    client_class, async_client_class = "OpenAI", "AsyncOpenAI"
     api_key_env: ClassVar[str] = "OPENAI_API_KEY"
     base_url_env: ClassVar[str] = "OPENAI_BASE_URL"
-    default_base_url: ClassVar[str | None] = None
-    placeholder_key: ClassVar[str | None] = None
+    client_config = RemoteProvider.client_config | {"organization"}
+    convert_error = staticmethod(convert_error)
     max_tokens_field: ClassVar[str] = "max_completion_tokens"
 
-    def __init__(self, config: dict[Any, Any] | None = None, **kwargs: Any) -> None:
-        super().__init__(config, **kwargs)
-        self._lock = threading.Lock()
-        self._client: Any = None
-        #: event loop -> (AsyncOpenAI client, the guard generator that closes it with its loop)
-        self._aclients: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any]" = weakref.WeakKeyDictionary()
-        self._caps: Capabilities | None = None
-        self._client_kwargs()  # a missing key fails here, at create_llm
-
-    # ------------------------------------------------------------------ configuration
-    def _normalize_config(self, config: dict[str, Any]) -> dict[str, Any]:
-        if not config.get("model"):
-            raise InvalidParameterError(
-                f"The {self.name} provider needs a model: create_llm({self.name!r}, model='...').", param="model")
-        return config
-
-    def _config_changed(self, keys: set[str]) -> None:
-        if keys & {"model", "api_key", "base_url", "organization", "timeout", "max_retries", "proxy"}:
-            self._client_kwargs()  # a missing key fails now
-            self._caps = None
-            self._release()  # new clients on the next call
-
-    @property
-    def base_url(self) -> str | None:
-        """The API root in use (``None``: the SDK's default, api.openai.com)."""
-        return self.config.get("base_url") or os.environ.get(self.base_url_env) or self.default_base_url
-
     def _client_kwargs(self) -> dict[str, Any]:
-        key = self.config.get("api_key") or os.environ.get(self.api_key_env)
-        if not key:
-            if self.placeholder_key is None and self.base_url is None:
-                raise AuthenticationError(
-                    f"No API key for the {self.name} provider: pass api_key=... or set {self.api_key_env}.",
-                    provider=self.name)
-            key = self.placeholder_key or "unused"  # a local OpenAI-compatible server: no key needed
-        kw: dict[str, Any] = {"api_key": key}
-        if self.base_url:
-            kw["base_url"] = self.base_url
+        kw = super()._client_kwargs()
         if self.config.get("organization"):
             kw["organization"] = self.config["organization"]
-        if self.config.get("timeout") is not None:
-            kw["timeout"] = self.config["timeout"]
-        if self.config.get("max_retries") is not None:
-            kw["max_retries"] = self.config["max_retries"]
         return kw
-
-    def _sdk(self) -> Any:
-        from ...registry import _missing_modules  # the same check create_llm made
-
-        if _missing_modules(("openai",)):  # pragma: no cover - create_llm refuses first
-            from ...exceptions import UnsupportedProviderError
-
-            raise UnsupportedProviderError('The openai provider needs the openai SDK: pip install "abstractllm[openai]"')
-        import openai
-
-        return openai
-
-    @property
-    def client(self) -> Any:
-        """The ``openai.OpenAI`` client (created on first use)."""
-        with self._lock:
-            if self._client is None:
-                openai = self._sdk()
-                kw = self._client_kwargs()
-                if self.config.get("proxy"):
-                    kw["http_client"] = openai.DefaultHttpxClient(proxy=self.config["proxy"])
-                self._client = openai.OpenAI(**kw)
-            return self._client
-
-    async def _aclient(self) -> Any:
-        """An ``openai.AsyncOpenAI`` client for the running event loop (pooled connections belong to one
-        loop). It is closed on that loop when the loop finalizes its async generators (what
-        ``asyncio.run`` does before closing the loop), through a guard generator registered there: a
-        client left to be collected later would try to close on another loop ("Event loop is closed")."""
-        loop = asyncio.get_running_loop()
-        with self._lock:
-            for old in [lp for lp in self._aclients if lp.is_closed()]:
-                del self._aclients[old]
-            entry = self._aclients.get(loop)
-            if entry is None:
-                openai = self._sdk()
-                proxy = {"proxy": self.config["proxy"]} if self.config.get("proxy") else {}
-                client = openai.AsyncOpenAI(**self._client_kwargs(), http_client=openai.DefaultAsyncHttpxClient(**proxy))
-                entry = self._aclients[loop] = (client, _close_with_loop(client))
-                new = True
-            else:
-                new = False
-        if new:
-            await entry[1].__anext__()  # registers the guard with the loop's async-generator hooks
-        return entry[0]
 
     # ------------------------------------------------------------------ capabilities
     def get_capabilities(self) -> Capabilities:
@@ -278,26 +190,17 @@ class OpenAIProvider(BaseProvider):
 
     def _stream(self, request: GenerationRequest, cancel: CancelToken) -> Iterator[Response]:
         state = _StreamState(self.config["model"])
-        try:
+        with self.sdk_errors():
             kw = self._create_kwargs(request)
             stream = self.client.chat.completions.create(stream=True, stream_options={"include_usage": True}, **kw)
-        except AbstractLLMError:
-            raise
-        except Exception as exc:
-            self._stats.failed += 1
-            raise convert_error(exc, self.name) from exc
         try:
-            for raw in stream:
-                chunk = state.feed(raw)
-                if chunk is not None:
-                    yield chunk
-                if cancel.cancelled:
-                    break
-        except AbstractLLMError:
-            raise
-        except Exception as exc:
-            self._stats.failed += 1
-            raise convert_error(exc, self.name) from exc
+            with self.sdk_errors():
+                for raw in stream:
+                    chunk = state.feed(raw)
+                    if chunk is not None:
+                        yield chunk
+                    if cancel.cancelled:
+                        break
         finally:
             stream.close()
         last = state.final(cancel.cancelled)
@@ -306,27 +209,18 @@ class OpenAIProvider(BaseProvider):
 
     async def _astream(self, request: GenerationRequest, cancel: CancelToken) -> AsyncIterator[Response]:
         state = _StreamState(self.config["model"])
-        try:
+        with self.sdk_errors():
             kw = await self._acreate_kwargs(request)
             stream = await (await self._aclient()).chat.completions.create(
                 stream=True, stream_options={"include_usage": True}, **kw)
-        except AbstractLLMError:
-            raise
-        except Exception as exc:
-            self._stats.failed += 1
-            raise convert_error(exc, self.name) from exc
         try:
-            async for raw in stream:
-                chunk = state.feed(raw)
-                if chunk is not None:
-                    yield chunk
-                if cancel.cancelled:
-                    break
-        except AbstractLLMError:
-            raise
-        except Exception as exc:
-            self._stats.failed += 1
-            raise convert_error(exc, self.name) from exc
+            with self.sdk_errors():
+                async for raw in stream:
+                    chunk = state.feed(raw)
+                    if chunk is not None:
+                        yield chunk
+                    if cancel.cancelled:
+                        break
         finally:
             await stream.close()
         last = state.final(cancel.cancelled)
@@ -335,27 +229,17 @@ class OpenAIProvider(BaseProvider):
 
     def _complete(self, request: GenerationRequest) -> Response:
         t0 = time.perf_counter()
-        try:
+        with self.sdk_errors():
             completion = self.client.chat.completions.create(**self._create_kwargs(request))
-        except AbstractLLMError:
-            raise
-        except Exception as exc:
-            self._stats.failed += 1
-            raise convert_error(exc, self.name) from exc
         response = _response_from(completion, t0)
         self._stats.record(response)
         return response
 
     async def _acomplete(self, request: GenerationRequest) -> Response:
         t0 = time.perf_counter()
-        try:
+        with self.sdk_errors():
             kw = await self._acreate_kwargs(request)
             completion = await (await self._aclient()).chat.completions.create(**kw)
-        except AbstractLLMError:
-            raise
-        except Exception as exc:
-            self._stats.failed += 1
-            raise convert_error(exc, self.name) from exc
         response = _response_from(completion, t0)
         self._stats.record(response)
         return response
@@ -366,31 +250,6 @@ class OpenAIProvider(BaseProvider):
         return {"provider": self.name, "model": self.config["model"], "base_url": self.base_url or "https://api.openai.com/v1",
                 "capabilities": sorted(str(c) for c in caps if c is not C.MAX_TOKENS),
                 "context_length": caps.get(C.MAX_TOKENS)}
-
-    def _release(self) -> None:
-        with self._lock:
-            client, self._client = self._client, None
-            self._aclients = weakref.WeakKeyDictionary()  # their loops close their connections
-        if client is not None:
-            client.close()
-
-    async def __aexit__(self, *exc: Any) -> None:
-        try:
-            entry = self._aclients.pop(asyncio.get_running_loop(), None)
-            if entry is not None:
-                await entry[1].aclose()  # closes the client now
-        finally:
-            await super().__aexit__(*exc)
-
-
-async def _close_with_loop(client: Any) -> AsyncIterator[None]:
-    """Suspended until its loop finalizes it (``loop.shutdown_asyncgens``) or ``aclose()``: then closes
-    ``client`` on that loop."""
-    try:
-        yield
-        yield  # never reached: the loop (or aclose) finalizes the generator at the first yield
-    finally:
-        await client.close()
 
 
 class OllamaProvider(OpenAIProvider):

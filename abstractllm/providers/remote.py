@@ -1,0 +1,170 @@
+"""``RemoteProvider``: what the providers that call a hosted API through its official SDK share (the
+``openai`` and ``anthropic`` providers): the key and base URL from the config or the environment, one
+sync client made on first use, one async client per event loop (closed on its own loop), clients remade
+when a connection key changes, and SDK errors converted into the exception tree at one place
+(``sdk_errors``)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import weakref
+from contextlib import contextmanager
+from typing import Any, AsyncIterator, Callable, ClassVar, Iterator
+
+from ..exceptions import AbstractLLMError, AuthenticationError, InvalidParameterError
+from ..types import Capabilities
+from .base import BaseProvider
+
+__all__ = ["RemoteProvider"]
+
+
+class RemoteProvider(BaseProvider):
+    """A provider over a remote API's SDK. Subclasses name the SDK and its client classes, and
+    ``convert_error`` (their one boundary for SDK errors)."""
+
+    runs_on_worker: ClassVar[bool] = False
+    #: the SDK's module, the extra that installs it, and its sync / async client classes
+    sdk_module: ClassVar[str]
+    sdk_extra: ClassVar[str]
+    client_class: ClassVar[str]
+    async_client_class: ClassVar[str]
+    #: environment variables read for the key and the URL; the default URL (``None``: the SDK's own) and
+    #: the key sent to a server that needs none (``None``: a key is required unless a base URL is set)
+    api_key_env: ClassVar[str]
+    base_url_env: ClassVar[str]
+    default_base_url: ClassVar[str | None] = None
+    placeholder_key: ClassVar[str | None] = None
+    #: config keys whose change makes new clients
+    client_config: ClassVar[frozenset[str]] = frozenset({"model", "api_key", "base_url", "timeout", "max_retries",
+                                                         "proxy"})
+    #: converts an SDK exception into the tree: ``convert_error(exc, provider_name)``
+    convert_error: ClassVar[Callable[[BaseException, str], AbstractLLMError]]
+
+    def __init__(self, config: dict[Any, Any] | None = None, **kwargs: Any) -> None:
+        super().__init__(config, **kwargs)
+        self._lock = threading.Lock()
+        self._client: Any = None
+        #: event loop -> (async client, the guard generator that closes it with its loop)
+        self._aclients: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any]" = weakref.WeakKeyDictionary()
+        self._caps: Capabilities | None = None
+        self._client_kwargs()  # a missing key fails here, at create_llm
+
+    # ------------------------------------------------------------------ configuration
+    def _normalize_config(self, config: dict[str, Any]) -> dict[str, Any]:
+        if not config.get("model"):
+            raise InvalidParameterError(
+                f"The {self.name} provider needs a model: create_llm({self.name!r}, model='...').", param="model")
+        return config
+
+    def _config_changed(self, keys: set[str]) -> None:
+        if keys & self.client_config:
+            self._client_kwargs()  # a missing key fails now
+            self._caps = None
+            self._release()  # new clients on the next call
+
+    @property
+    def base_url(self) -> str | None:
+        """The API root in use (``None``: the SDK's default)."""
+        return self.config.get("base_url") or os.environ.get(self.base_url_env) or self.default_base_url
+
+    def _client_kwargs(self) -> dict[str, Any]:
+        key = self.config.get("api_key") or os.environ.get(self.api_key_env)
+        if not key:
+            if self.placeholder_key is None and self.base_url is None:
+                raise AuthenticationError(
+                    f"No API key for the {self.name} provider: pass api_key=... or set {self.api_key_env}.",
+                    provider=self.name)
+            key = self.placeholder_key or "unused"  # a local compatible server: no key needed
+        kw: dict[str, Any] = {"api_key": key}
+        if self.base_url:
+            kw["base_url"] = self.base_url
+        for name in ("timeout", "max_retries"):
+            if self.config.get(name) is not None:
+                kw[name] = self.config[name]
+        return kw
+
+    def _sdk(self) -> Any:
+        from ..registry import _missing_modules  # the same check create_llm made
+
+        if _missing_modules((self.sdk_module,)):  # pragma: no cover - create_llm refuses first
+            from ..exceptions import UnsupportedProviderError
+
+            raise UnsupportedProviderError(f"The {self.name} provider needs the {self.sdk_module} SDK: "
+                                           f'pip install "abstractllm[{self.sdk_extra}]"')
+        import importlib
+
+        return importlib.import_module(self.sdk_module)
+
+    @property
+    def client(self) -> Any:
+        """The SDK's sync client (created on first use)."""
+        with self._lock:
+            if self._client is None:
+                sdk = self._sdk()
+                kw = self._client_kwargs()
+                if self.config.get("proxy"):
+                    kw["http_client"] = sdk.DefaultHttpxClient(proxy=self.config["proxy"])
+                self._client = getattr(sdk, self.client_class)(**kw)
+            return self._client
+
+    async def _aclient(self) -> Any:
+        """The SDK's async client for the running event loop (pooled connections belong to one loop). It is
+        closed on that loop when the loop finalizes its async generators (what ``asyncio.run`` does before
+        closing the loop), through a guard generator registered there: a client left to be collected later
+        would try to close on another loop ("Event loop is closed")."""
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            for old in [lp for lp in self._aclients if lp.is_closed()]:
+                del self._aclients[old]
+            entry = self._aclients.get(loop)
+            new = entry is None
+            if new:
+                sdk = self._sdk()
+                proxy = {"proxy": self.config["proxy"]} if self.config.get("proxy") else {}
+                client = getattr(sdk, self.async_client_class)(
+                    **self._client_kwargs(), http_client=sdk.DefaultAsyncHttpxClient(**proxy))
+                entry = self._aclients[loop] = (client, _close_with_loop(client))
+        if new:
+            await entry[1].__anext__()  # registers the guard with the loop's async-generator hooks
+        return entry[0]
+
+    # ------------------------------------------------------------------ errors
+    @contextmanager
+    def sdk_errors(self) -> Iterator[None]:
+        """Around every SDK call: an SDK (or network) error leaves as its typed ``AbstractLLMError`` and
+        counts as a failed request; errors of the tree pass as they are."""
+        try:
+            yield
+        except AbstractLLMError:
+            raise
+        except Exception as exc:
+            self._stats.failed += 1
+            raise type(self).convert_error(exc, self.name) from exc
+
+    # ------------------------------------------------------------------ lifecycle
+    def _release(self) -> None:
+        with self._lock:
+            client, self._client = self._client, None
+            self._aclients = weakref.WeakKeyDictionary()  # their loops close their connections
+        if client is not None:
+            client.close()
+
+    async def __aexit__(self, *exc: Any) -> None:
+        try:
+            entry = self._aclients.pop(asyncio.get_running_loop(), None)
+            if entry is not None:
+                await entry[1].aclose()  # closes the client now
+        finally:
+            await super().__aexit__(*exc)
+
+
+async def _close_with_loop(client: Any) -> AsyncIterator[None]:
+    """Suspended until its loop finalizes it (``loop.shutdown_asyncgens``) or ``aclose()``: then closes
+    ``client`` on that loop."""
+    try:
+        yield
+        yield  # never reached: the loop (or aclose) finalizes the generator at the first yield
+    finally:
+        await client.close()
