@@ -81,6 +81,7 @@ class Engine:
         self._running = False
         self._seq = 0
         self.stats = RequestStats()
+        self._last_step_end: float | None = None  # when the last step ended (None: the loop was idle)
         self.adapter: "ModelAdapter | None" = None
 
     # ------------------------------------------------------------------ from any thread
@@ -184,7 +185,7 @@ class Engine:
     def _loop(self) -> None:
         mx = import_backend("mlx.core")  # the backend's speed setup (fast BLAS) runs before mlx.core loads
         mx.reset_peak_memory()
-        last_step_end: float | None = None
+        self._last_step_end = None
         while True:
             self._run_jobs()
             self._drop_cancelled_waiting()
@@ -205,19 +206,24 @@ class Engine:
             except BaseException as exc:
                 self._fail_batch(adapter, exc)
                 continue
-            now = time.perf_counter()
-            if decoding and last_step_end is not None:  # a request that had a token waited this long for one
-                self.stats.max_step_gap_s = max(self.stats.max_step_gap_s, now - last_step_end)
-            last_step_end = now
-            self.stats.steps += 1
-            self.stats.step_rows += len(self._active)
-            for req, step in results:
-                chunk = req.pipeline.feed(step)
-                if chunk is not None:
-                    req.emit(("item", chunk))
-                if req.pipeline.finish is not None:
-                    self._finish(adapter, req, None)
+            self._deliver(adapter, results, decoding)
             _yield_gil()
+
+    def _deliver(self, adapter: "ModelAdapter", results: list[tuple[EngineRequest, Any]], decoding: bool) -> None:
+        """A step's tokens to their requests (the ended ones finish), and the step into the statistics
+        (``decoding``: some request already had a token before it, so it waited for this step)."""
+        now = time.perf_counter()
+        if decoding and self._last_step_end is not None:
+            self.stats.max_step_gap_s = max(self.stats.max_step_gap_s, now - self._last_step_end)
+        self._last_step_end = now
+        self.stats.steps += 1
+        self.stats.step_rows += len(self._active)
+        for req, step in results:
+            chunk = req.pipeline.feed(step)
+            if chunk is not None:
+                req.emit(("item", chunk))
+            if req.pipeline.finish is not None:
+                self._finish(adapter, req, None)
 
     def _run_jobs(self) -> None:
         with self._lock:

@@ -411,19 +411,13 @@ class DistributedEngine(Engine):
     def _step(self) -> None:
         adapter = self.adapter
         self.watchdog.arm("a generation step (it waits on the other ranks)")
+        decoding = any(r.pipeline.first_at is not None for r in self._active)
         started = time.perf_counter()
         results = adapter.step()
         took = time.perf_counter() - started
         self.watchdog.disarm()
         self._step_s = took if self._step_s is None else 0.8 * self._step_s + 0.2 * took
-        self.stats.steps += 1
-        self.stats.step_rows += len(self._active)
-        for req, step in results:
-            chunk = req.pipeline.feed(step)
-            if chunk is not None:
-                req.emit(("item", chunk))
-            if req.pipeline.finish is not None:
-                self._finish(adapter, req, None)
+        self._deliver(adapter, results, decoding)
 
     def _finish(self, adapter: "ModelAdapter", req: EngineRequest, reason: str | None) -> None:
         self._by_seq.pop(req.seq, None)
