@@ -1,8 +1,8 @@
 """``RemoteProvider``: what the providers that call a hosted API through its official SDK share (the
 ``openai`` and ``anthropic`` providers): the key and base URL from the config or the environment, one
 sync client made on first use, one async client per event loop (closed on its own loop), clients remade
-when a connection key changes, and SDK errors converted into the exception tree at one place
-(``sdk_errors``)."""
+when a connection key changes, streaming (sync and async) over the SDK's stream events, and SDK errors
+converted into the exception tree at one place (``sdk_errors``)."""
 
 from __future__ import annotations
 
@@ -14,8 +14,9 @@ from contextlib import contextmanager
 from typing import Any, AsyncIterator, Callable, ClassVar, Iterator
 
 from ..exceptions import AbstractLLMError, AuthenticationError, InvalidParameterError
-from ..types import Capabilities
+from ..types import Capabilities, GenerationRequest, Response
 from .base import BaseProvider
+from .worker import CancelToken
 
 __all__ = ["RemoteProvider"]
 
@@ -129,6 +130,67 @@ class RemoteProvider(BaseProvider):
         if new:
             await entry[1].__anext__()  # registers the guard with the loop's async-generator hooks
         return entry[0]
+
+    # ------------------------------------------------------------------ requests
+    def _create_kwargs(self, request: GenerationRequest) -> dict[str, Any]:
+        """The SDK call's arguments for ``request`` (images read and encoded through the media pipeline)."""
+        raise NotImplementedError
+
+    async def _acreate_kwargs(self, request: GenerationRequest) -> dict[str, Any]:
+        """``_create_kwargs`` from the event loop: images are read and encoded off the loop (a thread of
+        the default executor); a text-only request is built on the loop."""
+        if request.has_images:
+            return await asyncio.to_thread(self._create_kwargs, request)
+        return self._create_kwargs(request)
+
+    def _open_stream_call(self, kw: dict[str, Any]) -> Any:
+        """The SDK's streamed call (sync) with ``kw``."""
+        raise NotImplementedError
+
+    async def _aopen_stream_call(self, kw: dict[str, Any]) -> Any:
+        """The SDK's streamed call (async) with ``kw``."""
+        raise NotImplementedError
+
+    def _stream_state(self) -> Any:
+        """What turns the SDK's stream events into chunks: ``feed(event) -> Response | None``, then
+        ``final(cancelled) -> Response`` (the last chunk)."""
+        raise NotImplementedError
+
+    def _stream(self, request: GenerationRequest, cancel: CancelToken) -> Iterator[Response]:
+        state = self._stream_state()
+        with self.sdk_errors():
+            stream = self._open_stream_call(self._create_kwargs(request))
+        try:
+            with self.sdk_errors():
+                for event in stream:
+                    chunk = state.feed(event)
+                    if chunk is not None:
+                        yield chunk
+                    if cancel.cancelled:
+                        break
+        finally:
+            stream.close()
+        last = state.final(cancel.cancelled)
+        self._stats.record(last)
+        yield last
+
+    async def _astream(self, request: GenerationRequest, cancel: CancelToken) -> AsyncIterator[Response]:
+        state = self._stream_state()
+        with self.sdk_errors():
+            stream = await self._aopen_stream_call(await self._acreate_kwargs(request))
+        try:
+            with self.sdk_errors():
+                async for event in stream:
+                    chunk = state.feed(event)
+                    if chunk is not None:
+                        yield chunk
+                    if cancel.cancelled:
+                        break
+        finally:
+            await stream.close()
+        last = state.final(cancel.cancelled)
+        self._stats.record(last)
+        yield last
 
     # ------------------------------------------------------------------ errors
     @contextmanager

@@ -13,9 +13,8 @@ with ``AsyncAnthropic``: no thread per call), and converts replies, stream event
 
 from __future__ import annotations
 
-import asyncio
 import time
-from typing import Any, AsyncIterator, ClassVar, Iterator
+from typing import Any, ClassVar
 
 from ...enums import ModelCapability, ModelParameter
 from ...exceptions import AbstractLLMError
@@ -175,52 +174,18 @@ class AnthropicProvider(RemoteProvider):
     def _create_kwargs(self, request: GenerationRequest) -> dict[str, Any]:
         return create_kwargs(request, self.config["model"])
 
-    async def _acreate_kwargs(self, request: GenerationRequest) -> dict[str, Any]:
-        """Images are read and encoded off the event loop."""
-        if request.has_images:
-            return await asyncio.to_thread(self._create_kwargs, request)
-        return self._create_kwargs(request)
-
     def _failed(self, exc: BaseException) -> AbstractLLMError:
         self._stats.failed += 1
         return convert_error(exc, self.name)
 
-    def _stream(self, request: GenerationRequest, cancel: CancelToken) -> Iterator[Response]:
-        state = _StreamState(self.config["model"])
-        with self.sdk_errors():
-            stream = self.client.messages.create(stream=True, **self._create_kwargs(request))
-        try:
-            with self.sdk_errors():
-                for event in stream:
-                    chunk = state.feed(event)
-                    if chunk is not None:
-                        yield chunk
-                    if cancel.cancelled:
-                        break
-        finally:
-            stream.close()
-        last = state.final(cancel.cancelled)
-        self._stats.record(last)
-        yield last
+    def _stream_state(self) -> "_StreamState":
+        return _StreamState(self.config["model"])
 
-    async def _astream(self, request: GenerationRequest, cancel: CancelToken) -> AsyncIterator[Response]:
-        state = _StreamState(self.config["model"])
-        with self.sdk_errors():
-            kw = await self._acreate_kwargs(request)
-            stream = await (await self._aclient()).messages.create(stream=True, **kw)
-        try:
-            with self.sdk_errors():
-                async for event in stream:
-                    chunk = state.feed(event)
-                    if chunk is not None:
-                        yield chunk
-                    if cancel.cancelled:
-                        break
-        finally:
-            await stream.close()
-        last = state.final(cancel.cancelled)
-        self._stats.record(last)
-        yield last
+    def _open_stream_call(self, kw: dict[str, Any]) -> Any:
+        return self.client.messages.create(stream=True, **kw)
+
+    async def _aopen_stream_call(self, kw: dict[str, Any]) -> Any:
+        return await (await self._aclient()).messages.create(stream=True, **kw)
 
     def _complete(self, request: GenerationRequest) -> Response:
         t0 = time.perf_counter()

@@ -12,15 +12,13 @@ are), calls the SDK on the caller's thread (``generate``) or the event loop (``g
 
 from __future__ import annotations
 
-import asyncio
 import os
 import time
-from typing import Any, AsyncIterator, ClassVar, Iterator
+from typing import Any, ClassVar
 
 from ...enums import ModelCapability, ModelParameter
 from ...types import Capabilities, GenerationRequest, Response
 from ..remote import RemoteProvider
-from ..worker import CancelToken
 from .convert import ToolCallDeltas, convert_error, logprobs_from, request_kwargs, tool_calls_from, usage_from
 
 __all__ = ["OpenAIProvider", "OllamaProvider", "LMStudioProvider"]
@@ -181,51 +179,15 @@ class OpenAIProvider(RemoteProvider):
         kw["model"] = self.config["model"]
         return kw
 
-    async def _acreate_kwargs(self, request: GenerationRequest) -> dict[str, Any]:
-        """``_create_kwargs`` from the event loop: images are read and decoded off the loop (a worker thread
-        of the default executor); a text-only request is built on the loop."""
-        if request.has_images:
-            return await asyncio.to_thread(self._create_kwargs, request)
-        return self._create_kwargs(request)
+    def _stream_state(self) -> "_StreamState":
+        return _StreamState(self.config["model"])
 
-    def _stream(self, request: GenerationRequest, cancel: CancelToken) -> Iterator[Response]:
-        state = _StreamState(self.config["model"])
-        with self.sdk_errors():
-            kw = self._create_kwargs(request)
-            stream = self.client.chat.completions.create(stream=True, stream_options={"include_usage": True}, **kw)
-        try:
-            with self.sdk_errors():
-                for raw in stream:
-                    chunk = state.feed(raw)
-                    if chunk is not None:
-                        yield chunk
-                    if cancel.cancelled:
-                        break
-        finally:
-            stream.close()
-        last = state.final(cancel.cancelled)
-        self._stats.record(last)
-        yield last
+    def _open_stream_call(self, kw: dict[str, Any]) -> Any:
+        return self.client.chat.completions.create(stream=True, stream_options={"include_usage": True}, **kw)
 
-    async def _astream(self, request: GenerationRequest, cancel: CancelToken) -> AsyncIterator[Response]:
-        state = _StreamState(self.config["model"])
-        with self.sdk_errors():
-            kw = await self._acreate_kwargs(request)
-            stream = await (await self._aclient()).chat.completions.create(
-                stream=True, stream_options={"include_usage": True}, **kw)
-        try:
-            with self.sdk_errors():
-                async for raw in stream:
-                    chunk = state.feed(raw)
-                    if chunk is not None:
-                        yield chunk
-                    if cancel.cancelled:
-                        break
-        finally:
-            await stream.close()
-        last = state.final(cancel.cancelled)
-        self._stats.record(last)
-        yield last
+    async def _aopen_stream_call(self, kw: dict[str, Any]) -> Any:
+        client = await self._aclient()
+        return await client.chat.completions.create(stream=True, stream_options={"include_usage": True}, **kw)
 
     def _complete(self, request: GenerationRequest) -> Response:
         t0 = time.perf_counter()
