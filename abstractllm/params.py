@@ -306,6 +306,10 @@ DISTRIBUTED_SYNC_S = 0.25
 #: ... and at most this many steps between two of rank 0's messages
 DISTRIBUTED_MAX_STEPS_PER_PLAN = 32
 
+#: remote providers: the longest the capability probe (``GET /v1/models/{id}``) waits, in seconds (the
+#: provider's ``timeout`` when shorter)
+REMOTE_CAPABILITIES_TIMEOUT_S = 5.0
+
 #: ``abstractllm serve`` defaults (``ServerConfig`` and the CLI read them here)
 SERVER_PORT = 8000
 #: request body limit: room for a few images as data URIs

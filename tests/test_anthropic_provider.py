@@ -11,6 +11,7 @@ import asyncio
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -28,6 +29,7 @@ from abstractllm import (
     UnsupportedFeatureError,
     create_llm,
 )
+from abstractllm.params import REMOTE_CAPABILITIES_TIMEOUT_S
 from abstractllm.server import ServerConfig, start_server
 from abstractllm.testing.media import png_bytes
 
@@ -187,8 +189,11 @@ def test_unreachable_and_silent_servers():
     try:
         url = f"http://127.0.0.1:{silent.getsockname()[1]}"
         with create_llm("anthropic", "m", base_url=url, timeout=0.5, max_retries=0) as llm:
+            started = time.monotonic()
             with pytest.raises(RequestTimeoutError):
                 llm.generate("Hi")
+            # the capability probe before it waited timeout= too, not its own 5 s (REMOTE_CAPABILITIES_TIMEOUT_S)
+            assert time.monotonic() - started < REMOTE_CAPABILITIES_TIMEOUT_S
             with pytest.raises(RequestTimeoutError):
                 list(llm.generate("Hi", stream=True))
     finally:

@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 
@@ -25,9 +26,9 @@ from abstractllm import (
     ProviderConnectionError,
     QuotaExceededError,
     RequestTimeoutError,
-    UnsupportedProviderError,
     create_llm,
 )
+from abstractllm.params import REMOTE_CAPABILITIES_TIMEOUT_S
 from abstractllm.server import ServerConfig, start_server
 from abstractllm.testing.media import png_bytes
 
@@ -170,8 +171,11 @@ def test_unreachable_and_silent_servers():
     try:
         url = f"http://127.0.0.1:{silent.getsockname()[1]}/v1"
         with create_llm("openai", "m", base_url=url, timeout=0.5, max_retries=0) as llm:
+            started = time.monotonic()
             with pytest.raises(RequestTimeoutError):
                 llm.generate("Hi")
+            # the capability probe before it waited timeout= too, not its own 5 s (REMOTE_CAPABILITIES_TIMEOUT_S)
+            assert time.monotonic() - started < REMOTE_CAPABILITIES_TIMEOUT_S
             with pytest.raises(RequestTimeoutError):
                 list(llm.generate("Hi", stream=True))
     finally:

@@ -131,6 +131,16 @@ class RemoteProvider(BaseProvider):
             await entry[1].__anext__()  # registers the guard with the loop's async-generator hooks
         return entry[0]
 
+    def _probe_timeout(self) -> float:
+        """How long the capability probe waits: ``REMOTE_CAPABILITIES_TIMEOUT_S``, or the provider's
+        ``timeout`` when shorter (a caller who set 0.5 s does not wait 5 s for a silent server)."""
+        from ..params import REMOTE_CAPABILITIES_TIMEOUT_S
+
+        timeout = self.config.get("timeout")
+        if isinstance(timeout, (int, float)) and not isinstance(timeout, bool) and timeout > 0:
+            return min(REMOTE_CAPABILITIES_TIMEOUT_S, float(timeout))
+        return REMOTE_CAPABILITIES_TIMEOUT_S
+
     # ------------------------------------------------------------------ requests
     def _create_kwargs(self, request: GenerationRequest) -> dict[str, Any]:
         """The SDK call's arguments for ``request`` (images read and encoded through the media pipeline)."""

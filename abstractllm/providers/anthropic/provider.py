@@ -42,7 +42,6 @@ _IGNORED = frozenset(str(p) for p in (
     P.CONTENT_FILTER, P.MODERATION, P.LOGGING_ENABLED, P.ORGANIZATION, P.IMAGE_DETAIL, P.PRIORITY,
     P.MAX_BATCH_SIZE, P.MAX_QUEUE_SIZE, P.PREFILL_CHUNK_SIZE,
 ))
-_CAPS_TIMEOUT_S = 5.0
 
 
 class _StreamState:
@@ -144,7 +143,7 @@ class AnthropicProvider(RemoteProvider):
         caps, context, known, definitive = set(_PROTOCOL_CAPS), None, False, False
         try:
             info = self.client.get(f"/v1/models/{self.config['model']}", cast_to=object,
-                                   options={"timeout": _CAPS_TIMEOUT_S})
+                                   options={"timeout": self._probe_timeout()})
             published = info.get("capabilities") if isinstance(info, dict) else None
             if isinstance(published, list):
                 known = True

@@ -39,7 +39,6 @@ _IGNORED = frozenset(str(p) for p in (
     P.VIDEO_MAX_FRAMES, P.REPETITION_CONTEXT_SIZE, P.MAX_INPUT_TOKENS, P.CONTEXT_WINDOW, P.TRUNCATION_STRATEGY,
     P.CONTENT_FILTER, P.MODERATION, P.LOGGING_ENABLED, P.DISTRIBUTED, P.DISTRIBUTED_TIMEOUT,
 ))
-_CAPS_TIMEOUT_S = 5.0
 
 
 class _StreamState:
@@ -145,7 +144,7 @@ class OpenAIProvider(RemoteProvider):
             return self._caps
         caps, context, known = set(_PROTOCOL_CAPS), None, False
         try:
-            info = self.client.models.retrieve(self.config["model"], timeout=_CAPS_TIMEOUT_S)
+            info = self.client.models.retrieve(self.config["model"], timeout=self._probe_timeout())
             extra = dict(getattr(info, "model_extra", None) or {})
             published = extra.get("capabilities")
             if isinstance(published, list):
