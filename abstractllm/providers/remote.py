@@ -13,6 +13,7 @@ import weakref
 from contextlib import contextmanager
 from typing import Any, AsyncIterator, Callable, ClassVar, Iterator
 
+from ..enums import ModelCapability
 from ..exceptions import AbstractLLMError, AuthenticationError, InvalidParameterError
 from ..types import Capabilities, GenerationRequest, Response
 from .base import BaseProvider
@@ -131,6 +132,36 @@ class RemoteProvider(BaseProvider):
             await entry[1].__anext__()  # registers the guard with the loop's async-generator hooks
         return entry[0]
 
+    # ------------------------------------------------------------------ capabilities
+    #: what the protocol gives every model, and what is assumed when the server publishes nothing
+    protocol_caps: ClassVar[frozenset[ModelCapability]]
+    assumed_caps: ClassVar[frozenset[ModelCapability]]
+
+    def _published_capabilities(self) -> tuple[set[ModelCapability] | None, int | None]:
+        """Ask the server about the model (within ``_probe_timeout()``): the capabilities it publishes
+        (``None``: it publishes none) and the context length (``None``: unknown). SDK errors propagate."""
+        raise NotImplementedError
+
+    def get_capabilities(self) -> Capabilities:
+        """The protocol's capabilities, plus what the server publishes about the model
+        (``_published_capabilities``); a server that publishes nothing is assumed to take what the
+        provider's own API does (``assumed_caps``). Kept once the server has answered for good."""
+        if self._caps is not None:
+            return self._caps
+        caps, context, published, definitive = set(self.protocol_caps), None, None, False
+        try:
+            published, context = self._published_capabilities()
+            definitive = True
+        except Exception as exc:  # unreachable, refused, or no such endpoint: the protocol's defaults
+            # a server that says it has no such endpoint or model has answered for good; an unreachable
+            # one, a refused key (401/403), a rate limit or a server error is asked again next time
+            definitive = isinstance(exc, self._sdk().APIStatusError) and exc.status_code in (404, 405)
+        caps |= self.assumed_caps if published is None else published
+        result = Capabilities(caps, max_tokens=context)
+        if definitive:
+            self._caps = result
+        return result
+
     def _probe_timeout(self) -> float:
         """How long the capability probe waits: ``REMOTE_CAPABILITIES_TIMEOUT_S``, or the provider's
         ``timeout`` when shorter (a caller who set 0.5 s does not wait 5 s for a silent server)."""
@@ -216,6 +247,15 @@ class RemoteProvider(BaseProvider):
             raise type(self).convert_error(exc, self.name) from exc
 
     # ------------------------------------------------------------------ lifecycle
+    #: the API root the SDK uses when no base URL is set (what ``get_model_info`` reports then)
+    sdk_base_url: ClassVar[str]
+
+    def get_model_info(self) -> dict[str, Any]:
+        caps = self.get_capabilities()
+        return {"provider": self.name, "model": self.config["model"], "base_url": self.base_url or self.sdk_base_url,
+                "capabilities": sorted(str(c) for c in caps if c is not ModelCapability.MAX_TOKENS),
+                "context_length": caps.get(ModelCapability.MAX_TOKENS)}
+
     def _release(self) -> None:
         with self._lock:
             client, self._client = self._client, None

@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 
 from ...enums import ModelCapability, ModelParameter
 from ...exceptions import AbstractLLMError
-from ...types import Capabilities, GenerationRequest, Response
+from ...types import GenerationRequest, Response
 from ..base import aggregate_chunks
 from ..remote import RemoteProvider
 from ..worker import CancelToken
@@ -131,43 +131,30 @@ class AnthropicProvider(RemoteProvider):
     api_key_env: ClassVar[str] = "ANTHROPIC_API_KEY"
     base_url_env: ClassVar[str] = "ANTHROPIC_BASE_URL"
     convert_error = staticmethod(convert_error)
+    protocol_caps, assumed_caps = _PROTOCOL_CAPS, _ASSUMED_CAPS
+    sdk_base_url = "https://api.anthropic.com"
 
     # ------------------------------------------------------------------ capabilities
-    def get_capabilities(self) -> Capabilities:
-        """The Messages protocol's capabilities, plus what the server publishes about the model in
-        ``GET /v1/models/{id}`` (abstractllm's server: a ``capabilities`` list and ``context_length``;
-        Anthropic's: ``capabilities.image_input`` / ``structured_outputs`` and ``max_input_tokens``). A
-        server that publishes nothing is assumed to take images and tools, as Anthropic's models do."""
-        if self._caps is not None:
-            return self._caps
-        caps, context, known, definitive = set(_PROTOCOL_CAPS), None, False, False
-        try:
-            info = self.client.get(f"/v1/models/{self.config['model']}", cast_to=object,
-                                   options={"timeout": self._probe_timeout()})
-            published = info.get("capabilities") if isinstance(info, dict) else None
-            if isinstance(published, list):
-                known = True
-                caps |= {c for c in _CARRIED_CAPS if str(c) in published}
-            elif isinstance(published, dict):
-                known = True
-                caps |= {C.FUNCTION_CALLING, C.TOOL_USE}
-                if (published.get("image_input") or {}).get("supported"):
-                    caps |= {C.VISION, C.MULTI_IMAGE}
-                if (published.get("structured_outputs") or {}).get("supported"):
-                    caps.add(C.JSON_MODE)
-            if isinstance(info, dict):
-                context = next((info[k] for k in ("context_length", "max_input_tokens")
-                                if isinstance(info.get(k), int)), None)
-            definitive = True
-        except Exception as exc:  # unreachable, refused, or no such endpoint: the protocol's defaults
-            anthropic = self._sdk()
-            definitive = isinstance(exc, anthropic.APIStatusError) and exc.status_code in (404, 405)
-        if not known:
-            caps |= _ASSUMED_CAPS
-        result = Capabilities(caps, max_tokens=context)
-        if definitive:
-            self._caps = result
-        return result
+    def _published_capabilities(self) -> tuple[set[ModelCapability] | None, int | None]:
+        """``GET /v1/models/{id}``: abstractllm's server publishes a ``capabilities`` list and
+        ``context_length``; Anthropic's ``capabilities.image_input`` / ``structured_outputs`` and
+        ``max_input_tokens``. A server that publishes nothing is assumed to take images and tools, as
+        Anthropic's models do."""
+        info = self.client.get(f"/v1/models/{self.config['model']}", cast_to=object,
+                               options={"timeout": self._probe_timeout()})
+        if not isinstance(info, dict):
+            return None, None
+        published, caps = info.get("capabilities"), None
+        if isinstance(published, list):
+            caps = {c for c in _CARRIED_CAPS if str(c) in published}
+        elif isinstance(published, dict):
+            caps = {C.FUNCTION_CALLING, C.TOOL_USE}
+            if (published.get("image_input") or {}).get("supported"):
+                caps |= {C.VISION, C.MULTI_IMAGE}
+            if (published.get("structured_outputs") or {}).get("supported"):
+                caps.add(C.JSON_MODE)
+        context = next((info[k] for k in ("context_length", "max_input_tokens") if isinstance(info.get(k), int)), None)
+        return caps, context
 
     # ------------------------------------------------------------------ requests
     def _create_kwargs(self, request: GenerationRequest) -> dict[str, Any]:
@@ -233,14 +220,6 @@ class AnthropicProvider(RemoteProvider):
             raise
         except Exception as exc:
             raise convert_error(exc, self.name) from exc
-
-    # ------------------------------------------------------------------ lifecycle
-    def get_model_info(self) -> dict[str, Any]:
-        caps = self.get_capabilities()
-        return {"provider": self.name, "model": self.config["model"],
-                "base_url": self.base_url or "https://api.anthropic.com",
-                "capabilities": sorted(str(c) for c in caps if c is not C.MAX_TOKENS),
-                "context_length": caps.get(C.MAX_TOKENS)}
 
 
 def _needs_streaming(exc: ValueError) -> bool:

@@ -255,7 +255,11 @@ class Engine:
         with self._lock:
             self._waiting.append(req)
 
-    def _admit(self, adapter: "ModelAdapter") -> None:
+    def _admit(self, adapter: "ModelAdapter", *, on_admitted: Callable[[EngineRequest], None] | None = None,
+               on_failed: Callable[[EngineRequest, BaseException], None] | None = None) -> None:
+        """Waiting requests into the batch while it has room, best priority first; a request the adapter
+        refuses now waits for the batch to drain, one it fails on fails alone. ``on_admitted`` /
+        ``on_failed`` see each outcome (the lock-step engine tells the other ranks)."""
         while len(self._active) < min(self.max_batch_size, adapter.capacity):
             req = self._pop_next()
             if req is None:
@@ -264,12 +268,16 @@ class Engine:
                 admitted = adapter.admit(req)
             except BaseException as exc:
                 self._fail(req, exc)
+                if on_failed is not None:
+                    on_failed(req, exc)
                 continue
             if not admitted:
                 self._push_back(req)
                 return
             req.admitted = True
             self._active.append(req)
+            if on_admitted is not None:
+                on_admitted(req)
 
     def _finish(self, adapter: "ModelAdapter", req: EngineRequest, reason: str | None) -> None:
         """The request ended (``reason`` None: as its pipeline says; else e.g. "cancelled")."""

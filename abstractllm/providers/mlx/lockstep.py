@@ -345,24 +345,15 @@ class DistributedEngine(Engine):
 
     def _admit_into(self, plan: Plan) -> None:
         """The single-process engine's admission (``Engine._admit``), noting each outcome in ``plan``."""
-        adapter = self.adapter
-        while len(self._active) < min(self.max_batch_size, adapter.capacity):
-            req = self._pop_next()
-            if req is None:
-                return
-            try:
-                admitted = adapter.admit(req)
-            except BaseException as exc:
-                self._fail(req, exc)
-                plan.ended.append((req.seq, "error", describe_error(exc)))
-                continue
-            if not admitted:
-                self._push_back(req)
-                return
-            req.admitted = True
-            self._active.append(req)
+
+        def admitted(req: EngineRequest) -> None:
             self._by_seq[req.seq] = req
             plan.admit.append((req.seq, wire_request(req.request), int(getattr(req.state, "cached", 0))))
+
+        def failed(req: EngineRequest, exc: BaseException) -> None:
+            plan.ended.append((req.seq, "error", describe_error(exc)))
+
+        self._admit(self.adapter, on_admitted=admitted, on_failed=failed)
 
     def _finish_ops(self) -> None:
         ops, self._ops_sent = self._ops_sent, []

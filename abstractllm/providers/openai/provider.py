@@ -17,7 +17,7 @@ import time
 from typing import Any, ClassVar
 
 from ...enums import ModelCapability, ModelParameter
-from ...types import Capabilities, GenerationRequest, Response
+from ...types import GenerationRequest, Response
 from ..remote import RemoteProvider
 from .convert import ToolCallDeltas, convert_error, logprobs_from, request_kwargs, tool_calls_from, usage_from
 
@@ -126,6 +126,8 @@ class OpenAIProvider(RemoteProvider):
     base_url_env: ClassVar[str] = "OPENAI_BASE_URL"
     client_config = RemoteProvider.client_config | {"organization"}
     convert_error = staticmethod(convert_error)
+    protocol_caps, assumed_caps = _PROTOCOL_CAPS, _ASSUMED_CAPS
+    sdk_base_url = "https://api.openai.com/v1"
     max_tokens_field: ClassVar[str] = "max_completion_tokens"
 
     def _client_kwargs(self) -> dict[str, Any]:
@@ -135,42 +137,24 @@ class OpenAIProvider(RemoteProvider):
         return kw
 
     # ------------------------------------------------------------------ capabilities
-    def get_capabilities(self) -> Capabilities:
-        """The chat-completions protocol's capabilities, plus what the server publishes about the model
-        (abstractllm's server lists ``capabilities`` and ``context_length`` in ``GET /v1/models/{id}``).
-        A server that publishes nothing is assumed to take images and tools and to answer in JSON (as
+    def _published_capabilities(self) -> tuple[set[ModelCapability] | None, int | None]:
+        """``GET /v1/models/{id}``: abstractllm's server lists ``capabilities`` and ``context_length``. A
+        server that publishes nothing is assumed to take images and tools and to answer in JSON (as
         OpenAI's models do)."""
-        if self._caps is not None:
-            return self._caps
-        caps, context, known = set(_PROTOCOL_CAPS), None, False
-        try:
-            info = self.client.models.retrieve(self.config["model"], timeout=self._probe_timeout())
-            extra = dict(getattr(info, "model_extra", None) or {})
-            published = extra.get("capabilities")
-            if isinstance(published, list):
-                known = True
-                for value in published:
-                    try:
-                        cap = ModelCapability(value)
-                    except ValueError:
-                        continue
-                    if cap in _CARRIED_CAPS:
-                        caps.add(cap)
-            if isinstance(extra.get("context_length"), int):
-                context = extra["context_length"]
-            definitive = True
-        except Exception as exc:  # unreachable, refused, or no such endpoint: the protocol's defaults
-            import openai
-
-            # a server that says it has no such endpoint or model has answered for good; an unreachable
-            # one, a refused key (401/403), a rate limit or a server error is asked again next time
-            definitive = isinstance(exc, openai.APIStatusError) and exc.status_code in (404, 405)
-        if not known:
-            caps |= _ASSUMED_CAPS
-        result = Capabilities(caps, max_tokens=context)
-        if definitive:
-            self._caps = result
-        return result
+        info = self.client.models.retrieve(self.config["model"], timeout=self._probe_timeout())
+        extra = dict(getattr(info, "model_extra", None) or {})
+        published, caps = extra.get("capabilities"), None
+        if isinstance(published, list):
+            caps = set()
+            for value in published:
+                try:
+                    cap = ModelCapability(value)
+                except ValueError:
+                    continue
+                if cap in _CARRIED_CAPS:
+                    caps.add(cap)
+        context = extra["context_length"] if isinstance(extra.get("context_length"), int) else None
+        return caps, context
 
     # ------------------------------------------------------------------ requests
     def _create_kwargs(self, request: GenerationRequest) -> dict[str, Any]:
@@ -204,13 +188,6 @@ class OpenAIProvider(RemoteProvider):
         response = _response_from(completion, t0)
         self._stats.record(response)
         return response
-
-    # ------------------------------------------------------------------ lifecycle
-    def get_model_info(self) -> dict[str, Any]:
-        caps = self.get_capabilities()
-        return {"provider": self.name, "model": self.config["model"], "base_url": self.base_url or "https://api.openai.com/v1",
-                "capabilities": sorted(str(c) for c in caps if c is not C.MAX_TOKENS),
-                "context_length": caps.get(C.MAX_TOKENS)}
 
 
 class OllamaProvider(OpenAIProvider):
