@@ -20,7 +20,7 @@ __all__ = ["build_text_model", "build_vision_model", "demo_model", "demo_cache_d
            "BUILDER_VERSION"]
 
 #: Bump when the builders change what they write, so cached demo models are rebuilt.
-BUILDER_VERSION = 3
+BUILDER_VERSION = 4
 
 
 def build_text_model(path: str | Path, preset: str = "tiny", **kwargs: Any) -> Path:
@@ -58,12 +58,18 @@ def demo_model(kind: str = "text", preset: str = "tiny", **kwargs: Any) -> Path:
         raise ValueError(f"kind must be 'text' or 'vision', got {kind!r}")
     suffix = "-".join(f"{k}={v}" for k, v in sorted(kwargs.items()))
     name = f"{kind}-{preset}-v{BUILDER_VERSION}" + (f"-{suffix}" if suffix else "")
+    build = build_text_model if kind == "text" else build_vision_model
+    return _cached(name, lambda tmp: build(tmp, preset, **kwargs))
+
+
+def _cached(name: str, build: Any) -> Path:
+    """The folder ``name`` in ``demo_cache_dir()``, made by ``build(tmp_folder)`` the first time."""
     path = demo_cache_dir() / name
     if (path / "config.json").is_file():
         return path
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=_mkdir(demo_cache_dir())))
     try:
-        (build_text_model if kind == "text" else build_vision_model)(tmp, preset, **kwargs)
+        build(tmp)
         try:
             tmp.rename(path)  # atomic: a concurrent builder may have won the race
         except OSError:

@@ -136,13 +136,24 @@ def write_tokenizer(
     chat_template: str | None = CHATML_TEMPLATE,
     seed: int = 0,
     extra_config: dict | None = None,
+    added_tokens: Sequence[tuple[str, bool]] = (),
+    reserve: int = 0,
 ) -> dict[str, int]:
     """Train a byte-level BPE tokenizer of exactly ``vocab_size`` tokens on the built-in corpus and write
     ``tokenizer.json`` and ``tokenizer_config.json`` (with ``chat_template``) into ``path``.
 
-    Returns the ids of the special tokens.
+    ``special_tokens`` get the first ids (trained with the BPE). ``added_tokens`` are ``(content, special)``
+    pairs appended after the BPE vocabulary, at the end of the id space, each one token with its own
+    ``special`` flag: the layout of real Qwen, Llama 3 or Mistral files, where markers such as
+    ``<tool_call>`` or ``<think>`` are added tokens with ``"special": false``.
+
+    ``reserve`` ids just before the added tokens hold placeholder entries that no merge reaches (``<|reserved_N|>``,
+    text that never comes out of encoding): a scripted model (``abstractllm.testing.zoo``) gives them the
+    pieces of its reply.
+
+    Returns the ids of the special and added tokens.
     """
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
 
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
@@ -152,19 +163,32 @@ def write_tokenizer(
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=min(vocab_size, 8192),
+        vocab_size=min(vocab_size - len(added_tokens) - reserve, 8192),
         special_tokens=list(special_tokens),
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
     tok.train_from_iterator(CORPUS.splitlines(), trainer=trainer)
     data = json.loads(tok.to_str())
-    _extend_vocab(data, vocab_size, seed)
+    _extend_vocab(data, vocab_size - len(added_tokens) - reserve, seed)
+    vocab = data["model"]["vocab"]
+    for n in range(reserve):
+        vocab[f"<|reserved_{n}|>"] = max(vocab.values()) + 1
+    if added_tokens:
+        tok = Tokenizer.from_str(json.dumps(data, ensure_ascii=False))
+        for content, special in added_tokens:  # one at a time: ids in the order given
+            token = AddedToken(content, special=special, normalized=False)
+            (tok.add_special_tokens if special else tok.add_tokens)([token])
+        data = json.loads(tok.to_str())
     (path / "tokenizer.json").write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
     check = Tokenizer.from_file(str(path / "tokenizer.json"))
     if check.get_vocab_size() != vocab_size:
         raise RuntimeError(f"tokenizer has {check.get_vocab_size()} tokens, wanted {vocab_size}")
     ids = {t: check.token_to_id(t) for t in special_tokens}
+    flags = {t: True for t in special_tokens}
+    for content, special in added_tokens:
+        ids[content] = check.token_to_id(content)
+        flags[content] = special
     config = {
         "tokenizer_class": "PreTrainedTokenizerFast",
         "model_max_length": 32768,
@@ -174,7 +198,7 @@ def write_tokenizer(
         "unk_token": None,
         "clean_up_tokenization_spaces": False,
         "added_tokens_decoder": {
-            str(i): {"content": t, "special": True, "lstrip": False, "rstrip": False,
+            str(i): {"content": t, "special": flags[t], "lstrip": False, "rstrip": False,
                      "normalized": False, "single_word": False}
             for t, i in ids.items()
         },

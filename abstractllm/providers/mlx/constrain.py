@@ -14,7 +14,7 @@ allowed.
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from ...exceptions import GenerationError, InvalidParameterError, UnsupportedFeatureError
 from ...structured import OutputFormat
@@ -68,9 +68,17 @@ def json_grammar(fmt: OutputFormat) -> str:
     return LLMatcher.grammar_from_json_schema(schema, defaults=dict(COMPACT_JSON))
 
 
-def _call_rule(tools: list[ToolDefinition], choice: str, fmt: ToolFormat) -> str:
+def _literal(text: str) -> str:
+    """A text as a Lark string literal."""
+    return json.dumps(text)
+
+
+def _call_rule(tools: list[ToolDefinition], choice: str, fmt: ToolFormat,
+               marker: Callable[[str], str] = _literal) -> str:
     """The Lark rule body of exactly one call, in the model's format, of ``choice`` (a tool's name) or of any
-    of ``tools``; the arguments match the tool's parameters (closed)."""
+    of ``tools``; the arguments match the tool's parameters (closed). ``marker`` writes the format's start
+    and end markup in the grammar (``GrammarCompiler.marker``: a token reference where the tokenizer has the
+    markup as one added token)."""
     if fmt.name not in _CONSTRAINABLE:
         raise UnsupportedFeatureError(
             f"tool_choice={choice!r} needs constrained decoding, which is not available for this model's "
@@ -84,20 +92,23 @@ def _call_rule(tools: list[ToolDefinition], choice: str, fmt: ToolFormat) -> str
     body = f"%json {json.dumps(schema)}"
     if fmt.start is None:
         return body
-    return f"{json.dumps(fmt.start + chr(10))} {body} {json.dumps(chr(10) + (fmt.end or ''))}"
+    end = f' {_literal(chr(10))} {marker(fmt.end)}' if fmt.end else f' {_literal(chr(10))}'
+    return f"{marker(fmt.start)} {_literal(chr(10))} {body}{end}"
 
 
-def tool_call_grammar(tools: list[ToolDefinition], choice: str, fmt: ToolFormat) -> str:
+def tool_call_grammar(tools: list[ToolDefinition], choice: str, fmt: ToolFormat,
+                      marker: Callable[[str], str] = _literal) -> str:
     """The grammar of exactly one call, in the model's format, of ``choice`` (a tool's name) or of any of
     ``tools`` (``choice == "required"``); the arguments match the tool's parameters (closed)."""
-    return _lark(f"start: {_call_rule(tools, choice, fmt)}")
+    return _lark(f"start: {_call_rule(tools, choice, fmt, marker)}")
 
 
-def call_or_json_grammar(tools: list[ToolDefinition], fmt: ToolFormat, output: OutputFormat) -> str:
+def call_or_json_grammar(tools: list[ToolDefinition], fmt: ToolFormat, output: OutputFormat,
+                         marker: Callable[[str], str] = _literal) -> str:
     """``tool_choice="auto"`` with a ``response_format``: the reply is one call of any of ``tools`` (in the
     model's format) or JSON of the output schema (compact)."""
     schema = {**_bounded(output.schema or {"type": "object"}, False), "x-guidance": dict(COMPACT_JSON)}
-    return _lark(f"start: call | answer\ncall: {_call_rule(tools, 'auto', fmt)}\n"
+    return _lark(f"start: call | answer\ncall: {_call_rule(tools, 'auto', fmt, marker)}\n"
                  f"answer: %json {json.dumps(schema)}")
 
 
@@ -116,6 +127,7 @@ class GrammarCompiler:
         self.n_vocab = n_vocab
         self.eos = list(eos_token_ids)
         self._tokenizer: Any = None
+        self._added: dict[str, int] | None = None
 
     @property
     def tokenizer(self) -> Any:
@@ -124,6 +136,17 @@ class GrammarCompiler:
 
             self._tokenizer = from_tokenizer(self._hf, n_vocab=self.n_vocab, eos_token=self.eos or None)
         return self._tokenizer
+
+    def marker(self, text: str) -> str:
+        """Markup such as ``<tool_call>`` as the grammar must write it: a token reference (``<[id]>``) when the
+        tokenizer has it as one added token (real Qwen, Llama 3 and Mistral files do, ``special`` or not:
+        llguidance treats every added token as special, so the literal text would let the token through the
+        mask and then refuse it), else the literal text."""
+        if self._added is None:
+            added = getattr(self._hf, "get_added_vocab", None)
+            self._added = dict(added()) if callable(added) else {}
+        token = self._added.get(text)
+        return f"<[{token}]>" if token is not None and token < self.n_vocab else _literal(text)
 
     def processor(self, grammar: str, what: str) -> "GrammarProcessor":
         """A processor for ``grammar``; ``InvalidParameterError`` (naming ``what``) when it cannot compile."""
@@ -187,10 +210,11 @@ def constrain_request(req: "EngineRequest", grammars: GrammarCompiler, fmt: Tool
         forced = choice not in ("auto", "none")
         req.pipeline.tools = ToolCallExtractor(fmt, [t.to_openai() for t in tools], forced=forced)
         if forced:  # the reply is a call: a response_format does not apply to it
-            return [grammars.processor(tool_call_grammar(tools, choice, fmt), "tool_choice")]
+            return [grammars.processor(tool_call_grammar(tools, choice, fmt, grammars.marker), "tool_choice")]
         output = req.params.get("response_format")
         if output is not None:  # a call, or JSON of the schema
-            return [grammars.processor(call_or_json_grammar(tools, fmt, output), "response_format")]
+            return [grammars.processor(call_or_json_grammar(tools, fmt, output, grammars.marker),
+                                       "response_format")]
         return []
     output = req.params.get("response_format")
     if output is not None:
