@@ -8,7 +8,7 @@ main thread.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +19,14 @@ _LOADED: dict[str, Any] = {}
 
 @dataclass
 class RawResult:
+    """Raw mlx-lm's greedy reply: ``text`` is its content (the tokenizer's decode of the reply's ids, without
+    control tokens), ``segments`` the text of each step."""
+
     text: str
     tokens: list[int]
+    segments: list[str]
     finish_reason: str | None
     prompt_tokens: int
-    segments: list[str] = field(default_factory=list)
 
 
 def raw_load(path: str | Path):
@@ -83,10 +86,26 @@ def raw_generate(
         presence_penalty=presence_penalty, presence_context_size=repetition_context_size,
         frequency_penalty=frequency_penalty, frequency_context_size=repetition_context_size)
     segments, tokens, last = [], [], None
+    special = {i: t.content for i, t in tok._tokenizer.added_tokens_decoder.items() if t.special}
     for r in stream_generate(model, tok, mx.array(prompt_ids), max_tokens=max_tokens, sampler=sampler,
                              logits_processors=processors or None, **stream_kwargs):
-        segments.append(r.text)
+        # a reply's content: control tokens dropped (decode(skip_special_tokens=True) does too)
+        segments.append(r.text.replace(special[r.token], "", 1) if r.token in special else r.text)
         tokens.append(int(r.token))
         last = r
-    return RawResult("".join(segments), tokens, last.finish_reason if last else None,
-                     int(last.prompt_tokens) if last else 0, segments)
+    return RawResult(*_as_decoded(tok, segments, tokens), last.finish_reason if last else None,
+                     int(last.prompt_tokens) if last else 0)
+
+
+def _as_decoded(tok: Any, segments: list[str], tokens: list[int]) -> tuple[str, list[int], list[str]]:
+    """mlx-lm's stream segments with the first token's leading space that its BPE streaming detokenizer
+    drops put back; checked against the tokenizer's own ``decode`` (the reply's true text)."""
+    reply = [t for t in tokens if t not in tok.eos_token_ids]
+    truth = tok._tokenizer.decode(reply, skip_special_tokens=True)
+    text = "".join(segments)
+    if truth.startswith(" ") and not text.startswith(" "):
+        first = next(i for i, s in enumerate(segments) if s)
+        segments = [*segments[:first], " " + segments[first], *segments[first + 1:]]
+        text = " " + text
+    assert text == truth or "\ufffd" in truth + text, (text, truth)
+    return text, tokens, segments

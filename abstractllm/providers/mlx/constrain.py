@@ -30,8 +30,13 @@ __all__ = ["GrammarCompiler", "GrammarProcessor", "json_grammar", "tool_call_gra
 
 #: llguidance JSON options: no whitespace between tokens, compact separators
 COMPACT_JSON = {"whitespace_flexible": False, "item_separator": ",", "key_separator": ":"}
-#: tool-call formats a grammar can be built for
-_CONSTRAINABLE = ("json_tools", "llama3_json")
+#: how each constrainable tool-call format lays out one call: (text after the start markup, the JSON of the call
+#: wrapped in a list, text before the end markup); the format's own start / end markup comes from ``ToolFormat``
+_LAYOUTS: dict[str, tuple[str, bool, str]] = {
+    "json_tools": ("\n", False, "\n"),  # <tool_call>\n{"name", "arguments"}\n</tool_call> (Qwen, Hermes)
+    "llama3_json": ("", False, ""),  # the whole reply is {"name", "parameters"} (Llama 3.1)
+    "mistral": ("", True, ""),  # [TOOL_CALLS][{"name", "arguments"}] (Mistral v0.3, Nemo)
+}
 
 
 #: an integer without bounds is bounded by JSON's safe range (at most 16 digits), so a model cannot write
@@ -79,7 +84,7 @@ def _call_rule(tools: list[ToolDefinition], choice: str, fmt: ToolFormat,
     of ``tools``; the arguments match the tool's parameters (closed). ``marker`` writes the format's start
     and end markup in the grammar (``GrammarCompiler.marker``: a token reference where the tokenizer has the
     markup as one added token)."""
-    if fmt.name not in _CONSTRAINABLE:
+    if fmt.name not in _LAYOUTS:
         raise UnsupportedFeatureError(
             f"tool_choice={choice!r} needs constrained decoding, which is not available for this model's "
             f"tool-call format ({fmt.name}); use tool_choice='auto'.", feature="tool_choice")
@@ -88,12 +93,13 @@ def _call_rule(tools: list[ToolDefinition], choice: str, fmt: ToolFormat,
     options = [{"type": "object", "properties": {"name": {"const": t.name}, key: _closed(t.parameters)},
                 "required": ["name", key], "additionalProperties": False} for t in allowed]
     schema = options[0] if len(options) == 1 else {"anyOf": options}
+    after, listed, before = _LAYOUTS[fmt.name]
+    if listed:
+        schema = {"type": "array", "items": schema, "minItems": 1, "maxItems": 1}
     schema = {**schema, "x-guidance": dict(COMPACT_JSON)}  # compact inside the markup too
-    body = f"%json {json.dumps(schema)}"
-    if fmt.start is None:
-        return body
-    end = f' {_literal(chr(10))} {marker(fmt.end)}' if fmt.end else f' {_literal(chr(10))}'
-    return f"{marker(fmt.start)} {_literal(chr(10))} {body}{end}"
+    parts = [marker(fmt.start) if fmt.start else "", _literal(after) if after else "", f"%json {json.dumps(schema)}",
+             _literal(before) if before else "", marker(fmt.end) if fmt.end else ""]
+    return " ".join(p for p in parts if p)
 
 
 def tool_call_grammar(tools: list[ToolDefinition], choice: str, fmt: ToolFormat,

@@ -91,6 +91,7 @@ class RequestPipeline:
         self.cached_tokens = 0
         self.finish: str | None = None
         self.tools: Any = None  # a toolcalls.ToolCallExtractor when the request has tools
+        self.hidden: dict[int, str] = {}  # control tokens whose text never reaches content (special.py)
         self._pending_ids: list[int] = []
         self._pending_logprobs: list[dict[str, Any]] = []
         self._pending_calls: list[Any] = []
@@ -140,7 +141,8 @@ class RequestPipeline:
         if step.token in self.stop_token_ids:
             self.finish = "stop"
             return self._chunk(self._through_tools(self.matcher.flush(), True))
-        text = self.matcher.feed(self._through_tools(step.text, step.finish_reason is not None))
+        raw = step.text.replace(self.hidden[step.token], "", 1) if step.token in self.hidden else step.text
+        text = self.matcher.feed(self._through_tools(raw, step.finish_reason is not None))
         if self.matcher.matched is not None:
             self.finish = "stop"
         elif step.finish_reason is not None:

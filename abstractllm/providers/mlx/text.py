@@ -25,6 +25,7 @@ from .adapter import ModelAdapter
 from .memory import check_context_window, check_request_memory, kv_bytes_per_token
 from .pipeline import Step
 from .constrain import GrammarCompiler, active_tools, chat_dict, constrain_request
+from .special import hidden_tokens, reply_detokenizer
 from .sampling import fill_logprobs, make_request_processors, make_request_sampler
 from .toolcalls import text_tool_format
 from .weights import cast_for_device, float_itemsize, quantize_bits
@@ -83,6 +84,7 @@ class TextAdapter(ModelAdapter):
         self._batch: Any = None  # mlx_lm BatchGenerator
         self._batch_kv: tuple[Any, ...] | None = None  # (max_kv_size, batch size, prefill step) it was made for
         self._by_uid: dict[int, "EngineRequest"] = {}
+        self.hidden: dict[int, str] = {}  # control tokens kept out of content (special.py)
 
     # ------------------------------------------------------------------ load
     def _load_weights(self) -> tuple[Any, Any, dict[str, Any]]:
@@ -124,12 +126,19 @@ class TextAdapter(ModelAdapter):
         self.info["quantization"] = config.get("quantization")
         self.kv_bytes_per_token = kv_bytes_per_token(self.spec.config, float_itemsize(model))
         self.tool_format = text_tool_format(tokenizer)
+        self.hidden = hidden_tokens(getattr(tokenizer, "_tokenizer", tokenizer), self._markers())
         self.grammars = GrammarCompiler(getattr(tokenizer, "_tokenizer", tokenizer),
                                         int(self.spec.vocab_size or len(tokenizer.get_vocab())),
                                         list(tokenizer.eos_token_ids))
         from mlx_lm.utils import get_total_parameters
 
         self.info["num_parameters"] = int(get_total_parameters(model))
+
+    def _markers(self) -> list[str | None]:
+        """The markup this model's parsers read (kept in the text for them to take out)."""
+        fmt, tok = self.tool_format, self.tokenizer
+        return [fmt.start if fmt else None, fmt.end if fmt else None,
+                getattr(tok, "think_start", None), getattr(tok, "think_end", None)]
 
     def unload(self) -> None:
         self.reset()
@@ -225,8 +234,8 @@ class TextAdapter(ModelAdapter):
             all_tokens=[list(prompt_ids[:cached])], samplers=[make_request_sampler(params)],
             logits_processors=[processors],
         )
-        detokenizer = self.tokenizer.detokenizer
-        detokenizer.reset()
+        detokenizer = reply_detokenizer(self.tokenizer)
+        req.pipeline.hidden = self.hidden
         req.state = _Request(uid, prompt_ids, len(rest), cached, detokenizer,
                              int(params.get("top_logprobs") or 0) if params.get("logprobs") else -1)
         self._by_uid[uid] = req

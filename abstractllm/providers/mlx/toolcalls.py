@@ -198,7 +198,7 @@ class ToolCallExtractor:
             return whole, []  # JSON that is no call: it is the reply
         if self._call is not None:
             text, self._call = self._call, None
-            if self.fmt.end is None:  # a format whose calls run to the end of the reply
+            if not self.fmt.end:  # a format whose calls run to the end of the reply (Mistral's)
                 return "", self._parse(text)
             self.unparsed.append(text)
             return "", []

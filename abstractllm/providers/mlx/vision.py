@@ -35,6 +35,7 @@ from ...exceptions import (
 from ...types import GenerationRequest
 from ..worker import CancelToken
 from .adapter import ModelAdapter
+from .special import hidden_tokens
 from .constrain import GrammarCompiler, active_tools, chat_dict, constrain_request
 from .toolcalls import vision_tool_format
 from .vision_media import load_media
@@ -112,6 +113,7 @@ class VisionAdapter(ModelAdapter):
         self.caps = vision_capabilities(spec)
         self._states: OrderedDict[str, Any] = OrderedDict()  # media key -> mlx_vlm PromptCacheState
         self._current: "EngineRequest | None" = None
+        self.hidden: dict[int, str] = {}  # control tokens kept out of content (special.py)
 
     # ------------------------------------------------------------------ load
     def load(self) -> None:
@@ -143,6 +145,8 @@ class VisionAdapter(ModelAdapter):
             eos_ids.append(tokenizer.eos_token_id)
         self.eos_ids = eos_ids
         self.grammars = GrammarCompiler(tokenizer, int(self.spec.vocab_size or len(tokenizer.get_vocab())), eos_ids)
+        fmt = self.tool_format
+        self.hidden = hidden_tokens(tokenizer, [fmt.start, fmt.end] if fmt else [])
 
     def unload(self) -> None:
         self.reset()
@@ -239,6 +243,7 @@ class VisionAdapter(ModelAdapter):
         prepared = self.prepare(req.request)
         check_context_window(int(prepared.input_ids.size), req.params)
         processors = constrain_request(req, self.grammars, self.tool_format)
+        req.pipeline.hidden = self.hidden
         min_tokens = int(req.params.get("min_tokens") or 0)
         if min_tokens and self.eos_ids:
             processors.append(MinTokens(min_tokens, self.eos_ids))

@@ -1,0 +1,185 @@
+"""Every family of the zoo (abstractllm.testing.zoo), on real MLX execution: greedy parity with raw mlx-lm,
+batched = solo, turn 2 = cold, stream = non-stream, forced tool calls (the model's own tool-call tokens),
+tools + response_format, response_format alone, and, on scripted models, the family's real tool-call markup
+parsed in auto mode, control tokens never in content, and the history re-tokenizing to what was generated.
+
+One parametrised module: the family x feature matrix that docs/mlx/models.md reports."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+
+import pytest
+
+from abstractllm import create_llm
+from abstractllm.testing.zoo import FAMILIES, family_model
+from text_oracle import raw_generate, raw_load
+
+TEXT = [name for name, f in FAMILIES.items() if f.kind == "text"]
+TOOLS = [name for name in TEXT if FAMILIES[name].tool_format]
+
+WEATHER = {"type": "function", "function": {
+    "name": "get_weather", "description": "The weather in a city.",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string", "enum": ["Paris", "Rome", "Oslo"]},
+                                                    "days": {"type": "integer", "minimum": 1, "maximum": 7}},
+                   "required": ["city", "days"]}}}
+TIME = {"type": "function", "function": {
+    "name": "get_time", "description": "The time in a zone.",
+    "parameters": {"type": "object", "properties": {"zone": {"type": "string", "enum": ["UTC", "CET"]}},
+                   "required": ["zone"]}}}
+CITY = {"type": "object", "properties": {"name": {"type": "string", "enum": ["Paris", "Oslo"]},
+                                         "size": {"type": "integer", "minimum": 0, "maximum": 99}},
+        "required": ["name", "size"], "additionalProperties": False}
+PROMPTS = ["Hi", "What is the capital of France, and why?", "Write three words about the sea, please, now."]
+CALL = {"name": "get_weather", "arguments": {"city": "Paris", "days": 3}}
+
+
+@pytest.fixture(scope="module", params=TEXT)
+def fam(request):
+    """(family, model path, greedy provider) of a text family's random-weight model."""
+    path = family_model(request.param)
+    with create_llm("mlx", model=str(path), temperature=0.0, max_tokens=12) as llm:
+        yield FAMILIES[request.param], path, llm
+
+
+def _conversation(prompt: str) -> list[dict]:
+    return [{"role": "user", "content": prompt}]
+
+
+def test_greedy_parity_with_raw_mlx_lm(fam):
+    family, path, llm = fam
+    _, tok = raw_load(path)
+    for prompt in PROMPTS[:2]:
+        ids = list(tok.apply_chat_template(_conversation(prompt), add_generation_prompt=True))
+        raw = raw_generate(path, ids, max_tokens=12)
+        r = llm.generate(prompt)
+        assert r.token_ids == raw.tokens and r.content == raw.text
+        assert r.usage.prompt_tokens == len(ids)
+
+
+def test_batched_equals_solo_for_prompts_of_different_lengths(fam):
+    _, _, llm = fam
+    solo = [llm.generate(p).token_ids for p in PROMPTS]
+    together = [r.token_ids for r in llm.generate(PROMPTS)]
+    assert together == solo
+    results: dict[int, list[int]] = {}
+    threads = [threading.Thread(target=lambda i=i: results.__setitem__(i, llm.generate(PROMPTS[i]).token_ids))
+               for i in range(len(PROMPTS))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert [results[i] for i in range(len(PROMPTS))] == solo
+
+
+def test_turn_two_from_the_cache_equals_cold(fam):
+    family, path, llm = fam
+    history = _conversation(PROMPTS[1])
+    first = llm.generate(messages=history)
+    history += [{"role": "assistant", "content": first.content}, {"role": "user", "content": "And then?"}]
+    warm = llm.generate(messages=history)
+    with create_llm("mlx", model=str(path), temperature=0.0, max_tokens=12, prompt_cache_bytes=0) as cold_llm:
+        cold = cold_llm.generate(messages=history)
+    assert warm.token_ids == cold.token_ids and warm.content == cold.content
+    assert cold.usage.cached_tokens == 0 and warm.usage.prompt_tokens == cold.usage.prompt_tokens
+    if family.cache == "kv":  # a trimmable cache serves the shared prefix
+        assert warm.usage.cached_tokens > 0
+
+
+def test_stream_equals_non_stream(fam):
+    _, _, llm = fam
+    whole = llm.generate(PROMPTS[1])
+    chunks = list(llm.generate(PROMPTS[1], stream=True))
+    assert "".join(c.content for c in chunks) == whole.content
+    assert [t for c in chunks for t in c.token_ids] == whole.token_ids
+    assert chunks[-1].finish_reason == whole.finish_reason
+
+
+def test_response_format_parses(fam):
+    _, _, llm = fam
+    r = llm.generate("A city?", response_format=CITY, max_tokens=40)
+    data = json.loads(r.content)
+    assert data["name"] in ("Paris", "Oslo") and 0 <= data["size"] <= 99
+
+
+@pytest.fixture(scope="module", params=TOOLS)
+def tool_fam(request):
+    path = family_model(request.param)
+    with create_llm("mlx", model=str(path), temperature=0.0, max_tokens=60) as llm:
+        yield FAMILIES[request.param], path, llm
+
+
+def test_forced_tool_calls_use_the_models_own_tokens(tool_fam):
+    """Required and named tool choices, streamed and not, and a forced call with a response_format: the
+    grammar writes the format's markup as the tokenizer's own (added) tokens where it has them."""
+    family, path, llm = tool_fam
+    ask = _conversation("What is the weather in Paris for three days?")
+    r = llm.generate(messages=ask, tools=[WEATHER, TIME], tool_choice="required")
+    assert r.finish_reason == "tool_calls" and r.tool_calls and r.tool_calls[0].name in ("get_weather", "get_time")
+    named = llm.generate(messages=ask, tools=[WEATHER, TIME], tool_choice="get_weather")
+    assert [c.name for c in named.tool_calls] == ["get_weather"]
+    assert named.tool_calls[0].arguments["city"] in ("Paris", "Rome", "Oslo")
+    chunks = list(llm.generate(messages=ask, tools=[WEATHER, TIME], tool_choice="get_weather", stream=True))
+    assert [c.arguments for ch in chunks for c in (ch.tool_calls or [])] == [c.arguments for c in named.tool_calls]
+    with_format = llm.generate(messages=ask, tools=[WEATHER], tool_choice="required", response_format=CITY)
+    assert [c.name for c in with_format.tool_calls] == ["get_weather"]
+    auto_format = llm.generate(messages=ask, tools=[WEATHER], response_format=CITY, max_tokens=60)
+    assert auto_format.tool_calls or json.loads(auto_format.content)["name"] in ("Paris", "Oslo")
+    for reply in (r, named, with_format):
+        assert reply.content.strip() == "" and (family.tool_format != "json_tools" or "<tool" not in reply.content)
+
+
+def _assistant_turn(path, message: dict) -> str:
+    """What the family's template renders for ``message`` as the reply to a user turn: the text a real model
+    of the family writes (up to its end-of-turn)."""
+    _, tok = raw_load(path)
+    base = _conversation("What is the weather in Paris?")
+    prompt = tok.apply_chat_template(base, tools=[WEATHER], add_generation_prompt=True, tokenize=False)
+    full = tok.apply_chat_template(base + [message], tools=[WEATHER], tokenize=False)
+    turn = full[len(os.path.commonprefix([prompt, full])):]
+    ends = [tok.convert_ids_to_tokens(i) for i in tok.eos_token_ids]
+    cut = min((turn.find(e) for e in ends if e and e in turn), default=len(turn))
+    return turn[:cut]
+
+
+@pytest.mark.parametrize("name", TOOLS)
+def test_scripted_tool_call_in_the_familys_markup_is_parsed(name):
+    """A scripted model writes the family's own tool-call markup (as its template renders a call) in auto
+    mode: the call comes out parsed, whole in one streamed chunk, and no markup reaches content."""
+    random_path = family_model(name)
+    call = {"role": "assistant", "content": "",
+            "tool_calls": [{"id": "call1", "type": "function",
+                            "function": {"name": CALL["name"], "arguments": CALL["arguments"]}}]}
+    script = _assistant_turn(random_path, call)
+    path = family_model(name, script=script)
+    with create_llm("mlx", model=str(path), temperature=0.0, max_tokens=len(script) + 8) as llm:
+        r = llm.generate("What is the weather in Paris?", tools=[WEATHER])
+        assert [(c.name, c.arguments) for c in r.tool_calls] == [(CALL["name"], CALL["arguments"])]
+        assert r.finish_reason == "tool_calls"
+        assert "get_weather" not in r.content and "{" not in r.content
+        chunks = list(llm.generate("What is the weather in Paris?", tools=[WEATHER], stream=True))
+        with_calls = [c for c in chunks if c.tool_calls]
+        assert len(with_calls) == 1 and with_calls[0].tool_calls[0].arguments == CALL["arguments"]
+        assert "".join(c.content for c in chunks) == r.content
+
+
+def _control_token(family) -> str:
+    """A control token of the family (special, not end-of-turn, not markup a parser reads)."""
+    ends = set(family.eos_tokens) | {family.bos_token, family.pad_token}
+    pool = [t for t, special in family.added_tokens if special] + list(family.special_tokens)
+    return next(t for t in pool if t not in ends and "tool" not in t.lower() and "think" not in t)
+
+
+@pytest.mark.parametrize("name", TEXT)
+def test_control_tokens_never_reach_content_and_the_reply_retokenizes(name):
+    family = FAMILIES[name]
+    token = _control_token(family)
+    reply = f"Sure{token}, the sea is blue."
+    path = family_model(name, script=reply)
+    with create_llm("mlx", model=str(path), temperature=0.0, max_tokens=64) as llm:
+        r = llm.generate("Hi")
+        assert r.content == "Sure, the sea is blue." and token not in r.content
+        streamed = "".join(c.content for c in llm.generate("Hi", stream=True))
+        assert streamed == r.content
