@@ -183,3 +183,19 @@ def test_control_tokens_never_reach_content_and_the_reply_retokenizes(name):
         assert r.content == "Sure, the sea is blue." and token not in r.content
         streamed = "".join(c.content for c in llm.generate("Hi", stream=True))
         assert streamed == r.content
+
+
+def test_unsupported_model_type_names_it_and_the_installed_backends(tmp_path):
+    import shutil
+    from importlib.metadata import version
+
+    from abstractllm.exceptions import UnsupportedModelError
+
+    shutil.copytree(family_model("qwen3"), tmp_path / "m")
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    (tmp_path / "m" / "config.json").write_text(json.dumps({**config, "model_type": "frobnicator"}))
+    with create_llm("mlx", model=str(tmp_path / "m")) as llm:
+        with pytest.raises(UnsupportedModelError) as err:
+            llm.generate("Hi")
+    assert "'frobnicator'" in str(err.value) and f"mlx-lm {version('mlx-lm')}" in str(err.value)
+    assert f"mlx-vlm {version('mlx-vlm')}" in str(err.value)

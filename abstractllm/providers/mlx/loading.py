@@ -25,11 +25,26 @@ def check_architecture(spec: ModelSpec) -> None:
         else:
             import_backend("mlx_lm.utils")._get_classes(spec.config)
     except (ValueError, ImportError, KeyError, AttributeError) as exc:
+        versions = _backend_versions()
         if spec.kind == "vision":
             raise UnsupportedModelError(f"Model type {spec.model_type!r} has a vision config but mlx-vlm does not support "
-                                 f"it ({exc}). Upgrade mlx-vlm, or check the model's config.json.") from exc
-        raise UnsupportedModelError(f"Unknown architecture {spec.model_type!r}: mlx-lm has no model of that type ({exc}). "
-                             "Upgrade mlx-lm, or check the model's config.json.") from exc
+                                 f"it ({exc}; installed: {versions}). Upgrade mlx-vlm, or check the model's "
+                                 "config.json.") from exc
+        raise UnsupportedModelError(f"Unknown architecture {spec.model_type!r}: mlx-lm has no model of that type ({exc}; "
+                             f"installed: {versions}). Upgrade mlx-lm, or check the model's config.json.") from exc
+
+
+def _backend_versions() -> str:
+    """``mlx-lm X, mlx-vlm Y`` as installed (``not installed`` where missing)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = []
+    for name in ("mlx-lm", "mlx-vlm"):
+        try:
+            out.append(f"{name} {version(name)}")
+        except PackageNotFoundError:
+            out.append(f"{name} not installed")
+    return ", ".join(out)
 
 
 def set_device(mx: Any, device: str) -> None:
