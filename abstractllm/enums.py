@@ -96,6 +96,10 @@ class ModelParameter(_StrEnum):
     IMAGE_FETCH_TIMEOUT = "image_fetch_timeout"
     MAX_IMAGE_BYTES = "max_image_bytes"
     MAX_TEXT_FILE_BYTES = "max_text_file_bytes"
+    # Reasoning models
+    THINKING = "thinking"
+    THINKING_BUDGET = "thinking_budget"
+    CHAT_TEMPLATE_KWARGS = "chat_template_kwargs"
     # Safety and logging (1.x; accepted as documented no-ops by the local provider)
     CONTENT_FILTER = "content_filter"
     MODERATION = "moderation"

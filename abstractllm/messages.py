@@ -80,7 +80,8 @@ def _message(raw: Any, index: int) -> Message:
             )
         # a copy: files attached later must never change the caller's object
         return Message(raw.role, text=raw.text, images=raw.images, videos=raw.videos, name=raw.name,
-                       metadata=raw.metadata, tool_calls=raw.tool_calls, tool_call_id=raw.tool_call_id)
+                       metadata=raw.metadata, tool_calls=raw.tool_calls, tool_call_id=raw.tool_call_id,
+                       reasoning=raw.reasoning)
     if not isinstance(raw, dict) and hasattr(raw, "role") and hasattr(raw, "content"):
         role = raw.role  # another library's message object (AbstractLLM 1.x Session messages, ...)
         raw = {"role": str(getattr(role, "value", role)), "content": raw.content}
@@ -96,6 +97,11 @@ def _message(raw: Any, index: int) -> Message:
         )
     content = raw.get("content")
     msg = Message(role=role, tool_calls=_tool_calls(raw.get("tool_calls"), index) if role == "assistant" else None)
+    if role == "assistant":  # a reasoning model's thinking, as OpenAI-compatible servers name it
+        reasoning = next((raw[k] for k in ("reasoning_content", "reasoning", "thinking") if raw.get(k)), None)
+        if reasoning is not None and not isinstance(reasoning, str):
+            raise InvalidParameterError(f"messages[{index}].reasoning_content must be a string.", param="messages")
+        msg.reasoning = reasoning
     if role == "tool":
         call_id = raw.get("tool_call_id")
         if not isinstance(call_id, str) or not call_id:

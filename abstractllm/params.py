@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterable, Mapping
 from .enums import ModelParameter
 from .exceptions import InvalidParameterError, did_you_mean
 
-__all__ = ["ParamSpec", "PARAMS", "GENERATION_PARAMS", "CALL_ONLY", "SAMPLING_PRESETS", "PRIORITY_AGING_S", "MAX_TOOL_ROUNDS",
+__all__ = ["ParamSpec", "PARAMS", "THINKING_LEVELS", "GENERATION_PARAMS", "CALL_ONLY", "SAMPLING_PRESETS", "PRIORITY_AGING_S", "MAX_TOOL_ROUNDS",
            "DISTRIBUTED_HEARTBEAT_S", "DISTRIBUTED_SYNC_S", "DISTRIBUTED_MAX_STEPS_PER_PLAN",
            "SERVER_PORT", "SERVER_MAX_BODY_BYTES", "SERVER_MAX_TOKENS_LIMIT", "SERVER_MAX_N", "SERVER_RESPONSES_STORE_SIZE",
            "SERVER_RESPONSES_STORE_BYTES", "SERVER_LOG_FORMAT", "JOB_LEASE_S", "JOB_HEARTBEAT_S", "JOB_POLL_S",
@@ -230,6 +230,24 @@ class ParamSpec:
     doc: str = ""
 
 
+#: the levels ``thinking`` takes besides True / False
+THINKING_LEVELS = ("low", "medium", "high")
+
+
+def _thinking(name: str, value: Any) -> Any:
+    if value is None or isinstance(value, bool) or value in THINKING_LEVELS:
+        return value
+    raise _fail(name, f"expected True, False or one of {', '.join(map(repr, THINKING_LEVELS))}, got {value!r}.")
+
+
+def _template_kwargs(name: str, value: Any) -> Any:
+    if value is None:
+        return None
+    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+        raise _fail(name, f"expected an object of template variables, got {type(value).__name__} {value!r:.80}.")
+    return dict(value)
+
+
 def _optional_bool(name: str, value: Any) -> Any:
     return None if value is None else _bool(name, value)
 
@@ -372,6 +390,9 @@ _SPECS = [
     ParamSpec(P.TOOLS, _any, None, False, "Default tools (generate's tools= overrides them)."),
     ParamSpec(P.TOOL_CHOICE, _any, None, True, "Which tool the model must call ('auto', 'none', 'required', a name)."),
     ParamSpec(P.RESPONSE_FORMAT, _response_format, None, True, "A JSON schema, pydantic model or {'type': 'json_object'}: the reply is JSON."),
+    ParamSpec(P.THINKING, _thinking, None, True, "Reasoning models: think (True, or 'low' / 'medium' / 'high') or not (False); None: the model's default."),
+    ParamSpec(P.THINKING_BUDGET, _int(0, 1_000_000, optional=True), None, True, "Reasoning models: end the reasoning after this many tokens; the model then answers."),
+    ParamSpec(P.CHAT_TEMPLATE_KWARGS, _template_kwargs, None, True, "Variables passed to the chat template (e.g. {'enable_thinking': False})."),
     ParamSpec(P.N, _int(1, 64), 1, True, "How many completions of the prompt (generate returns a list when above 1)."),
     ParamSpec(P.API_KEY, _text, None, False, "API key of a remote provider."),
     ParamSpec(P.BASE_URL, _url, None, False, "Base URL of a remote provider's API (an OpenAI-compatible server)."),

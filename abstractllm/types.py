@@ -34,6 +34,7 @@ class Usage(Mapping):
     completion_tokens: int = 0
     total_tokens: int = 0
     cached_tokens: int = 0
+    reasoning_tokens: int = 0  # of completion_tokens, those of the reasoning (its markers included)
 
     _ALIASES = {"input_tokens": "prompt_tokens", "output_tokens": "completion_tokens"}
 
@@ -93,9 +94,12 @@ class Response:
     "top_logprobs": [{"token", "text", "logprob"}, ...]}`` (in a chunk: that chunk's tokens). ``tool_calls`` is a list of ``ToolCall`` when the model
     called tools, else ``None``. ``image_paths`` lists the images (as given) the request carried.
     ``input_tokens``, ``output_tokens`` and ``total_tokens`` read ``usage`` (AbstractCore names).
+    ``reasoning`` is a reasoning model's thinking, apart from the answer in ``content`` (in a stream, each
+    chunk's new reasoning; ``usage.reasoning_tokens`` counts its tokens).
     """
 
     content: str = ""
+    reasoning: str | None = None  # the model's thinking, without its markup (None: it did not think)
     model: str | None = None
     finish_reason: str | None = None  # "stop" | "length" | "cancelled" (| "tool_calls")
     usage: Usage | None = None
@@ -224,7 +228,9 @@ class Message:
     ``Message(role, content)`` (the AbstractLLM 1.x form) and ``Message(role=..., text=...)`` are the
     same; ``content`` reads and writes ``text``. ``name`` and ``metadata`` are optional extras (a
     ``Session`` keeps each turn's timestamp in ``metadata``). An assistant message may carry the
-    ``tool_calls`` it made; a ``"tool"`` message carries a tool's result for ``tool_call_id``.
+    ``tool_calls`` it made; a ``"tool"`` message carries a tool's result for ``tool_call_id``. An assistant
+    message of a reasoning model may carry its ``reasoning`` (the chat template decides whether the model sees
+    it again).
     """
 
     role: str
@@ -235,11 +241,13 @@ class Message:
     metadata: dict[str, Any]
     tool_calls: list[ToolCall]
     tool_call_id: str | None
+    reasoning: str | None
 
     def __init__(self, role: str, content: str | None = None, *, text: str | None = None,
                  images: Iterable[Any] | None = None, videos: Iterable[Any] | None = None,
                  name: str | None = None, metadata: dict[str, Any] | None = None,
-                 tool_calls: Iterable[ToolCall] | None = None, tool_call_id: str | None = None) -> None:
+                 tool_calls: Iterable[ToolCall] | None = None, tool_call_id: str | None = None,
+                 reasoning: str | None = None) -> None:
         if content is not None and text is not None and content != text:
             raise ValueError("Message: give the text as content or as text, not both.")
         self.role = str(role.value) if hasattr(role, "value") else role
@@ -250,6 +258,7 @@ class Message:
         self.metadata = dict(metadata or {})
         self.tool_calls = list(tool_calls or [])
         self.tool_call_id = tool_call_id
+        self.reasoning = reasoning
 
     @property
     def content(self) -> str:
@@ -279,6 +288,8 @@ class Message:
                 out["content"] = None
         if self.tool_call_id is not None:
             out["tool_call_id"] = self.tool_call_id
+        if self.reasoning is not None:
+            out["reasoning_content"] = self.reasoning
         return out
 
 

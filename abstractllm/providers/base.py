@@ -45,12 +45,15 @@ C = ModelCapability
 def aggregate_chunks(chunks: Iterable[Response]) -> Response:
     """Fold stream chunks into one ``Response``: texts and token ids joined, the last chunk's totals."""
     texts: list[str] = []
+    thoughts: list[str] | None = None
     ids: list[int] = []
     logprobs: list[dict[str, Any]] | None = None
     last: Response | None = None
     calls: list[Any] | None = None
     for chunk in chunks:
         texts.append(chunk.content)
+        if chunk.reasoning is not None:
+            thoughts = (thoughts or []) + [chunk.reasoning]
         ids.extend(chunk.token_ids)
         if chunk.logprobs is not None:
             logprobs = (logprobs or []) + chunk.logprobs
@@ -61,6 +64,7 @@ def aggregate_chunks(chunks: Iterable[Response]) -> Response:
         return Response(content="", finish_reason="stop", usage=Usage())
     return Response(
         content="".join(texts),
+        reasoning=None if thoughts is None else "".join(thoughts),
         model=last.model,
         finish_reason=last.finish_reason,
         usage=last.usage,

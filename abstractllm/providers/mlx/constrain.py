@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from .engine import EngineRequest
 
 __all__ = ["GrammarCompiler", "GrammarProcessor", "json_grammar", "tool_call_grammar", "call_or_json_grammar", "COMPACT_JSON",
-           "active_tools", "constrain_request", "chat_dict"]
+           "active_tools", "constrain_request", "chat_dict", "is_constrained"]
 
 #: llguidance JSON options: no whitespace between tokens, compact separators
 COMPACT_JSON = {"whitespace_flexible": False, "item_separator": ",", "key_separator": ":"}
@@ -102,20 +102,53 @@ def _call_rule(tools: list[ToolDefinition], choice: str, fmt: ToolFormat,
     return " ".join(p for p in parts if p)
 
 
+#: no reasoning before the constrained reply
+NO_THINKING = ("", "")
+
+
+def thinking_rules(open_marker: str | None, close: str, inside: bool,
+                   marker: Callable[[str], str] = _literal) -> tuple[str, str]:
+    """``(head, rules)`` that let a reasoning block come before the constrained reply: the reasoning text, its
+    close marker and the blank lines after it, opened by ``open_marker`` (optional: the model may not think)
+    or already open (``inside``: the generation prompt opened it). A close marker that is one token ends the
+    free text by itself (text cannot match a token); else the text is lazy (ends at the first marker)."""
+    closing = marker(close)
+    if closing.startswith("<["):
+        rules = f"\nthink_text: /(?s:.*)/ {closing} /\\n*/"
+    else:
+        rules = f"\nthink_text: think_body /\\n*/\nthink_body[lazy]: /(?s:.*)/ {closing}"
+    if inside:
+        return "think_text ", rules
+    return "thinking? ", rules + f"\nthinking: {marker(open_marker or '')} think_text"
+
+
 def tool_call_grammar(tools: list[ToolDefinition], choice: str, fmt: ToolFormat,
-                      marker: Callable[[str], str] = _literal) -> str:
+                      marker: Callable[[str], str] = _literal, thinking: tuple[str, str] = NO_THINKING) -> str:
     """The grammar of exactly one call, in the model's format, of ``choice`` (a tool's name) or of any of
-    ``tools`` (``choice == "required"``); the arguments match the tool's parameters (closed)."""
-    return _lark(f"start: {_call_rule(tools, choice, fmt, marker)}")
+    ``tools`` (``choice == "required"``); the arguments match the tool's parameters (closed). ``thinking``:
+    ``thinking_rules`` when a reasoning block may come first."""
+    head, rules = thinking
+    return _lark(f"start: {head}call\ncall: {_call_rule(tools, choice, fmt, marker)}{rules}")
 
 
 def call_or_json_grammar(tools: list[ToolDefinition], fmt: ToolFormat, output: OutputFormat,
-                         marker: Callable[[str], str] = _literal) -> str:
+                         marker: Callable[[str], str] = _literal, thinking: tuple[str, str] = NO_THINKING) -> str:
     """``tool_choice="auto"`` with a ``response_format``: the reply is one call of any of ``tools`` (in the
     model's format) or JSON of the output schema (compact)."""
+    head, rules = thinking
+    return _lark(f"start: {head}(call | answer)\ncall: {_call_rule(tools, 'auto', fmt, marker)}\n"
+                 f"answer: {_json_rule(output)}{rules}")
+
+
+def _json_rule(output: OutputFormat) -> str:
     schema = {**_bounded(output.schema or {"type": "object"}, False), "x-guidance": dict(COMPACT_JSON)}
-    return _lark(f"start: call | answer\ncall: {_call_rule(tools, 'auto', fmt, marker)}\n"
-                 f"answer: %json {json.dumps(schema)}")
+    return f"%json {json.dumps(schema)}"
+
+
+def json_after_thinking_grammar(output: OutputFormat, thinking: tuple[str, str]) -> str:
+    """A ``response_format`` with a reasoning block first (``thinking_rules``)."""
+    head, rules = thinking
+    return _lark(f"start: {head}answer\nanswer: {_json_rule(output)}{rules}")
 
 
 def _lark(text: str) -> str:
@@ -205,9 +238,17 @@ def active_tools(req: Any) -> list[ToolDefinition]:
     return [] if request.params.get("tool_choice") == "none" else list(request.tools or [])
 
 
-def constrain_request(req: "EngineRequest", grammars: GrammarCompiler, fmt: ToolFormat | None) -> list[Any]:
+def is_constrained(req: Any) -> bool:
+    """Whether the request's output is constrained by a grammar (a forced tool call or a response_format)."""
+    choice = req.params.get("tool_choice") or "auto"
+    return bool(active_tools(req) and choice not in ("auto", "none")) or req.params.get("response_format") is not None
+
+
+def constrain_request(req: "EngineRequest", grammars: GrammarCompiler, fmt: ToolFormat | None,
+                      thinking: tuple[str, str] = NO_THINKING) -> list[Any]:
     """Set up what a request with tools or a ``response_format`` needs: the extractor of tool calls on its
-    pipeline, and a grammar processor when its output is constrained (returned, to add to its processors)."""
+    pipeline, and a grammar processor when its output is constrained (returned, to add to its processors).
+    ``thinking``: ``thinking_rules`` when the model may reason before the constrained reply."""
     tools = active_tools(req)
     choice = req.params.get("tool_choice") or "auto"
     if tools:
@@ -216,15 +257,17 @@ def constrain_request(req: "EngineRequest", grammars: GrammarCompiler, fmt: Tool
         forced = choice not in ("auto", "none")
         req.pipeline.tools = ToolCallExtractor(fmt, [t.to_openai() for t in tools], forced=forced)
         if forced:  # the reply is a call: a response_format does not apply to it
-            return [grammars.processor(tool_call_grammar(tools, choice, fmt, grammars.marker), "tool_choice")]
+            return [grammars.processor(tool_call_grammar(tools, choice, fmt, grammars.marker, thinking),
+                                       "tool_choice")]
         output = req.params.get("response_format")
         if output is not None:  # a call, or JSON of the schema
-            return [grammars.processor(call_or_json_grammar(tools, fmt, output, grammars.marker),
+            return [grammars.processor(call_or_json_grammar(tools, fmt, output, grammars.marker, thinking),
                                        "response_format")]
         return []
     output = req.params.get("response_format")
     if output is not None:
-        return [grammars.processor(json_grammar(output), "response_format")]
+        grammar = json_after_thinking_grammar(output, thinking) if thinking[0] else json_grammar(output)
+        return [grammars.processor(grammar, "response_format")]
     return []
 
 
@@ -237,4 +280,6 @@ def chat_dict(m: "Message") -> dict[str, Any]:
                              for c in m.tool_calls]
     if m.tool_call_id is not None:
         out["tool_call_id"] = m.tool_call_id
+    if m.reasoning:  # the names templates read it under (Qwen3, DeepSeek: reasoning_content; gpt-oss: thinking)
+        out["reasoning_content"] = out["thinking"] = m.reasoning
     return out

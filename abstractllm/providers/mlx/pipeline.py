@@ -92,6 +92,10 @@ class RequestPipeline:
         self.finish: str | None = None
         self.tools: Any = None  # a toolcalls.ToolCallExtractor when the request has tools
         self.hidden: dict[int, str] = {}  # control tokens whose text never reaches content (special.py)
+        self.reasoning: Any = None  # a reasoning.ThinkSplitter / HarmonySplitter when the model thinks
+        self.reasoning_tokens = 0
+        self._harmony_calls = 0  # tool calls the reasoning splitter took out (harmony's commentary channel)
+        self._thought: list[str] = []  # reasoning not yet in a chunk
         self._pending_ids: list[int] = []
         self._pending_logprobs: list[dict[str, Any]] = []
         self._pending_calls: list[Any] = []
@@ -100,6 +104,24 @@ class RequestPipeline:
     def _logprob_entry(self, step: Step) -> dict[str, Any]:
         return {"token": step.token, "text": step.token_text, "logprob": step.logprob,
                 "top_logprobs": [{"token": t, "text": text, "logprob": lp} for t, text, lp in step.top_logprobs]}
+
+    def _through_reasoning(self, text: str, last: bool) -> str:
+        """The answer's text once the reasoning is taken out (it waits in ``_thought``; harmony's tool calls
+        in ``_pending_calls``); counts the step as a reasoning token while the reasoning is open."""
+        splitter = self.reasoning
+        if splitter is None:
+            return text
+        was = splitter.in_reasoning
+        thought, shown, calls = splitter.feed(text)
+        self.reasoning_tokens += was or splitter.in_reasoning
+        if last:
+            more_thought, more_shown, more_calls = splitter.finish()
+            thought, shown, calls = thought + more_thought, shown + more_shown, calls + more_calls
+        if thought:
+            self._thought.append(thought)
+        self._pending_calls.extend(calls)
+        self._harmony_calls += len(calls)
+        return shown
 
     def _through_tools(self, text: str, last: bool) -> str:
         """The text shown once tool calls are taken out (they wait in ``_pending_calls``)."""
@@ -113,9 +135,10 @@ class RequestPipeline:
         return shown
 
     def _chunk(self, text: str) -> Response | None:
-        if not text and not self._pending_calls:
+        if not text and not self._pending_calls and not self._thought:
             return None
-        chunk = Response(content=text, model=self.model, token_ids=self._pending_ids)
+        thought, self._thought = ("".join(self._thought) if self._thought else None), []
+        chunk = Response(content=text, reasoning=thought, model=self.model, token_ids=self._pending_ids)
         if not self._sent_first:  # the prompt's size, known after prefill (servers announce it early)
             self._sent_first = True
             chunk.metadata.update(prompt_tokens=self.prompt_tokens + self.cached_tokens,
@@ -140,9 +163,10 @@ class RequestPipeline:
             self._pending_logprobs.append(self._logprob_entry(step))
         if step.token in self.stop_token_ids:
             self.finish = "stop"
-            return self._chunk(self._through_tools(self.matcher.flush(), True))
+            return self._chunk(self._through_tools(self._through_reasoning("", True) + self.matcher.flush(), True))
         raw = step.text.replace(self.hidden[step.token], "", 1) if step.token in self.hidden else step.text
-        text = self.matcher.feed(self._through_tools(raw, step.finish_reason is not None))
+        last = step.finish_reason is not None
+        text = self.matcher.feed(self._through_tools(self._through_reasoning(raw, last), last))
         if self.matcher.matched is not None:
             self.finish = "stop"
         elif step.finish_reason is not None:
@@ -154,12 +178,13 @@ class RequestPipeline:
         """The last chunk: ``finish_reason`` (``reason`` overrides, e.g. ``"cancelled"``), usage, timings.
         A reply that called tools and ended by itself finishes with ``"tool_calls"``."""
         finish = reason or self.finish or "stop"
-        if self.tools is not None and self.tools.calls and finish == "stop" and self.matcher.matched is None:
+        called = (self.tools is not None and self.tools.calls) or self._harmony_calls
+        if called and finish == "stop" and self.matcher.matched is None:
             finish = "tool_calls"
         end = time.perf_counter()
         prompt = self.prompt_tokens + self.cached_tokens
         usage = Usage(prompt_tokens=prompt, completion_tokens=self.n_tokens, total_tokens=prompt + self.n_tokens,
-                      cached_tokens=self.cached_tokens)
+                      cached_tokens=self.cached_tokens, reasoning_tokens=self.reasoning_tokens)
         ttft = (self.first_at - self.t0) if self.first_at is not None else None
         decode_s = end - self.first_at if self.first_at is not None else None
         chunk = Response(

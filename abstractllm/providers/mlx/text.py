@@ -24,7 +24,9 @@ from ...types import Message
 from .adapter import ModelAdapter
 from .memory import check_context_window, check_request_memory, kv_bytes_per_token
 from .pipeline import Step
-from .constrain import GrammarCompiler, active_tools, chat_dict, constrain_request
+from .constrain import GrammarCompiler, active_tools, chat_dict, constrain_request, is_constrained
+from .reasoning import (ReasoningFormat, detect_reasoning, grammar_thinking, opens_reasoning, request_reasoning,
+                        template_kwargs)
 from .special import hidden_tokens, reply_detokenizer
 from .sampling import fill_logprobs, make_request_processors, make_request_sampler
 from .toolcalls import text_tool_format
@@ -85,6 +87,7 @@ class TextAdapter(ModelAdapter):
         self._batch_kv: tuple[Any, ...] | None = None  # (max_kv_size, batch size, prefill step) it was made for
         self._by_uid: dict[int, "EngineRequest"] = {}
         self.hidden: dict[int, str] = {}  # control tokens kept out of content (special.py)
+        self.reasoning_format: ReasoningFormat | None = None
 
     # ------------------------------------------------------------------ load
     def _load_weights(self) -> tuple[Any, Any, dict[str, Any]]:
@@ -121,11 +124,18 @@ class TextAdapter(ModelAdapter):
         except RuntimeError as exc:  # e.g. a weight file that cannot be read
             raise ModelLoadError(f"mlx-lm could not load {str(self.spec.path)!r}: {exc}") from exc
         self.model, self.tokenizer = model, tokenizer
+        from .guards import apply_guards  # known mlx-lm defects of this model_type, fixed on this model
+
+        apply_guards(self)
         budget = self.config.get("prompt_cache_bytes")
         self._cache = LRUPromptCache(max_size=32, max_bytes=budget) if budget else None
         self.info["quantization"] = config.get("quantization")
         self.kv_bytes_per_token = kv_bytes_per_token(self.spec.config, float_itemsize(model))
         self.tool_format = text_tool_format(tokenizer)
+        self.reasoning_format = detect_reasoning(
+            getattr(tokenizer, "chat_template", None), tokenizer.get_vocab(),
+            lambda: tokenizer.apply_chat_template([{"role": "user", "content": "Hi"}], add_generation_prompt=True,
+                                                  tokenize=False))
         self.hidden = hidden_tokens(getattr(tokenizer, "_tokenizer", tokenizer), self._markers())
         self.grammars = GrammarCompiler(getattr(tokenizer, "_tokenizer", tokenizer),
                                         int(self.spec.vocab_size or len(tokenizer.get_vocab())),
@@ -138,7 +148,7 @@ class TextAdapter(ModelAdapter):
         """The markup this model's parsers read (kept in the text for them to take out)."""
         fmt, tok = self.tool_format, self.tokenizer
         return [fmt.start if fmt else None, fmt.end if fmt else None,
-                getattr(tok, "think_start", None), getattr(tok, "think_end", None)]
+                *(self.reasoning_format.markers if self.reasoning_format else ())]
 
     def unload(self) -> None:
         self.reset()
@@ -155,13 +165,14 @@ class TextAdapter(ModelAdapter):
         return {"entries": len(self._cache), "bytes": int(self._cache.nbytes), "hits": self.cache_hits}
 
     # ------------------------------------------------------------------ prompt
-    def encode_messages(self, messages: list[Message], tools: list[Any] | None = None) -> list[int]:
+    def encode_messages(self, messages: list[Message], tools: list[Any] | None = None,
+                        template_kwargs: dict[str, Any] | None = None) -> list[int]:
         """Template the conversation (tool calls and results included, and the ``tools`` in OpenAI form)
-        with the model's chat template (ids), or the plain fallback."""
+        with the model's chat template (ids) and ``template_kwargs``, or the plain fallback."""
         tok = self.tokenizer
         if tok.has_chat_template:
             chat = [chat_dict(m) for m in messages]
-            extra = {"tools": tools} if tools else {}
+            extra = {**(template_kwargs or {}), **({"tools": tools} if tools else {})}
             try:
                 ids = tok.apply_chat_template(chat, add_generation_prompt=True, **extra)
             except Exception as exc:
@@ -204,7 +215,9 @@ class TextAdapter(ModelAdapter):
         params = req.params
         self.check_params(params)
         tools = active_tools(req)
-        prompt_ids = self.encode_messages(req.request.messages, [t.to_openai() for t in tools] if tools else None)
+        kwargs = template_kwargs(self.reasoning_format, params, is_constrained(req), str(self.config.get("model") or self.spec.path))
+        prompt_ids = self.encode_messages(req.request.messages, [t.to_openai() for t in tools] if tools else None,
+                                          kwargs)
         if not prompt_ids:
             raise InvalidParameterError("The prompt is empty after templating.", param="prompt")
         check_context_window(len(prompt_ids), params)
@@ -227,7 +240,13 @@ class TextAdapter(ModelAdapter):
         check_request_memory(len(prompt_ids), params["max_tokens"], max_kv, self.kv_bytes_per_token,
                              self.config.get("memory_limit"))
         processors = make_request_processors(params, list(self.tokenizer.eos_token_ids))
-        processors += constrain_request(req, self.grammars, self.tool_format)
+        tail = self.tokenizer.decode(prompt_ids[-8:])
+        thinking = grammar_thinking(self.reasoning_format, kwargs, opens_reasoning(self.reasoning_format, tail),
+                                    self.grammars.marker)
+        processors += constrain_request(req, self.grammars, self.tool_format, thinking)
+        req.pipeline.reasoning, budget = request_reasoning(
+            self.reasoning_format, params, tail, lambda text: list(self.tokenizer.encode(text, add_special_tokens=False)))
+        processors += budget
         self.cache_hits += cached > 0
         (uid,) = self._batch.insert(
             [list(rest)], max_tokens=[int(params["max_tokens"])], caches=[cache],
@@ -261,13 +280,11 @@ class TextAdapter(ModelAdapter):
             st.decoding = True
             token = int(r.token)
             detok = st.detokenizer
-            if r.finish_reason == "stop":  # end of sequence: its text is not added (as stream_generate)
-                detok.finalize()
-            elif r.finish_reason is not None:
+            # end of sequence: its text is not added (as stream_generate); nor is a control token's (special.py)
+            if r.finish_reason != "stop" and token not in self.hidden:
                 detok.add_token(token)
+            if r.finish_reason is not None:
                 detok.finalize()
-            else:
-                detok.add_token(token)
             step = Step(text=detok.last_segment, token=token, finish_reason=r.finish_reason,
                         prompt_tokens=st.computed, cached_tokens=st.cached)
             if st.top_logprobs >= 0:

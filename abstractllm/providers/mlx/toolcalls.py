@@ -107,7 +107,9 @@ def _to_calls(parsed: Any) -> list[ToolCall]:
             arguments = json.loads(arguments) if arguments.strip() else {}
         if not isinstance(arguments, dict):
             raise ValueError(f"the arguments of {item['name']!r} are not an object")
-        calls.append(ToolCall(id=new_call_id(), name=item["name"], arguments=arguments))
+        model_id = item.get("id")  # a format whose calls carry their id (Mistral's 9 characters) keeps it
+        calls.append(ToolCall(id=model_id if isinstance(model_id, str) and model_id else new_call_id(),
+                              name=item["name"], arguments=arguments))
     return calls
 
 

@@ -30,6 +30,7 @@ class Family:
         cache: ``"kv"`` (trimmable), ``"rotating"`` (sliding window) or ``"hybrid"`` (recurrent layers).
         source: the public files the facts come from.
         extra_tokenizer_config: more ``tokenizer_config.json`` keys.
+        end_of_turn: the token a reply ends with (a scripted model's last), where it is not ``eos_token``.
     """
 
     name: str
@@ -48,6 +49,7 @@ class Family:
     cache: str = "kv"
     source: str = ""
     extra_tokenizer_config: dict[str, Any] = field(default_factory=dict)
+    end_of_turn: str | None = None  # the token a reply ends with, where it is not eos_token (Gemma's)
 
     @property
     def model_type(self) -> str:

@@ -46,40 +46,88 @@ def plan_pieces(reply: str, vocab: dict[str, int], added: dict[str, int], reserv
     """Cut ``reply`` into pieces whose token ids are all distinct and not in ``avoid``.
 
     ``vocab`` maps byte-level BPE strings to ids, ``added`` added-token contents to ids, ``reserved`` lists ids
-    free to take a new string. Returns the ids in order and the new strings given to reserved ids.
+    free to take a new string. Each added token's first occurrence is that token; the text between them is cut
+    into words (a newline run, or a word with its leading spaces), a word already used being joined to the next
+    one (or, at the end of a run, to the previous one). Returns the ids in order and the new strings given to
+    reserved ids.
     """
-    used = set(avoid)
-    assigned: dict[int, str] = {}
-    taken_strings = set(vocab)
-    free = list(reserved)
+    avoid = set(avoid)
+    by_id = {i: t for t, i in vocab.items()}
+    seen = {by_id[i] for i in avoid if i in by_id}  # byte-level strings that must not be used
     ids: list[int] = []
-    i = 0
-    markers = sorted(added, key=len, reverse=True)
-    while i < len(reply):
-        marker = next((m for m in markers if reply.startswith(m, i) and added[m] not in used), None)
-        if marker is not None:
-            ids.append(added[marker])
-            used.add(added[marker])
-            i += len(marker)
+    free = list(reserved)
+    assigned: dict[int, str] = {}
+    for run, is_marker in _runs(reply, {m: i for m, i in added.items() if i not in avoid}):
+        if is_marker:
+            ids.append(added[run])
             continue
-        for length in range(1, len(reply) - i + 1):
-            piece = _byte_level(reply[i:i + length])
+        for piece in _unique_words(run, seen):
             token = vocab.get(piece)
-            if token is not None and token not in used:
-                break
-            if piece not in taken_strings:
+            if token is None:
                 if not free:
                     raise ValueError("the scripted reply needs more reserved tokens than the vocabulary has")
                 token = free.pop(0)
                 assigned[token] = piece
-                taken_strings.add(piece)
-                break
-        else:
-            raise ValueError(f"cannot cut the scripted reply into distinct tokens at {reply[i:]!r:.40}")
-        ids.append(token)
-        used.add(token)
-        i += length
+            ids.append(token)
     return ids, assigned
+
+
+def _runs(reply: str, markers: dict[str, int]) -> list[tuple[str, bool]]:
+    """``reply`` as runs of text and markers (each marker's first occurrence; later ones stay text)."""
+    out: list[tuple[str, bool]] = []
+    unused = sorted(markers, key=len, reverse=True)
+    text, i = "", 0
+    while i < len(reply):
+        marker = next((m for m in unused if reply.startswith(m, i)), None)
+        if marker is None:
+            text += reply[i]
+            i += 1
+            continue
+        if text:
+            out.append((text, False))
+        out.append((marker, True))
+        unused.remove(marker)
+        text, i = "", i + len(marker)
+    if text:
+        out.append((text, False))
+    return out
+
+
+def _unique_words(run: str, seen: set[str]) -> list[str]:
+    """``run`` cut into words (byte-level strings) none of which is in ``seen`` or repeated; adds them to it."""
+    import re
+
+    words = re.findall(r"\n+|[^\S\n]*\S+|[^\S\n]+", run)
+    out: list[tuple[str, str]] = []  # (text, spelling)
+    i = 0
+    while i < len(words):
+        text = words[i]
+        i += 1
+        piece = _fresh(text, seen)
+        while piece is None and i < len(words):
+            text += words[i]
+            i += 1
+            piece = _fresh(text, seen)
+        while piece is None:  # the end of the run: join the previous word
+            if not out:
+                raise ValueError(f"cannot cut the scripted reply into distinct tokens at {run!r:.40}")
+            previous, spelling = out.pop()
+            seen.discard(spelling)
+            text = previous + text
+            piece = _fresh(text, seen)
+        seen.add(piece)
+        out.append((text, piece))
+    return [spelling for _, spelling in out]
+
+
+def _fresh(text: str, seen: set[str]) -> str | None:
+    """A spelling of ``text`` not in ``seen``: its byte-level string, else (ASCII text with whitespace) the text
+    itself: byte-level decoders (HF's and mlx-lm's) pass a token that is not byte-level through as its UTF-8
+    bytes, so a repeated ``"\\n\\n"`` gets a second token."""
+    for spelling in (_byte_level(text), text if text.isascii() else None):
+        if spelling is not None and spelling not in seen:
+            return spelling
+    return None
 
 
 def script_weights(model: Any, starts: list[int], chain: list[int]) -> None:

@@ -107,8 +107,9 @@ def _script_tokenizer(family: Family, path: Path, script: str, ids: dict[str, in
     vocab: dict[str, int] = data["model"]["vocab"]
     reserved = sorted(i for t, i in vocab.items() if t.startswith("<|reserved_"))
     starts = generation_prompt_ends(path)
-    eos = ids[family.eos_tokens[0]]
-    added = {t: ids[t] for t, _ in family.added_tokens if ids[t] != eos}
+    eos = ids[family.end_of_turn or family.eos_token]
+    markers = [*family.special_tokens, *(t for t, _ in family.added_tokens)]
+    added = {t: ids[t] for t in markers if ids[t] != eos}
     chain, assigned = plan_pieces(script, {t: i for t, i in vocab.items() if i not in reserved}, added, reserved,
                                   avoid=[*starts, eos])
     by_id = {i: t for t, i in vocab.items()}
