@@ -104,7 +104,7 @@ def test_response_format_parses(fam):
     family, _, llm = fam
     # a model that reasons first (where thinking cannot be switched off) is given a budget: random weights
     # would think until max_tokens
-    r = llm.generate("A city?", response_format=CITY, max_tokens=40, thinking_budget=4 if family.reasoning else None)
+    r = llm.generate("A city?", response_format=CITY, max_tokens=80, thinking_budget=4 if family.reasoning else None)
     data = json.loads(r.content)
     assert data["name"] in ("Paris", "Oslo") and 0 <= data["size"] <= 99
 
@@ -206,3 +206,77 @@ def test_unsupported_model_type_names_it_and_the_installed_backends(tmp_path):
             llm.generate("Hi")
     assert "'frobnicator'" in str(err.value) and f"mlx-lm {version('mlx-lm')}" in str(err.value)
     assert f"mlx-vlm {version('mlx-vlm')}" in str(err.value)
+
+
+# ---------------------------------------------------------------------------------------------- vision
+VISION = [name for name, f in FAMILIES.items() if f.kind == "vision"]
+
+
+@pytest.fixture(scope="module")
+def picture(tmp_path_factory):
+    from PIL import Image
+
+    path = tmp_path_factory.mktemp("zoo-media") / "red.png"
+    Image.new("RGB", (64, 48), (200, 30, 10)).save(path)
+    return str(path)
+
+
+@pytest.fixture(scope="module", params=VISION)
+def vfam(request):
+    path = family_model(request.param)
+    with create_llm("mlx", model=str(path), temperature=0.0, max_tokens=8) as llm:
+        yield FAMILIES[request.param], path, llm
+
+
+def _raw_vlm(path, prompt: str, image: str, max_tokens: int) -> list[int]:
+    """Raw mlx-vlm, as its docs call it: the prompt templated with the image count, greedy."""
+    import mlx.core as mx
+    from mlx_vlm import load, stream_generate
+    from mlx_vlm.prompt_utils import apply_chat_template
+
+    model, processor = load(str(path))
+    templated = apply_chat_template(processor, model.config, prompt, num_images=1)
+    tokens = [int(r.token) for r in stream_generate(model, processor, templated, image=[image],
+                                                     max_tokens=max_tokens, temperature=0.0)
+              if r.finish_reason is None]  # as tests/test_vision_generation.py reads mlx-vlm's stream
+    mx.clear_cache()
+    return tokens
+
+
+def test_vision_greedy_parity_with_raw_mlx_vlm_and_stream(vfam, picture):
+    family, path, llm = vfam
+    r = llm.generate("Describe.", media=[picture])
+    raw = _raw_vlm(path, "Describe.", picture, 8)
+    assert r.token_ids[:len(raw)] == raw and len(r.token_ids) - len(raw) in (0, 1)
+    chunks = list(llm.generate("Describe.", media=[picture], stream=True))
+    assert "".join(c.content for c in chunks) == r.content
+    assert "".join(c.reasoning or "" for c in chunks) == (r.reasoning or "")
+    text_only = llm.generate("Hello there.")  # a vision checkpoint answers text-only requests too
+    assert text_only.usage.completion_tokens > 0
+
+
+def test_vision_response_format_and_forced_tools(vfam, picture):
+    family, path, llm = vfam
+    r = llm.generate("A city?", media=[picture], response_format=CITY, max_tokens=80,
+                     thinking_budget=4 if family.reasoning else None)
+    assert json.loads(r.content)["name"] in ("Paris", "Oslo")
+    if family.tool_format:
+        call = llm.generate("Weather?", media=[picture], tools=[WEATHER, TIME], tool_choice="get_weather",
+                            max_tokens=60, thinking_budget=4 if family.reasoning else None)
+        assert [c.name for c in call.tool_calls] == ["get_weather"] and call.content.strip() == ""
+
+
+@pytest.mark.parametrize("name", [n for n in VISION if FAMILIES[n].tool_format])
+def test_vision_scripted_tool_call_in_the_familys_markup(name, picture):
+    random_path = family_model(name)
+    call = {"role": "assistant", "content": "",
+            "tool_calls": [{"id": "abcdefghi", "type": "function",
+                            "function": {"name": CALL["name"], "arguments": CALL["arguments"]}}]}
+    script = _assistant_turn(random_path, call)
+    if FAMILIES[name].reasoning == "think-in-prompt":
+        script = "Hmm.</think>\n\n" + script.split("</think>")[-1].lstrip("\n")
+    path = family_model(name, script=script)
+    with create_llm("mlx", model=str(path), temperature=0.0, max_tokens=len(script) + 8) as llm:
+        r = llm.generate("What is the weather in Paris?", media=[picture], tools=[WEATHER])
+        assert [(c.name, c.arguments) for c in r.tool_calls] == [(CALL["name"], CALL["arguments"])]
+        assert "get_weather" not in r.content and "{" not in r.content

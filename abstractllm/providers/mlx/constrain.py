@@ -36,6 +36,7 @@ _LAYOUTS: dict[str, tuple[str, bool, str]] = {
     "json_tools": ("\n", False, "\n"),  # <tool_call>\n{"name", "arguments"}\n</tool_call> (Qwen, Hermes)
     "llama3_json": ("", False, ""),  # the whole reply is {"name", "parameters"} (Llama 3.1)
     "mistral": ("", True, ""),  # [TOOL_CALLS][{"name", "arguments"}] (Mistral v0.3, Nemo)
+    "harmony": ("", False, ""),  # <|channel|>commentary to=functions.NAME <|constrain|>json<|message|>{args}
 }
 
 
@@ -89,6 +90,11 @@ def _call_rule(tools: list[ToolDefinition], choice: str, fmt: ToolFormat,
             f"tool_choice={choice!r} needs constrained decoding, which is not available for this model's "
             f"tool-call format ({fmt.name}); use tool_choice='auto'.", feature="tool_choice")
     allowed = [t for t in tools if choice in ("required", "auto") or t.name == choice]
+    if fmt.name == "harmony":  # the tool's name is in the message header: one alternative per tool
+        return " | ".join(
+            f'{marker("<|channel|>")} {_literal("commentary to=functions." + t.name + " ")} {marker("<|constrain|>")} '
+            f'{_literal("json")} {marker("<|message|>")} %json {json.dumps({**_closed(t.parameters), "x-guidance": dict(COMPACT_JSON)})}'
+            for t in allowed)
     key = fmt.json_key
     options = [{"type": "object", "properties": {"name": {"const": t.name}, key: _closed(t.parameters)},
                 "required": ["name", key], "additionalProperties": False} for t in allowed]
@@ -131,24 +137,35 @@ def tool_call_grammar(tools: list[ToolDefinition], choice: str, fmt: ToolFormat,
     return _lark(f"start: {head}call\ncall: {_call_rule(tools, choice, fmt, marker)}{rules}")
 
 
+def harmony_thinking(marker: Callable[[str], str]) -> tuple[str, str]:
+    """``(head, rules)`` of an optional harmony ``analysis`` message before the constrained one."""
+    return "thinking? ", (f'\nthinking: {marker("<|channel|>")} {_literal("analysis")} {marker("<|message|>")} '
+                          f'/(?s:.*)/ {marker("<|end|>")} {marker("<|start|>")} {_literal("assistant")}')
+
+
 def call_or_json_grammar(tools: list[ToolDefinition], fmt: ToolFormat, output: OutputFormat,
                          marker: Callable[[str], str] = _literal, thinking: tuple[str, str] = NO_THINKING) -> str:
     """``tool_choice="auto"`` with a ``response_format``: the reply is one call of any of ``tools`` (in the
     model's format) or JSON of the output schema (compact)."""
     head, rules = thinking
     return _lark(f"start: {head}(call | answer)\ncall: {_call_rule(tools, 'auto', fmt, marker)}\n"
-                 f"answer: {_json_rule(output)}{rules}")
+                 f"answer: {_json_rule(output, fmt, marker)}{rules}")
 
 
-def _json_rule(output: OutputFormat) -> str:
+def _json_rule(output: OutputFormat, fmt: ToolFormat | None = None, marker: Callable[[str], str] = _literal) -> str:
+    """JSON of the output schema (compact); in a harmony reply, as the ``final`` message."""
     schema = {**_bounded(output.schema or {"type": "object"}, False), "x-guidance": dict(COMPACT_JSON)}
-    return f"%json {json.dumps(schema)}"
+    header = ""
+    if fmt is not None and fmt.name == "harmony":
+        header = f'{marker("<|channel|>")} {_literal("final")} {marker("<|message|>")} '
+    return f"{header}%json {json.dumps(schema)}"
 
 
-def json_after_thinking_grammar(output: OutputFormat, thinking: tuple[str, str]) -> str:
+def json_after_thinking_grammar(output: OutputFormat, thinking: tuple[str, str], fmt: ToolFormat | None = None,
+                                marker: Callable[[str], str] = _literal) -> str:
     """A ``response_format`` with a reasoning block first (``thinking_rules``)."""
     head, rules = thinking
-    return _lark(f"start: {head}answer\nanswer: {_json_rule(output)}{rules}")
+    return _lark(f"start: {head}answer\nanswer: {_json_rule(output, fmt, marker)}{rules}")
 
 
 def _lark(text: str) -> str:
@@ -255,7 +272,8 @@ def constrain_request(req: "EngineRequest", grammars: GrammarCompiler, fmt: Tool
         if fmt is None:
             raise UnsupportedFeatureError("This model's chat template has no tool-call format.", feature="tools")
         forced = choice not in ("auto", "none")
-        req.pipeline.tools = ToolCallExtractor(fmt, [t.to_openai() for t in tools], forced=forced)
+        if fmt.name != "harmony":  # harmony's calls come out of its channels (reasoning.HarmonySplitter)
+            req.pipeline.tools = ToolCallExtractor(fmt, [t.to_openai() for t in tools], forced=forced)
         if forced:  # the reply is a call: a response_format does not apply to it
             return [grammars.processor(tool_call_grammar(tools, choice, fmt, grammars.marker, thinking),
                                        "tool_choice")]
@@ -266,7 +284,9 @@ def constrain_request(req: "EngineRequest", grammars: GrammarCompiler, fmt: Tool
         return []
     output = req.params.get("response_format")
     if output is not None:
-        grammar = json_after_thinking_grammar(output, thinking) if thinking[0] else json_grammar(output)
+        harmony = fmt is not None and fmt.name == "harmony"
+        grammar = (json_after_thinking_grammar(output, thinking, fmt, grammars.marker) if thinking[0] or harmony
+                   else json_grammar(output))
         return [grammars.processor(grammar, "response_format")]
     return []
 

@@ -247,7 +247,8 @@ class HarmonySplitter:
 class ThinkingBudget:
     """An mlx-lm logits processor that ends the reasoning after ``budget`` tokens: from then on it forces the
     tokens of ``close_ids`` (the format's closing marker, and for harmony the opening of the answer), one per
-    step, then lets the model answer."""
+    step, then lets the model answer. It runs after a grammar's processor: where the grammar does not allow
+    the close yet (inside a UTF-8 character), it waits a step."""
 
     def __init__(self, budget: int, open_ids: list[int], close_ids: list[int], inside: bool) -> None:
         self.budget = budget
@@ -269,6 +270,8 @@ class ThinkingBudget:
         if self.done or not self.inside or (self.count < self.budget and not self.forcing):
             return logits
         target = self.close_ids[self.forcing]
+        if self.forcing == 0 and not bool(mx.isfinite(logits[..., target]).all()):
+            return logits  # another processor (a grammar) does not allow the close here yet: next step
         self.forcing += 1
         mask = mx.full(logits.shape, -float("inf"), dtype=logits.dtype)
         mask[..., target] = 0
@@ -350,11 +353,13 @@ def opens_reasoning(fmt: ReasoningFormat | None, prompt_tail: str) -> bool:
 def grammar_thinking(fmt: ReasoningFormat | None, kwargs: dict[str, Any], inside: bool,
                      marker: Callable[[str], str]) -> tuple[str, str]:
     """What a constrained request's grammar lets come first: the reasoning where the prompt opened it, an
-    optional reasoning block where the model may think, nothing where thinking is off (or harmony, whose
-    unmarked text is the answer)."""
-    from .constrain import NO_THINKING, thinking_rules
+    optional reasoning block (harmony: an ``analysis`` message) where the model may think, nothing where
+    thinking is off."""
+    from .constrain import NO_THINKING, harmony_thinking, thinking_rules
 
-    if fmt is None or fmt.kind != "think":
+    if fmt is not None and fmt.kind == "harmony":
+        return harmony_thinking(marker)
+    if fmt is None:
         return NO_THINKING
     if not inside and fmt.switch and kwargs.get(fmt.switch) is False:
         return NO_THINKING

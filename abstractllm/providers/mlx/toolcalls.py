@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 from ...types import ToolCall
 
-__all__ = ["ToolFormat", "text_tool_format", "vision_tool_format", "ToolCallExtractor", "new_call_id",
+__all__ = ["ToolFormat", "HARMONY", "is_harmony", "text_tool_format", "vision_tool_format", "ToolCallExtractor", "new_call_id",
            "tool_format_name"]
 
 #: how the Llama 3.1 template asks for custom tool calls
@@ -53,12 +53,30 @@ def _llama3(template: Any) -> ToolFormat | None:
     return None
 
 
+def _no_parse(text: str, tools: Any = None) -> Any:
+    raise ValueError("harmony tool calls are parsed by the reasoning splitter")
+
+
+#: gpt-oss's harmony format: a call is a ``commentary`` message addressed ``to=functions.NAME``; the reply's
+#: channels are parsed by ``reasoning.HarmonySplitter`` (which takes the calls out), not by an extractor
+HARMONY = ToolFormat("harmony", None, None, _no_parse)
+
+
+def is_harmony(template: Any, vocab: Callable[[], dict[str, int]]) -> bool:
+    """A harmony chat template (gpt-oss): its channel markup, with the tokens in the vocabulary."""
+    return isinstance(template, str) and "<|channel|>" in template and "to=functions." in template and \
+        all(t in vocab() for t in ("<|channel|>", "<|message|>", "<|constrain|>"))
+
+
 def text_tool_format(tokenizer: Any) -> ToolFormat | None:
     """The tool-call format of an mlx-lm ``TokenizerWrapper`` (``None``: the model has none)."""
     if getattr(tokenizer, "has_tool_calling", False) and tokenizer.tool_parser is not None:
         name = getattr(tokenizer.tool_parser, "__module__", "").rsplit(".", 1)[-1] or "unknown"
         return ToolFormat(name, tokenizer.tool_call_start, tokenizer.tool_call_end, tokenizer.tool_parser)
-    return _llama3(getattr(tokenizer, "chat_template", None))
+    template = getattr(tokenizer, "chat_template", None)
+    if is_harmony(template, tokenizer.get_vocab):
+        return HARMONY
+    return _llama3(template)
 
 
 def vision_tool_format(processor: Any) -> ToolFormat | None:
@@ -88,6 +106,8 @@ def tool_format_name(kind: str, template: str | None, vocab: Callable[[], dict[s
         name = _infer_tool_parser(SimpleNamespace(chat_template=template, get_vocab=vocab))
     if name:
         return name
+    if kind != "vision" and is_harmony(template, vocab):
+        return HARMONY.name
     fmt = _llama3(template)
     return fmt.name if fmt is not None else None
 

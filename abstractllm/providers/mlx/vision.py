@@ -32,11 +32,13 @@ from ...exceptions import (
     InvalidParameterError,
     ModelLoadError,
 )
-from ...types import GenerationRequest
+from ...types import GenerationRequest, Message
 from ..worker import CancelToken
 from .adapter import ModelAdapter
+from .reasoning import (ReasoningFormat, detect_reasoning, grammar_thinking, opens_reasoning, request_reasoning,
+                        template_kwargs)
 from .special import hidden_tokens
-from .constrain import GrammarCompiler, active_tools, chat_dict, constrain_request
+from .constrain import GrammarCompiler, active_tools, chat_dict, constrain_request, is_constrained
 from .toolcalls import vision_tool_format
 from .vision_media import load_media
 from .memory import check_context_window
@@ -114,6 +116,7 @@ class VisionAdapter(ModelAdapter):
         self._states: OrderedDict[str, Any] = OrderedDict()  # media key -> mlx_vlm PromptCacheState
         self._current: "EngineRequest | None" = None
         self.hidden: dict[int, str] = {}  # control tokens kept out of content (special.py)
+        self.reasoning_format: ReasoningFormat | None = None
 
     # ------------------------------------------------------------------ load
     def load(self) -> None:
@@ -146,7 +149,11 @@ class VisionAdapter(ModelAdapter):
         self.eos_ids = eos_ids
         self.grammars = GrammarCompiler(tokenizer, int(self.spec.vocab_size or len(tokenizer.get_vocab())), eos_ids)
         fmt = self.tool_format
-        self.hidden = hidden_tokens(tokenizer, [fmt.start, fmt.end] if fmt else [])
+        template = getattr(tokenizer, "chat_template", None) or getattr(self.processor, "chat_template", None)
+        self.reasoning_format = detect_reasoning(template, tokenizer.get_vocab(), lambda: self._template(
+            GenerationRequest([Message("user", "Hi")], {}), [0], [0]))
+        markers = [fmt.start, fmt.end] if fmt else []
+        self.hidden = hidden_tokens(tokenizer, markers + list(self.reasoning_format.markers if self.reasoning_format else ()))
 
     def unload(self) -> None:
         self.reset()
@@ -165,19 +172,26 @@ class VisionAdapter(ModelAdapter):
         }
 
     # ------------------------------------------------------------------ prompt
-    def _template(self, request: GenerationRequest, n_images: list[int], n_videos: list[int]) -> str:
+    def _template(self, request: GenerationRequest, n_images: list[int], n_videos: list[int],
+                  template_kwargs: dict[str, Any] | None = None) -> str:
         from mlx_vlm.prompt_utils import apply_chat_template, get_chat_template
 
         chat: list[dict[str, Any]] = []
-        for msg, ni in zip(request.messages, n_images, strict=True):
-            if msg.role == "user":
+        last_user = max((i for i, m in enumerate(request.messages) if m.role == "user"), default=-1)
+        # images only in the last user turn (the usual case): mlx-vlm places them as the model's own format
+        # does (image first for most); images in earlier turns: each turn's images after its text
+        own_layout = all(ni == 0 or i == last_user for i, ni in enumerate(n_images))
+        for i, (msg, ni) in enumerate(zip(request.messages, n_images, strict=True)):
+            if msg.role == "user" and own_layout:
+                chat.append({"role": "user", "content": msg.text})
+            elif msg.role == "user":
                 parts: list[dict[str, Any]] = [{"type": "text", "text": msg.text}] if msg.text else []
                 parts += [{"type": "image"} for _ in range(ni)]
                 chat.append({"role": "user", "content": parts or [{"type": "text", "text": ""}]})
             else:
                 chat.append(chat_dict(msg))
         tools = active_tools(request)
-        extra = {"tools": [t.to_openai() for t in tools]} if tools else {}
+        extra = {**(template_kwargs or {}), **({"tools": [t.to_openai() for t in tools]} if tools else {})}
         try:
             if not any(n_videos):
                 return apply_chat_template(self.processor, self.model.config, chat, num_images=sum(n_images), **extra)
@@ -196,12 +210,13 @@ class VisionAdapter(ModelAdapter):
                 f"The model's chat template rejected these messages: {type(exc).__name__}: {exc}", param="messages"
             ) from exc
 
-    def prepare(self, request: GenerationRequest) -> PreparedVisionRequest:
+    def prepare(self, request: GenerationRequest, template_kwargs: dict[str, Any] | None = None
+                ) -> PreparedVisionRequest:
         """Media, memory check, template and processor: everything before the first token."""
         from mlx_vlm.utils import prepare_inputs, should_add_special_tokens
 
         images, videos, n_images, n_videos = load_media(request, self)
-        prompt = self._template(request, n_images, n_videos)
+        prompt = self._template(request, n_images, n_videos, template_kwargs)
         model = self.model
         try:
             inputs = prepare_inputs(
@@ -240,10 +255,18 @@ class VisionAdapter(ModelAdapter):
     def admit(self, req: "EngineRequest") -> bool:
         """Media, memory check, template and processor (typed errors raise here, before generation)."""
         self.check_params(req.params)
-        prepared = self.prepare(req.request)
+        fmt = self.reasoning_format
+        kwargs = template_kwargs(fmt, req.params, is_constrained(req), str(self.config.get("model") or self.spec.path))
+        prepared = self.prepare(req.request, kwargs)
         check_context_window(int(prepared.input_ids.size), req.params)
-        processors = constrain_request(req, self.grammars, self.tool_format)
+        tail = prepared.prompt[-64:]
+        thinking = grammar_thinking(fmt, kwargs, opens_reasoning(fmt, tail), self.grammars.marker)
+        processors = constrain_request(req, self.grammars, self.tool_format, thinking)
         req.pipeline.hidden = self.hidden
+        tokenizer = getattr(self.processor, "tokenizer", self.processor)
+        req.pipeline.reasoning, budget = request_reasoning(
+            fmt, req.params, tail, lambda text: list(tokenizer.encode(text, add_special_tokens=False)))
+        processors += budget
         min_tokens = int(req.params.get("min_tokens") or 0)
         if min_tokens and self.eos_ids:
             processors.append(MinTokens(min_tokens, self.eos_ids))
