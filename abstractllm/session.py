@@ -189,7 +189,7 @@ class Session:
         if response.usage is not None:
             meta["usage"] = dict(response.usage)
         self.messages.append(Message("assistant", response.content, metadata=meta,
-                                     tool_calls=response.tool_calls or []))
+                                     tool_calls=response.tool_calls or [], reasoning=response.reasoning))
         self.last_updated = meta["timestamp"]
 
     def _params(self, tools: Any, params: dict[str, Any]) -> dict[str, Any]:
@@ -393,7 +393,7 @@ def create_session(provider: str | Any, **config: Any) -> Session:
 # ---------------------------------------------------------------------------------------------- helpers
 def _copy(m: Message) -> Message:
     return Message(m.role, text=m.text, images=m.images, videos=m.videos, name=m.name, metadata=m.metadata,
-                   tool_calls=m.tool_calls, tool_call_id=m.tool_call_id)
+                   tool_calls=m.tool_calls, tool_call_id=m.tool_call_id, reasoning=m.reasoning)
 
 
 def _joined(chunks: list[Response]) -> Response:
@@ -447,6 +447,8 @@ def _message_to_json(m: Message) -> dict[str, Any]:
         out["videos"] = [_media_to_json(v) for v in m.videos]
     if m.name:
         out["name"] = m.name
+    if m.reasoning is not None:
+        out["reasoning"] = m.reasoning
     return out
 
 
@@ -459,9 +461,11 @@ def _message_from_json(raw: Any, index: int) -> Message:
                  for c in raw.get("tool_calls") or []]
     except (TypeError, KeyError, ValueError, AttributeError):
         raise FileProcessingError(f"Saved session: message {index} has malformed tool calls.") from None
+    if not isinstance(raw.get("reasoning") or "", str):
+        raise FileProcessingError(f"Saved session: message {index} has a reasoning that is not text.")
     meta = dict(raw.get("metadata") or {})
     if raw.get("timestamp") and "timestamp" not in meta:  # a 1.x session file
         meta["timestamp"] = raw["timestamp"]
     return Message(raw["role"], raw.get("content") or "", images=raw.get("images") or [],
                    videos=raw.get("videos") or [], name=raw.get("name"), metadata=meta, tool_calls=calls,
-                   tool_call_id=raw.get("tool_call_id"))
+                   tool_call_id=raw.get("tool_call_id"), reasoning=raw.get("reasoning"))

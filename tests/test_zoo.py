@@ -120,17 +120,19 @@ def test_forced_tool_calls_use_the_models_own_tokens(tool_fam):
     """Required and named tool choices, streamed and not, and a forced call with a response_format: the
     grammar writes the format's markup as the tokenizer's own (added) tokens where it has them."""
     family, path, llm = tool_fam
+    # where thinking cannot be switched off, random weights would think until max_tokens: a budget ends it
+    kw = {"thinking_budget": 4} if family.reasoning else {}
     ask = _conversation("What is the weather in Paris for three days?")
-    r = llm.generate(messages=ask, tools=[WEATHER, TIME], tool_choice="required")
+    r = llm.generate(messages=ask, tools=[WEATHER, TIME], tool_choice="required", **kw)
     assert r.finish_reason == "tool_calls" and r.tool_calls and r.tool_calls[0].name in ("get_weather", "get_time")
-    named = llm.generate(messages=ask, tools=[WEATHER, TIME], tool_choice="get_weather")
+    named = llm.generate(messages=ask, tools=[WEATHER, TIME], tool_choice="get_weather", **kw)
     assert [c.name for c in named.tool_calls] == ["get_weather"]
     assert named.tool_calls[0].arguments["city"] in ("Paris", "Rome", "Oslo")
-    chunks = list(llm.generate(messages=ask, tools=[WEATHER, TIME], tool_choice="get_weather", stream=True))
+    chunks = list(llm.generate(messages=ask, tools=[WEATHER, TIME], tool_choice="get_weather", stream=True, **kw))
     assert [c.arguments for ch in chunks for c in (ch.tool_calls or [])] == [c.arguments for c in named.tool_calls]
-    with_format = llm.generate(messages=ask, tools=[WEATHER], tool_choice="required", response_format=CITY)
+    with_format = llm.generate(messages=ask, tools=[WEATHER], tool_choice="required", response_format=CITY, **kw)
     assert [c.name for c in with_format.tool_calls] == ["get_weather"]
-    auto_format = llm.generate(messages=ask, tools=[WEATHER], response_format=CITY, max_tokens=60)
+    auto_format = llm.generate(messages=ask, tools=[WEATHER], response_format=CITY, max_tokens=60, **kw)
     assert auto_format.tool_calls or json.loads(auto_format.content)["name"] in ("Paris", "Oslo")
     for reply in (r, named, with_format):
         assert reply.content.strip() == "" and (family.tool_format != "json_tools" or "<tool" not in reply.content)

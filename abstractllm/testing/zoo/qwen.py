@@ -7,7 +7,9 @@ config.json, generation_config.json): the 26 added tokens after the BPE vocabula
 ``<|endoftext|>``), no BOS. The template below is ours; it behaves as Qwen3's: tools in the system turn,
 ``<tool_call>`` JSON calls, consecutive tool results in one user turn of ``<tool_response>`` blocks, the
 reasoning of the turns after the last user query kept as ``<think>`` blocks (earlier ones dropped), and
-``enable_thinking=False`` writing an empty think block into the generation prompt.
+``enable_thinking=False`` writing an empty think block into the generation prompt. ``qwen3_thinking`` is
+Qwen3-*-Thinking-2507: its generation prompt always opens ``<think>`` (the reply starts inside the
+reasoning) and it has no switch.
 """
 
 from __future__ import annotations
@@ -103,8 +105,18 @@ _QWEN = dict(template=QWEN3_TEMPLATE, added_tokens=QWEN_ADDED_TOKENS, eos_token=
              reasoning="think", extra_tokenizer_config={"add_bos_token": False, "errors": "replace",
                                                         "split_special_tokens": False})
 
+#: Qwen3-*-Thinking-2507: the same template, but the generation prompt always opens the reasoning (no switch)
+QWEN3_THINKING_TEMPLATE = QWEN3_TEMPLATE.replace(
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}"
+    "{%- if enable_thinking is defined and enable_thinking is false %}{{- '<think>\\n\\n</think>\\n\\n' }}{%- endif %}"
+    "{%- endif %}",
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n<think>\\n' }}{%- endif %}")
+assert QWEN3_THINKING_TEMPLATE != QWEN3_TEMPLATE
+
 FAMILIES = [
     Family("qwen3", "text", _QWEN3, cache="kv", source="Qwen/Qwen3-0.6B", **_QWEN),
+    Family("qwen3_thinking", "text", _QWEN3, cache="kv", source="Qwen/Qwen3-4B-Thinking-2507",
+           **{**_QWEN, "template": QWEN3_THINKING_TEMPLATE, "reasoning": "think-in-prompt"}),
     Family("qwen3_moe", "text", {
         **_QWEN3, "model_type": "qwen3_moe", "architectures": ["Qwen3MoeForCausalLM"], "tie_word_embeddings": False,
         "num_experts": 4, "num_experts_per_tok": 2, "moe_intermediate_size": 32, "decoder_sparse_step": 1,

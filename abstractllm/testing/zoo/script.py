@@ -103,28 +103,31 @@ def _unique_words(run: str, seen: set[str]) -> list[str]:
     while i < len(words):
         text = words[i]
         i += 1
-        piece = _fresh(text, seen)
-        while piece is None and i < len(words):
+        piece = _fresh(text, seen, raw=False)
+        while piece is None and i < len(words):  # taken: join the next word
             text += words[i]
             i += 1
-            piece = _fresh(text, seen)
-        while piece is None:  # the end of the run: join the previous word
-            if not out:
-                raise ValueError(f"cannot cut the scripted reply into distinct tokens at {run!r:.40}")
+            piece = _fresh(text, seen, raw=False)
+        while piece is None and out:  # the end of the run: join the previous word
             previous, spelling = out.pop()
             seen.discard(spelling)
             text = previous + text
+            piece = _fresh(text, seen, raw=False)
+        if piece is None:  # the whole run is taken: its raw spelling
             piece = _fresh(text, seen)
+        if piece is None:
+            raise ValueError(f"cannot cut the scripted reply into distinct tokens at {run!r:.40}")
         seen.add(piece)
         out.append((text, piece))
     return [spelling for _, spelling in out]
 
 
-def _fresh(text: str, seen: set[str]) -> str | None:
-    """A spelling of ``text`` not in ``seen``: its byte-level string, else (ASCII text with whitespace) the text
-    itself: byte-level decoders (HF's and mlx-lm's) pass a token that is not byte-level through as its UTF-8
-    bytes, so a repeated ``"\\n\\n"`` gets a second token."""
-    for spelling in (_byte_level(text), text if text.isascii() else None):
+def _fresh(text: str, seen: set[str], raw: bool = True) -> str | None:
+    """A spelling of ``text`` not in ``seen``: its byte-level string, else (``raw``, ASCII text with whitespace)
+    the text itself: byte-level decoders (HF's and mlx-lm's) pass a token that is not byte-level through as its
+    UTF-8 bytes, so a repeated ``"\\n\\n"`` gets a second token (llguidance reads such a token differently:
+    the last resort)."""
+    for spelling in (_byte_level(text), text if raw and text.isascii() else None):
         if spelling is not None and spelling not in seen:
             return spelling
     return None
