@@ -67,3 +67,18 @@ def test_the_suite_runs_from_the_command_line(tiny_model):
     assert " passed" in r.stdout and "failed" not in r.stdout
     bare = subprocess.run(args + ["-rs"], capture_output=True, text=True, timeout=300)
     assert bare.returncode == 0 and "needs --provider NAME --model MODEL" in bare.stdout
+
+
+def test_the_whole_suite_over_every_zoo_family():
+    """``--family all``: the contract suite once per family of abstractllm.testing.zoo (docs/testing.md)."""
+    from abstractllm.testing.zoo import FAMILIES
+
+    args = [sys.executable, "-m", "pytest", "--pyargs", "abstractllm.testing.contract", "-q", "-p", "no:cacheprovider",
+            "--family", "all"]
+    r = subprocess.run(args, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
+    assert " passed" in r.stdout and "failed" not in r.stdout
+    collected = subprocess.run([*args, "--collect-only"], capture_output=True, text=True, timeout=300).stdout
+    assert all(f"test_generate_returns_a_response[{name}]" in collected for name in FAMILIES)
+    unknown = subprocess.run([*args[:-1], "nonesuch"], capture_output=True, text=True, timeout=300)
+    assert unknown.returncode != 0 and "unknown nonesuch" in unknown.stdout + unknown.stderr

@@ -26,15 +26,24 @@ ROOT = Path(__file__).resolve().parent.parent
 DOC_FILES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 DOC_FILES = [p for p in DOC_FILES if not p.name.startswith("_")]
 
-#: hub id -> (kind, preset) of the offline demo model that stands in for it
+#: the scripted replies of the reasoning examples (docs/reasoning.md): what the real models write
+THINKING_REPLY = "<think>\nThe user greets me. A short, friendly answer.\n</think>\n\nHello! How can I help?"
+HARMONY_REPLY = ("<|channel|>analysis<|message|>A greeting: answer briefly.<|end|><|start|>assistant"
+                 "<|channel|>final<|message|>Hello! How can I help?")
+
+#: hub id -> (kind, preset) of the offline demo model that stands in for it, or ("family", zoo family, script):
+#: a model of abstractllm.testing.zoo with the real family's tokenizer layout and template (scripted: its greedy
+#: reply is the script)
 HUB_STANDINS = {
-    "mlx-community/Qwen3-0.6B-4bit": ("text", "tiny"),
+    "mlx-community/Qwen3-0.6B-4bit": ("family", "qwen3", None),
+    "mlx-community/Qwen3-1.7B-4bit": ("family", "qwen3", THINKING_REPLY),
+    "mlx-community/gpt-oss-20b-MXFP4-Q8": ("family", "gpt_oss", HARMONY_REPLY),
     "mlx-community/Qwen3-0.6B-bf16": ("text", "tiny"),
     "mlx-community/Llama-3.2-1B-Instruct-4bit": ("text", "llama-tiny"),
     "mlx-community/Qwen2-VL-2B-Instruct-4bit": ("vision", "tiny"),
     "mlx-community/Qwen2.5-VL-3B-Instruct-4bit": ("vision", "tiny"),
 }
-_HUB_ID = re.compile(r"\b(mlx-community|Qwen|meta-llama|mistralai|google|microsoft)/[\w.\-]+")
+_HUB_ID = re.compile(r"\b(mlx-community|Qwen|meta-llama|mistralai|google|microsoft|openai)/[\w.\-]+")
 _FENCE = re.compile(r"^```(\w*)[^\n]*\n(.*?)^```", re.S | re.M)
 
 
@@ -54,7 +63,11 @@ def _substitute(code: str) -> str:
         hub_id = m.group(0)
         if hub_id not in HUB_STANDINS:
             pytest.fail(f"example names hub model {hub_id!r}: add a stand-in to HUB_STANDINS in tests/test_docs.py")
-        kind, preset = HUB_STANDINS[hub_id]
+        kind, preset, *script = HUB_STANDINS[hub_id]
+        if kind == "family":
+            from abstractllm.testing.zoo import family_model
+
+            return str(family_model(preset, script=script[0]))
         return str(demo_model(kind, preset))
 
     return _HUB_ID.sub(repl, code)

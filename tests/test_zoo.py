@@ -87,8 +87,10 @@ def test_turn_two_from_the_cache_equals_cold(fam):
         cold = cold_llm.generate(messages=history)
     assert warm.token_ids == cold.token_ids and warm.content == cold.content
     assert cold.usage.cached_tokens == 0 and warm.usage.prompt_tokens == cold.usage.prompt_tokens
-    if family.cache == "kv":  # a trimmable cache serves the shared prefix
+    if family.cache == "kv":  # a trimmable cache serves the shared prefix (docs/mlx/models.md: prefix reuse)
         assert warm.usage.cached_tokens > 0
+    else:  # recurrent / rotating caches cannot be cut back to a shorter prefix: no reuse yet
+        assert warm.usage.cached_tokens == 0
 
 
 def test_stream_equals_non_stream(fam):
@@ -112,7 +114,7 @@ def test_response_format_parses(fam):
 @pytest.fixture(scope="module", params=TOOLS)
 def tool_fam(request):
     path = family_model(request.param)
-    with create_llm("mlx", model=str(path), temperature=0.0, max_tokens=60) as llm:
+    with create_llm("mlx", model=str(path), temperature=0.0, max_tokens=120) as llm:
         yield FAMILIES[request.param], path, llm
 
 
@@ -132,7 +134,7 @@ def test_forced_tool_calls_use_the_models_own_tokens(tool_fam):
     assert [c.arguments for ch in chunks for c in (ch.tool_calls or [])] == [c.arguments for c in named.tool_calls]
     with_format = llm.generate(messages=ask, tools=[WEATHER], tool_choice="required", response_format=CITY, **kw)
     assert [c.name for c in with_format.tool_calls] == ["get_weather"]
-    auto_format = llm.generate(messages=ask, tools=[WEATHER], response_format=CITY, max_tokens=60, **kw)
+    auto_format = llm.generate(messages=ask, tools=[WEATHER], response_format=CITY, **kw)
     assert auto_format.tool_calls or json.loads(auto_format.content)["name"] in ("Paris", "Oslo")
     for reply in (r, named, with_format):
         assert reply.content.strip() == "" and (family.tool_format != "json_tools" or "<tool" not in reply.content)
@@ -282,3 +284,23 @@ def test_vision_scripted_tool_call_in_the_familys_markup(name, picture):
         r = llm.generate("What is the weather in Paris?", media=[picture], tools=[WEATHER])
         assert [(c.name, c.arguments) for c in r.tool_calls] == [(CALL["name"], CALL["arguments"])]
         assert "get_weather" not in r.content and "{" not in r.content
+
+
+def test_the_families_table_in_the_docs_says_what_the_zoo_declares():
+    """docs/mlx/models.md: one row per family, its cells equal to the family's declared facts (which the
+    tests above check on real execution)."""
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parent.parent / "docs" / "mlx" / "models.md").read_text(encoding="utf-8")
+    rows = {}
+    for line in text.splitlines():
+        cells = [c.strip().strip("`") for c in line.strip().strip("|").split("|")]
+        if len(cells) == 9 and cells[0] in FAMILIES:
+            rows[cells[0]] = cells
+    assert set(rows) == set(FAMILIES)
+    for name, (_, kind, model_type, tools, reasoning, cache, batching, reuse, source) in rows.items():
+        f = FAMILIES[name]
+        assert (kind, model_type, cache, source) == (f.kind, f.model_type, f.cache, f.source), name
+        assert tools == (f.tool_format or "-") and reasoning == (f.reasoning or "-"), name
+        assert reuse == ("yes" if f.cache == "kv" else "no"), name
+        assert batching.startswith("yes" if f.kind == "text" else "one at a time"), name

@@ -177,7 +177,8 @@ class HarmonySplitter:
         while rest:
             if self._header is not None:
                 header = self._header + rest
-                if not any(header.startswith(m) or m.startswith(header) for m in ("<|channel|>", "<|start|>")):
+                # a header: its channel, or the recipient after the role the prompt already wrote
+                if not any(header.startswith(m) or m.startswith(header) for m in ("<|channel|>", "<|start|>", " to=")):
                     self._open("")  # text where a header should be: the answer, unmarked
                     rest = header
                     continue
@@ -270,8 +271,10 @@ class ThinkingBudget:
         if self.done or not self.inside or (self.count < self.budget and not self.forcing):
             return logits
         target = self.close_ids[self.forcing]
-        if self.forcing == 0 and not bool(mx.isfinite(logits[..., target]).all()):
-            return logits  # another processor (a grammar) does not allow the close here yet: next step
+        if not bool(mx.isfinite(logits[..., target]).all()):  # a grammar does not allow it here
+            if self.forcing:  # the reasoning is closed: the grammar decides what follows
+                self.done = True
+            return logits  # (else: not yet, inside a UTF-8 character: the next step)
         self.forcing += 1
         mask = mx.full(logits.shape, -float("inf"), dtype=logits.dtype)
         mask[..., target] = 0

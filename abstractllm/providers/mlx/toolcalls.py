@@ -112,11 +112,21 @@ def tool_format_name(kind: str, template: str | None, vocab: Callable[[], dict[s
     return fmt.name if fmt is not None else None
 
 
-def new_call_id() -> str:
+#: formats whose templates require a call id of their own shape: Mistral's are 9 alphanumeric characters
+_ID_SHAPES = {"mistral": 9}
+
+
+def new_call_id(fmt: str | None = None) -> str:
+    """A fresh tool-call id, in the shape the format's template accepts back in the history."""
+    if fmt in _ID_SHAPES:
+        import secrets
+        import string
+
+        return "".join(secrets.choice(string.ascii_letters + string.digits) for _ in range(_ID_SHAPES[fmt]))
     return f"call_{uuid.uuid4().hex[:24]}"
 
 
-def _to_calls(parsed: Any) -> list[ToolCall]:
+def _to_calls(parsed: Any, fmt: str | None = None) -> list[ToolCall]:
     items = parsed if isinstance(parsed, list) else [parsed]
     calls = []
     for item in items:
@@ -128,7 +138,7 @@ def _to_calls(parsed: Any) -> list[ToolCall]:
         if not isinstance(arguments, dict):
             raise ValueError(f"the arguments of {item['name']!r} are not an object")
         model_id = item.get("id")  # a format whose calls carry their id (Mistral's 9 characters) keeps it
-        calls.append(ToolCall(id=model_id if isinstance(model_id, str) and model_id else new_call_id(),
+        calls.append(ToolCall(id=model_id if isinstance(model_id, str) and model_id else new_call_id(fmt),
                               name=item["name"], arguments=arguments))
     return calls
 
@@ -155,7 +165,7 @@ class ToolCallExtractor:
 
     def _parse(self, text: str) -> list[ToolCall]:
         try:
-            calls = _to_calls(self.fmt.parse(text, self.tools))
+            calls = _to_calls(self.fmt.parse(text, self.tools), self.fmt.name)
         except Exception:
             self.unparsed.append(text)
             return []

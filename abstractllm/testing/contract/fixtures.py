@@ -16,8 +16,15 @@ __all__ = ["contract_target", "make_llm", "llm"]
 
 @pytest.fixture(scope="module")
 def contract_target(request: pytest.FixtureRequest) -> dict[str, Any]:
-    """``{"provider", "model", "base_url"?, "api_key"?}`` from ``--provider``, ``--model``, ``--base-url``,
-    ``--api-key``."""
+    """``{"provider", "model", "base_url"?, "api_key"?, "config"?}`` from ``--provider``, ``--model``,
+    ``--base-url``, ``--api-key``; with ``--family``, one zoo family's offline model per module run (a family
+    that reasons gets a small ``thinking_budget``: random weights would think until ``max_tokens``)."""
+    family = getattr(request, "param", None)
+    if isinstance(family, dict) and "family" in family:
+        from abstractllm.testing.zoo import FAMILIES, family_model
+
+        config = {"thinking_budget": 4} if FAMILIES[family["family"]].reasoning else {}
+        return {"provider": "mlx", "model": str(family_model(family["family"])), "config": config}
     options = contract_options(request.config)
     if not options.get("provider") or not options.get("model"):
         pytest.skip("the contract suite needs --provider NAME --model MODEL (and --base-url / --api-key for a "
@@ -32,6 +39,7 @@ def make_llm(contract_target: dict[str, Any]) -> Any:
 
     def make(**config: Any) -> Any:
         base = {k: contract_target[k] for k in ("base_url", "api_key") if contract_target.get(k)}
+        base.update(contract_target.get("config") or {})
         llm = create_llm(contract_target["provider"], model=contract_target["model"], **{**base, **config})
         created.append(llm)
         return llm

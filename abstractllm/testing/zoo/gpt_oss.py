@@ -33,8 +33,9 @@ here (the real template needs a string). The model itself writes a call as
 ``<|start|>assistant<|channel|>commentary to=functions.NAME <|constrain|>json<|message|>{args}<|call|>`` (the
 harmony docs' order, recipient after the channel), not as the template renders history.
 
-mlx-lm (0.32) has no harmony parser: it infers no tool parser from this template (``tool_format=None``) and
-no thinking markers from this vocabulary; the harmony markup reaches the text.
+mlx-lm (0.32) has no harmony parser: it infers no tool parser from this template and no thinking markers from
+this vocabulary. abstractllm reads harmony itself (``abstractllm.providers.mlx.reasoning.HarmonySplitter``:
+``tool_format="harmony"``, ``reasoning="harmony"``).
 
 What the zoo changes: a 1024-token byte-level BPE vocabulary (the real one has 200,019 tokens in a 201,088-row
 embedding) with the 21 added tokens at its end (ids 1003 .. 1023), 2 layers (one sliding with a window of 16,
@@ -225,7 +226,7 @@ FAMILIES = [
     Family(
         "gpt_oss", "text", _GPT_OSS, template=GPT_OSS_TEMPLATE, eos_token="<|return|>",
         eos_tokens=("<|return|>", "<|endoftext|>", "<|call|>"), added_tokens=GPT_OSS_ADDED_TOKENS,
-        bos_token="<|startoftext|>", pad_token="<|endoftext|>", add_bos=False, tool_format=None,
+        bos_token="<|startoftext|>", pad_token="<|endoftext|>", add_bos=False, tool_format="harmony",
         reasoning="harmony", cache="rotating", source="openai/gpt-oss-20b",
         extra_tokenizer_config={"clean_up_tokenization_spaces": False},
     ),
