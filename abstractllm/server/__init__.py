@@ -6,9 +6,11 @@
         ...                                                                    # server.base_url
 
 Modules: ``config`` (``ServerConfig``), ``app`` (``create_app``: FastAPI app, auth, lifespan),
-``routes`` (the endpoints), ``schemas`` (request checks, response shapes), ``media_policy`` (local file
-rules, image URLs fetched with private addresses refused), ``stats`` (the server's counters), ``errors`` (OpenAI error shape, status mapping), ``run``
-(uvicorn). Importing this package does not import FastAPI; ``create_app`` and ``run_server`` do.
+``routes`` (the endpoints), ``schemas`` (request checks, response shapes), ``reasoning`` (reasoning models:
+``reasoning_effort`` and Anthropic's ``thinking`` against the served model, thinking signatures),
+``media_policy`` (local file rules, image URLs fetched with private addresses refused), ``stats`` (the
+server's counters), ``errors`` (OpenAI error shape, status mapping), ``run`` (uvicorn). Importing this package
+does not import FastAPI; ``create_app`` and ``run_server`` do.
 """
 
 from __future__ import annotations

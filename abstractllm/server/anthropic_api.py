@@ -5,17 +5,23 @@ media policy are chat completions' (``generation``); errors use Anthropic's shap
 The event stream, as Anthropic sends it::
 
     message_start          {"message": {... "content": [], "usage": {"input_tokens", "output_tokens": 0}}}
-    content_block_start    {"index": 0, "content_block": {"type": "text", "text": ""}}
+    content_block_start    {"index": 0, "content_block": {"type": "thinking", "thinking": "", "signature": ""}}
     ping
-    content_block_delta    {"index": 0, "delta": {"type": "text_delta", "text": "..."}}       (repeated)
+    content_block_delta    {"index": 0, "delta": {"type": "thinking_delta", "thinking": "..."}}  (repeated)
+    content_block_delta    {"index": 0, "delta": {"type": "signature_delta", "signature": "..."}}
     content_block_stop     {"index": 0}
-    content_block_start    {"index": 1, "content_block": {"type": "tool_use", "id", "name", "input": {}}}
-    content_block_delta    {"index": 1, "delta": {"type": "input_json_delta", "partial_json": "{...}"}}
+    content_block_start    {"index": 1, "content_block": {"type": "text", "text": ""}}
+    content_block_delta    {"index": 1, "delta": {"type": "text_delta", "text": "..."}}       (repeated)
     content_block_stop     {"index": 1}
+    content_block_start    {"index": 2, "content_block": {"type": "tool_use", "id", "name", "input": {}}}
+    content_block_delta    {"index": 2, "delta": {"type": "input_json_delta", "partial_json": "{...}"}}
+    content_block_stop     {"index": 2}
     message_delta          {"delta": {"stop_reason", "stop_sequence"}, "usage": {...}}
     message_stop
 
-An error after the stream started is sent as an ``error`` event in Anthropic's error shape.
+The thinking block comes only when the request asked for thinking and the model thought
+(``anthropic_schemas``). An error after the stream started is sent as an ``error`` event in Anthropic's error
+shape.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from .app import ServerState
 from .errors import APIError, anthropic_error_body, api_error_from
 from .generation import complete, open_stream, prepared_messages, rest_of, sse_response
 from .observe import current_record, note_usage
+from .reasoning import sign_thinking
 from .routes import read_body
 from .schemas import ParsedRequest, parse_json
 
@@ -59,7 +66,7 @@ async def messages(request: Request) -> Any:
     if req.stream:
         return await _stream(state, req, request)
     (resp,) = await complete(state, req, request)
-    return JSONResponse(message_body(new_message_id(), state.model_id, resp))
+    return JSONResponse(message_body(new_message_id(), state.model_id, resp, req.reasoning_display))
 
 
 @router.post("/v1/messages/count_tokens")
@@ -86,10 +93,12 @@ async def count_tokens(request: Request) -> Any:
 class _Blocks:
     """The open content block of a streamed reply and the events that open and close blocks."""
 
-    def __init__(self) -> None:
+    def __init__(self, display: str = "hidden") -> None:
         self.index = -1
         self.text_open = False
         self.pinged = False
+        self.display = display  # of the reasoning: "shown", "omitted" (its text left out) or "hidden" (no block)
+        self.thought: str | None = None  # the open thinking block's text
 
     def start(self, block: dict[str, Any]) -> list[str]:
         self.index += 1
@@ -103,8 +112,31 @@ class _Blocks:
     def stop(self) -> list[str]:
         return [_sse("content_block_stop", {"type": "content_block_stop", "index": self.index})]
 
+    def thinking(self, text: str) -> list[str]:
+        if self.display == "hidden":
+            return []
+        out = self.close_text()
+        if self.thought is None:
+            out += self.start({"type": "thinking", "thinking": "", "signature": ""})
+            self.thought = ""
+        self.thought += text
+        if self.display == "omitted":
+            return out
+        return out + [_sse("content_block_delta", {"type": "content_block_delta", "index": self.index,
+                                                   "delta": {"type": "thinking_delta", "thinking": text}})]
+
+    def close_thinking(self) -> list[str]:
+        """The open thinking block's signature (of its whole text), then its end."""
+        if self.thought is None:
+            return []
+        signature = sign_thinking(self.thought)
+        self.thought = None
+        return [_sse("content_block_delta", {"type": "content_block_delta", "index": self.index,
+                                             "delta": {"type": "signature_delta", "signature": signature}})] + self.stop()
+
     def text(self, text: str) -> list[str]:
-        out = [] if self.text_open else self.start({"type": "text", "text": ""})
+        out = self.close_thinking()
+        out += [] if self.text_open else self.start({"type": "text", "text": ""})
         self.text_open = True
         return out + [_sse("content_block_delta", {"type": "content_block_delta", "index": self.index,
                                                    "delta": {"type": "text_delta", "text": text}})]
@@ -116,7 +148,7 @@ class _Blocks:
         return self.stop()
 
     def tool_use(self, call: Any) -> list[str]:
-        out = self.close_text()
+        out = self.close_thinking() + self.close_text()
         out += self.start({"type": "tool_use", "id": call.id, "name": call.name, "input": {}})
         out.append(_sse("content_block_delta", {"type": "content_block_delta", "index": self.index, "delta": {
             "type": "input_json_delta", "partial_json": json.dumps(call.arguments, ensure_ascii=False)}}))
@@ -138,19 +170,23 @@ async def _stream(state: ServerState, req: ParsedRequest, request: Request) -> A
     msg_id, model = new_message_id(), state.model_id
 
     async def events() -> AsyncIterator[str]:
-        blocks, chunks = _Blocks(), []
+        blocks, chunks = _Blocks(req.reasoning_display), []
         start = {"id": msg_id, "type": "message", "role": "assistant", "model": model, "content": [],
                  "stop_reason": None, "stop_sequence": None, "usage": _start_usage(first)}
         try:
             yield _sse("message_start", {"type": "message_start", "message": start})
             async for chunk in rest_of(first, agen):
                 chunks.append(chunk)
+                for piece in (blocks.thinking(chunk.reasoning) if chunk.reasoning else []):
+                    yield piece
                 for piece in (blocks.text(chunk.content) if chunk.content else []):
                     yield piece
                 for call in chunk.tool_calls or []:
                     for piece in blocks.tool_use(call):
                         yield piece
             whole = aggregate_chunks(chunks)
+            for piece in blocks.close_thinking():  # the reply ended in its reasoning
+                yield piece
             if blocks.index < 0:  # an empty reply still has its (empty) text block
                 for piece in blocks.start({"type": "text", "text": ""}) + blocks.stop():
                     yield piece

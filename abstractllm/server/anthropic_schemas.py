@@ -6,13 +6,26 @@ is a string or blocks (``text``; ``image`` with a ``base64`` or ``url`` source, 
 under its private-address policy; ``tool_use`` in assistant turns; ``tool_result`` in user turns, answering
 an earlier ``tool_use``), ``max_tokens`` (required, as in Anthropic's API), ``temperature``, ``top_p``,
 ``top_k``, ``stop_sequences``, ``stream``, ``tools`` (``name``, ``description``, ``input_schema``) and
-``tool_choice`` (``auto``, ``any``, ``tool`` with a ``name``, ``none``), and structured output as
-``output_config.format`` (``{"type": "json_schema", "schema": ...}``: the reply is JSON of the schema).
-``metadata``, ``service_tier``, ``speed``, ``output_config.effort``, ``cache_control`` marks and the SDK's
-routing fields (``inference_geo``, ``workspace_id``, ...) are accepted and ignored; ``thinking`` only as
-``{"type": "disabled"}``. Anything
-else (unknown fields or block types, blocks in the wrong role, a ``tool_result`` without its ``tool_use``)
-is a 400 in Anthropic's error shape.
+``tool_choice`` (``auto``, ``any``, ``tool`` with a ``name``, ``none``), structured output as
+``output_config.format`` (``{"type": "json_schema", "schema": ...}``: the reply is JSON of the schema), and
+extended thinking:
+
+- ``thinking: {"type": "enabled", "budget_tokens": N}``: the model thinks (``thinking=True``, a 400 naming the
+  model if it cannot), for at most N tokens (``thinking_budget``; Anthropic's minimum of 1024 is not applied);
+  ``{"type": "adaptive"}``: it thinks where it can, without a budget. ``output_config.effort`` (``low``,
+  ``medium``, ``high``, ``max``) then gives the level. The reply starts with a ``thinking`` block
+  (``{"type": "thinking", "thinking", "signature"}``; ``display: "omitted"`` leaves its text empty).
+- ``{"type": "disabled"}`` (or ``between_tools``): thinking off where the model has a switch for it.
+- without ``thinking``, the model does what it does by default, and its reasoning is left out of the reply.
+
+The ``signature`` is opaque (an HMAC of the thinking under a per-process key) and is not checked when the block
+comes back: assistant turns sent back with ``thinking`` blocks give their text to the model as that turn's
+reasoning; ``redacted_thinking`` blocks are accepted and dropped.
+
+``metadata``, ``service_tier``, ``speed``, ``cache_control`` marks and the SDK's routing fields
+(``inference_geo``, ``workspace_id``, ...) are accepted and ignored. Anything else (unknown fields or block
+types, blocks in the wrong role, a ``tool_result`` without its ``tool_use``) is a 400 in Anthropic's error
+shape.
 
 Usage follows Anthropic's meaning: ``input_tokens`` are the prompt tokens not read from the prompt cache,
 ``cache_read_input_tokens`` those that were (their sum is the prompt's length).
@@ -22,14 +35,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ..types import Response
 from .errors import APIError
+from .reasoning import sign_thinking
 from .schemas import ParsedRequest, validation_error
 
 __all__ = ["MessagesRequest", "CountTokensRequest", "parse_messages", "parse_count_tokens", "message_body",
-           "content_blocks", "stop_of", "usage_of", "new_message_id"]
+           "content_blocks", "thinking_block", "stop_of", "usage_of", "new_message_id"]
 
 
 class _Body(BaseModel):
@@ -91,7 +105,21 @@ class ToolResultBlock(_Body):
         return f"Error: {text}" if self.is_error else text
 
 
-Block = Annotated[Union[TextBlock, ImageBlock, ToolUseBlock, ToolResultBlock], Field(discriminator="type")]
+class ThinkingBlock(_Body):
+    type: Literal["thinking"]
+    thinking: str
+    signature: str | None = None  # not checked
+    cache_control: Any = None
+
+
+class RedactedThinkingBlock(_Body):
+    type: Literal["redacted_thinking"]
+    data: str
+    cache_control: Any = None
+
+
+Block = Annotated[Union[TextBlock, ImageBlock, ToolUseBlock, ToolResultBlock, ThinkingBlock, RedactedThinkingBlock],
+                  Field(discriminator="type")]
 
 
 class AnthropicMessage(_Body):
@@ -124,9 +152,20 @@ class _ToolChoice(_Body):
         return {"auto": "auto", "any": "required", "none": "none"}[self.type]
 
 
-class _Thinking(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    type: str
+class _Thinking(_Body):
+    type: Literal["enabled", "adaptive", "disabled", "between_tools"]
+    budget_tokens: int | None = Field(default=None, ge=0)
+    display: Literal["summarized", "omitted"] | None = None
+
+    @model_validator(mode="after")
+    def _budget(self) -> "_Thinking":
+        if self.type == "enabled" and self.budget_tokens is None:
+            raise ValueError("thinking of type 'enabled' needs 'budget_tokens'")
+        return self
+
+    @property
+    def on(self) -> bool:
+        return self.type in ("enabled", "adaptive")
 
 
 class _OutputFormat(_Body):
@@ -151,9 +190,6 @@ class _Conversation(_Body):
 
     def chat_messages(self) -> list[dict[str, Any]]:
         """The provider's chat messages (system first; tool results as ``tool`` messages)."""
-        if self.thinking is not None and self.thinking.type != "disabled":
-            raise APIError(400, "Extended thinking is not supported by this server: omit 'thinking' or send "
-                           "{\"type\": \"disabled\"}.", param="thinking")
         out: list[dict[str, Any]] = []
         system = self.system if isinstance(self.system, str) else "\n".join(b.text for b in self.system or [])
         if system:
@@ -178,10 +214,14 @@ class _Conversation(_Body):
 
 
 def _assistant(blocks: list[Any], i: int, called: set[str]) -> dict[str, Any]:
-    texts, calls = [], []
+    texts, calls, thoughts = [], [], []
     for j, b in enumerate(blocks):
         if isinstance(b, TextBlock):
             texts.append(b.text)
+        elif isinstance(b, ThinkingBlock):
+            thoughts.append(b.thinking)  # the signature is not checked
+        elif isinstance(b, RedactedThinkingBlock):
+            continue  # encrypted by another server: nothing to give the model
         elif isinstance(b, ToolUseBlock):
             called.add(b.id)
             calls.append({"id": b.id, "type": "function", "function": {"name": b.name, "arguments": b.input}})
@@ -191,6 +231,8 @@ def _assistant(blocks: list[Any], i: int, called: set[str]) -> dict[str, Any]:
     msg: dict[str, Any] = {"role": "assistant", "content": "".join(texts) if texts or not calls else None}
     if calls:
         msg["tool_calls"] = calls
+    if any(thoughts):
+        msg["reasoning_content"] = "".join(thoughts)
     return msg
 
 
@@ -209,8 +251,8 @@ def _user(blocks: list[Any], i: int, called: set[str]) -> list[dict[str, Any]]:
         elif isinstance(b, ImageBlock):
             parts.append(b.to_part())
         else:
-            raise APIError(400, f"{where}: a user turn cannot hold a 'tool_use' block (tool calls come from the "
-                           "assistant).", param="messages")
+            raise APIError(400, f"{where}: a user turn cannot hold a '{b.type}' block (tool calls and thinking come "
+                           "from the assistant).", param="messages")
     return results + ([{"role": "user", "content": parts}] if parts else [])
 
 
@@ -244,7 +286,27 @@ class MessagesRequest(_Conversation):
         if fmt is not None:
             params["response_format"] = {"type": "json_schema", "json_schema": {"name": "output", "schema": fmt.schema_,
                                                                                 "strict": True}}
-        return ParsedRequest(messages=self.chat_messages(), params=params, stream=bool(self.stream), model=self.model)
+        parsed = ParsedRequest(messages=self.chat_messages(), params=params, stream=bool(self.stream), model=self.model)
+        self._thinking_into(parsed)
+        return parsed
+
+    def _thinking_into(self, parsed: ParsedRequest) -> None:
+        """``thinking`` as the provider's parameters (see the module docstring), and whether the reply shows it."""
+        t = self.thinking
+        if t is None or not t.on:
+            parsed.reasoning_display = "hidden"
+            if t is not None:
+                parsed.soft_thinking = False
+            return
+        effort = self.output_config.effort if self.output_config is not None else None
+        level = {"low": "low", "medium": "medium", "high": "high", "max": "high"}.get(effort) \
+            if isinstance(effort, str) else None
+        if t.type == "enabled":
+            parsed.params["thinking"] = level or True
+            parsed.params["thinking_budget"] = t.budget_tokens
+        else:
+            parsed.soft_thinking = level or True
+        parsed.reasoning_display = "omitted" if t.display == "omitted" else "shown"
 
 
 class CountTokensRequest(_Conversation):
@@ -286,19 +348,29 @@ def usage_of(resp: Response) -> dict[str, int]:
             "cache_read_input_tokens": cached}
 
 
-def content_blocks(resp: Response) -> list[dict[str, Any]]:
+def thinking_block(text: str, display: str = "shown") -> dict[str, Any]:
+    """A ``thinking`` block (its text left out for ``display`` "omitted"); the signature covers the text."""
+    return {"type": "thinking", "thinking": "" if display == "omitted" else text, "signature": sign_thinking(text)}
+
+
+def content_blocks(resp: Response, display: str = "hidden") -> list[dict[str, Any]]:
+    """The reply's blocks: its ``thinking`` (when the request asked for it and the model thought), its text, its
+    tool calls."""
     blocks: list[dict[str, Any]] = []
-    if resp.content or not resp.tool_calls:
+    if resp.reasoning and display != "hidden":
+        blocks.append(thinking_block(resp.reasoning, display))
+    if resp.content or not (resp.tool_calls or blocks):  # a reply cut in its thinking: that block alone
         blocks.append({"type": "text", "text": resp.content})
     for call in resp.tool_calls or []:
         blocks.append({"type": "tool_use", "id": call.id, "name": call.name, "input": call.arguments})
     return blocks
 
 
-def message_body(msg_id: str, model: str, resp: Response) -> dict[str, Any]:
+def message_body(msg_id: str, model: str, resp: Response, display: str = "hidden") -> dict[str, Any]:
     """The whole reply: ``{"id", "type": "message", "role", "model", "content", "stop_reason", ...}``."""
     reason, sequence = stop_of(resp)
-    return {"id": msg_id, "type": "message", "role": "assistant", "model": model, "content": content_blocks(resp),
+    return {"id": msg_id, "type": "message", "role": "assistant", "model": model,
+            "content": content_blocks(resp, display),
             "stop_reason": reason, "stop_sequence": sequence, "usage": usage_of(resp)}
 
 

@@ -155,9 +155,11 @@ class BatchService:
         from ..messages import normalize_messages
         from ..params import PARAMS
         from .media_policy import apply_media_policy
+        from .reasoning import apply_soft_thinking
         from .schemas import parse_chat
 
         req = parse_chat(body)
+        apply_soft_thinking(self.state.llm, req)  # reasoning_effort, where the served model takes it
         if req.stream:
             raise APIError(400, "'stream' is not supported in a batch.", param="stream")
         limit, asked = self.state.config.max_tokens_limit, req.params.get("max_tokens")

@@ -21,6 +21,7 @@ from .app import ServerState
 from .errors import APIError, ClientGone, api_error_from
 from .media_policy import apply_media_policy, fetch_remote_media
 from .observe import note_usage
+from .reasoning import apply_soft_thinking
 from .schemas import ParsedRequest
 from .shapes import new_id, tool_call_deltas, usage_dict
 
@@ -34,8 +35,10 @@ def event(obj: Any) -> str:
 
 def check_request(state: ServerState, req: ParsedRequest) -> None:
     """The server's own limits: ``--max-tokens-limit`` (an omitted ``max_tokens`` whose default is above it
-    becomes the limit) and ``--max-n``."""
+    becomes the limit) and ``--max-n``; and the request's soft ``thinking``, resolved against the served model
+    (``reasoning.apply_soft_thinking``)."""
     state.require_loaded()
+    apply_soft_thinking(state.llm, req)
     limit, asked = state.config.max_tokens_limit, req.params.get("max_tokens")
     if limit is not None:
         if asked is None:
@@ -144,8 +147,9 @@ async def _collect(agen: Any) -> Response:
 
 async def stream(state: ServerState, req: ParsedRequest, request: Request, make_chunk: Callable[..., dict[str, Any]],
                  chat: bool) -> StreamingResponse:
-    """Server-sent events: each choice's chunks as they come (tool calls as OpenAI streams them), a last
-    chunk per choice with its finish reason, the usage if asked, then ``[DONE]``."""
+    """Server-sent events: each choice's chunks as they come (reasoning as ``reasoning_content`` /
+    ``reasoning`` deltas, tool calls as OpenAI streams them), a last chunk per choice with its finish reason,
+    the usage if asked, then ``[DONE]``."""
     async with _DisconnectWatch(request):  # until the first chunk of every choice (queue wait, prefill)
         streams = await _open(state, req)
         try:
@@ -173,6 +177,9 @@ async def stream(state: ServerState, req: ParsedRequest, request: Request, make_
     def piece(i: int, chunk: Response) -> list[str]:
         out = []
         if chat:
+            if chunk.reasoning:  # vLLM's and DeepSeek's name, and OpenRouter's: the same text under both
+                out.append(event(make_chunk(rid, model, created, {"reasoning_content": chunk.reasoning,
+                                                                  "reasoning": chunk.reasoning}, index=i)))
             if chunk.content or (chunk.logprobs and not chunk.tool_calls):
                 out.append(event(make_chunk(rid, model, created, {"content": chunk.content}, index=i,
                                             logprobs=chunk.logprobs)))

@@ -3,12 +3,17 @@
 media policy are chat completions' (``generation``); replies are kept for ``previous_response_id`` in the
 bounded in-memory ``responses_store``.
 
-A reply's ``output`` holds a ``message`` item (its text as one ``output_text`` part) and a ``function_call``
-item per tool call; ``status`` is ``completed``, or ``incomplete`` (``incomplete_details.reason``
+A reply's ``output`` holds, when the model thought, a ``reasoning`` item first (its text as one
+``reasoning_text`` part, ``summary`` empty), a ``message`` item (its text as one ``output_text`` part) and a
+``function_call`` item per tool call; ``status`` is ``completed``, or ``incomplete`` (``incomplete_details.reason``
 ``max_output_tokens``) when ``max_output_tokens`` cut it. The stream's events, each with a
 ``sequence_number``::
 
     response.created, response.in_progress                     {"response": {... "status": "in_progress"}}
+    response.output_item.added      {"output_index", "item": {"type": "reasoning", "status": "in_progress"}}
+    response.content_part.added     {"item_id", "output_index", "content_index", "part": {"type": "reasoning_text"}}
+    response.reasoning_text.delta   {"item_id", "output_index", "content_index", "delta"}        (repeated)
+    response.reasoning_text.done, response.content_part.done, response.output_item.done
     response.output_item.added      {"output_index", "item": {"type": "message", "status": "in_progress"}}
     response.content_part.added     {"item_id", "output_index", "content_index", "part": {"type": "output_text"}}
     response.output_text.delta      {"item_id", "output_index", "content_index", "delta"}        (repeated)
@@ -55,8 +60,9 @@ def _usage(resp: Response | None) -> dict[str, Any] | None:
         return None
     u = resp.usage
     prompt, cached, completion = (u.prompt_tokens, u.cached_tokens, u.completion_tokens) if u else (0, 0, 0)
+    reasoning = u.reasoning_tokens if u else 0
     return {"input_tokens": prompt, "input_tokens_details": {"cached_tokens": cached}, "output_tokens": completion,
-            "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": prompt + completion}
+            "output_tokens_details": {"reasoning_tokens": reasoning}, "total_tokens": prompt + completion}
 
 
 class _Reply:
@@ -71,14 +77,24 @@ class _Reply:
                 "content": [{"type": "output_text", "text": text, "annotations": [], "logprobs": []}]}
 
     @staticmethod
+    def reasoning(text: str, status: str = "completed", item_id: str | None = None) -> dict[str, Any]:
+        return {"type": "reasoning", "id": item_id or _id("rs"), "status": status, "summary": [],
+                "content": [{"type": "reasoning_text", "text": text}]}
+
+    @staticmethod
     def function_call(call: ToolCall, status: str = "completed", arguments: str | None = None) -> dict[str, Any]:
         return {"type": "function_call", "id": _id("fc"), "call_id": call.id, "name": call.name,
                 "arguments": json.dumps(call.arguments, ensure_ascii=False) if arguments is None else arguments,
                 "status": status}
 
     def items_of(self, resp: Response) -> list[dict[str, Any]]:
+        """The output items: the reasoning (if the model thought), the message (if it said something, or did
+        nothing else), the function calls."""
         status = "incomplete" if resp.finish_reason == "length" else "completed"
-        items = [self.message(resp.content, status)] if resp.content or not resp.tool_calls else []
+        answered = bool(resp.content or resp.tool_calls)
+        items = [self.reasoning(resp.reasoning, "completed" if answered else status)] if resp.reasoning else []
+        if resp.content or not (resp.tool_calls or resp.reasoning):
+            items.append(self.message(resp.content, status))
         return items + [self.function_call(c) for c in resp.tool_calls or []]
 
     def obj(self, status: str, resp: Response | None = None, error: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -94,7 +110,9 @@ class _Reply:
             "incomplete_details": {"reason": "max_output_tokens"} if status == "incomplete" else None,
             "instructions": b.instructions, "max_output_tokens": b.max_output_tokens, "model": self.model,
             "output": list(self.output), "parallel_tool_calls": b.parallel_tool_calls is not False,
-            "previous_response_id": b.previous_response_id, "reasoning": {"effort": None, "summary": None},
+            "previous_response_id": b.previous_response_id,
+            "reasoning": {"effort": b.reasoning.effort if b.reasoning else None,
+                          "summary": (b.reasoning.summary or b.reasoning.generate_summary) if b.reasoning else None},
             "store": b.store is not False, "temperature": b.temperature, "text": {"format": fmt},
             "tool_choice": choice or "auto", "tools": [t.model_dump(exclude_none=True) for t in b.tools or []],
             "top_p": b.top_p, "truncation": b.truncation or "disabled", "usage": _usage(resp), "user": b.user,
@@ -108,6 +126,8 @@ class _Reply:
         if resp.tool_calls:
             turn["tool_calls"] = [{"id": c.id, "type": "function",
                                    "function": {"name": c.name, "arguments": c.arguments}} for c in resp.tool_calls]
+        if resp.reasoning:
+            turn["reasoning_content"] = resp.reasoning
         state.responses.put(self.id, StoredResponse(body, convo.history + [turn]))
 
 
@@ -178,6 +198,34 @@ async def _stream(state: ServerState, req: Any, request: Request, reply: _Reply,
     async def events() -> AsyncIterator[str]:
         chunks: list[Response] = []
         text: dict[str, Any] | None = None  # the open message item: {"id", "index", "text"}
+        thought: dict[str, Any] | None = None  # the open reasoning item: {"id", "index", "text"}
+
+        def close_thought(status: str) -> list[str]:
+            nonlocal thought
+            if thought is None:
+                return []
+            item = reply.reasoning(thought["text"], status, thought["id"])
+            part = item["content"][0]
+            where = {"item_id": thought["id"], "output_index": thought["index"]}
+            reply.output[thought["index"]] = item
+            thought = None
+            return [ev("response.reasoning_text.done", **where, content_index=0, text=part["text"]),
+                    ev("response.content_part.done", **where, content_index=0, part=part),
+                    ev("response.output_item.done", output_index=where["output_index"], item=item)]
+
+        def think(delta: str) -> list[str]:
+            nonlocal thought
+            out = close_text("completed")
+            if thought is None:
+                thought = {"id": _id("rs"), "index": len(reply.output), "text": ""}
+                item = {**reply.reasoning("", "in_progress", thought["id"]), "content": []}
+                reply.output.append(item)
+                out += [ev("response.output_item.added", output_index=thought["index"], item=item),
+                        ev("response.content_part.added", item_id=thought["id"], output_index=thought["index"],
+                           content_index=0, part={"type": "reasoning_text", "text": ""})]
+            thought["text"] += delta
+            return out + [ev("response.reasoning_text.delta", item_id=thought["id"], output_index=thought["index"],
+                             content_index=0, delta=delta)]
 
         def close_text(status: str) -> list[str]:
             nonlocal text
@@ -197,7 +245,12 @@ async def _stream(state: ServerState, req: Any, request: Request, reply: _Reply,
             yield ev("response.in_progress", response=reply.obj("in_progress"))
             async for chunk in rest_of(first, agen):
                 chunks.append(chunk)
+                if chunk.reasoning:
+                    for piece in think(chunk.reasoning):
+                        yield piece
                 if chunk.content:
+                    for piece in close_thought("completed"):
+                        yield piece
                     if text is None:
                         text = {"id": _id("msg"), "index": len(reply.output), "text": ""}
                         item = reply.message("", "in_progress", text["id"])
@@ -211,11 +264,13 @@ async def _stream(state: ServerState, req: Any, request: Request, reply: _Reply,
                     yield ev("response.output_text.delta", item_id=text["id"], output_index=text["index"],
                              content_index=0, delta=chunk.content, logprobs=[])
                 for call in chunk.tool_calls or []:
-                    for piece in close_text("completed"):
+                    for piece in close_thought("completed") + close_text("completed"):
                         yield piece
                     for piece in _function_call(reply, call, ev):
                         yield piece
             whole = aggregate_chunks(chunks)
+            for piece in close_thought(_status(whole)):  # the reply ended in its reasoning
+                yield piece
             if text is None and not reply.output:  # an empty reply still has its (empty) message
                 text = {"id": _id("msg"), "index": 0, "text": ""}
                 item = reply.message("", "in_progress", text["id"])

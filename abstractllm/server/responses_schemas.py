@@ -4,11 +4,14 @@ into the provider's chat messages and parameters.
 Accepted: ``input`` as a string or a list of items: messages (``role`` ``user``, ``system``, ``developer`` or
 ``assistant``; ``content`` a string or parts: ``input_text`` and ``input_image`` with an ``image_url`` (data URI
 or http(s) URL) from the user side, ``output_text`` / ``refusal`` from the assistant), ``function_call`` and
-``function_call_output`` items; ``instructions``, ``max_output_tokens``, ``temperature``, ``top_p``, ``stream``,
-``text.format`` (``text``, ``json_object``, ``json_schema``), function ``tools`` and ``tool_choice``,
-``previous_response_id``, ``store``; the extension fields ``top_k``, ``min_p``, ``repetition_penalty``,
-``seed``. OpenAI fields with no effect here are accepted and ignored (``metadata``, ``user``, ``include``,
-``reasoning``, ``parallel_tool_calls``, ``service_tier``, ``truncation``, ``prompt_cache_key``, ...). Anything
+``function_call_output`` items, and ``reasoning`` items sent back (their ``reasoning_text`` content, else their
+summary, is the reasoning of the assistant turn that follows); ``instructions``, ``max_output_tokens``,
+``temperature``, ``top_p``, ``stream``, ``text.format`` (``text``, ``json_object``, ``json_schema``), function
+``tools`` and ``tool_choice``, ``previous_response_id``, ``store``, ``reasoning.effort`` (as chat completions'
+``reasoning_effort``: ``thinking`` where the model can take it; ``reasoning.summary`` is accepted and ignored);
+the extension fields ``top_k``, ``min_p``, ``repetition_penalty``, ``seed``, ``thinking``, ``thinking_budget``,
+``chat_template_kwargs``. OpenAI fields with no effect here are accepted and ignored (``metadata``, ``user``,
+``include``, ``parallel_tool_calls``, ``service_tier``, ``truncation``, ``prompt_cache_key``, ...). Anything
 else (unknown fields, item or part types, hosted tools, file inputs, a part in the wrong role, a
 ``function_call_output`` whose ``call_id`` no earlier ``function_call`` made) is a 400 in OpenAI's error shape.
 """
@@ -21,7 +24,8 @@ from typing import Annotated, Any, Literal, Optional, Union
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError
 
 from .errors import APIError
-from .schemas import ParsedRequest, validation_error
+from .reasoning import effort_thinking
+from .schemas import ParsedRequest, reasoning_params, validation_error
 
 __all__ = ["ResponsesRequest", "parse_responses", "Conversation"]
 
@@ -88,6 +92,31 @@ class _FunctionCallOutput(_Body):
     status: str | None = None
 
 
+class _ReasoningText(_Body):
+    type: Literal["reasoning_text"]
+    text: str
+
+
+class _SummaryText(_Body):
+    type: Literal["summary_text"]
+    text: str
+
+
+class _ReasoningItem(_Body):
+    """A reasoning item of an earlier reply, sent back (``id`` and ``summary`` required, as in OpenAI's API)."""
+
+    type: Literal["reasoning"]
+    id: str
+    summary: list[_SummaryText]
+    content: list[_ReasoningText] | None = None
+    encrypted_content: str | None = None
+    status: str | None = None
+
+    def text(self) -> str:
+        parts = self.content if self.content else self.summary
+        return "".join(p.text for p in parts)
+
+
 def _item_kind(value: Any) -> str | None:
     if isinstance(value, dict):
         return value.get("type") or ("message" if "role" in value else None)
@@ -95,7 +124,8 @@ def _item_kind(value: Any) -> str | None:
 
 
 Item = Annotated[Union[Annotated[_MessageItem, Tag("message")], Annotated[_FunctionCall, Tag("function_call")],
-                       Annotated[_FunctionCallOutput, Tag("function_call_output")]], Discriminator(_item_kind)]
+                       Annotated[_FunctionCallOutput, Tag("function_call_output")],
+                       Annotated[_ReasoningItem, Tag("reasoning")]], Discriminator(_item_kind)]
 
 
 class _FunctionTool(_Body):
@@ -137,6 +167,12 @@ class _TextConfig(_Body):
     verbosity: Any = None
 
 
+class _Reasoning(_Body):
+    effort: Literal["none", "minimal", "low", "medium", "high", "xhigh", "max"] | None = None
+    summary: Literal["auto", "concise", "detailed"] | None = None
+    generate_summary: Literal["auto", "concise", "detailed"] | None = None
+
+
 class Conversation:
     """The chat messages of a request (``messages``, ``instructions`` first) and what a stored reply
     continues (``history``: the same without ``instructions``)."""
@@ -170,7 +206,10 @@ class ResponsesRequest(_Body):
     user: Any = None
     service_tier: Any = None
     truncation: Literal["disabled", "auto"] | None = None
-    reasoning: Any = None
+    reasoning: _Reasoning | None = None
+    thinking: Any = None  # extensions (values checked by the provider)
+    thinking_budget: Any = None
+    chat_template_kwargs: Any = None
     include: list[str] | None = None
     background: Literal[False] | None = None
     prompt_cache_key: Any = None
@@ -194,6 +233,7 @@ class ResponsesRequest(_Body):
         elif isinstance(fmt, _FormatJSONSchema):
             out["response_format"] = {"type": "json_schema", "json_schema": {
                 "name": fmt.name, "schema": fmt.schema_, "strict": bool(fmt.strict)}}
+        out.update(reasoning_params(self))
         return out
 
     def conversation(self, previous: list[dict[str, Any]] | None) -> Conversation:
@@ -201,15 +241,25 @@ class ResponsesRequest(_Body):
         history = [dict(m) for m in previous or []]
         called = {c["id"] for m in history for c in m.get("tool_calls") or []}
         items = [_MessageItem(role="user", content=self.input)] if isinstance(self.input, str) else self.input
+        thought: str | None = None  # a reasoning item's text, for the assistant turn that follows it
         for i, item in enumerate(items):
+            if isinstance(item, _ReasoningItem):
+                thought = (thought or "") + item.text()
+                continue
             _append(history, item, i, called)
+            assistant = isinstance(item, _FunctionCall) or (isinstance(item, _MessageItem) and item.role == "assistant")
+            if thought and assistant:
+                turn = history[-1]
+                turn["reasoning_content"] = turn.get("reasoning_content", "") + thought
+            thought = None  # a reasoning item not followed by the assistant's turn has nothing to go with
         system = [{"role": "system", "content": self.instructions}] if self.instructions else []
         return Conversation(system + history, history)
 
     def to_parsed(self, previous: list[dict[str, Any]] | None) -> tuple[ParsedRequest, Conversation]:
         convo = self.conversation(previous)
         parsed = ParsedRequest(messages=convo.messages, params=self.params(), stream=bool(self.stream),
-                               model=self.model, max_tokens_param="max_output_tokens")
+                               model=self.model, max_tokens_param="max_output_tokens",
+                               soft_thinking=effort_thinking(self.reasoning.effort if self.reasoning else None))
         return parsed, convo
 
 

@@ -5,6 +5,11 @@ are refused, not ignored; a few OpenAI fields this server has no use for are acc
 (``user``, ``metadata``, ``store``, ...); fields it cannot honour are accepted only at their neutral value
 (``echo: false``, ``best_of: 1``). Sampling values are validated by the provider (``abstractllm.params``),
 so the provider's own error (with its ``param``) is what the client sees.
+
+Reasoning models (``reasoning``): ``reasoning_effort`` ("none", "minimal", "low", "medium", "high", "xhigh")
+asks for ``thinking`` where the model can take it (ignored by a model that does not reason); the extensions
+``thinking``, ``thinking_budget`` and ``chat_template_kwargs`` go to the provider as they are. Assistant messages
+sent back may carry their reasoning as ``reasoning_content``, ``reasoning`` or ``thinking``.
 """
 
 from __future__ import annotations
@@ -16,9 +21,11 @@ from typing import Any, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import APIError
+from .reasoning import effort_thinking
 
 __all__ = ["ParsedRequest", "parse_json", "parse_chat", "parse_completion", "parse_vlm_generate",
-           "ChatCompletionRequest", "CompletionRequest", "AllowedToolChoice", "validation_error"]
+           "ChatCompletionRequest", "CompletionRequest", "AllowedToolChoice", "validation_error",
+           "reasoning_params"]
 
 
 @dataclass
@@ -32,6 +39,8 @@ class ParsedRequest:
     n: int = 1
     model: str | None = None
     max_tokens_param: str = "max_tokens"  # how the request's API names max_tokens (in error messages)
+    soft_thinking: Any = None  # a ``thinking`` applied where the served model can take it (``reasoning``)
+    reasoning_display: str = "shown"  # the reply's reasoning: "shown", "hidden" or "omitted" (its text left out)
 
 
 def parse_json(body: bytes) -> dict[str, Any]:
@@ -85,6 +94,9 @@ class ChatMessage(BaseModel):
     name: str | None = None
     tool_calls: list[_ToolCall] | None = None
     tool_call_id: str | None = None
+    reasoning_content: Any = None  # an earlier reply's reasoning, a string under any of the three names (other
+    reasoning: Any = None  # shapes some clients send back, such as reasoning objects, are ignored)
+    thinking: Any = None
 
     def to_provider(self) -> dict[str, Any]:
         out: dict[str, Any] = {"role": "system" if self.role == "developer" else self.role, "content": self.content}
@@ -92,6 +104,10 @@ class ChatMessage(BaseModel):
             out["tool_calls"] = [c.model_dump() for c in self.tool_calls]
         if self.tool_call_id is not None:
             out["tool_call_id"] = self.tool_call_id
+        reasoning = next((r for r in (self.reasoning_content, self.reasoning, self.thinking) if isinstance(r, str)),
+                         None)
+        if reasoning is not None and self.role == "assistant":
+            out["reasoning_content"] = reasoning
         return out
 
 
@@ -219,6 +235,10 @@ class ChatCompletionRequest(_Sampling):
     tool_choice: Union[str, dict[str, Any], AllowedToolChoice, None] = None
     parallel_tool_calls: bool | None = None
     response_format: dict[str, Any] | None = None
+    reasoning_effort: Literal["none", "minimal", "low", "medium", "high", "xhigh", "max"] | None = None
+    thinking: Any = None  # extensions (values checked by the provider)
+    thinking_budget: Any = None
+    chat_template_kwargs: Any = None
 
     @field_validator("tool_choice", mode="wrap")
     @classmethod
@@ -249,7 +269,17 @@ class ChatCompletionRequest(_Sampling):
         if self.response_format is not None and self.response_format != {"type": "text"}:
             if not (tools and _forces_a_call(choice)):
                 params["response_format"] = self.response_format
-        return self.parsed([m.to_provider() for m in self.messages], params)
+        params.update(reasoning_params(self))
+        parsed = self.parsed([m.to_provider() for m in self.messages], params)
+        parsed.soft_thinking = effort_thinking(self.reasoning_effort)
+        return parsed
+
+
+def reasoning_params(body: Any) -> dict[str, Any]:
+    """The reasoning extensions of a request body (``thinking``, ``thinking_budget``, ``chat_template_kwargs``),
+    passed to the provider as they are."""
+    names = ("thinking", "thinking_budget", "chat_template_kwargs")
+    return {k: getattr(body, k) for k in names if getattr(body, k, None) is not None}
 
 
 class CompletionRequest(_Sampling):

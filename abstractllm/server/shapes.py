@@ -1,4 +1,4 @@
-"""Response shapes of the OpenAI-compatible endpoints: chat completions (messages with tool calls,
+"""Response shapes of the OpenAI-compatible endpoints: chat completions (messages with tool calls, reasoning,
 log-probabilities, ``n`` choices) and their stream chunks, and the legacy text completions."""
 
 from __future__ import annotations
@@ -28,11 +28,12 @@ def usage_dict(*responses: Response) -> dict[str, Any]:
     used = [r.usage for r in responses if r.usage is not None]
     if not used:
         return {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0,
-                "prompt_tokens_details": {"cached_tokens": 0}}
+                "prompt_tokens_details": {"cached_tokens": 0}, "completion_tokens_details": {"reasoning_tokens": 0}}
     prompt = used[0].prompt_tokens
     completion = sum(u.completion_tokens for u in used)
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
-            "prompt_tokens_details": {"cached_tokens": used[0].cached_tokens}}
+            "prompt_tokens_details": {"cached_tokens": used[0].cached_tokens},
+            "completion_tokens_details": {"reasoning_tokens": sum(u.reasoning_tokens for u in used)}}
 
 
 def _token_entry(text: str | None, logprob: float | None) -> dict[str, Any]:
@@ -55,7 +56,11 @@ def _tool_calls(calls: list[ToolCall]) -> list[dict[str, Any]]:
 
 
 def _message(resp: Response) -> dict[str, Any]:
+    """The reply's message; a reasoning model's thinking as ``reasoning_content`` (vLLM's, DeepSeek's name) and
+    ``reasoning`` (OpenRouter's), the same text, both left out when the model did not think."""
     message: dict[str, Any] = {"role": "assistant", "content": resp.content}
+    if resp.reasoning:
+        message["reasoning_content"] = message["reasoning"] = resp.reasoning
     if resp.tool_calls:
         message["tool_calls"] = _tool_calls(resp.tool_calls)
         message["content"] = resp.content or None

@@ -362,6 +362,24 @@ class MLXProvider(BaseProvider):
                 info["quantization"] = adapter.info["quantization"]
         return info
 
+    def thinking_support(self) -> dict[str, Any] | None:
+        """How the model reasons, read from its files: ``{"format": "think" | "harmony", "switch": bool
+        (thinking=False works), "levels": bool (a level reaches the template's reasoning_effort), "opens":
+        bool (the generation prompt opens the reasoning)}``; ``None`` when it has no reasoning format. Loads
+        the model if needed."""
+        adapter = self._adapter
+        if adapter is None:
+            try:
+                adapter = self.engine.call(lambda: _backend_call(self._load_on_worker))
+            except BaseException as exc:
+                self._tagged(exc)
+                raise
+        fmt = getattr(adapter, "reasoning_format", None)
+        if fmt is None:
+            return None
+        return {"format": fmt.kind, "switch": bool(fmt.switch), "levels": bool(fmt.effort),
+                "opens": bool(fmt.starts_inside)}
+
     def count_tokens(self, prompt: str | None = None, system_prompt: str | None = None, files: Any = None,
                      tools: Any = None, *, messages: Any = None, **params: Any) -> int:
         """The prompt's length in tokens, as a generation with the same arguments would see it: the

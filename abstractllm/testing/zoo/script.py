@@ -42,14 +42,15 @@ def _bytes_to_unicode() -> dict[int, str]:
 
 
 def plan_pieces(reply: str, vocab: dict[str, int], added: dict[str, int], reserved: list[int],
-                avoid: Iterable[int]) -> tuple[list[int], dict[int, str]]:
+                avoid: Iterable[int], encode: Any = None) -> tuple[list[int], dict[int, str]]:
     """Cut ``reply`` into pieces whose token ids are all distinct and not in ``avoid``.
 
     ``vocab`` maps byte-level BPE strings to ids, ``added`` added-token contents to ids, ``reserved`` lists ids
-    free to take a new string. Each added token's first occurrence is that token; the text between them is cut
-    into words (a newline run, or a word with its leading spaces), a word already used being joined to the next
-    one (or, at the end of a run, to the previous one). Returns the ids in order and the new strings given to
-    reserved ids.
+    free to take a new string. Each added token's first occurrence is that token. The text between them is the
+    tokenizer's own tokens (``encode(text)``, so the reply re-tokenizes to what the model generates) where those
+    are distinct and free; else it is cut into words (a newline run, or a word with its leading spaces), a word
+    already used being joined to the next one (or, at the end of a run, to the previous one). Returns the ids in
+    order and the new strings given to reserved ids.
     """
     avoid = set(avoid)
     by_id = {i: t for t, i in vocab.items()}
@@ -60,6 +61,12 @@ def plan_pieces(reply: str, vocab: dict[str, int], added: dict[str, int], reserv
     for run, is_marker in _runs(reply, {m: i for m, i in added.items() if i not in avoid}):
         if is_marker:
             ids.append(added[run])
+            continue
+        own = list(encode(run)) if encode is not None else []
+        strings = [by_id.get(i) for i in own]
+        if own and None not in strings and len(set(own)) == len(own) and not (set(strings) & seen):
+            seen.update(strings)
+            ids.extend(own)
             continue
         for piece in _unique_words(run, seen):
             token = vocab.get(piece)

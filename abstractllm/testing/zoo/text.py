@@ -110,8 +110,11 @@ def _script_tokenizer(family: Family, path: Path, script: str, ids: dict[str, in
     eos = ids[family.end_of_turn or family.eos_token]
     markers = [*family.special_tokens, *(t for t, _ in family.added_tokens)]
     added = {t: ids[t] for t in markers if ids[t] != eos}
+    from tokenizers import Tokenizer
+
+    own = Tokenizer.from_str(json.dumps(data, ensure_ascii=False))
     chain, assigned = plan_pieces(script, {t: i for t, i in vocab.items() if i not in reserved}, added, reserved,
-                                  avoid=[*starts, eos])
+                                  avoid=[*starts, eos], encode=lambda text: own.encode(text, add_special_tokens=False).ids)
     by_id = {i: t for t, i in vocab.items()}
     for token, piece in assigned.items():
         del vocab[by_id[token]]
