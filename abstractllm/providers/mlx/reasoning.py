@@ -293,7 +293,7 @@ class ThinkingBudget:
                 self.inside = True
             return
         self.count += 1
-        if self._generated[-len(self.close_ids):] == self.close_ids or token == self.close_ids[0] and len(self.close_ids) == 1:
+        if self._generated[-len(self.close_ids):] == self.close_ids:  # the model closed it by itself
             self.done = True
 
 
