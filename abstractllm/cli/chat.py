@@ -25,7 +25,7 @@ from typing import Any
 from ..enums import ModelCapability
 from ..exceptions import AbstractLLMError
 from .commands import footer, sampling_params
-from .common import llm_config_from, make_llm, model_from, stream_to
+from .common import ChunkPrinter, llm_config_from, make_llm, model_from
 
 __all__ = ["cmd_chat", "ChatSession", "ReplyInterrupts"]
 
@@ -117,7 +117,9 @@ class ChatSession:
             content = [{"type": "text", "text": text}] + [{"type": "image", "image": p} for p in self.pending_images]
         user = {"role": "user", "content": content}
         parts: list[str] = []
+        thoughts: list[str] = []
         last = None
+        printer = ChunkPrinter(out)  # the reasoning apart from the answer, dimmed on a terminal
         with ReplyInterrupts() as interrupts:  # Ctrl-C from here on cancels this reply, not the chat
             out.write("assistant> ")  # once this shows, Ctrl-C stops the reply (it is inside the scope)
             out.flush()
@@ -126,10 +128,15 @@ class ChatSession:
                     system_prompt=self.system, messages=[*self.history, user], stream=True, **self.params))
                 for chunk in stream:
                     parts.append(chunk.content)
-                    last = stream_to([chunk], out)
+                    thoughts.append(chunk.reasoning or "")
+                    printer.write(chunk)
+                    last = chunk
             except AbstractLLMError as exc:
+                printer.close()
                 print(f"\nerror: {' '.join(str(exc).split())}", file=out)
                 return
+            finally:
+                printer.close()
         if last is not None and last.finish_reason == "cancelled":
             print("\n(interrupted)", file=out, flush=True)
         else:
@@ -137,7 +144,10 @@ class ChatSession:
             if self.stats and last is not None:
                 print(footer(last), file=sys.stderr, flush=True)
         self.pending_images.clear()
-        self.history += [user, {"role": "assistant", "content": "".join(parts)}]
+        reply: dict[str, Any] = {"role": "assistant", "content": "".join(parts)}
+        if any(thoughts):
+            reply["reasoning_content"] = "".join(thoughts)  # the chat template decides whether it is shown again
+        self.history += [user, reply]
 
 
 def _read_line(interactive: bool) -> str | None:

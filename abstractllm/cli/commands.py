@@ -18,7 +18,8 @@ def sampling_params(args: argparse.Namespace) -> dict[str, Any]:
     """The generation parameters given on the command line (unset ones keep the provider's defaults)."""
     out: dict[str, Any] = {}
     for flag, name in (("max_tokens", "max_tokens"), ("temperature", "temperature"), ("top_p", "top_p"),
-                       ("top_k", "top_k"), ("seed", "seed"), ("stop", "stop")):
+                       ("top_k", "top_k"), ("seed", "seed"), ("stop", "stop"), ("thinking", "thinking"),
+                       ("thinking_budget", "thinking_budget")):
         value = getattr(args, flag, None)
         if value is not None:
             out[name] = value
@@ -26,13 +27,14 @@ def sampling_params(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def footer(last: Any) -> str:
-    """A one-line summary of a generation: tokens (cached ones too), speed, finish reason."""
+    """A one-line summary of a generation: tokens (cached and reasoning ones too), speed, finish reason."""
     if last is None or last.usage is None:
         return ""
     u = last.usage
     speed = f", {last.tokens_per_second:.1f} tok/s" if last.tokens_per_second else ""
     cached = f" ({u.cached_tokens} cached)" if u.cached_tokens else ""
-    return (f"[{u.prompt_tokens} prompt{cached} + {u.completion_tokens} generated tokens{speed}, "
+    thought = f" ({u.reasoning_tokens} reasoning)" if u.reasoning_tokens else ""
+    return (f"[{u.prompt_tokens} prompt{cached} + {u.completion_tokens} generated tokens{thought}{speed}, "
             f"finish: {last.finish_reason}]")
 
 
@@ -59,7 +61,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
                 raise CLIError(f"cannot write {args.output}: {exc.strerror or exc}") from exc
             print(f"wrote {len(resp.content)} characters to {args.output} {footer(resp)}", file=sys.stderr)
         else:
-            last = stream_to(llm.generate(prompt, stream=True, **kwargs))
+            # the reasoning goes to stderr (dimmed on a terminal): stdout carries the answer only
+            last = stream_to(llm.generate(prompt, stream=True, **kwargs), reasoning_out=sys.stderr)
             print()
             if args.stats or sys.stderr.isatty():
                 print(footer(last), file=sys.stderr)

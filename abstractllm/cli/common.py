@@ -7,7 +7,7 @@ import os
 import sys
 from typing import Any, Iterable
 
-__all__ = ["CLIError", "fail", "model_from", "llm_config_from", "make_llm", "stream_to", "MODEL_ENV"]
+__all__ = ["CLIError", "fail", "model_from", "llm_config_from", "make_llm", "stream_to", "ChunkPrinter", "MODEL_ENV"]
 
 #: environment variable holding the default model
 MODEL_ENV = "ABSTRACTLLM_MODEL"
@@ -71,13 +71,59 @@ def make_llm(model: str, *, load: bool = False, **config: Any) -> Any:
     return llm
 
 
-def stream_to(chunks: Iterable[Any], out: Any = None) -> Any:
-    """Print streamed chunks as they come; return the last chunk (it carries usage and timings)."""
-    out = out or sys.stdout
-    last = None
-    for chunk in chunks:
+#: ANSI "dim" and "reset": the reasoning's style on a terminal
+DIM, RESET = "\x1b[2m", "\x1b[0m"
+#: the lines around the reasoning
+THINKING_OPEN, THINKING_CLOSE = "[thinking]", "[/thinking]"
+
+
+def _isatty(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
+class ChunkPrinter:
+    """Prints streamed chunks as they come: the answer to ``out``, a reasoning model's thinking to
+    ``reasoning_out`` (default: ``out``) apart from it, between ``[thinking]`` and ``[/thinking]`` lines,
+    dimmed (ANSI) only where that stream is a terminal. ``close()`` ends an open reasoning block (and the
+    dim style)."""
+
+    def __init__(self, out: Any = None, reasoning_out: Any = None) -> None:
+        self.out = out or sys.stdout
+        self.reasoning_out = reasoning_out or self.out
+        self.dim = _isatty(self.reasoning_out)
+        self.inside = False
+
+    def write(self, chunk: Any) -> None:
+        if chunk.reasoning:
+            if not self.inside:
+                self.reasoning_out.write((DIM if self.dim else "") + THINKING_OPEN + "\n")
+                self.inside = True
+            self.reasoning_out.write(chunk.reasoning)
+            self.reasoning_out.flush()
         if chunk.content:
-            out.write(chunk.content)
-            out.flush()
-        last = chunk
+            self.close()
+            self.out.write(chunk.content)
+            self.out.flush()
+
+    def close(self) -> None:
+        if self.inside:
+            self.inside = False
+            self.reasoning_out.write("\n" + THINKING_CLOSE + (RESET if self.dim else "") + "\n")
+            self.reasoning_out.flush()
+
+
+def stream_to(chunks: Iterable[Any], out: Any = None, reasoning_out: Any = None) -> Any:
+    """Print streamed chunks as they come (``ChunkPrinter``); return the last chunk (it carries usage and
+    timings)."""
+    printer = ChunkPrinter(out, reasoning_out)
+    last = None
+    try:
+        for chunk in chunks:
+            printer.write(chunk)
+            last = chunk
+    finally:
+        printer.close()
     return last

@@ -70,6 +70,17 @@ def _add_sampling(p: argparse.ArgumentParser, max_tokens: int | None = None) -> 
     p.add_argument("--seed", type=int, help="random seed")
     p.add_argument("--stop", action="append", metavar="S", help="stop string (repeatable)")
     p.add_argument("--system", "-s", help="system prompt")
+    _add_thinking(p)
+
+
+def _add_thinking(p: argparse.ArgumentParser) -> None:
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--thinking", dest="thinking", action="store_const", const=True, default=None,
+                   help="reasoning models: think before answering (default: the model's own default)")
+    g.add_argument("--no-thinking", dest="thinking", action="store_const", const=False,
+                   help="reasoning models: answer without thinking (where the chat template can switch it off)")
+    p.add_argument("--thinking-budget", type=_non_negative_int, metavar="N",
+                   help="reasoning models: end the thinking after N tokens, then answer")
 
 
 def build_parser() -> argparse.ArgumentParser:

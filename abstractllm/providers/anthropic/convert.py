@@ -23,13 +23,20 @@ from ...exceptions import (
 )
 from ...types import GenerationRequest, Message, Response, ToolCall, Usage
 
-__all__ = ["create_kwargs", "finish_reason", "usage_from", "response_from", "convert_error", "UNSUPPORTED"]
+__all__ = ["create_kwargs", "thinking_config", "finish_reason", "usage_from", "response_from", "convert_error",
+           "UNSUPPORTED", "DEFAULT_THINKING_BUDGET", "THINKING_LEVEL_BUDGETS"]
 
 #: generation parameters the Messages API has no field for, with their neutral values: any other value is
 #: refused (``UnsupportedFeatureError``) rather than silently dropped
 UNSUPPORTED = {"frequency_penalty": None, "presence_penalty": None, "logit_bias": None, "min_p": 0.0,
                "repetition_penalty": 1.0, "logprobs": False, "top_logprobs": 0, "stop_token_ids": None,
-               "min_tokens": 0}
+               "min_tokens": 0, "chat_template_kwargs": None}
+
+#: ``budget_tokens`` sent for ``thinking=True`` without a ``thinking_budget``: the smallest budget
+#: Anthropic's API takes (it also wants ``max_tokens`` above the budget)
+DEFAULT_THINKING_BUDGET = 1024
+#: ``budget_tokens`` sent for a level (``thinking="low" | "medium" | "high"``) without a ``thinking_budget``
+THINKING_LEVEL_BUDGETS = {"low": 1024, "medium": 4096, "high": 16384}
 
 
 def _image_source(item: Any, params: dict[str, Any]) -> dict[str, Any]:
@@ -51,10 +58,28 @@ def _image_source(item: Any, params: dict[str, Any]) -> dict[str, Any]:
     return {"type": "base64", "media_type": head[len("data:"):].split(";")[0], "data": data}
 
 
+def _thinking_blocks(m: Message) -> list[dict[str, Any]]:
+    """An assistant message's reasoning as ``thinking`` blocks, which the API takes back only with the
+    signature of the reply they came from (``Response.metadata["thinking_signature"]``, or
+    ``["thinking_blocks"]`` for a reply of several, kept in the message's ``metadata``). Reasoning without a
+    signature (another provider's, or edited) is not sent."""
+    if m.role != "assistant":
+        return []
+    kept = m.metadata.get("thinking_blocks")
+    if isinstance(kept, list) and kept and all(isinstance(b, dict) and b.get("signature") for b in kept):
+        return [{"type": "thinking", "thinking": str(b.get("thinking") or ""), "signature": str(b["signature"])}
+                for b in kept]
+    signature = m.metadata.get("thinking_signature")
+    if m.reasoning and isinstance(signature, str) and signature:
+        return [{"type": "thinking", "thinking": m.reasoning, "signature": signature}]
+    return []
+
+
 def _blocks(m: Message, params: dict[str, Any]) -> list[dict[str, Any]]:
     if m.role == "tool":
         return [{"type": "tool_result", "tool_use_id": m.tool_call_id, "content": m.text}]
-    blocks: list[dict[str, Any]] = [{"type": "text", "text": m.text}] if m.text else []
+    blocks: list[dict[str, Any]] = _thinking_blocks(m)  # first: the API wants them before the answer
+    blocks += [{"type": "text", "text": m.text}] if m.text else []
     blocks += [{"type": "image", "source": _image_source(item, params)} for item in m.images]
     blocks += [{"type": "tool_use", "id": c.id, "name": c.name, "input": c.arguments} for c in m.tool_calls]
     return blocks
@@ -93,7 +118,7 @@ def create_kwargs(request: GenerationRequest, model: str) -> dict[str, Any]:
     server) still reads them."""
     params = request.params
     for name, neutral in UNSUPPORTED.items():
-        if params.get(name) not in (None, neutral):
+        if params.get(name) not in (None, neutral, {}):
             raise UnsupportedFeatureError(f"The anthropic provider cannot send {name!r}: the Messages API has no "
                                           "such parameter.", feature=name)
     system, turns = anthropic_messages(request)
@@ -116,8 +141,30 @@ def create_kwargs(request: GenerationRequest, model: str) -> dict[str, Any]:
     fmt = params.get("response_format")
     if fmt is not None:
         body["output_config"] = {"format": {"type": "json_schema", "schema": fmt.schema or {"type": "object"}}}
+    thinking = thinking_config(params)
+    if thinking is not None:
+        body["thinking"] = thinking
     kw["extra_body"] = body
     return kw
+
+
+def thinking_config(params: dict[str, Any]) -> dict[str, Any] | None:
+    """The Messages API's ``thinking`` for the parameters (``None``: not sent, the model's default):
+    ``{"type": "enabled", "budget_tokens": N}`` for ``thinking=True`` or a level, or for a
+    ``thinking_budget`` given alone (N: ``thinking_budget``, else ``THINKING_LEVEL_BUDGETS[level]``, else
+    ``DEFAULT_THINKING_BUDGET``); ``{"type": "disabled"}`` for ``thinking=False``. It travels in the body
+    (SDKs older than ``thinking`` send it too). Anthropic's API takes budgets from 1024 below ``max_tokens``,
+    and with thinking on only ``temperature=1`` (the parameters are sent as given: a refusal is its
+    answer)."""
+    thinking, budget = params.get("thinking"), params.get("thinking_budget")
+    if thinking is False:
+        return {"type": "disabled"}
+    if thinking is None and budget is None:
+        return None
+    if budget is None:
+        budget = THINKING_LEVEL_BUDGETS.get(thinking, DEFAULT_THINKING_BUDGET) if isinstance(thinking, str) \
+            else DEFAULT_THINKING_BUDGET
+    return {"type": "enabled", "budget_tokens": int(budget)}
 
 
 def finish_reason(stop_reason: str | None) -> str:
@@ -148,22 +195,39 @@ def tool_call(block: Any, arguments: Any = None) -> ToolCall:
     return ToolCall(id=str(block.id), name=str(block.name), arguments=dict(args or {}))
 
 
+def keep_thinking(response: Response, blocks: list[dict[str, str]]) -> None:
+    """Keep the signatures of a reply's ``thinking`` blocks in its metadata, for the history:
+    ``thinking_signature`` (the last block's), and ``thinking_blocks`` when there were several."""
+    signed = [b for b in blocks if b.get("signature")]
+    if not signed:
+        return
+    response.metadata["thinking_signature"] = signed[-1]["signature"]
+    if len(blocks) > 1:
+        response.metadata["thinking_blocks"] = [dict(b) for b in blocks]
+
+
 def response_from(message: Any, total_s: float) -> Response:
-    """A whole ``Message`` as a ``Response`` (text blocks joined; ``tool_use`` blocks as ``tool_calls``)."""
-    texts, calls = [], []
+    """A whole ``Message`` as a ``Response`` (text blocks joined; ``thinking`` blocks joined as
+    ``reasoning``, their signatures kept in ``metadata``; ``tool_use`` blocks as ``tool_calls``)."""
+    texts, calls, thoughts = [], [], []
     for block in getattr(message, "content", None) or []:
         if block.type == "text":
             texts.append(block.text)
+        elif block.type == "thinking":
+            thoughts.append({"thinking": getattr(block, "thinking", None) or "",
+                             "signature": getattr(block, "signature", None) or ""})
         elif block.type == "tool_use":
             calls.append(tool_call(block))
     usage = usage_from(getattr(message, "usage", None))
     response = Response(
         content="".join(texts), model=getattr(message, "model", None),
+        reasoning="".join(b["thinking"] for b in thoughts) or None,
         finish_reason=finish_reason(getattr(message, "stop_reason", None)), usage=usage, total_s=total_s,
         tokens_per_second=(usage.completion_tokens / total_s) if usage is not None and total_s > 0 else None,
         tool_calls=calls or None, raw_response=message)
     if getattr(message, "stop_sequence", None):
         response.metadata["stop_sequence"] = message.stop_sequence
+    keep_thinking(response, thoughts)
     return response
 
 
@@ -210,6 +274,12 @@ def convert_error(exc: BaseException, provider: str) -> AbstractLLMError:
             return AuthenticationError(f"{text} (check api_key or ANTHROPIC_API_KEY).", **api_kw)
         if status == 429 or kind == "rate_limit_error":
             return QuotaExceededError(f"{text} (rate limit or quota: retry later).", **api_kw)
+        if status == 400 and "thinking" in lowered and any(
+                s in lowered for s in ("not support", "unsupported", "no reasoning format", "cannot be switched")):
+            # a model that cannot think (Anthropic: "... does not support thinking"; abstractllm's server: the
+            # model has no reasoning format, or its thinking cannot be switched off)
+            return UnsupportedFeatureError(text, feature="thinking", **kw,
+                                           details={"status_code": status, "body": body})
         if "prompt is too long" in lowered or "context window" in lowered or "context length" in lowered:
             return ContextWindowExceededError(text, **kw, details={"status_code": status})
         if status == 404 and "/v1/v1/" in message:

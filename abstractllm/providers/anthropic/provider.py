@@ -22,7 +22,8 @@ from ...types import GenerationRequest, Response
 from ..base import aggregate_chunks
 from ..remote import RemoteProvider
 from ..worker import CancelToken
-from .convert import convert_error, create_kwargs, finish_reason, parse_arguments, response_from, tool_call, usage_from
+from .convert import (convert_error, create_kwargs, finish_reason, keep_thinking, parse_arguments, response_from,
+                      tool_call, usage_from)
 
 __all__ = ["AnthropicProvider"]
 
@@ -56,6 +57,7 @@ class _StreamState:
         self.stop_sequence: str | None = None
         self.usage: dict[str, int] = {}
         self.tools: dict[int, tuple[Any, list[str]]] = {}  # block index -> (tool_use block, partial JSON)
+        self.thoughts: dict[int, dict[str, str]] = {}  # block index -> {"thinking", "signature"}
         self.last_raw: Any = None
 
     def _usage(self, usage: Any) -> None:
@@ -81,10 +83,21 @@ class _StreamState:
                 self.tools[event.index] = (block, [])
             elif block.type == "text" and getattr(block, "text", ""):
                 return self._chunk(content=block.text)
+            elif block.type == "thinking":
+                text = getattr(block, "thinking", None) or ""
+                self.thoughts[event.index] = {"thinking": text, "signature": getattr(block, "signature", None) or ""}
+                if text:
+                    return self._chunk(content="", reasoning=text)
         elif kind == "content_block_delta":
             delta = event.delta
             if delta.type == "text_delta" and delta.text:
                 return self._chunk(content=delta.text)
+            if delta.type == "thinking_delta" and delta.thinking:
+                self.thoughts.setdefault(event.index, {"thinking": "", "signature": ""})["thinking"] += delta.thinking
+                return self._chunk(content="", reasoning=delta.thinking)
+            if delta.type == "signature_delta":
+                entry = self.thoughts.setdefault(event.index, {"thinking": "", "signature": ""})
+                entry["signature"] += getattr(delta, "signature", None) or ""
             if delta.type == "input_json_delta" and event.index in self.tools:
                 self.tools[event.index][1].append(delta.partial_json or "")
         elif kind == "content_block_stop" and event.index in self.tools:
@@ -107,6 +120,7 @@ class _StreamState:
             total_s=end - self.t0, tokens_per_second=tps, raw_response=self.last_raw)
         if self.stop_sequence and not cancelled:
             last.metadata["stop_sequence"] = self.stop_sequence
+        keep_thinking(last, [self.thoughts[i] for i in sorted(self.thoughts)])
         return last
 
 
@@ -119,8 +133,17 @@ class AnthropicProvider(RemoteProvider):
     ``metadata.user_id``), the generation parameters (``max_tokens``, ``temperature``, ``top_p``, ``top_k``,
     ``stop``, ``tools``, ``tool_choice``, ``response_format``), and the image bounds (``max_image_pixels``,
     ``max_image_bytes``). Local-model keys (``quantize``, ``dtype``, ...) are accepted and ignored; sampling
-    parameters the API has no field for (``frequency_penalty``, ``logit_bias``, ``min_p``, ``logprobs``, ...)
-    raise ``UnsupportedFeatureError`` when set, and ``seed`` is not declared (``SEED``).
+    parameters the API has no field for (``frequency_penalty``, ``logit_bias``, ``min_p``, ``logprobs``,
+    ``chat_template_kwargs``, ...) raise ``UnsupportedFeatureError`` when set, and ``seed`` is not declared
+    (``SEED``).
+
+    Reasoning: ``thinking=True`` or a level sends ``thinking: {"type": "enabled", "budget_tokens": N}``
+    (N: ``thinking_budget``, else ``convert.THINKING_LEVEL_BUDGETS`` for a level, else
+    ``convert.DEFAULT_THINKING_BUDGET``), ``thinking=False`` ``{"type": "disabled"}``. ``thinking`` blocks
+    fill ``Response.reasoning`` (streamed: ``thinking_delta``), their signature is kept in
+    ``Response.metadata["thinking_signature"]``; an assistant message of the history is sent with its
+    reasoning only when its ``metadata`` has that signature (the API refuses unsigned thinking), else the
+    reasoning is left out. ``usage`` has no reasoning count (``reasoning_tokens`` stays 0).
     """
 
     name: ClassVar[str] = "anthropic"

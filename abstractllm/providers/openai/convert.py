@@ -18,11 +18,12 @@ from ...exceptions import (
     ProviderConnectionError,
     QuotaExceededError,
     RequestTimeoutError,
+    UnsupportedFeatureError,
 )
 from ...types import GenerationRequest, Message, ToolCall, Usage
 
-__all__ = ["chat_messages", "sampling_kwargs", "request_kwargs", "usage_from", "convert_error", "tool_calls_from",
-           "logprobs_from", "ToolCallDeltas"]
+__all__ = ["chat_messages", "sampling_kwargs", "reasoning_kwargs", "request_kwargs", "usage_from", "convert_error",
+           "tool_calls_from", "logprobs_from", "reasoning_from", "ToolCallDeltas"]
 
 #: sampling parameters that are not part of OpenAI's API: sent in the body only when set (vLLM, llama.cpp,
 #: LM Studio and abstractllm's own server read them)
@@ -48,7 +49,7 @@ def _image_url(item: Any, params: dict[str, Any]) -> str:
     return image_data_uri(image)
 
 
-def _message(m: Message, params: dict[str, Any]) -> dict[str, Any]:
+def _message(m: Message, params: dict[str, Any], reasoning: bool = True) -> dict[str, Any]:
     out: dict[str, Any] = {"role": m.role}
     if m.images:
         detail = params.get("image_detail")
@@ -70,12 +71,16 @@ def _message(m: Message, params: dict[str, Any]) -> dict[str, Any]:
             out["content"] = None
     if m.tool_call_id is not None:
         out["tool_call_id"] = m.tool_call_id
+    if reasoning and m.role == "assistant" and m.reasoning:
+        out["reasoning_content"] = m.reasoning  # as our server, vLLM and DeepSeek name it
     return out
 
 
-def chat_messages(request: GenerationRequest) -> list[dict[str, Any]]:
-    """The request's conversation as OpenAI chat messages (images encoded: blocking I/O)."""
-    return [_message(m, request.params) for m in request.messages]
+def chat_messages(request: GenerationRequest, *, reasoning: bool = True) -> list[dict[str, Any]]:
+    """The request's conversation as OpenAI chat messages (images encoded: blocking I/O). An assistant
+    message's ``reasoning`` goes as ``reasoning_content`` (unless ``reasoning`` is False: OpenAI's own
+    API refuses fields it does not know in a message)."""
+    return [_message(m, request.params, reasoning) for m in request.messages]
 
 
 def sampling_kwargs(params: dict[str, Any], *, max_tokens_field: str) -> dict[str, Any]:
@@ -96,14 +101,42 @@ def sampling_kwargs(params: dict[str, Any], *, max_tokens_field: str) -> dict[st
             kw["top_logprobs"] = params["top_logprobs"]
     extra = {k: int(params[k]) if k == "priority" else params[k]
              for k, neutral in _EXTRA_SAMPLING.items() if params.get(k) not in (None, neutral)}
+    extra.update(reasoning_kwargs(params))
     if extra:
         kw["extra_body"] = extra
     return kw
 
 
-def request_kwargs(request: GenerationRequest, *, max_tokens_field: str) -> dict[str, Any]:
-    """``chat.completions.create`` keyword arguments for a request: sampling, tools, ``tool_choice``,
-    ``response_format`` and the messages (images encoded: blocking I/O)."""
+def reasoning_kwargs(params: dict[str, Any]) -> dict[str, Any]:
+    """The reasoning parameters as request-body fields (they travel in ``extra_body``, so that SDKs older
+    than ``reasoning_effort`` send them too):
+
+    * ``thinking="low" | "medium" | "high"``: ``reasoning_effort`` (OpenAI's reasoning models, Ollama, LM
+      Studio, vLLM, abstractllm's server);
+    * ``thinking=True / False``: ``thinking``; ``thinking_budget``: ``thinking_budget``;
+      ``chat_template_kwargs``: ``chat_template_kwargs``. abstractllm's own server reads all three, vLLM
+      reads ``chat_template_kwargs`` (``{"enable_thinking": False}`` switches Qwen3's thinking off there).
+      They are not part of OpenAI's API: api.openai.com refuses a request that carries them (400,
+      ``UnsupportedFeatureError``); other servers may ignore them.
+    """
+    out: dict[str, Any] = {}
+    thinking = params.get("thinking")
+    if isinstance(thinking, bool):
+        out["thinking"] = thinking
+    elif thinking is not None:
+        out["reasoning_effort"] = thinking
+    if params.get("thinking_budget") is not None:
+        out["thinking_budget"] = int(params["thinking_budget"])
+    if params.get("chat_template_kwargs"):
+        out["chat_template_kwargs"] = dict(params["chat_template_kwargs"])
+    return out
+
+
+def request_kwargs(request: GenerationRequest, *, max_tokens_field: str, reasoning_history: bool = True
+                   ) -> dict[str, Any]:
+    """``chat.completions.create`` keyword arguments for a request: sampling, reasoning, tools,
+    ``tool_choice``, ``response_format`` and the messages (images encoded: blocking I/O; assistant
+    messages' reasoning as ``reasoning_content`` unless ``reasoning_history`` is False)."""
     kw = sampling_kwargs(request.params, max_tokens_field=max_tokens_field)
     if request.tools:
         kw["tools"] = [t.to_openai() for t in request.tools]
@@ -113,7 +146,7 @@ def request_kwargs(request: GenerationRequest, *, max_tokens_field: str) -> dict
     fmt = request.params.get("response_format")
     if fmt is not None:
         kw["response_format"] = _response_format(fmt)
-    kw["messages"] = chat_messages(request)
+    kw["messages"] = chat_messages(request, reasoning=reasoning_history)
     return kw
 
 
@@ -192,8 +225,29 @@ def logprobs_from(raw: Any) -> list[dict[str, Any]] | None:
                               for t in (getattr(e, "top_logprobs", None) or [])]} for e in content]
 
 
+#: where OpenAI-compatible servers put a reply's reasoning, in the message or the stream's delta, in the
+#: order read: ``reasoning_content`` (abstractllm's server, vLLM, DeepSeek, LM Studio), ``reasoning``
+#: (OpenRouter, Ollama; abstractllm's server sends both, with the same text)
+REASONING_FIELDS = ("reasoning_content", "reasoning")
+
+
+def reasoning_from(obj: Any) -> str | None:
+    """The reasoning text of a message or a stream delta (``None``: there is none, or it is empty, as the
+    local provider answers an empty reasoning block). The SDK keeps fields it does not declare in
+    ``model_extra`` (and answers them as attributes)."""
+    if obj is None:
+        return None
+    extra = getattr(obj, "model_extra", None) or {}
+    for name in REASONING_FIELDS:
+        value = extra.get(name) if name in extra else getattr(obj, name, None)
+        if isinstance(value, str) and value:
+            return value
+    return None
+
+
 def usage_from(usage: Any) -> Usage | None:
-    """The SDK's usage object (or None) as ``Usage``."""
+    """The SDK's usage object (or None) as ``Usage`` (``reasoning_tokens`` from
+    ``completion_tokens_details``)."""
     if usage is None:
         return None
     details = getattr(usage, "prompt_tokens_details", None)
@@ -201,7 +255,9 @@ def usage_from(usage: Any) -> Usage | None:
     prompt = int(getattr(usage, "prompt_tokens", 0) or 0)
     completion = int(getattr(usage, "completion_tokens", 0) or 0)
     total = int(getattr(usage, "total_tokens", 0) or prompt + completion)
-    return Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=total, cached_tokens=int(cached))
+    reasoning = getattr(getattr(usage, "completion_tokens_details", None), "reasoning_tokens", None) or 0
+    return Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=total, cached_tokens=int(cached),
+                 reasoning_tokens=int(reasoning))
 
 
 def _error_fields(body: Any) -> tuple[str, str, str]:
@@ -247,6 +303,13 @@ def convert_error(exc: BaseException, provider: str) -> AbstractLLMError:
             return ModelNotFoundError(text, **kw, details={"status_code": status})
         if status == 507:  # abstractllm's server: the request would exceed its memory budget
             return MemoryLimitError(text, **kw, details={"status_code": status})
+        if status == 400 and (code in ("unsupported_feature", "unsupported_parameter", "unsupported_value")
+                              or "unrecognized request argument" in lowered):
+            # abstractllm's server: a feature the model lacks (thinking, images...); OpenAI: a parameter
+            # the model or the API does not take (reasoning_effort on a non-reasoning model, thinking=...)
+            param = body.get("param") if isinstance(body, dict) else None
+            return UnsupportedFeatureError(text, feature=param or code or None, **kw,
+                                           details={"status_code": status, "body": body})
         return ProviderAPIError(text, **api_kw)
     if isinstance(exc, openai.OpenAIError):
         return ProviderAPIError(f"{provider}: {type(exc).__name__}: {exc}", **kw)

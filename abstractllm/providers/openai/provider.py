@@ -19,7 +19,8 @@ from typing import Any, ClassVar
 from ...enums import ModelCapability, ModelParameter
 from ...types import GenerationRequest, Response
 from ..remote import RemoteProvider
-from .convert import ToolCallDeltas, convert_error, logprobs_from, request_kwargs, tool_calls_from, usage_from
+from .convert import (ToolCallDeltas, convert_error, logprobs_from, reasoning_from, request_kwargs, tool_calls_from,
+                      usage_from)
 
 __all__ = ["OpenAIProvider", "OllamaProvider", "LMStudioProvider"]
 
@@ -54,27 +55,30 @@ class _StreamState:
         self.calls = ToolCallDeltas()
 
     def feed(self, raw: Any) -> Response | None:
-        """A content chunk for the SDK chunk (``None`` when it carries no text). Tool-call deltas are
-        gathered: each call reaches the caller whole, in the last chunk."""
+        """A chunk for the SDK chunk: its new text and reasoning (``None`` when it carries neither).
+        Tool-call deltas are gathered: each call reaches the caller whole, in the last chunk."""
         self.last_raw = raw
         self.model = getattr(raw, "model", None) or self.model
         if getattr(raw, "usage", None) is not None:
             self.usage = raw.usage
-        text, logprobs = "", None
+        text, logprobs, thought = "", None, None
         for choice in getattr(raw, "choices", None) or []:
             delta = getattr(choice, "delta", None)
             text += getattr(delta, "content", None) or ""
+            piece = reasoning_from(delta)
+            if piece:
+                thought = (thought or "") + piece
             self.calls.feed(getattr(delta, "tool_calls", None))
             entries = logprobs_from(getattr(choice, "logprobs", None))
             if entries:
                 logprobs = (logprobs or []) + entries
             if getattr(choice, "finish_reason", None):
                 self.finish = choice.finish_reason
-        if not text and not logprobs:
+        if not text and not logprobs and thought is None:
             return None
         if self.first_at is None:
             self.first_at = time.perf_counter()
-        return Response(content=text, model=self.model, raw_response=raw, logprobs=logprobs)
+        return Response(content=text, reasoning=thought, model=self.model, raw_response=raw, logprobs=logprobs)
 
     def final(self, cancelled: bool) -> Response:
         end = time.perf_counter()
@@ -98,7 +102,8 @@ def _response_from(completion: Any, t0: float) -> Response:
     total = time.perf_counter() - t0
     calls, unparsed = tool_calls_from(getattr(message, "tool_calls", None))
     out = Response(
-        content=getattr(message, "content", None) or "", model=getattr(completion, "model", None),
+        content=getattr(message, "content", None) or "", reasoning=reasoning_from(message),
+        model=getattr(completion, "model", None),
         finish_reason=getattr(choice, "finish_reason", None) or "stop", usage=usage, total_s=total,
         tokens_per_second=(usage.completion_tokens / total) if usage is not None and total > 0 else None,
         raw_response=completion, tool_calls=calls, logprobs=logprobs_from(getattr(choice, "logprobs", None)))
@@ -115,6 +120,14 @@ class OpenAIProvider(RemoteProvider):
     ``timeout`` (seconds), ``max_retries``, ``proxy``, ``user``, the generation parameters, and the image
     bounds (``max_image_pixels``, ``max_image_bytes``, ``image_detail``). Local-model keys (``quantize``,
     ``dtype``, ...) are accepted and ignored.
+
+    Reasoning: a reply's ``reasoning_content`` (or ``reasoning``) field fills ``Response.reasoning`` (in a
+    stream, each chunk's), ``completion_tokens_details.reasoning_tokens`` fills
+    ``usage.reasoning_tokens``. ``thinking="low" | "medium" | "high"`` is sent as ``reasoning_effort``;
+    ``thinking=True / False``, ``thinking_budget`` and ``chat_template_kwargs`` as body fields of those
+    names (abstractllm's server and vLLM read them; OpenAI's API refuses them: ``UnsupportedFeatureError``).
+    An assistant message's ``reasoning`` in the history is sent as ``reasoning_content``, except to
+    api.openai.com (which refuses unknown message fields).
     """
 
     name: ClassVar[str] = "openai"
@@ -158,9 +171,17 @@ class OpenAIProvider(RemoteProvider):
 
     # ------------------------------------------------------------------ requests
     def _create_kwargs(self, request: GenerationRequest) -> dict[str, Any]:
-        kw = request_kwargs(request, max_tokens_field=self.max_tokens_field)
+        kw = request_kwargs(request, max_tokens_field=self.max_tokens_field,
+                            reasoning_history=not self._is_openai_api())
         kw["model"] = self.config["model"]
         return kw
+
+    def _is_openai_api(self) -> bool:
+        """Whether the requests go to OpenAI's own API (no base URL, or api.openai.com)."""
+        from urllib.parse import urlsplit
+
+        url = self.base_url
+        return url is None or (urlsplit(url).hostname or "").lower() == "api.openai.com"
 
     def _stream_state(self) -> "_StreamState":
         return _StreamState(self.config["model"])

@@ -8,8 +8,10 @@ Run it against any provider, a third-party plugin's too::
 
 It checks: generate, streaming (the joined stream equals the non-streamed reply under greedy decoding),
 async and async streaming, system prompts, chat history, stop strings, ``max_tokens`` ending with
-``"length"``, the usage arithmetic, capability honesty (a declared capability works, an undeclared one
-raises ``UnsupportedFeatureError``), bad parameters (``InvalidParameterError``), cancellation, and
+``"length"``, the usage arithmetic, reasoning (with ``thinking=True``: ``reasoning`` apart from ``content``,
+the stream's reasoning joined equal to the reply's, ``usage.reasoning_tokens`` within ``completion_tokens``;
+skipped where the provider or model cannot think), capability honesty (a declared capability works, an
+undeclared one raises ``UnsupportedFeatureError``), bad parameters (``InvalidParameterError``), cancellation, and
 closing, and reuse after an error. The provider must decode greedily at ``temperature=0`` (deterministic
 replies); a provider that cannot should deselect the equality checks (``-k "not equals"``).
 
