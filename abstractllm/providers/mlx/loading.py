@@ -103,6 +103,10 @@ def load_adapter(spec: ModelSpec, config: dict[str, Any]) -> tuple[ModelAdapter,
         raise
     except Exception as exc:  # the one boundary for load failures inside mlx / mlx-lm / mlx-vlm
         raise ModelLoadError(f"Could not load {str(spec.path)!r}: {type(exc).__name__}: {exc}") from exc
+    if spec.kind == "vision":  # its text-only requests batched through mlx-lm where the checkpoint allows it
+        from .vision_text import with_text_batching
+
+        adapter = with_text_batching(adapter)
     if not gpu:
         warm_cpu_compiler(mx)
     return adapter, estimate, time.perf_counter() - t0

@@ -115,7 +115,7 @@ class TextAdapter(ModelAdapter):
             )
         # Quantized models too: their scales, biases, norms and unquantized layers are floats, and on
         # CPU a 4-bit Qwen3-0.6B decodes ~8x faster with float32 scales than with bfloat16 ones.
-        self.info["dtype"] = cast_for_device(model, self.config.get("dtype") or "auto", self.on_gpu)
+        self.info["dtype"] = self._cast_weights(model)
         if bits and config.get("quantization") is None:
             model, config = quantize_model(model, config, group_size=64, bits=bits)
             self.info["quantized_on_load"] = bits
@@ -143,6 +143,11 @@ class TextAdapter(ModelAdapter):
         from mlx_lm.utils import get_total_parameters
 
         self.info["num_parameters"] = int(get_total_parameters(model))
+
+    def _cast_weights(self, model: Any) -> str | None:
+        """Cast the float weights as the ``dtype`` config says; the dtype applied (``vision_text.py``'s adapter
+        shares a vision model's arrays and casts nothing)."""
+        return cast_for_device(model, self.config.get("dtype") or "auto", self.on_gpu)
 
     def _markers(self) -> list[str | None]:
         """The markup this model's parsers read (kept in the text for them to take out)."""
