@@ -100,6 +100,9 @@ def vlm(vision_model: Path):
     llm = create_llm(
         "mlx", model=str(vision_model), temperature=0.0, max_tokens=3, image_fetch_timeout=0.5, max_image_bytes="2MB"
     )
+    # loaded and run once before any test routes tempfiles elsewhere: MLX's CPU backend writes its compiled
+    # kernels under the temp dir the first time (not a file a request leaves behind)
+    llm.generate("Hi", files=[GOOD], max_tokens=2)
     yield llm
     llm.close()
 
