@@ -7,6 +7,7 @@ logit_bias token for token against raw mlx-lm, load_in_4bit, device, cache_dir, 
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import sys
 
@@ -155,7 +156,8 @@ def test_response_and_usage_shapes(tiny_llm):
     u = r.usage
     assert u["prompt_tokens"] == u.prompt_tokens and u.get("total_tokens") == u.total_tokens
     assert dict(u) == {"prompt_tokens": u.prompt_tokens, "completion_tokens": 6,
-                       "total_tokens": u.prompt_tokens + 6, "cached_tokens": u.cached_tokens}
+                       "total_tokens": u.prompt_tokens + 6, "cached_tokens": u.cached_tokens,
+                       "reasoning_tokens": u.reasoning_tokens}
     assert u["input_tokens"] == r.input_tokens == u.prompt_tokens and r.output_tokens == 6
     assert r.total_tokens == u.total_tokens and u.get("nope") is None
     assert r.raw_response is None and r.tool_calls is None and not r.has_tool_calls() and r.image_paths is None
@@ -376,3 +378,159 @@ def test_1x_exception_attributes():
     f = E.FileProcessingError("x", details={"file_path": "/a.txt", "file_type": "text"})
     assert f.file_path == "/a.txt" and f.file_type == "text"
     assert issubclass(E.UnsupportedModelError, E.ModelLoadError)
+
+
+# ---------------------------------------------------------------------------------------------- 1.x tools
+def test_1x_tool_names_are_ours():
+    import abstractllm.tools.core as core
+    from abstractllm.tools import (ToolCall, ToolCallRequest, ToolCallResponse, ToolContext, ToolDefinition,
+                                   ToolResult, register, tool)
+    from abstractllm.types import Response, ToolCall as OurToolCall
+
+    assert tool is register and ToolCall is OurToolCall and ToolCallRequest is ToolCallResponse
+    assert core.ToolDefinition is ToolDefinition and ToolContext and ToolResult("c1", 8).success
+
+    def calculator(a: float, b: float) -> float:
+        """Add.
+
+        Args:
+            a: first
+            b: second
+        """
+        return a + b
+
+    d = ToolDefinition.from_function(calculator)
+    assert d.to_dict()["input_schema"] == d.parameters and d.to_dict()["name"] == "calculator"
+    assert ToolDefinition(name="c", input_schema={"type": "object", "properties": {}}).parameters["type"] == "object"
+    # response.tool_calls: our list, and 1.x's ToolCallResponse (.tool_calls, .content)
+    r = Response(content="ok", tool_calls=[OurToolCall("i", "calculator", {"a": 1, "b": 2})])
+    assert r.tool_calls[0].name == "calculator" and r.tool_calls.tool_calls[0].name == "calculator"
+    assert r.tool_calls.content == "ok" and r.has_tool_calls() and r.get_tools_executed() == []
+    assert not Response(content="x", tool_calls=ToolCallRequest(tool_calls=[])).has_tool_calls()
+
+
+def test_1x_tool_decorator_options_and_pydantic_fields():
+    from pydantic import Field
+
+    from abstractllm.tool_runner import ToolRunner
+    from abstractllm.tools import ToolContext, tool
+    from abstractllm.types import ToolCall
+
+    @tool(retry_on_error=True, timeout=30.0, requires_context=True, when_to_use="for searches", tags=["web"])
+    def search(query: str = Field(description="Search query", min_length=1),
+               max_results: int = Field(default=10, ge=1, le=100), context: ToolContext = None) -> list:
+        """Search."""
+        return [query, max_results, context.tool_name]
+
+    d = search.tool_definition
+    props = d.parameters["properties"]
+    assert set(props) == {"query", "max_results"} and d.parameters["required"] == ["query"]
+    assert props["query"]["minLength"] == 1 and props["max_results"] == {"type": "integer", "minimum": 1,
+                                                                         "maximum": 100, "default": 10}
+    assert d.metadata["tags"] == ["web"] and "for searches" in d.description
+    [msg] = ToolRunner([search], True).run([ToolCall("c", "search", {"query": "x"})])
+    assert json.loads(msg.content) == ["x", 10, "search"]
+    with pytest.raises(InvalidParameterError, match="Unknown tool option"):
+        tool(retries=3)
+
+
+def test_common_tools_stay_inside_their_root(tmp_path):
+    from abstractllm.tools.common_tools import file_tools, list_files, read_file, set_root
+
+    (tmp_path / "a.txt").write_text("one\ntwo\n")
+    (tmp_path / ".secret").write_text("key")
+    outside = tmp_path.parent / f"{tmp_path.name}-outside.txt"
+    outside.write_text("no")
+    (tmp_path / "link.txt").symlink_to(outside)
+    read, listing, search = file_tools(tmp_path)
+    assert read("a.txt") == "one\ntwo\n" and "a.txt" in listing(".") and "a.txt" in search("two")
+    for bad in ("../" + outside.name, str(outside), "link.txt"):
+        assert read(bad).startswith("Error:") and "outside" in read(bad)
+    assert read(".secret").startswith("Error:") and ".secret" not in listing(".")
+    set_root(tmp_path)
+    try:
+        assert read_file("a.txt", should_read_entire_file=False, start_line_one_indexed=2).strip() == "2: two"
+        assert list_files("..").startswith("Error:")
+    finally:
+        set_root(None)
+
+
+def test_session_runs_python_tools_by_default_and_keeps_1x_records(tiny_model):
+    from abstractllm.session import Session
+    from abstractllm.types import Response, ToolCall
+
+    log = []
+
+    def get_weather(city: str) -> dict:
+        """Weather."""
+        log.append(city)
+        return {"city": city}
+
+    class Scripted:  # a provider whose first reply calls the tool
+        calls = 0
+
+        def get_config(self):
+            return {}
+
+        def generate(self, messages=None, stream=False, **params):
+            Scripted.calls += 1
+            if Scripted.calls == 1:
+                return Response(content="", tool_calls=[ToolCall("c1", "get_weather", {"city": "Oslo"})])
+            return Response(content="sunny")
+
+    s = Session(provider=Scripted(), tools=[get_weather], max_tool_calls=3)
+    assert [t.name for t in s.tools] == ["get_weather"]
+    r = s.generate("Weather?")
+    assert log == ["Oslo"] and r.content == "sunny" and r.get_tools_executed() == ["get_weather"]
+    assert s.messages[1].tool_results[0]["output"] == {"city": "Oslo"}
+    assert [m.role for m in s.messages] == ["user", "assistant", "tool", "assistant"]
+    assert s.execute_tool_call(ToolCall("c2", "get_weather", {"city": "Rome"}))["output"] == {"city": "Rome"}
+    Scripted.calls = 0
+    events = list(Session(provider=_StreamingScripted(), tools=[get_weather]).generate("W?", stream=True))
+    assert [e["type"] for e in events if isinstance(e, dict)] == ["tool_result"]
+    assert "".join(e.content for e in events) == "sunny"  # the event reads as an empty chunk
+    with pytest.warns(DeprecationWarning):
+        Session(provider=Scripted(), tools=[get_weather]).generate_with_tools(prompt="again")
+
+
+class _StreamingScripted:
+    def __init__(self):
+        self.calls = 0
+
+    def get_config(self):
+        return {}
+
+    def generate(self, messages=None, stream=False, **params):
+        from abstractllm.types import Response, ToolCall
+
+        self.calls += 1
+        if self.calls == 1:
+            return iter([Response(content="", tool_calls=[ToolCall("c1", "get_weather", {"city": "Oslo"})])])
+        return iter([Response(content="sun"), Response(content="ny")])
+
+
+def test_1x_defaults_aliases_exceptions_and_capabilities():
+    import warnings
+
+    from abstractllm.exceptions import ContextWindowExceededError as CWE, ModelNotFoundError, UnsupportedFeatureError
+    from abstractllm.interface import AbstractLLMInterface
+    from abstractllm.media.factory import MediaFactory
+    from abstractllm.providers.lmstudio_provider import LMStudioProvider
+    from abstractllm.providers.ollama import OllamaProvider
+    from abstractllm.providers.openai import OpenAIProvider
+
+    assert OllamaProvider.__name__ == "OllamaProvider" and LMStudioProvider
+    assert OpenAIProvider({"api_key": "x"}).config["model"] == "gpt-4o"
+    e = InvalidParameterError("temperature", 5)
+    assert (e.parameter, e.value) == ("temperature", 5) and "temperature" in str(e)
+    assert CWE(100, 200).content_length == 200 and UnsupportedFeatureError("vision").feature == "vision"
+    assert ModelNotFoundError("org/model", "not cached").model_name == "org/model"
+    caps = AbstractLLMInterface.get_capabilities(None)
+    assert caps[ModelCapability.FUNCTION_CALLING] is False and json.dumps(caps)
+    assert MediaFactory.from_source("t.csv").media_type == "tabular"
+    llm = OpenAIProvider({"api_key": "x", "base_url": "http://127.0.0.1:9/v1", "max_retries": 0, "timeout": 1})
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        with pytest.raises(AbstractLLMError):
+            llm.generate("hi", model="gpt-4")
+    assert any(issubclass(w.category, DeprecationWarning) and "ignored" in str(w.message) for w in seen)
