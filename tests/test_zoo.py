@@ -327,3 +327,19 @@ def test_the_reply_sent_back_re_tokenizes_to_what_was_generated(name):
     assert prompt[:first.usage.prompt_tokens + len(first.token_ids)] == \
         list(tok.apply_chat_template(history[:1], add_generation_prompt=True)) + first.token_ids
     assert second.usage.cached_tokens >= first.usage.prompt_tokens + len(first.token_ids) - 1
+
+
+@pytest.mark.parametrize("name", ["qwen3", "llama", "gpt_oss"])
+def test_stop_strings_across_token_boundaries_on_scripted_replies(name):
+    """A stop string that spans several of the reply's tokens cuts the answer exactly before it, streamed or
+    not; nothing of it leaks (gpt-oss: in the final channel, after the reasoning)."""
+    answer = "Alpha beta gamma delta."
+    script = ("<|channel|>analysis<|message|>Think.<|end|><|start|>assistant<|channel|>final<|message|>" + answer
+              if FAMILIES[name].reasoning == "harmony" else answer)
+    path = family_model(name, script=script)
+    with create_llm("mlx", model=str(path), temperature=0.0, max_tokens=64) as llm:
+        assert llm.generate("Hi").content == answer
+        for stop, kept in (("ta gam", "Alpha be"), ("delta.", "Alpha beta gamma "), ("a b", "Alph")):
+            r = llm.generate("Hi", stop=[stop])
+            assert (r.content, r.finish_reason) == (kept, "stop")
+            assert "".join(c.content for c in llm.generate("Hi", stop=[stop], stream=True)) == kept
