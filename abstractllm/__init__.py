@@ -41,7 +41,7 @@ from .providers.base import BaseProvider
 from .providers.worker import AsyncResponseStream, ResponseStream
 from .registry import available_providers, create_llm, get_llm_providers, register_provider
 from .sampling import SamplingParams
-from .session import BasicSession, Session, create_session
+from .session import BasicSession, Session, create_enhanced_session, create_session
 from .types import Capabilities, GenerateResponse, Message, Response, ToolCall, Usage
 
 __version__ = "0.1.0"
@@ -49,6 +49,7 @@ __version__ = "0.1.0"
 __all__ = [
     "create_llm",
     "create_session",
+    "create_enhanced_session",
     "register_provider",
     "available_providers",
     "get_llm_providers",

@@ -74,7 +74,7 @@ class AbstractLLMError(Exception):
     ``details``: a dict of extra facts (status codes, sizes, ...).
     """
 
-    def __init__(self, message: str = "", *, provider: str | None = None,
+    def __init__(self, message: str = "", provider: str | None = None,
                  original_exception: BaseException | None = None, details: dict[str, Any] | None = None) -> None:
         super().__init__(message)
         self.provider = provider
@@ -109,7 +109,17 @@ class InvalidParameterError(InvalidRequestError):
     ``param`` names the offending parameter when there is one.
     """
 
-    def __init__(self, message: str = "", *, param: str | None = None, value: Any = None, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, param: str | None = None, value: Any = None, parameter: str | None = None,
+                 message: str | None = None, **kwargs: Any) -> None:
+        if len(args) >= 2:  # 1.x: InvalidParameterError(parameter, value, message=None, provider=None, ...)
+            param, value, rest = args[0], args[1], list(args[2:])
+            message = rest.pop(0) if rest else message
+            kwargs.update(_positional_1x(rest))
+        elif args:
+            message = args[0]
+        param = param if param is not None else parameter
+        if message is None:
+            message = f"Invalid value '{value}' for parameter '{param}'" if param is not None else ""
         super().__init__(message, **kwargs)
         self.param = param
         self.value = value
@@ -128,22 +138,64 @@ class ContextWindowExceededError(InvalidRequestError):
     ``context_window`` and ``content_length`` (tokens) carry the numbers when known.
     """
 
-    def __init__(self, message: str = "", *, context_window: int | None = None, content_length: int | None = None,
-                 **kwargs: Any) -> None:
+    def __init__(self, *args: Any, context_window: int | None = None, content_length: int | None = None,
+                 message: str | None = None, **kwargs: Any) -> None:
+        if args and isinstance(args[0], int) and not isinstance(args[0], bool):
+            # 1.x: ContextWindowExceededError(context_window, content_length, message=None, provider=None, ...)
+            rest = list(args)
+            context_window = rest.pop(0)
+            content_length = rest.pop(0) if rest else content_length
+            message = rest.pop(0) if rest else message
+            kwargs.update(_positional_1x(rest))
+        elif args:
+            message = args[0]
+        if message is None:
+            message = (f"Content length ({content_length}) exceeds maximum context window ({context_window})"
+                       if context_window is not None else "")
         super().__init__(message, **kwargs)
         self.context_window = context_window
         self.content_length = content_length
 
 
 class ModelLoadError(AbstractLLMError):
-    """The model exists but cannot be loaded (corrupt config, missing weights, unknown architecture)."""
+    """The model exists but cannot be loaded (corrupt config, missing weights, unknown architecture).
+    ``model_name`` names it when known (1.x: ``ModelLoadingError(message, provider, model_name, ...)``)."""
+
+    def __init__(self, message: str = "", provider: str | None = None, model_name: str | None = None,
+                 original_exception: BaseException | None = None, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message, provider, original_exception, details)
+        self.model_name = model_name
 
 
 ModelLoadingError = ModelLoadError  # the AbstractLLM 1.x name
 
 
 class ModelNotFoundError(ModelLoadError):
-    """No model at that path, or a hub repo id that is not cached and cannot be downloaded."""
+    """No model at that path, or a hub repo id that is not cached and cannot be downloaded.
+
+    1.x's form ``ModelNotFoundError(model_name, reason=None, search_path=None, provider=None, ...)`` is
+    accepted too (a first argument without spaces, or ``reason`` / ``search_path`` given)."""
+
+    def __init__(self, *args: Any, reason: str | None = None, search_path: str | None = None,
+                 model_name: str | None = None, **kwargs: Any) -> None:
+        rest = list(args)
+        first = rest.pop(0) if rest else ""
+        if (rest or reason is not None or search_path is not None or model_name is not None
+                or (not kwargs and isinstance(first, str) and first and not any(c.isspace() for c in first))):
+            model_name = model_name if model_name is not None else first
+            reason = rest.pop(0) if rest else reason
+            search_path = rest.pop(0) if rest else search_path
+            kwargs.update(_positional_1x(rest))
+            message = f"Model '{model_name}' not found" + (f": {reason}" if reason else "") + (
+                f" (searched in: {search_path})" if search_path else "")
+        else:
+            message = first
+        super().__init__(message, **kwargs)
+        self.model_name = model_name
+        self.reason = reason
+        self.search_path = search_path
+        if search_path:
+            self.details.setdefault("search_path", search_path)
 
 
 class UnsupportedModelError(ModelLoadError):
@@ -160,11 +212,13 @@ class MemoryLimitError(ResourceExceededError, MemoryError):
     ``required_bytes`` and ``available_bytes`` carry the numbers from the message.
     """
 
-    def __init__(self, message: str = "", *, required_bytes: int | None = None, available_bytes: int | None = None,
-                 **kwargs: Any) -> None:
+    def __init__(self, message: str = "", *args: Any, required_bytes: int | None = None,
+                 available_bytes: int | None = None, required_memory: int | None = None,
+                 available_memory: int | None = None, **kwargs: Any) -> None:
+        kwargs.update(_positional_1x(list(args)))  # 1.x: (message, provider, original_exception, details, ...)
         super().__init__(message, **kwargs)
-        self.required_bytes = required_bytes
-        self.available_bytes = available_bytes
+        self.required_bytes = required_bytes if required_bytes is not None else required_memory
+        self.available_bytes = available_bytes if available_bytes is not None else available_memory
 
     # 1.x attribute names
     @property
@@ -192,7 +246,18 @@ class QueueFullError(ResourceExceededError):
 
 class FileProcessingError(AbstractLLMError):
     """A file input (text file, image, video) cannot be read, is of an unsupported type, or is too large.
-    ``file_path`` and ``file_type`` read ``details`` when known."""
+    ``file_path`` and ``file_type`` read ``details`` when known (1.x: also constructor arguments)."""
+
+    def __init__(self, message: str = "", *args: Any, file_path: str | None = None, file_type: str | None = None,
+                 **kwargs: Any) -> None:
+        rest = list(args)  # 1.x: (message, provider, original_exception, details, file_path, file_type)
+        kwargs.update(_positional_1x(rest[:3]))
+        file_path = rest[3] if len(rest) > 3 else file_path
+        file_type = rest[4] if len(rest) > 4 else file_type
+        super().__init__(message, **kwargs)
+        for key, value in (("file_path", file_path), ("file_type", file_type)):
+            if value is not None:
+                self.details.setdefault(key, str(value))
 
     @property
     def file_path(self) -> str | None:
@@ -211,7 +276,20 @@ class UnsupportedFeatureError(AbstractLLMError):
     """The provider or model does not support what was asked (images to a text model, video, tools...).
     ``feature`` names it when known (a ``ModelCapability`` or a word)."""
 
-    def __init__(self, message: str = "", *, feature: Any = None, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, feature: Any = None, message: str | None = None, **kwargs: Any) -> None:
+        rest = list(args)
+        if feature is None and (len(rest) >= 2 or (rest and not kwargs and (
+                not isinstance(rest[0], str) or hasattr(rest[0], "value")
+                or (rest[0] and not any(c.isspace() for c in rest[0]))))):
+            # 1.x: UnsupportedFeatureError(feature, message=None, provider=None, ...)
+            feature = rest.pop(0)
+            message = rest.pop(0) if rest else message
+            kwargs.update(_positional_1x(rest))
+        elif rest:
+            message = rest[0]
+        if message is None:
+            name = getattr(feature, "value", feature)
+            message = f"Feature '{name}' is not supported by this provider/model" if feature is not None else ""
         super().__init__(message, **kwargs)
         self.feature = feature
 
@@ -250,6 +328,11 @@ class ProviderConnectionError(AbstractLLMError, ConnectionError):
 
 class RequestTimeoutError(AbstractLLMError, TimeoutError):
     """The provider did not answer within the configured ``timeout``."""
+
+
+def _positional_1x(rest: list[Any]) -> dict[str, Any]:
+    """1.x's trailing positional arguments (provider, original_exception, details) as keywords."""
+    return {k: v for k, v in zip(("provider", "original_exception", "details"), rest) if v is not None}
 
 
 def did_you_mean(name: str, choices: Iterable[str]) -> str:

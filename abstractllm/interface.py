@@ -26,16 +26,31 @@ class AbstractLLMInterface(ABC):
     @abstractmethod
     def generate(self, prompt: str | None = None, system_prompt: str | None = None, files: Any = None,
                  stream: bool = False, tools: Any = None, **kwargs: Any) -> Any:
-        """Generate a reply: a ``Response``, or with ``stream=True`` an iterator of ``Response`` chunks."""
+        """Generate a reply: a ``Response``, or with ``stream=True`` an iterator of ``Response`` chunks.
+
+        ``tools``: functions, OpenAI function dicts or ``ToolDefinition``s the model may call; the calls come
+        back in ``response.tool_calls`` (a ``Session`` runs the Python ones)."""
 
     @abstractmethod
     async def generate_async(self, prompt: str | None = None, system_prompt: str | None = None, files: Any = None,
                              stream: bool = False, tools: Any = None, **kwargs: Any) -> Any:
-        """``generate``, awaited without blocking the event loop (``stream=True``: an async iterator)."""
+        """``generate``, awaited without blocking the event loop (``stream=True``: an async iterator).
 
-    @abstractmethod
+        ``tools``: as in ``generate``."""
+
     def get_capabilities(self) -> Any:
-        """A ``Capabilities`` mapping: what this provider can do with its configured model."""
+        """What this provider can do with its configured model. Every provider of this package answers a
+        ``Capabilities`` mapping; this default is 1.x's dict (nothing but a 2048-token limit), for a subclass
+        that does not say."""
+        return {
+            ModelCapability.STREAMING: False,
+            ModelCapability.MAX_TOKENS: 2048,
+            ModelCapability.SYSTEM_PROMPT: False,
+            ModelCapability.ASYNC: False,
+            ModelCapability.FUNCTION_CALLING: False,
+            ModelCapability.TOOL_USE: False,
+            ModelCapability.VISION: False,
+        }
 
     @abstractmethod
     def get_config(self) -> dict[str, Any]:

@@ -243,7 +243,9 @@ def normalize_messages(
         raise InvalidParameterError(
             "Nothing to answer: give a prompt, files, or messages with at least one user message.", param="prompt"
         )
-    if not any(m.text.strip() or m.images or m.videos for m in out):
+    # an empty prompt is a mistake; a conversation given as messages may carry an empty user turn (OpenAI's API
+    # takes it, and AbstractLLM 1.x's tool loop sends one)
+    if not messages and not any(m.text.strip() or m.images or m.videos for m in out):
         raise InvalidParameterError(
             "Nothing to answer: the prompt and messages are empty (no text, images or videos).", param="prompt"
         )

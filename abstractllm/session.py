@@ -27,18 +27,22 @@ from .enums import MessageRole
 from .exceptions import AbstractLLMError, FileProcessingError, InvalidParameterError
 from .messages import normalize_messages
 from .params import PARAMS, normalize_keys
-from .tool_runner import ToolRunner
+from .tool_runner import ToolResultEvent, ToolRunner, result_dict
+from .tools import ToolDefinition, function_to_tool_definition, normalize_tools
 from .types import Message, Response, ToolCall
 
-__all__ = ["Session", "BasicSession", "create_session", "SESSION_FORMAT"]
+__all__ = ["Session", "BasicSession", "create_session", "create_enhanced_session", "SESSION_FORMAT"]
 
 #: the "format" field of a saved session
 SESSION_FORMAT = "abstractllm.session/1"
 #: 1.x Session options that have no meaning here (hierarchical memory, retries, ...): accepted, ignored
 _IGNORED_1X_OPTIONS = frozenset({
     "enable_memory", "memory_config", "enable_retry", "retry_config", "persist_memory", "memory_facts_max",
-    "memory_facts_min_confidence", "memory_facts_min_occurrences", "max_tool_calls",
+    "memory_facts_min_confidence", "memory_facts_min_occurrences",
 })
+#: 1.x per-call Session.generate options with no meaning here (memory, ReAct cycles): accepted, ignored
+_IGNORED_1X_CALL_OPTIONS = frozenset({"use_memory_context", "create_react_cycle", "adjust_system_prompt",
+                                      "structured_config"})
 #: config keys never written to a saved session
 _SECRET_KEYS = frozenset({"api_key"})
 
@@ -61,12 +65,14 @@ class Session:
         provider: a provider (``create_llm(...)``) or a provider name (created with ``provider_config``).
         provider_config: configuration for a provider given by name.
         metadata: free-form data saved with the session.
-        tools: tools for every turn (needs a provider with the ``FUNCTION_CALLING`` capability).
+        tools: tools for every turn (needs a provider with the ``FUNCTION_CALLING`` capability); kept as
+            ``ToolDefinition``s in ``session.tools``; the calls of Python functions run by default.
+        max_tool_calls: the most tool rounds of one turn (1.x's name; default ``MAX_TOOL_ROUNDS``).
     """
 
     def __init__(self, system_prompt: str | None = None, provider: Any = None,
                  provider_config: Mapping[Any, Any] | None = None, metadata: dict[str, Any] | None = None,
-                 tools: Sequence[Any] | None = None, **options: Any) -> None:
+                 tools: Sequence[Any] | None = None, max_tool_calls: int | None = None, **options: Any) -> None:
         unknown = set(options) - _IGNORED_1X_OPTIONS
         if unknown:
             raise InvalidParameterError(f"Unknown Session option(s): {', '.join(sorted(unknown))}.",
@@ -77,7 +83,9 @@ class Session:
         self.created_at = _now()
         self.last_updated = self.created_at
         self.metadata: dict[str, Any] = dict(metadata or {})
-        self.tools = list(tools) if tools else None
+        self.tools: list[ToolDefinition] = normalize_tools(tools) if tools else []
+        self.max_tool_calls = max_tool_calls
+        self.memory = None  # 1.x's hierarchical memory: not carried (docs/migration.md)
         self.messages: list[Message] = []
         self.system_prompt = system_prompt
         if system_prompt:
@@ -163,9 +171,14 @@ class Session:
         self.last_updated = _now()
 
     # ------------------------------------------------------------------ generation
-    def _turn(self, prompt: str | None, files: Any, system_prompt: str | None) -> tuple[Message, list[Message]]:
-        """The user's message (text files inlined, media attached) and the messages to send."""
-        provider = self._require_provider()
+    def _turn(self, prompt: str | None, files: Any, system_prompt: str | None,
+              provider: Any = None) -> tuple[Message | None, list[Message]]:
+        """The user's message (text files inlined, media attached) and the messages to send. With no prompt
+        and no files after a user (or tool) message already in the history (1.x's ``add_message`` then
+        ``generate_with_tools()``), there is no new user message: the history is answered as it is."""
+        provider = provider if provider is not None else self._require_provider()
+        if prompt is None and not files and self.messages and self.messages[-1].role in ("user", "tool"):
+            return None, self._outgoing(system_prompt)
         config = provider.get_config() if hasattr(provider, "get_config") else {}
         limit = int(config.get("max_text_file_bytes") or PARAMS["max_text_file_bytes"].validate(
             "max_text_file_bytes", PARAMS["max_text_file_bytes"].default))
@@ -196,37 +209,79 @@ class Session:
         tools = tools if tools is not None else self.tools
         return {**params, "tools": tools} if tools else params
 
+    def _prepare_call(self, tools: Any, params: dict[str, Any], execute_tools: bool | None,
+                      max_tool_rounds: int | None, tool_functions: Mapping[str, Any] | None,
+                      max_tool_calls: int | None, provider: Any) -> tuple[Any, dict[str, Any], ToolRunner]:
+        """This call's provider, parameters and tool runner. Python functions among the tools run by default
+        (``execute_tools=None``); 1.x's per-call options are taken out of ``params`` here."""
+        for key in _IGNORED_1X_CALL_OPTIONS:
+            params.pop(key, None)
+        if provider is None:
+            provider = self._require_provider()
+        elif isinstance(provider, str):
+            from .registry import create_llm
+
+            provider = create_llm(provider)
+        tools = _with_functions(tools if tools is not None else self.tools, tool_functions)
+        params = self._params(tools, params)
+        definitions = normalize_tools(params.get("tools"))
+        if execute_tools is None:
+            execute_tools = any(d.function is not None for d in definitions)
+        rounds = max_tool_rounds if max_tool_rounds is not None else (
+            max_tool_calls if max_tool_calls is not None else self.max_tool_calls)
+        runner = ToolRunner(definitions or None, execute_tools, rounds,
+                            context={"session_id": self.id, "provider": provider})
+        return provider, params, runner
+
+    def _ran(self, results: list[Message], executed: list[dict[str, Any]]) -> None:
+        """Note the results of the round just run on the reply that made the calls (1.x ``tool_results``)."""
+        found = [result_dict(m) for m in results]
+        self.messages[-1].metadata["tool_results"] = found
+        executed.extend(found)
+
     def generate(self, prompt: str | None = None, files: Any = None, stream: bool = False, *,
                  system_prompt: str | None = None, tools: Sequence[Any] | None = None,
-                 execute_tools: bool = False, max_tool_rounds: int | None = None,
-                 **params: Any) -> Response | Iterator[Response]:
+                 execute_tools: bool | None = None, max_tool_rounds: int | None = None,
+                 tool_functions: Mapping[str, Any] | None = None, max_tool_calls: int | None = None,
+                 provider: Any = None, **params: Any) -> Response | Iterator[Response]:
         """Send ``prompt`` (with ``files``) after the history; append the turn; return the reply
         (``stream=True``: its chunks, the turn recorded when the stream ends).
 
-        ``execute_tools=True`` runs the tools the model calls (Python functions among ``tools``) and
-        generates again with their results, up to ``max_tool_rounds`` times (see ``abstractllm.tool_runner``);
-        the reply returned is the last one, and every call and result is in the history. Streaming, the
-        chunks of every round are yielded in order."""
-        user, messages = self._turn(prompt, files, system_prompt)
-        provider = self._require_provider()
-        params = self._params(tools, params)
-        runner = ToolRunner(params.get("tools"), execute_tools, max_tool_rounds)
+        Tools that are Python functions run when the model calls them (``execute_tools=False``: the reply
+        carries the calls and nothing runs; ``True``: run, and fail if there are no tools): each result goes
+        back to the model, up to ``max_tool_rounds`` rounds (1.x: ``max_tool_calls``; default: the session's
+        ``max_tool_calls``, else ``abstractllm.params.MAX_TOOL_ROUNDS``); see ``abstractllm.tool_runner``. The
+        reply returned is the last one; every call and result is in the history (the assistant message that
+        made calls lists them in ``tool_results``) and ``response.tools_executed`` lists what ran. Streaming,
+        the chunks of every round are yielded in order, and a ``ToolResultEvent`` after each tool ran.
+
+        1.x's per-call options: ``tool_functions`` (name -> function: run those), ``provider`` (this call
+        only: an instance or a name), ``use_memory_context``, ``create_react_cycle``, ``adjust_system_prompt``
+        and ``structured_config`` (accepted, ignored: this package has no memory or ReAct cycles)."""
+        provider, params, runner = self._prepare_call(tools, params, execute_tools, max_tool_rounds,
+                                                      tool_functions, max_tool_calls, provider)
+        user, messages = self._turn(prompt, files, system_prompt, provider)
         if stream:
             return self._stream_turn(provider, user, messages, params, runner, system_prompt)
-        pending = [user]
+        pending = [user] if user is not None else []
+        executed: list[dict[str, Any]] = []
         while True:
             response = provider.generate(messages=messages, **params)
             self._record(pending, response)
             if not runner.should_run(response):
-                return response
+                break
             pending = runner.run(response.tool_calls or [])
+            self._ran(pending, executed)
             messages, params = self._outgoing(system_prompt) + pending, runner.next_params(params)
+        if executed:
+            response.tools_executed = executed
+        return response
 
     send = generate  # 1.x name
 
-    def _stream_turn(self, provider: Any, user: Message, messages: list[Message], params: dict[str, Any],
+    def _stream_turn(self, provider: Any, user: Message | None, messages: list[Message], params: dict[str, Any],
                      runner: ToolRunner, system_prompt: str | None) -> Iterator[Response]:
-        pending = [user]
+        pending = [user] if user is not None else []
         while True:
             chunks: list[Response] = []
             stream = provider.generate(messages=messages, stream=True, **params)
@@ -244,37 +299,46 @@ class Session:
             if not chunks or not runner.should_run(response):
                 return
             pending = runner.run(response.tool_calls or [])
+            self._ran(pending, [])
+            for message in pending:
+                yield ToolResultEvent(result_dict(message))  # type: ignore[misc]
             messages, params = self._outgoing(system_prompt) + pending, runner.next_params(params)
 
     async def generate_async(self, prompt: str | None = None, files: Any = None, stream: bool = False, *,
                              system_prompt: str | None = None, tools: Sequence[Any] | None = None,
-                             execute_tools: bool = False, max_tool_rounds: int | None = None,
-                             **params: Any) -> Response | AsyncIterator[Response]:
+                             execute_tools: bool | None = None, max_tool_rounds: int | None = None,
+                             tool_functions: Mapping[str, Any] | None = None, max_tool_calls: int | None = None,
+                             provider: Any = None, **params: Any) -> Response | AsyncIterator[Response]:
         """``generate``, awaited (``stream=True``: an async iterator; the turn is recorded at its end).
         Tools run as in ``generate``; coroutine functions are awaited, plain ones run in a thread."""
         import asyncio
 
-        user, messages = await asyncio.to_thread(self._turn, prompt, files, system_prompt)
-        provider = self._require_provider()
-        params = self._params(tools, params)
-        runner = ToolRunner(params.get("tools"), execute_tools, max_tool_rounds)
+        provider, params, runner = self._prepare_call(tools, params, execute_tools, max_tool_rounds,
+                                                      tool_functions, max_tool_calls, provider)
+        user, messages = await asyncio.to_thread(self._turn, prompt, files, system_prompt, provider)
         if stream:
             return self._astream_turn(provider, user, messages, params, runner, system_prompt)
-        pending = [user]
+        pending = [user] if user is not None else []
+        executed: list[dict[str, Any]] = []
         while True:
             response = await provider.generate_async(messages=messages, **params)
             self._record(pending, response)
             if not runner.should_run(response):
-                return response
+                break
             pending = await runner.arun(response.tool_calls or [])
+            self._ran(pending, executed)
             messages, params = self._outgoing(system_prompt) + pending, runner.next_params(params)
+        if executed:
+            response.tools_executed = executed
+        return response
 
     agenerate = generate_async
     send_async = generate_async
 
-    async def _astream_turn(self, provider: Any, user: Message, messages: list[Message], params: dict[str, Any],
-                            runner: ToolRunner, system_prompt: str | None) -> AsyncIterator[Response]:
-        pending = [user]
+    async def _astream_turn(self, provider: Any, user: Message | None, messages: list[Message],
+                            params: dict[str, Any], runner: ToolRunner,
+                            system_prompt: str | None) -> AsyncIterator[Response]:
+        pending = [user] if user is not None else []
         while True:
             chunks: list[Response] = []
             agen = await provider.generate_async(messages=messages, stream=True, **params)
@@ -290,7 +354,89 @@ class Session:
             if not chunks or not runner.should_run(response):
                 return
             pending = await runner.arun(response.tool_calls or [])
+            self._ran(pending, [])
+            for message in pending:
+                yield ToolResultEvent(result_dict(message))  # type: ignore[misc]
             messages, params = self._outgoing(system_prompt) + pending, runner.next_params(params)
+
+    # ------------------------------------------------------------------ 1.x tool API
+    def add_tool(self, tool: Any) -> ToolDefinition:
+        """Add a tool for every later turn (a function, an OpenAI / 1.x dict, or a ``ToolDefinition``);
+        returns its definition (``session.tools`` holds definitions)."""
+        definition = normalize_tools([*self.tools, tool])[-1]
+        self.tools.append(definition)
+        return definition
+
+    def generate_with_tools(self, tool_functions: Mapping[str, Any] | None = None,
+                            tools: Sequence[Any] | None = None, prompt: str | None = None, provider: Any = None,
+                            max_tool_calls: int | None = None, system_prompt: str | None = None,
+                            files: Any = None, **params: Any) -> Response:
+        """1.x: ``generate`` with its tools run (deprecated: ``generate`` runs them already)."""
+        _deprecated("Session.generate_with_tools()", "Session.generate() (it runs Python tools by default)")
+        params.pop("adjust_system_prompt", None)
+        return self.generate(prompt, files, system_prompt=system_prompt, tools=tools, tool_functions=tool_functions,
+                             max_tool_calls=max_tool_calls, provider=provider, **params)  # type: ignore[return-value]
+
+    def generate_with_tools_streaming(self, tool_functions: Mapping[str, Any] | None = None,
+                                      tools: Sequence[Any] | None = None, prompt: str | None = None,
+                                      provider: Any = None, max_tool_calls: int | None = None,
+                                      system_prompt: str | None = None, files: Any = None,
+                                      **params: Any) -> Iterator[Any]:
+        """1.x: the streamed turn as text pieces (``str``) and ``{"type": "tool_result", "tool_call": {...}}``
+        dicts (deprecated: ``generate(..., stream=True)`` yields the same events between its chunks)."""
+        _deprecated("Session.generate_with_tools_streaming()", "Session.generate(..., stream=True)")
+        params.pop("adjust_system_prompt", None)
+        stream = self.generate(prompt, files, True, system_prompt=system_prompt, tools=tools,
+                               tool_functions=tool_functions, max_tool_calls=max_tool_calls, provider=provider,
+                               **params)
+        for chunk in stream:  # type: ignore[union-attr]
+            if isinstance(chunk, ToolResultEvent):
+                yield dict(chunk)
+            elif chunk.content:
+                yield chunk.content
+
+    def execute_tool_call(self, tool_call: ToolCall, tool_functions: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """1.x: run one call with ``tool_functions`` (else the session's tools); its result as a dict
+        ``{"call_id", "name", "arguments", "output", "error"}`` (an exception is reported in ``error``)."""
+        if isinstance(tool_call, dict):  # 1.x's event dict: {"name", "arguments", "id" or "call_id"}
+            tool_call = ToolCall(str(tool_call.get("id") or tool_call.get("call_id") or f"call_{_new_id()[:8]}"),
+                                 str(tool_call.get("name")), dict(tool_call.get("arguments") or {}))
+        tools = _with_functions(list(self.tools), tool_functions)
+        definitions = normalize_tools(tools)
+        if not definitions:
+            return {"call_id": tool_call.id, "name": tool_call.name, "arguments": tool_call.arguments,
+                    "output": None, "result": None, "error": f"there is no tool named {tool_call.name!r}"}
+        runner = ToolRunner(definitions, True, context={"session_id": self.id, "provider": self._provider})
+        return result_dict(runner.run([tool_call])[0])
+
+    def execute_tool_calls(self, response: Response, tool_functions: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+        """1.x: ``execute_tool_call`` for every call of ``response``."""
+        if not response.has_tool_calls():
+            raise InvalidParameterError("The response has no tool calls.", param="response")
+        return [self.execute_tool_call(c, tool_functions) for c in response.tool_calls or []]
+
+    def add_tool_result(self, tool_call_id: str, result: Any, error: str | None = None,
+                        tool_name: str | None = None, arguments: dict[str, Any] | None = None) -> Message:
+        """1.x: record a tool's result, run by the application, for a call of the last assistant message: a
+        ``"tool"`` message answering ``tool_call_id`` (what the model sees next) and an entry of that
+        assistant message's ``tool_results``."""
+        assistant = next((m for m in reversed(self.messages) if m.role == "assistant"), None)
+        if assistant is None:
+            raise InvalidParameterError("No assistant message to attach a tool result to.", param="tool_call_id")
+        if tool_name is None:
+            tool_name = next((c.name for c in assistant.tool_calls if c.id == tool_call_id), None)
+        entry = {"call_id": tool_call_id, "name": tool_name, "arguments": arguments, "output": result,
+                 "result": result, "error": error}
+        assistant.metadata.setdefault("tool_results", []).append(entry)
+        if error is not None:
+            content = json.dumps({"error": error}, ensure_ascii=False)
+        else:
+            content = result if isinstance(result, str) else json.dumps(result, ensure_ascii=False, default=str)
+        message = Message("tool", content, name=tool_name, tool_call_id=tool_call_id,
+                          metadata={"timestamp": _now(), "tool_name": tool_name, **({"error": error} if error else {})})
+        self.messages.append(message)
+        self.last_updated = message.metadata["timestamp"]
+        return message
 
     # ------------------------------------------------------------------ persistence
     def to_dict(self) -> dict[str, Any]:
@@ -383,14 +529,47 @@ def create_session(provider: str | Any, **config: Any) -> Session:
     system_prompt = config.pop("system_prompt", None)
     tools = config.pop("tools", None)
     metadata = config.pop("metadata", None)
-    options = {k: config.pop(k) for k in list(config) if k in _IGNORED_1X_OPTIONS}
+    options = {k: config.pop(k) for k in list(config) if k in _IGNORED_1X_OPTIONS or k == "max_tool_calls"}
     if not isinstance(provider, str) and config:
         raise InvalidParameterError("create_session(provider_instance, ...) takes no provider configuration.")
     return Session(system_prompt=system_prompt, provider=provider, provider_config=config, metadata=metadata,
                    tools=tools, **options)
 
 
+def create_enhanced_session(provider: str | Any = None, **config: Any) -> Session:
+    """1.x's ``create_enhanced_session``: ``create_session`` (deprecated; 1.x had merged it into ``Session``
+    already; its memory and retry options are accepted and ignored)."""
+    _deprecated("create_enhanced_session()", "create_session()")
+    if provider is None:
+        provider = config.pop("provider", None)
+    return create_session(provider, **config)
+
+
 # ---------------------------------------------------------------------------------------------- helpers
+def _deprecated(old: str, new: str) -> None:
+    import warnings
+
+    warnings.warn(f"{old} is the AbstractLLM 1.x spelling: use {new} (docs/migration.md).", DeprecationWarning,
+                  stacklevel=3)
+
+
+def _with_functions(tools: Any, functions: Mapping[str, Any] | None) -> Any:
+    """``tools`` with 1.x's ``tool_functions`` (name -> function) joined in: a named definition without a
+    function gets it; a function whose name is not among the tools becomes one."""
+    if not functions:
+        return tools
+    out = list(normalize_tools(tools)) if tools else []
+    names = {d.name: i for i, d in enumerate(out)}
+    for name, fn in functions.items():
+        if name in names:
+            d = out[names[name]]
+            out[names[name]] = ToolDefinition(d.name, d.description, d.parameters, fn,
+                                              output_schema=d.output_schema, metadata=d.metadata)
+        else:
+            out.append(function_to_tool_definition(fn, name=name))
+    return out
+
+
 def _copy(m: Message) -> Message:
     return Message(m.role, text=m.text, images=m.images, videos=m.videos, name=m.name, metadata=m.metadata,
                    tool_calls=m.tool_calls, tool_call_id=m.tool_call_id, reasoning=m.reasoning)

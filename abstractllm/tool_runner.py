@@ -26,7 +26,45 @@ from .params import MAX_TOOL_ROUNDS
 from .tools import ToolDefinition, normalize_tools
 from .types import Message, Response, ToolCall
 
-__all__ = ["ToolRunner"]
+__all__ = ["ToolRunner", "ToolResultEvent", "result_dict"]
+
+
+class ToolResultEvent(dict):
+    """What a streamed Session turn yields after running a tool, between the rounds' chunks: the dict
+    ``{"type": "tool_result", "tool_call": {"call_id", "name", "arguments", "output", "error"}}`` (AbstractLLM
+    1.x's event), which also reads as an empty ``Response`` chunk (``content`` is ``""``, ``tool_calls`` is
+    ``None``), so a loop that prints ``chunk.content`` needs no change."""
+
+    content = ""
+    reasoning = None
+    tool_calls = None
+    finish_reason = None
+    usage = None
+    model = None
+    logprobs = None
+
+    def __init__(self, result: dict[str, Any]) -> None:
+        super().__init__(type="tool_result", tool_call=result)
+
+    @property
+    def tool_call(self) -> dict[str, Any]:
+        return self["tool_call"]
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        return {"tool_result": self["tool_call"]}
+
+    def has_tool_calls(self) -> bool:
+        return False
+
+
+def result_dict(message: Message) -> dict[str, Any]:
+    """A tool message's result in 1.x's form: ``{"call_id", "name", "arguments", "output", "error"}``
+    (``result`` is also given, the older name of ``output``)."""
+    meta = message.metadata
+    output = meta.get("output", message.content if "error" not in meta else None)
+    return {"call_id": message.tool_call_id, "name": message.name, "arguments": meta.get("arguments"),
+            "output": output, "result": output, "error": meta.get("error")}
 
 
 class ToolRunner:
@@ -38,7 +76,8 @@ class ToolRunner:
         max_rounds: the most rounds that call tools before the loop stops.
     """
 
-    def __init__(self, tools: Sequence[Any] | None, execute: bool, max_rounds: int | None = None) -> None:
+    def __init__(self, tools: Sequence[Any] | None, execute: bool, max_rounds: int | None = None, *,
+                 context: dict[str, Any] | None = None) -> None:
         if max_rounds is None:
             max_rounds = MAX_TOOL_ROUNDS
         if isinstance(max_rounds, bool) or not isinstance(max_rounds, int) or max_rounds < 1:
@@ -48,6 +87,7 @@ class ToolRunner:
             raise InvalidParameterError("execute_tools=True needs tools (the session's or this call's).",
                                         param="execute_tools")
         self.execute = bool(execute)
+        self.context = dict(context or {})  # for tools declared with requires_context=True
         self.max_rounds = max_rounds
         self.rounds = 0
         self._tools: dict[str, ToolDefinition] = {t.name: t for t in normalize_tools(tools)} if execute else {}
@@ -91,10 +131,11 @@ class ToolRunner:
                 out.append(self._result(call, None, _unknown(call)))
                 continue
             try:
+                kwargs = self._arguments(call)
                 if inspect.iscoroutinefunction(fn):
-                    value = await fn(**call.arguments)
+                    value = await fn(**kwargs)
                 else:
-                    value = await asyncio.to_thread(fn, **call.arguments)
+                    value = await asyncio.to_thread(fn, **kwargs)
                     if inspect.isawaitable(value):
                         value = await value
                 out.append(self._result(call, value, None))
@@ -107,12 +148,30 @@ class ToolRunner:
         tool = self._tools.get(call.name)
         return tool.function if tool is not None else None
 
+    def _arguments(self, call: ToolCall) -> dict[str, Any]:
+        """The call's arguments, plus a ``ToolContext`` as ``context`` for a tool that asked for one."""
+        kwargs = dict(call.arguments or {})
+        tool = self._tools.get(call.name)
+        if tool is not None and tool.function is not None:  # pydantic Field(...) defaults (1.x @tool style)
+            try:
+                params = inspect.signature(tool.function).parameters.values()
+            except (TypeError, ValueError):
+                params = ()
+            for p in params:
+                if p.name not in kwargs and type(p.default).__name__ == "FieldInfo" and not p.default.is_required():
+                    kwargs[p.name] = p.default.get_default(call_default_factory=True)
+        if tool is not None and tool.metadata.get("requires_context"):
+            from .tools.core import ToolContext
+
+            kwargs["context"] = ToolContext(call_id=call.id, tool_name=call.name, **self.context)
+        return kwargs
+
     def _invoke(self, call: ToolCall) -> tuple[Any, BaseException | None]:
         fn = self._function(call)
         if fn is None:
             return None, _unknown(call)
         try:
-            value = fn(**call.arguments)
+            value = fn(**self._arguments(call))
             if inspect.isawaitable(value):
                 import asyncio
 
@@ -123,7 +182,9 @@ class ToolRunner:
 
     @staticmethod
     def _result(call: ToolCall, value: Any, error: BaseException | None) -> Message:
-        meta: dict[str, Any] = {"tool_name": call.name}
+        meta: dict[str, Any] = {"tool_name": call.name, "arguments": dict(call.arguments or {})}
+        if error is None:
+            meta["output"] = value
         if error is not None:
             meta["error"] = f"{type(error).__name__}: {error}"
             meta["exception"] = error  # not saved with the session (not JSON)

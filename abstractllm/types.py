@@ -14,7 +14,8 @@ from typing import Any, Iterable, Iterator
 
 from .enums import ModelCapability
 
-__all__ = ["Usage", "Response", "GenerateResponse", "ToolCall", "Capabilities", "Message", "GenerationRequest"]
+__all__ = ["Usage", "Response", "GenerateResponse", "ToolCall", "ToolCallResponse", "Capabilities", "Message",
+           "GenerationRequest"]
 
 
 @dataclass
@@ -79,6 +80,35 @@ class ToolCall:
     arguments: dict[str, Any] = field(default_factory=dict)
 
 
+class ToolCallResponse(list):
+    """The tool calls of a reply: a list of ``ToolCall`` (what ``Response.tool_calls`` holds) that also reads
+    as AbstractLLM 1.x's ``ToolCallResponse``: ``.tool_calls`` (the list itself), ``.content`` (the text that
+    came with the calls) and ``has_tool_calls()``. ``abstractllm.tools.ToolCallRequest`` is this class too."""
+
+    def __init__(self, content: str | None = None, tool_calls: Iterable[ToolCall] | None = None) -> None:
+        if tool_calls is None and content is not None and not isinstance(content, str):
+            content, tool_calls = None, content  # ToolCallResponse([calls...])
+        super().__init__(tool_calls or [])
+        self.content = content
+
+    @property
+    def tool_calls(self) -> "ToolCallResponse":
+        return self
+
+    @tool_calls.setter
+    def tool_calls(self, calls: Iterable[ToolCall] | None) -> None:
+        self[:] = list(calls or [])
+
+    def has_tool_calls(self) -> bool:
+        return len(self) > 0
+
+    def __repr__(self) -> str:
+        return f"ToolCallResponse(content={self.content!r}, tool_calls={list.__repr__(self)})"
+
+    def __reduce__(self) -> Any:
+        return (ToolCallResponse, (self.content, list(self)))
+
+
 @dataclass
 class Response:
     """The result of a generation, or one chunk of a streamed generation.
@@ -115,10 +145,21 @@ class Response:
     logprobs: list[dict[str, Any]] | None = None  # with logprobs=True: one entry per generated token
     parsed: Any = None  # with response_format: the parsed JSON (a dict, or the pydantic model instance)
     raw_response: Any = field(default=None, repr=False, compare=False)
+    #: in a Session turn that ran tools: one dict per call run ({"call_id", "name", "arguments", "output",
+    #: "error"}), in order (the 1.x field)
+    tools_executed: list[dict[str, Any]] | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.tool_calls is not None and not isinstance(self.tool_calls, ToolCallResponse):
+            self.tool_calls = ToolCallResponse(self.content or None, self.tool_calls)
 
     def has_tool_calls(self) -> bool:
         """True when the model called at least one tool."""
         return bool(self.tool_calls)
+
+    def get_tools_executed(self) -> list[str]:
+        """The names of the tools a Session turn ran (1.x), in order; ``[]`` when none ran."""
+        return [t.get("name") for t in self.tools_executed or []]
 
     @property
     def input_tokens(self) -> int | None:
@@ -267,6 +308,16 @@ class Message:
     @content.setter
     def content(self, value: str) -> None:
         self.text = value
+
+    @property
+    def tool_results(self) -> list[dict[str, Any]]:
+        """1.x: on an assistant message whose calls a Session ran, their results (``{"call_id", "name",
+        "arguments", "output", "error"}`` each; kept in ``metadata["tool_results"]``); else ``[]``."""
+        return self.metadata.get("tool_results") or []
+
+    @tool_results.setter
+    def tool_results(self, value: list[dict[str, Any]]) -> None:
+        self.metadata["tool_results"] = list(value or [])
 
     def to_dict(self) -> dict[str, Any]:
         """The OpenAI chat form: ``{"role", "content"}``, content as parts when the message has media."""

@@ -125,9 +125,10 @@ def test_bad_config_values(tiny_model, config):
 
 
 def test_model_is_required():
-    with pytest.raises(InvalidParameterError) as exc:
-        create_llm("mlx")
-    assert "needs a model" in str(exc.value)
+    # no model: the provider's default (AbstractLLM 1.x had one per provider; abstractllm.compat.DEFAULT_MODELS)
+    assert create_llm("mlx").config["model"] == "mlx-community/Qwen3-0.6B-4bit"
+    with pytest.raises(InvalidParameterError, match="model"):
+        create_llm("mlx", model="")
 
 
 def test_enum_keys_equal_keyword_names(tiny_model):

@@ -219,7 +219,7 @@ def test_a_tool_exception_is_reported_to_the_model(tool_llm):
 def test_without_execute_tools_the_reply_carries_the_calls(tool_llm):
     log: list = []
     s = Session(provider=tool_llm, tools=[_weather_tool(log)])
-    r = s.generate("Weather?", tool_choice="required")
+    r = s.generate("Weather?", tool_choice="required", execute_tools=False)
     assert r.tool_calls and not log and [m.role for m in s.messages] == ["user", "assistant"]
     s.add_message("tool", '{"sky": "rain"}', tool_call_id=r.tool_calls[0].id)  # the app ran it itself
     s.generate("And tomorrow?", max_tokens=4)
@@ -261,6 +261,8 @@ def test_streamed_and_async_tool_loops(tool_llm):
     s = Session(provider=tool_llm, tools=[_weather_tool(log)])
     chunks = list(s.generate("Weather?", tool_choice="required", execute_tools=True, stream=True))
     assert sum(len(c.tool_calls or []) for c in chunks) == 1 and len(log) == 1
+    events = [c for c in chunks if isinstance(c, dict)]  # 1.x's tool-result event, between the rounds
+    assert [e["type"] for e in events] == ["tool_result"] and events[0]["tool_call"]["name"] == "get_weather"
     assert [m.role for m in s.messages] == ["user", "assistant", "tool", "assistant"]
 
     async def main():

@@ -71,15 +71,23 @@ def test_unknown_param_with_did_you_mean(tiny_llm, still_works, name, suggestion
         assert f"Did you mean '{suggestion}'" in msg
 
 
-@pytest.mark.parametrize("name,value", [("quantize", 4), ("memory_limit", "1GB"), ("model", "x"),
+@pytest.mark.parametrize("name,value", [("quantize", 4), ("memory_limit", "1GB"),
                                         ("prompt_cache_bytes", 0), ("dtype", "float32")])
 def test_load_time_options_are_refused_per_call(tiny_llm, still_works, name, value):
     with pytest.raises(InvalidParameterError, match=name):
         tiny_llm.generate(PROMPT, **{name: value})
 
 
+def test_another_model_per_call_is_ignored_with_a_warning(tiny_llm, still_works):
+    """AbstractLLM 1.x accepted generate(model=...): another model than the provider's is ignored, said once as
+    a DeprecationWarning (docs/migration.md); the provider's own model is accepted silently."""
+    with pytest.warns(DeprecationWarning, match="model"):
+        r = tiny_llm.generate(PROMPT, model="x", max_tokens=2)
+    assert r.usage.completion_tokens >= 1
+
+
 @pytest.mark.parametrize("config", [
-    {"model": None}, {"model": 5}, {"model": "   "}, {"quantize": 3.5}, {"quantize": "4"}, {"quantize": 7},
+    {"model": 5}, {"model": "   "}, {"quantize": 3.5}, {"quantize": "4"}, {"quantize": 7},
     {"dtype": "fp16"}, {"prompt_cache_bytes": "lots"}, {"prefill_step_size": 0}, {"revision": ""},
     {"trust_remote_code": "yes"}, {"temprature": 0.5},
 ])
@@ -97,7 +105,7 @@ def test_dtype_did_you_mean(tiny_model):
 # ------------------------------------------------------------------ prompts and messages
 BAD_CONVERSATIONS = [
     dict(prompt=5), dict(prompt=b"bytes"), dict(prompt=[]), dict(prompt=["ok", 3]), dict(),
-    dict(prompt=""), dict(prompt="   \n"), dict(messages=[{"role": "user", "content": ""}]),
+    dict(prompt=""), dict(prompt="   \n"),
     dict(system_prompt=3, prompt="hi"), dict(system_prompt="only a system prompt"),
     dict(messages="hi"), dict(messages={"role": "user", "content": "hi"}), dict(messages=[1]),
     dict(messages=[["user", "hi"]]),
@@ -128,6 +136,7 @@ def test_images_to_a_text_model_are_refused(tiny_llm, still_works):
 def test_odd_but_valid_conversations_work(tiny_llm, still_works):
     ok = [
         dict(messages=[{"role": "user", "content": [{"type": "text", "text": "Hello"}, "there"]}]),
+        dict(messages=[{"role": "user", "content": ""}]),  # an empty turn in a conversation (OpenAI takes it)
         dict(messages=[{"role": "assistant", "content": None}, {"role": "user", "content": "hi"}]),
         dict(prompt="hi", system_prompt=""),
         dict(prompt="x" * 3000),  # longer than the 2048-token prefill step: chunked prefill

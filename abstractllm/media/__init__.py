@@ -15,6 +15,9 @@ _WHERE = {
     "to_rgb": "images", "is_video_input": "kinds", "is_audio_input": "kinds", "MediaMemoryEstimate": "memory",
     "check_memory_requirements": "memory", "MediaSource": "sources", "read_source": "sources",
     "VideoPlan": "video", "decode_video": "video", "load_video": "video", "plan_video": "video",
+    # AbstractLLM 1.x's media classes (thin wrappers: abstractllm.media.legacy)
+    "MediaFactory": "legacy", "MediaInput": "legacy", "ImageInput": "legacy", "TextInput": "legacy",
+    "TabularInput": "legacy",
 }
 
 

@@ -24,7 +24,7 @@ import threading
 import weakref
 from typing import Any, AsyncIterator, Callable, ClassVar, Iterable, Iterator, Mapping, Sequence
 
-from ..compat import call_files, merge_key_aliases
+from ..compat import call_files, call_model, merge_key_aliases, with_default_model
 from ..enums import ModelCapability, ModelParameter
 from ..exceptions import AbstractLLMError, InvalidParameterError, UnsupportedFeatureError
 from ..interface import AbstractLLMInterface
@@ -145,7 +145,7 @@ class BaseProvider(ServingMixin, AbstractLLMInterface):
         return self.accepted_config | self.ignored_config
 
     def _validated_config(self, raw: dict[str, Any]) -> dict[str, Any]:
-        raw = merge_key_aliases(dict(raw))
+        raw = with_default_model(self.name, merge_key_aliases(dict(raw)))
         for name in CALL_ONLY:
             if raw.get(name) is not None:
                 raise InvalidParameterError(
@@ -204,7 +204,7 @@ class BaseProvider(ServingMixin, AbstractLLMInterface):
         media: Any = None,
     ) -> GenerationRequest:
         self._check_open()
-        params = merge_key_aliases(normalize_keys(params))
+        params = call_model(merge_key_aliases(normalize_keys(params)), self.config.get("model"))
         sampling = params.pop("sampling_params", None)
         if sampling is not None:  # SamplingParams (or a dict of the same keys): explicit arguments win
             base = sampling.to_dict() if hasattr(sampling, "to_dict") else dict(sampling)

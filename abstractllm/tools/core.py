@@ -32,30 +32,71 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-from .exceptions import InvalidParameterError
+from ..exceptions import InvalidParameterError
+from ..types import ToolCallResponse
 
 __all__ = ["ToolDefinition", "function_to_tool_definition", "register", "registered_tools", "normalize_tools",
-           "normalize_tool_choice", "ToolChoice"]
+           "normalize_tool_choice", "ToolChoice", "tool", "ToolContext", "ToolResult", "ToolCallResponse",
+           "ToolCallRequest"]
 
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _JSON_TYPES = {"object", "array", "string", "number", "integer", "boolean", "null"}
 _REGISTRY: dict[str, "ToolDefinition"] = {}
 
 
-@dataclass
+@dataclass(init=False)
 class ToolDefinition:
     """One tool: its ``name``, a ``description`` for the model, the JSON schema of its ``parameters``, and
-    the Python ``function`` that runs it (when it came from one)."""
+    the Python ``function`` that runs it (when it came from one).
+
+    The AbstractLLM 1.x spellings are accepted: ``ToolDefinition(name, description, input_schema=...)``
+    (``input_schema`` is ``parameters``), ``output_schema=``, ``to_dict()``, ``from_function(fn)``.
+    ``metadata`` keeps what ``@tool(...)`` was given (tags, when_to_use, timeout, ...)."""
 
     name: str
-    description: str = ""
-    parameters: dict[str, Any] = field(default_factory=lambda: {"type": "object", "properties": {}})
-    function: Callable[..., Any] | None = field(default=None, repr=False, compare=False)
+    description: str
+    parameters: dict[str, Any]
+    function: Callable[..., Any] | None = field(repr=False, compare=False)
+    output_schema: dict[str, Any] | None = field(repr=False, compare=False)
+    metadata: dict[str, Any] = field(repr=False, compare=False)
+
+    def __init__(self, name: str, description: str = "", parameters: dict[str, Any] | None = None,
+                 function: Callable[..., Any] | None = None, *, input_schema: dict[str, Any] | None = None,
+                 output_schema: dict[str, Any] | None = None, metadata: dict[str, Any] | None = None) -> None:
+        if parameters is not None and input_schema is not None and parameters != input_schema:
+            raise InvalidParameterError("ToolDefinition: give the schema as parameters or as input_schema (its "
+                                        "1.x name), not both.", param="parameters")
+        schema = parameters if parameters is not None else input_schema
+        self.name = name
+        self.description = description or ""
+        self.parameters = schema if schema is not None else {"type": "object", "properties": {}}
+        self.function = function
+        self.output_schema = output_schema
+        self.metadata = dict(metadata or {})
+
+    @property
+    def input_schema(self) -> dict[str, Any]:
+        """The 1.x name of ``parameters``."""
+        return self.parameters
 
     def to_openai(self) -> dict[str, Any]:
         """The OpenAI tools-list form: ``{"type": "function", "function": {...}}``."""
         return {"type": "function", "function": {"name": self.name, "description": self.description,
                                                  "parameters": self.parameters}}
+
+    def to_dict(self) -> dict[str, Any]:
+        """The 1.x dict form: ``name``, ``description``, ``parameters`` (also as ``input_schema``, its older
+        name) and ``output_schema`` when there is one."""
+        out: dict[str, Any] = {"name": self.name, "description": self.description, "parameters": self.parameters,
+                               "input_schema": self.parameters}
+        if self.output_schema is not None:
+            out["output_schema"] = self.output_schema
+        return out
+
+    @classmethod
+    def from_function(cls, func: Callable[..., Any]) -> "ToolDefinition":
+        """``function_to_tool_definition(func)`` (the 1.x spelling)."""
+        return function_to_tool_definition(func)
 
     def __call__(self, **arguments: Any) -> Any:
         if self.function is None:
@@ -151,31 +192,103 @@ def function_to_tool_definition(fn: Callable[..., Any], *, name: str | None = No
     for pname, param in signature.parameters.items():
         if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD) or pname in ("self", "cls"):
             continue
-        schema = dict(_schema_of(hints.get(pname, param.annotation)))
+        annotation = hints.get(pname, param.annotation)
+        if isinstance(annotation, str):  # the hints of the whole function did not resolve: this one may
+            try:
+                annotation = eval(annotation, dict(getattr(fn, "__globals__", {})))  # noqa: S307 - the code's own
+            except Exception:
+                pass
+        if _is_context(annotation):
+            continue  # a ToolContext is given by the tool loop, not by the model
+        schema = dict(_schema_of(annotation))
         if arg_docs.get(pname):
             schema["description"] = arg_docs[pname]
-        if param.default is inspect.Parameter.empty:
+        default = param.default
+        if _is_field_info(default):  # a pydantic Field(...) as the default (1.x @tool style)
+            default = _apply_field(default, schema)
+        if default is inspect.Parameter.empty:
             required.append(pname)
-        elif param.default is None or isinstance(param.default, (str, int, float, bool)):
-            schema["default"] = param.default
+        elif default is None or isinstance(default, (str, int, float, bool)):
+            schema["default"] = default
         properties[pname] = schema
     parameters: dict[str, Any] = {"type": "object", "properties": properties, "required": required}
     return ToolDefinition(name=name or fn.__name__, description=description if description is not None else doc,
                           parameters=parameters, function=fn)
 
 
+def _is_context(annotation: Any) -> bool:
+    """Whether a parameter's annotation is ``ToolContext`` (or ``Optional[ToolContext]``)."""
+    if annotation is ToolContext or annotation == "ToolContext":
+        return True
+    return any(a is ToolContext for a in typing.get_args(annotation))
+
+
+def _is_field_info(value: Any) -> bool:
+    return type(value).__name__ == "FieldInfo" and type(value).__module__.startswith("pydantic")
+
+
+#: pydantic constraint attribute -> JSON schema keyword
+_FIELD_CONSTRAINTS = {"ge": "minimum", "le": "maximum", "gt": "exclusiveMinimum", "lt": "exclusiveMaximum",
+                      "min_length": "minLength", "max_length": "maxLength", "pattern": "pattern",
+                      "multiple_of": "multipleOf"}
+
+
+def _apply_field(info: Any, schema: dict[str, Any]) -> Any:
+    """Put a pydantic ``FieldInfo``'s description and constraints into ``schema``; return its default
+    (``inspect.Parameter.empty`` when the field is required)."""
+    if getattr(info, "description", None):
+        schema["description"] = info.description
+    for item in getattr(info, "metadata", None) or []:
+        for attr, keyword in _FIELD_CONSTRAINTS.items():
+            value = getattr(item, attr, None)
+            if value is not None:
+                schema[keyword] = value
+    if info.is_required():
+        return inspect.Parameter.empty
+    return info.get_default(call_default_factory=True)
+
+
+#: the options of AbstractLLM 1.x's ``@tool(...)``; see ``register`` for what each does here
+TOOL_OPTIONS = frozenset({
+    "parse_docstring", "docstring_format", "validate_args", "retry_on_error", "max_retries", "timeout",
+    "requires_confirmation", "requires_context", "stream_response", "tags", "version", "deprecated",
+    "deprecation_message", "response_model", "examples", "when_to_use",
+})
+
+
 def register(fn: Callable[..., Any] | None = None, *, name: str | None = None,
-             description: str | None = None) -> Any:
-    """Decorator (the 1.x name): marks a function as a tool and keeps its definition (``fn.tool_definition``,
-    ``registered_tools()``). The function itself is returned unchanged."""
+             description: str | None = None, **options: Any) -> Any:
+    """Decorator (``@register``, ``@tool``, ``@tool(...)``): marks a function as a tool and keeps its
+    definition (``fn.tool_definition``, ``registered_tools()``). The function itself is returned unchanged.
+
+    1.x's ``@tool`` options are accepted (``TOOL_OPTIONS``) and kept in ``tool_definition.metadata``.
+    What the tool loop (``abstractllm.tool_runner``) does with them: ``requires_context=True`` gives the
+    function a ``ToolContext`` as its ``context`` argument (that parameter is left out of the schema);
+    ``when_to_use`` is appended to the description the model sees. The others are recorded only:
+    an exception or a bad argument is always reported to the model as the call's result, so it may retry
+    (what ``retry_on_error`` / ``max_retries`` asked for); ``timeout`` is not enforced (a Python call
+    cannot be stopped safely from outside)."""
+    unknown = set(options) - TOOL_OPTIONS
+    if unknown:
+        from ..exceptions import did_you_mean
+
+        first = sorted(unknown)[0]
+        raise InvalidParameterError(f"Unknown tool option {first!r}.{did_you_mean(first, TOOL_OPTIONS)}",
+                                    param=first)
 
     def wrap(f: Callable[..., Any]) -> Callable[..., Any]:
         definition = function_to_tool_definition(f, name=name, description=description)
+        definition.metadata.update(options)
+        if options.get("when_to_use"):
+            definition.description = f"{definition.description}\nWhen to use: {options['when_to_use']}".strip()
         f.tool_definition = definition  # type: ignore[attr-defined]
         _REGISTRY[definition.name] = definition
         return f
 
     return wrap(fn) if fn is not None else wrap
+
+
+tool = register  # the AbstractLLM 1.x name (its enhanced ``@tool``)
 
 
 def registered_tools() -> list[ToolDefinition]:
@@ -205,11 +318,8 @@ def _check_schema(schema: Any, where: str, depth: int = 0) -> None:
     required = schema.get("required")
     if required is not None and (not isinstance(required, list) or not all(isinstance(r, str) for r in required)):
         raise InvalidParameterError(f"{where}: 'required' must be a list of property names.", param="tools")
-    if isinstance(required, list) and isinstance(props, dict):
-        missing = [r for r in required if r not in props]
-        if missing:
-            raise InvalidParameterError(f"{where}: required properties {missing} are not in 'properties'.",
-                                        param="tools")
+    # (a required name absent from "properties" is valid JSON Schema that official APIs take: a call's grammar,
+    # whose objects are closed, lists it with any value, providers/mlx/schemas.py)
     for key in ("items", "additionalProperties"):
         sub = schema.get(key)
         if isinstance(sub, dict):
@@ -277,7 +387,17 @@ def normalize_tools(tools: Any) -> list[ToolDefinition]:
     return out
 
 
-ToolChoice = str  # "auto" | "none" | "required" | a tool's name
+class ToolChoice(str, enum.Enum):
+    """The ``tool_choice`` modes (1.x's enum; plain strings work the same): ``"auto"`` | ``"none"`` |
+    ``"required"``, or a tool's name. 1.x's ``SPECIFIC`` is spelled here by giving the tool's name."""
+
+    AUTO = "auto"
+    NONE = "none"
+    REQUIRED = "required"
+    SPECIFIC = "specific"
+
+    def __str__(self) -> str:
+        return self.value
 
 
 def normalize_tool_choice(choice: Any, tools: list[ToolDefinition]) -> str:
@@ -285,6 +405,11 @@ def normalize_tool_choice(choice: Any, tools: list[ToolDefinition]) -> str:
     ``tools``)."""
     if choice is None:
         return "auto" if tools else "none"
+    if isinstance(choice, ToolChoice):
+        if choice is ToolChoice.SPECIFIC:
+            raise InvalidParameterError("tool_choice=ToolChoice.SPECIFIC: give the tool's name instead.",
+                                        param="tool_choice")
+        choice = choice.value
     if isinstance(choice, dict):
         fn = choice.get("function") if choice.get("type") == "function" else choice
         name = fn.get("name") if isinstance(fn, dict) else None
@@ -303,9 +428,63 @@ def normalize_tool_choice(choice: Any, tools: list[ToolDefinition]) -> str:
     if choice == "required":
         return choice
     if choice not in {t.name for t in tools}:
-        from .exceptions import did_you_mean
+        from ..exceptions import did_you_mean
 
         raise InvalidParameterError(
             f"tool_choice names an unknown tool {choice!r}.{did_you_mean(choice, [t.name for t in tools])} "
             f"Tools: {', '.join(t.name for t in tools)}.", param="tool_choice")
     return choice
+
+
+# ---------------------------------------------------------------------------------------------- 1.x types
+@dataclass
+class ToolContext:
+    """What a tool declared with ``@tool(requires_context=True)`` receives as its ``context`` argument:
+    the ``session_id`` of the session running it (``None`` outside a session), the ``provider``, the
+    ``call_id`` and ``tool_name`` of the call, and free ``metadata``. ``memory`` is always ``None``: this
+    package has no hierarchical memory (docs/migration.md)."""
+
+    session_id: str | None = None
+    user_id: str | None = None
+    memory: Any = None
+    provider: Any = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    call_id: str | None = None
+    tool_name: str | None = None
+
+
+class ToolResult:
+    """The result of one tool call, as 1.x named it: ``tool_call_id``, ``output`` and ``error`` (``None`` on
+    success); ``success``. The older spellings ``call_id`` and ``result`` are accepted and readable."""
+
+    __slots__ = ("tool_call_id", "output", "error", "name", "arguments")
+
+    def __init__(self, tool_call_id: str | None = None, output: Any = None, error: str | None = None, *,
+                 call_id: str | None = None, result: Any = None, name: str | None = None,
+                 arguments: dict[str, Any] | None = None) -> None:
+        self.tool_call_id = tool_call_id if tool_call_id is not None else call_id
+        self.output = output if output is not None else result
+        self.error = error
+        self.name = name
+        self.arguments = arguments
+
+    @property
+    def success(self) -> bool:
+        return self.error is None
+
+    call_id = property(lambda self: self.tool_call_id)
+    result = property(lambda self: self.output)
+
+    def to_dict(self) -> dict[str, Any]:
+        """1.x's dict form (what a history message's ``tool_results`` holds)."""
+        return {"call_id": self.tool_call_id, "name": self.name, "arguments": self.arguments,
+                "output": self.output, "error": self.error}
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ToolResult) and self.to_dict() == other.to_dict()
+
+    def __repr__(self) -> str:
+        return f"ToolResult(tool_call_id={self.tool_call_id!r}, output={self.output!r}, error={self.error!r})"
+
+
+ToolCallRequest = ToolCallResponse  # the 1.x legacy alias

@@ -1,0 +1,1 @@
+"""AbstractLLM 1.x's ``abstractllm.utils``: only ``abstractllm.utils.logging.configure_logging`` is carried."""
