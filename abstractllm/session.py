@@ -201,6 +201,9 @@ class Session:
         meta: dict[str, Any] = {"timestamp": _now()}
         if response.usage is not None:
             meta["usage"] = dict(response.usage)
+        for key in ("thinking_signature", "thinking_blocks"):  # Anthropic's: its thinking goes back signed
+            if key in response.metadata:
+                meta[key] = response.metadata[key]
         self.messages.append(Message("assistant", response.content, metadata=meta,
                                      tool_calls=response.tool_calls or [], reasoning=response.reasoning))
         self.last_updated = meta["timestamp"]

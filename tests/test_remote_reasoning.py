@@ -304,3 +304,20 @@ def test_anthropic_refused_thinking_is_unsupported_feature(message):
         http.Response(400, json=body, request=request))
     err = convert_error(exc, "anthropic")
     assert type(err) is UnsupportedFeatureError and err.feature == "thinking" and err.original_exception is exc
+
+
+def test_an_anthropic_session_sends_its_signed_thinking_back(anthropic_llm):
+    """A Session keeps the reply's thinking signature, so the next turn sends the thinking block back (Anthropic
+    refuses unsigned thinking); our server accepts it and answers."""
+    from abstractllm import Session
+
+    session = Session(provider=anthropic_llm)
+    first = session.generate("Hi", thinking=True)
+    stored = session.messages[-1]
+    assert first.reasoning and stored.reasoning == first.reasoning
+    assert stored.metadata["thinking_signature"] == first.metadata["thinking_signature"]
+    from abstractllm.providers.anthropic.convert import _thinking_blocks
+
+    assert _thinking_blocks(stored)[0]["signature"] == first.metadata["thinking_signature"]
+    second = session.generate("And then?", thinking=True)
+    assert second.reasoning and second.content
