@@ -343,3 +343,16 @@ def test_stop_strings_across_token_boundaries_on_scripted_replies(name):
             r = llm.generate("Hi", stop=[stop])
             assert (r.content, r.finish_reason) == (kept, "stop")
             assert "".join(c.content for c in llm.generate("Hi", stop=[stop], stream=True)) == kept
+
+
+@pytest.mark.parametrize("name", ["qwen3", "llama"])
+def test_a_reply_that_starts_with_a_space_keeps_it(name):
+    """mlx-lm's BPE streaming detokenizer drops the first token's leading space; the tokenizer's decode keeps
+    it, and so does content (streamed too), so the reply sent back re-tokenizes as generated."""
+    reply = " Sure, here it is."
+    path = family_model(name, script=reply)
+    with create_llm("mlx", model=str(path), temperature=0.0, max_tokens=32) as llm:
+        r = llm.generate("Hi")
+        assert r.content == reply and r.content == raw_load(path)[1]._tokenizer.decode(
+            r.token_ids, skip_special_tokens=True)
+        assert "".join(c.content for c in llm.generate("Hi", stream=True)) == reply
