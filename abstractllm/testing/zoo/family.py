@@ -6,7 +6,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Family"]
+__all__ = ["Family", "TEXT_MACRO"]
+
+#: A Jinja macro the zoo's templates share: ``text(content)``, a message's text from a string or a list of parts.
+TEXT_MACRO = (
+    "{%- macro text(content) -%}"
+    "{%- if content is string -%}{{- content -}}"
+    "{%- elif content -%}{%- for part in content -%}{%- if part.type == 'text' -%}{{- part.text -}}{%- endif -%}"
+    "{%- endfor -%}{%- endif -%}"
+    "{%- endmacro -%}"
+)
 
 
 @dataclass(frozen=True)

@@ -47,7 +47,7 @@ all.
 
 from __future__ import annotations
 
-from .family import Family
+from .family import TEXT_MACRO, Family
 
 #: ids 199998 .. 200018 of o200k_harmony, in order, all special
 GPT_OSS_ADDED_TOKENS: tuple[tuple[str, bool], ...] = tuple((t, True) for t in (
@@ -58,14 +58,6 @@ GPT_OSS_ADDED_TOKENS: tuple[tuple[str, bool], ...] = tuple((t, True) for t in (
     "<|endofprompt|>",
 ))
 
-#: A message's text: a string, or the text of a list of parts.
-_TEXT = (
-    "{%- macro text(content) -%}"
-    "{%- if content is string -%}{{- content -}}"
-    "{%- elif content -%}{%- for part in content -%}{%- if part.type == 'text' -%}{{- part.text -}}{%- endif -%}"
-    "{%- endfor -%}{%- endif -%}"
-    "{%- endmacro -%}"
-)
 
 #: A JSON schema as the TypeScript-like type gpt-oss reads (the real template's output, its spacing included:
 #: a nested object puts a line break and 16 spaces before each property's type, a ``oneOf`` a line break
@@ -138,7 +130,7 @@ _MIXED_CHANNELS = ("You have passed a message containing <|channel|> tags in the
                    "in the 'thinking' field, and final messages (the string between '<|message|>' and "
                    "'<|end|>') in the 'content' field.")
 
-GPT_OSS_TEMPLATE = _TEXT + _TS_TYPE + _FUNCTIONS + (
+GPT_OSS_TEMPLATE = TEXT_MACRO + _TS_TYPE + _FUNCTIONS + (
     # the system message
     "{{- '<|start|>system<|message|>' -}}"
     "{{- (model_identity if model_identity is defined else 'You are ChatGPT, a large language model trained by "

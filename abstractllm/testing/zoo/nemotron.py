@@ -36,7 +36,7 @@ mlx-lm 0.32.2's ``NemotronHMamba2Mixer`` loses the per-row lengths of a mixed-le
 
 from __future__ import annotations
 
-from .family import Family
+from .family import TEXT_MACRO, Family
 
 #: the control block at the start of the vocabulary (ids 0..20 here)
 NEMOTRON_SPECIAL_TOKENS: tuple[str, ...] = (
@@ -45,14 +45,6 @@ NEMOTRON_SPECIAL_TOKENS: tuple[str, ...] = (
     "<AVAILABLE_TOOLS>", "</AVAILABLE_TOOLS>", "<TOOL_RESPONSE>", "</TOOL_RESPONSE>",
 )
 
-#: A message's text: a string, or the text of a list of parts.
-_TEXT = (
-    "{%- macro text(content) -%}"
-    "{%- if content is string -%}{{- content -}}"
-    "{%- elif content -%}{%- for part in content -%}{%- if part.type == 'text' -%}{{- part.text -}}{%- endif -%}"
-    "{%- endfor -%}{%- endif -%}"
-    "{%- endmacro -%}"
-)
 
 #: One assistant message's calls: ``<TOOLCALL>[{"name": "f", "arguments": {...}}, ...]</TOOLCALL>``.
 _CALLS = (
@@ -68,7 +60,7 @@ _CALLS = (
     "{%- endmacro -%}"
 )
 
-NEMOTRON_NANO_V2_TEMPLATE = _TEXT + _CALLS + (
+NEMOTRON_NANO_V2_TEMPLATE = TEXT_MACRO + _CALLS + (
     # reasoning: on, unless a system or user message says /no_think (the last /think or /no_think wins)
     "{%- set ns = namespace(thinking=true, system='') -%}"
     "{%- for message in messages -%}"

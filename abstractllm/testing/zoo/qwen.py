@@ -14,7 +14,7 @@ reasoning) and it has no switch.
 
 from __future__ import annotations
 
-from .family import Family
+from .family import TEXT_MACRO, Family
 
 QWEN_ADDED_TOKENS: tuple[tuple[str, bool], ...] = (
     ("<|endoftext|>", True), ("<|im_start|>", True), ("<|im_end|>", True),
@@ -27,16 +27,23 @@ QWEN_ADDED_TOKENS: tuple[tuple[str, bool], ...] = (
     ("<tool_response>", False), ("</tool_response>", False), ("<think>", False), ("</think>", False),
 )
 
-#: A message's text: a string, or the text of a list of parts.
-_TEXT = (
-    "{%- macro text(content) -%}"
-    "{%- if content is string -%}{{- content -}}"
-    "{%- elif content -%}{%- for part in content -%}{%- if part.type == 'text' -%}{{- part.text -}}{%- endif -%}"
-    "{%- endfor -%}{%- endif -%}"
-    "{%- endmacro -%}"
+
+#: An assistant turn of Qwen3's template (``content`` set): the reasoning (``reasoning_content``, or the text
+#: before ``</think>``) kept as a ``<think>`` block for the turns after the last user query, dropped before it.
+QWEN3_ASSISTANT_TURN = (
+    "{%- set reasoning = '' %}"
+    "{%- if message.reasoning_content is string %}{%- set reasoning = message.reasoning_content %}"
+    "{%- elif '</think>' in content %}"
+    "{%- set reasoning = content.split('</think>')[0].rstrip('\\n').split('<think>')[-1].lstrip('\\n') %}"
+    "{%- set content = content.split('</think>')[-1].lstrip('\\n') %}"
+    "{%- endif %}"
+    "{{- '<|im_start|>assistant\\n' }}"
+    "{%- if loop.index0 > ns.last_query and (loop.last or reasoning) %}"
+    "{{- '<think>\\n' + reasoning.strip('\\n') + '\\n</think>\\n\\n' + content.lstrip('\\n') }}"
+    "{%- else %}{{- content }}{%- endif %}"
 )
 
-QWEN3_TEMPLATE = _TEXT + (
+QWEN3_TEMPLATE = TEXT_MACRO + (
     # tools: listed in the system turn
     "{%- if tools %}"
     "{{- '<|im_start|>system\\n' }}"
@@ -63,16 +70,7 @@ QWEN3_TEMPLATE = _TEXT + (
     "{%- elif message.role == 'user' or message.role == 'system' %}"
     "{{- '<|im_start|>' + message.role + '\\n' + content + '<|im_end|>\\n' }}"
     "{%- elif message.role == 'assistant' %}"
-    "{%- set reasoning = '' %}"
-    "{%- if message.reasoning_content is string %}{%- set reasoning = message.reasoning_content %}"
-    "{%- elif '</think>' in content %}"
-    "{%- set reasoning = content.split('</think>')[0].rstrip('\\n').split('<think>')[-1].lstrip('\\n') %}"
-    "{%- set content = content.split('</think>')[-1].lstrip('\\n') %}"
-    "{%- endif %}"
-    "{{- '<|im_start|>assistant\\n' }}"
-    "{%- if loop.index0 > ns.last_query and (loop.last or reasoning) %}"
-    "{{- '<think>\\n' + reasoning.strip('\\n') + '\\n</think>\\n\\n' + content.lstrip('\\n') }}"
-    "{%- else %}{{- content }}{%- endif %}"
+    + QWEN3_ASSISTANT_TURN +
     "{%- for tool_call in message.tool_calls or [] %}"
     "{%- if tool_call.function is defined %}{%- set tool_call = tool_call.function %}{%- endif %}"
     "{%- if not loop.first or content %}{{- '\\n' }}{%- endif %}"

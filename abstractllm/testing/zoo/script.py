@@ -42,15 +42,16 @@ def _bytes_to_unicode() -> dict[int, str]:
 
 
 def plan_pieces(reply: str, vocab: dict[str, int], added: dict[str, int], reserved: list[int],
-                avoid: Iterable[int], encode: Any = None) -> tuple[list[int], dict[int, str]]:
+                avoid: Iterable[int], encode: Any = None, raw: bool = True) -> tuple[list[int], dict[int, str]]:
     """Cut ``reply`` into pieces whose token ids are all distinct and not in ``avoid``.
 
     ``vocab`` maps byte-level BPE strings to ids, ``added`` added-token contents to ids, ``reserved`` lists ids
     free to take a new string. Each added token's first occurrence is that token. The text between them is the
     tokenizer's own tokens (``encode(text)``, so the reply re-tokenizes to what the model generates) where those
     are distinct and free; else it is cut into words (a newline run, or a word with its leading spaces), a word
-    already used being joined to the next one (or, at the end of a run, to the previous one). Returns the ids in
-    order and the new strings given to reserved ids.
+    already used being joined to the next one (or, at the end of a run, to the previous one); ``raw``: a run
+    whose every cut is taken may be spelled raw (not for mlx-vlm, whose detokenizer reads byte-level strings
+    only). Returns the ids in order and the new strings given to reserved ids.
     """
     avoid = set(avoid)
     by_id = {i: t for t, i in vocab.items()}
@@ -68,7 +69,7 @@ def plan_pieces(reply: str, vocab: dict[str, int], added: dict[str, int], reserv
             seen.update(strings)
             ids.extend(own)
             continue
-        for piece in _unique_words(run, seen):
+        for piece in _unique_words(run, seen, raw):
             token = vocab.get(piece)
             if token is None:
                 if not free:
@@ -100,7 +101,7 @@ def _runs(reply: str, markers: dict[str, int]) -> list[tuple[str, bool]]:
     return out
 
 
-def _unique_words(run: str, seen: set[str]) -> list[str]:
+def _unique_words(run: str, seen: set[str], raw: bool = True) -> list[str]:
     """``run`` cut into words (byte-level strings) none of which is in ``seen`` or repeated; adds them to it."""
     import re
 
@@ -121,7 +122,7 @@ def _unique_words(run: str, seen: set[str]) -> list[str]:
             text = previous + text
             piece = _fresh(text, seen, raw=False)
         if piece is None:  # the whole run is taken: its raw spelling
-            piece = _fresh(text, seen)
+            piece = _fresh(text, seen, raw=raw)
         if piece is None:
             raise ValueError(f"cannot cut the scripted reply into distinct tokens at {run!r:.40}")
         seen.add(piece)

@@ -12,7 +12,7 @@ from ..weights import randomize_weights
 from .family import Family
 from .script import plan_pieces, script_weights
 
-__all__ = ["build_text_family", "write_family_tokenizer", "generation_prompt_ends"]
+__all__ = ["build_text_family", "write_family_tokenizer", "generation_prompt_ends", "script_tokenizer"]
 
 
 def write_family_tokenizer(family: Family, path: Path, vocab_size: int, seed: int, reserve: int = 0) -> dict[str, int]:
@@ -88,7 +88,7 @@ def build_text_family(family: Family, path: Path, *, seed: int = 0, script: str 
     model = model_class(args_class.from_dict(config))
     randomize_weights(model, seed, 1.0)
     if script is not None:
-        chain, starts = _script_tokenizer(family, path, script, ids)
+        chain, starts = script_tokenizer(family, path, script, ids)
         script_weights(model, starts, chain)
     save_model(path, model, donate_model=True)
     save_config(config, path / "config.json")
@@ -100,9 +100,10 @@ def build_text_family(family: Family, path: Path, *, seed: int = 0, script: str 
     return path
 
 
-def _script_tokenizer(family: Family, path: Path, script: str, ids: dict[str, int]) -> tuple[list[int], list[int]]:
+def script_tokenizer(family: Family, path: Path, script: str, ids: dict[str, int], raw: bool = True
+                     ) -> tuple[list[int], list[int]]:
     """Give the reserved vocabulary slots the pieces of ``script``; return the reply's chain of ids (ending
-    with end-of-turn) and the generation prompt's last tokens."""
+    with end-of-turn) and the generation prompt's last tokens. ``raw``: see ``script.plan_pieces``."""
     data = json.loads((path / "tokenizer.json").read_text(encoding="utf-8"))
     vocab: dict[str, int] = data["model"]["vocab"]
     reserved = sorted(i for t, i in vocab.items() if t.startswith("<|reserved_"))
@@ -114,7 +115,8 @@ def _script_tokenizer(family: Family, path: Path, script: str, ids: dict[str, in
 
     own = Tokenizer.from_str(json.dumps(data, ensure_ascii=False))
     chain, assigned = plan_pieces(script, {t: i for t, i in vocab.items() if i not in reserved}, added, reserved,
-                                  avoid=[*starts, eos], encode=lambda text: own.encode(text, add_special_tokens=False).ids)
+                                  avoid=[*starts, eos], encode=lambda text: own.encode(text, add_special_tokens=False).ids,
+                                  raw=raw)
     by_id = {i: t for t, i in vocab.items()}
     for token, piece in assigned.items():
         del vocab[by_id[token]]

@@ -15,8 +15,8 @@ from typing import Any, Callable
 
 from ..weights import randomize_weights
 from .family import Family
-from .script import _byte_level, _bytes_to_unicode, plan_pieces, script_weights
-from .text import _token_ids, generation_prompt_ends, write_family_tokenizer
+from .script import script_weights
+from .text import _token_ids, script_tokenizer, write_family_tokenizer
 
 __all__ = ["build_vision_family"]
 
@@ -181,71 +181,6 @@ def _quiet_eos(model: Any, family: Family, ids: dict[str, int]) -> None:
     mx.eval(model.parameters())
 
 
-def _script_tokenizer(family: Family, path: Path, script: str, ids: dict[str, int]) -> tuple[list[int], list[int]]:
-    """Give the reserved vocabulary slots the pieces of ``script`` (as the text zoo does); return the reply's
-    chain of ids (ending with end-of-turn) and the generation prompt's last tokens.
-
-    Every piece is a byte-level BPE string: mlx-vlm's streaming detokenizer (``BPEStreamingDetokenizer`` in
-    ``mlx_vlm/tokenizer_utils.py``) maps each character of a token through the byte decoder and fails on any
-    other. Where ``plan_pieces`` spells a repeated piece otherwise, the reply is cut again into byte-level
-    pieces (the shortest unused one at each point).
-    """
-    data = json.loads((path / "tokenizer.json").read_text(encoding="utf-8"))
-    vocab: dict[str, int] = data["model"]["vocab"]
-    reserved = sorted(i for t, i in vocab.items() if t.startswith("<|reserved_"))
-    starts = generation_prompt_ends(path)
-    eos = ids[getattr(family, "end_of_turn", None) or family.eos_token]
-    markers = [*family.special_tokens, *(t for t, _ in family.added_tokens)]
-    added = {t: ids[t] for t in markers if ids[t] != eos}
-    known = {t: i for t, i in vocab.items() if i not in reserved}
-    chain, assigned = plan_pieces(script, known, added, reserved, avoid=[*starts, eos])
-    alphabet = set(_bytes_to_unicode().values())
-    if not all(set(piece) <= alphabet for piece in assigned.values()):
-        chain, assigned = _byte_level_pieces(script, known, added, reserved, avoid=[*starts, eos])
-    by_id = {i: t for t, i in vocab.items()}
-    for token, piece in assigned.items():
-        del vocab[by_id[token]]
-        vocab[piece] = token
-    (path / "tokenizer.json").write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
-    return chain + [eos], starts
-
-
-def _byte_level_pieces(reply: str, vocab: dict[str, int], added: dict[str, int], reserved: list[int],
-                       avoid: list[int]) -> tuple[list[int], dict[int, str]]:
-    """``reply`` cut into distinct byte-level pieces: each added token's first occurrence, else the shortest
-    piece at that point that is a vocabulary entry not used yet, or a new string for a reserved id."""
-    used, taken, free = set(avoid), set(vocab), list(reserved)
-    assigned: dict[int, str] = {}
-    ids: list[int] = []
-    markers = sorted(added, key=len, reverse=True)
-    i = 0
-    while i < len(reply):
-        marker = next((m for m in markers if reply.startswith(m, i) and added[m] not in used), None)
-        if marker is not None:
-            ids.append(added[marker])
-            used.add(added[marker])
-            i += len(marker)
-            continue
-        for length in range(1, len(reply) - i + 1):
-            piece = _byte_level(reply[i:i + length])
-            token = vocab.get(piece)
-            if token is not None and token not in used:
-                break
-            if piece not in taken:
-                if not free:
-                    raise ValueError("the scripted reply needs more reserved tokens than the vocabulary has")
-                token = free.pop(0)
-                assigned[token] = piece
-                taken.add(piece)
-                break
-        else:
-            raise ValueError(f"cannot cut the scripted reply into distinct tokens at {reply[i:]!r:.40}")
-        ids.append(token)
-        used.add(token)
-        i += length
-    return ids, assigned
-
-
 def build_vision_family(family: Family, path: Path, *, seed: int = 0, script: str | None = None) -> Path:
     """Write a loadable mlx-vlm folder of ``family`` at ``path`` (see ``abstractllm.testing.zoo``)."""
     from ...providers.mlx.backend import enable_fast_blas
@@ -276,7 +211,8 @@ def build_vision_family(family: Family, path: Path, *, seed: int = 0, script: st
     mx.random.seed(seed)
     randomize_weights(model, seed, 1.0)
     if script is not None:
-        chain, starts = _script_tokenizer(family, path, script, ids)
+        # byte-level pieces only: mlx-vlm's streaming detokenizer maps each character through the byte decoder
+        chain, starts = script_tokenizer(family, path, script, ids, raw=False)
         script_weights(model.language_model, starts, chain)
     else:
         _quiet_eos(model, family, ids)

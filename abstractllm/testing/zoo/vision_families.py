@@ -14,7 +14,7 @@ by the builder (``abstractllm.testing.zoo.vision``); each family's ``source`` na
 from __future__ import annotations
 
 from .family import Family
-from .qwen import QWEN_ADDED_TOKENS
+from .qwen import QWEN3_ASSISTANT_TURN, QWEN_ADDED_TOKENS
 
 #: Qwen2-VL / Qwen2.5-VL (Qwen2.5 tokenizer): the first 22 of Qwen's added tokens, ``<|endoftext|>`` ..
 #: ``<|file_sep|>`` (ids 151643..151664 in the real files); Qwen3 added ``<tool_response>``, ``</tool_response>``,
@@ -86,17 +86,7 @@ def _qwen_vl_template(*, default_system: bool, qwen3: bool, thinking: bool = Fal
     ) if thinking else ""
     if thinking:
         assistant_body = (
-            "{%- set content = render(message.content, false) %}"
-            "{%- set reasoning = '' %}"
-            "{%- if message.reasoning_content is string %}{%- set reasoning = message.reasoning_content %}"
-            "{%- elif '</think>' in content %}"
-            "{%- set reasoning = content.split('</think>')[0].rstrip('\\n').split('<think>')[-1].lstrip('\\n') %}"
-            "{%- set content = content.split('</think>')[-1].lstrip('\\n') %}"
-            "{%- endif %}"
-            "{{- '<|im_start|>assistant\\n' }}"
-            "{%- if loop.index0 > ns.last_query and (loop.last or reasoning) %}"
-            "{{- '<think>\\n' + reasoning.strip('\\n') + '\\n</think>\\n\\n' + content.lstrip('\\n') }}"
-            "{%- else %}{{- content }}{%- endif %}"
+            "{%- set content = render(message.content, false) %}" + QWEN3_ASSISTANT_TURN
         )
     elif qwen3:
         assistant_body = (
