@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from ...exceptions import GenerationError, InvalidParameterError, UnsupportedFeatureError
 from ...structured import OutputFormat
 from ...tools import ToolDefinition
+from .schemas import ReplyCheck, grammar_schema, relax, tool_schema_id
 from .toolcalls import ToolCallExtractor, ToolFormat
 
 if TYPE_CHECKING:
@@ -66,12 +67,28 @@ def _closed(schema: Any) -> Any:
     return _bounded(schema, True)
 
 
+def _tool_schema(tool: ToolDefinition, embedded: bool = True) -> Any:
+    """A tool's parameters as its call's grammar takes them: closed, relaxed where llguidance cannot compile
+    them (schemas.py), and (``embedded`` in the call object) with an ``$id`` so their ``$ref``s resolve."""
+    schema = grammar_schema(_closed(tool.parameters), "tools", f"parameters of the tool {tool.name!r}")
+    if embedded and "$ref" in json.dumps(schema):
+        schema = {**schema, "$id": tool_schema_id(tool.name)}
+    return schema
+
+
 def json_grammar(fmt: OutputFormat) -> str:
     """The llguidance grammar of a ``response_format``."""
     from llguidance import LLMatcher
 
-    schema = _bounded(fmt.schema or {"type": "object"}, False)
+    schema = _output_schema(fmt)
     return LLMatcher.grammar_from_json_schema(schema, defaults=dict(COMPACT_JSON))
+
+
+def _output_schema(fmt: OutputFormat) -> Any:
+    """A ``response_format``'s schema as its grammar takes it: bounded, relaxed where llguidance cannot compile
+    it (schemas.py); a schema no value matches is refused."""
+    return grammar_schema(_bounded(fmt.schema or {"type": "object"}, False), "response_format", "response_format",
+                          refuse_unsatisfiable=True)
 
 
 def _literal(text: str) -> str:
@@ -93,10 +110,10 @@ def _call_rule(tools: list[ToolDefinition], choice: str, fmt: ToolFormat,
     if fmt.name == "harmony":  # the tool's name is in the message header: one alternative per tool
         return " | ".join(
             f'{marker("<|channel|>")} {_literal("commentary to=functions." + t.name + " ")} {marker("<|constrain|>")} '
-            f'{_literal("json")} {marker("<|message|>")} %json {json.dumps({**_closed(t.parameters), "x-guidance": dict(COMPACT_JSON)})}'
+            f'{_literal("json")} {marker("<|message|>")} %json {json.dumps({**_tool_schema(t, False), "x-guidance": dict(COMPACT_JSON)})}'
             for t in allowed)
     key = fmt.json_key
-    options = [{"type": "object", "properties": {"name": {"const": t.name}, key: _closed(t.parameters)},
+    options = [{"type": "object", "properties": {"name": {"const": t.name}, key: _tool_schema(t)},
                 "required": ["name", key], "additionalProperties": False} for t in allowed]
     schema = options[0] if len(options) == 1 else {"anyOf": options}
     after, listed, before = _LAYOUTS[fmt.name]
@@ -154,7 +171,7 @@ def call_or_json_grammar(tools: list[ToolDefinition], fmt: ToolFormat, output: O
 
 def _json_rule(output: OutputFormat, fmt: ToolFormat | None = None, marker: Callable[[str], str] = _literal) -> str:
     """JSON of the output schema (compact); in a harmony reply, as the ``final`` message."""
-    schema = {**_bounded(output.schema or {"type": "object"}, False), "x-guidance": dict(COMPACT_JSON)}
+    schema = {**_output_schema(output), "x-guidance": dict(COMPACT_JSON)}
     header = ""
     if fmt is not None and fmt.name == "harmony":
         header = f'{marker("<|channel|>")} {_literal("final")} {marker("<|message|>")} '
@@ -275,20 +292,39 @@ def constrain_request(req: "EngineRequest", grammars: GrammarCompiler, fmt: Tool
         if fmt.name != "harmony":  # harmony's calls come out of its channels (reasoning.HarmonySplitter)
             req.pipeline.tools = ToolCallExtractor(fmt, [t.to_openai() for t in tools], forced=forced)
         if forced:  # the reply is a call: a response_format does not apply to it
-            return [grammars.processor(tool_call_grammar(tools, choice, fmt, grammars.marker, thinking),
-                                       "tool_choice")]
+            processor = grammars.processor(tool_call_grammar(tools, choice, fmt, grammars.marker, thinking),
+                                           "tool_choice")
+            _check_after(req, [t for t in tools if choice == "required" or t.name == choice], None)
+            return [processor]
         output = req.params.get("response_format")
         if output is not None:  # a call, or JSON of the schema
-            return [grammars.processor(call_or_json_grammar(tools, fmt, output, grammars.marker, thinking),
-                                       "response_format")]
+            processor = grammars.processor(call_or_json_grammar(tools, fmt, output, grammars.marker, thinking),
+                                           "response_format")
+            _check_after(req, tools, output)
+            return [processor]
         return []
     output = req.params.get("response_format")
     if output is not None:
         harmony = fmt is not None and fmt.name == "harmony"
         grammar = (json_after_thinking_grammar(output, thinking, fmt, grammars.marker) if thinking[0] or harmony
                    else json_grammar(output))
-        return [grammars.processor(grammar, "response_format")]
+        processor = grammars.processor(grammar, "response_format")
+        _check_after(req, [], output)
+        return [processor]
     return []
+
+
+def _check_after(req: "EngineRequest", tools: list[ToolDefinition], output: OutputFormat | None) -> None:
+    """Where the grammar had to relax a tool's or the ``response_format``'s schema (schemas.py), the reply is
+    checked against the original schema after generation (``schemas.ReplyCheck``: the last chunk's
+    ``metadata["schema_relaxed"]`` / ``["schema_errors"]``)."""
+    reply = ReplyCheck()
+    for t in tools:
+        reply.add_tool(t.name, t.parameters, relax(_closed(t.parameters)))
+    if output is not None and output.schema is not None:
+        reply.add_output(output.name, output.schema, relax(_bounded(output.schema, False)))
+    if reply and callable(getattr(req, "emit", None)):
+        req.emit = reply.wrap(req.emit)
 
 
 def chat_dict(m: "Message") -> dict[str, Any]:
