@@ -1,11 +1,15 @@
-"""The interface the batching engine drives: one ``ModelAdapter`` per loaded model (``text.TextAdapter`` over
-mlx-lm, ``vision.VisionAdapter`` over mlx-vlm). Everything here runs on the provider's worker thread.
+"""The interface the scheduler drives: one ``ModelAdapter`` per loaded model (``text.TextAdapter`` over
+mlx-lm, ``vision.VisionAdapter`` over mlx-vlm, ``vision_text.RoutedAdapter`` over both), chosen by
+``registry.py``. Everything here runs on the provider's worker thread.
 
-The engine admits requests (``admit``), advances every admitted request by one step at a time
-(``step``: one decode step of the batch, or a prefill chunk, yielding at most one ``Step`` per request),
-and releases a request that ended or was cancelled (``release``, which also stores its prompt cache). The
-checks every adapter shares live here once: parameters against the model's vocabulary, and the random
-state after a failed step.
+The batching interface (``scheduler.BatchAdapter``): ``capacity`` (the batch size: the one source of it,
+from the ``max_batch_size`` config and the model's limits), ``admit`` (a request joins the batch),
+``step`` (one decode step of the batch, or a prefill chunk, yielding at most one ``Step`` per request),
+``release`` (a request that ended or was cancelled leaves; its prompt cache is stored) and ``recover``
+(after a failed step). An adapter keeps its per-request state itself (keyed by the request); in ``admit``
+it may set up the request's output (``req.pipeline``: hidden tokens, reasoning splitter, tool-call
+extractor; ``req.emit`` wrapped) and nothing else of it. The checks every adapter shares live here once:
+parameters against the model's vocabulary, and the random state after a failed step.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from ...exceptions import InvalidParameterError
 from .source import ModelSpec
 
 if TYPE_CHECKING:
-    from .engine import EngineRequest
+    from .scheduler import EngineRequest
     from .pipeline import Step
 
 __all__ = ["ModelAdapter"]
@@ -77,7 +81,17 @@ class ModelAdapter(ABC):
 
     @abstractmethod
     def reset(self) -> None:
-        """Drop every admitted request (after a failed step)."""
+        """Drop every admitted request (after a failed step, on unload)."""
+
+    def recover(self) -> None:
+        """After a failed step: drop the batch and give the sampler a usable random state."""
+        self.reset()
+        self.reseed_after_failure()
+
+    def cached_tokens(self, req: "EngineRequest") -> int:
+        """The prompt tokens of admitted ``req`` served from the prompt cache (the lock-step loop checks that
+        every rank found as many)."""
+        return 0
 
     # ------------------------------------------------------------------ shared checks
     def check_params(self, params: dict[str, Any]) -> None:

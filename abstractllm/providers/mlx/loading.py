@@ -1,6 +1,7 @@
 """Loading a model on the worker thread, in order: MLX's device, mlx-lm's / mlx-vlm's own answer on the
-architecture, the memory guard (before any allocation), then the adapter for the model's kind loads it.
-Load failures inside mlx / mlx-lm / mlx-vlm are converted here, at one boundary."""
+architecture, the adapter that serves it (``registry.choose_adapter``), the memory guard (before any
+allocation), then the adapter loads it. Load failures inside mlx / mlx-lm / mlx-vlm are converted here, at
+one boundary."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from ...exceptions import AbstractLLMError, ModelLoadError, UnsupportedFeatureEr
 from .adapter import ModelAdapter
 from .backend import import_backend, on_gpu, warm_cpu_compiler
 from .memory import MemoryEstimate, check_load_memory, estimate_load_bytes
+from .registry import choose_adapter, needs_of
 from .source import ModelSpec
 from .weights import float_itemsize_for, quantize_bits
 
@@ -76,6 +78,7 @@ def load_adapter(spec: ModelSpec, config: dict[str, Any]) -> tuple[ModelAdapter,
     set_device(mx, config.get("device") or "auto")
     gpu = on_gpu()
     check_architecture(spec)
+    entry = choose_adapter(needs_of(spec, config))
     bits = quantize_bits(config)
     if bits and spec.kind == "vision":
         raise UnsupportedFeatureError(
@@ -87,26 +90,15 @@ def load_adapter(spec: ModelSpec, config: dict[str, Any]) -> tuple[ModelAdapter,
     estimate = estimate_load_bytes(spec, quantize_bits=bits, float_itemsize=itemsize)
     check_load_memory(spec, estimate, config.get("memory_limit"))
     t0 = time.perf_counter()
-    adapter: ModelAdapter
-    if spec.kind == "vision":
-        import_backend("mlx_vlm")
-        from .vision import VisionAdapter
-
-        adapter = VisionAdapter(spec, config, gpu)
-    else:
-        from .text import TextAdapter
-
-        adapter = TextAdapter(spec, config, gpu)
+    adapter = entry.make(spec, config, gpu)
     try:
         adapter.load()
     except AbstractLLMError:
         raise
     except Exception as exc:  # the one boundary for load failures inside mlx / mlx-lm / mlx-vlm
         raise ModelLoadError(f"Could not load {str(spec.path)!r}: {type(exc).__name__}: {exc}") from exc
-    if spec.kind == "vision":  # its text-only requests batched through mlx-lm where the checkpoint allows it
-        from .vision_text import with_text_batching
-
-        adapter = with_text_batching(adapter)
+    if entry.then is not None:  # e.g. a vision checkpoint's text-only requests batched through mlx-lm
+        adapter = entry.then(adapter)
     if not gpu:
         warm_cpu_compiler(mx)
     return adapter, estimate, time.perf_counter() - t0

@@ -5,7 +5,7 @@ tensor parallelism). Rank 0 decides; the others follow.
 One loop per rank, on the provider's worker thread, for the provider's life (``DistributedEngine``):
 
 1. Rank 0 makes a ``Plan``: it cancels the requests whose callers cancelled, admits waiting requests into
-   its batch (priorities, the bounded queue, the memory checks: the single-process engine's rules), and
+   its batch (priorities, the bounded queue, the memory checks: its ``Scheduler``'s, as in one process), and
    notes the requests that ended before admission (errors, cancellations). Idle, it waits for work up to
    ``DISTRIBUTED_HEARTBEAT_S`` and then sends an empty plan: a heartbeat.
 2. The plan goes to every rank (``distributed.share``: one small ``all_sum``, two when it is not empty),
@@ -44,7 +44,7 @@ from ...types import GenerationRequest
 from ..worker import CancelToken, Emit, SerialWorker
 from .backend import import_backend
 from .distributed import World, gather, share
-from .engine import Engine, EngineRequest
+from .engine import EngineBase, EngineRequest, Jobs
 from .pipeline import RequestPipeline
 from .ranks import Pairing, Plan, Watchdog, describe_error, rebuild_error, wire_request
 
@@ -70,12 +70,16 @@ class LockstepWorker(SerialWorker):
         return super().call(fn, *args, **kwargs)
 
 
-class DistributedEngine(Engine):
-    """See the module docstring. ``world``: this rank and the group; ``timeout_s``: the watchdog's."""
+class DistributedEngine(EngineBase):
+    """See the module docstring: the lock-step loop over this rank's ``Scheduler``. ``world``: this rank and
+    the group; ``timeout_s``: the watchdog's."""
 
-    def __init__(self, worker: SerialWorker, *, world: World, timeout_s: float,
-                 heartbeat_s: float = DISTRIBUTED_HEARTBEAT_S, **kwargs: Any) -> None:
-        super().__init__(worker, **kwargs)
+    def __init__(self, worker: SerialWorker, *, world: World, timeout_s: float, model: str, max_batch_size: int,
+                 max_queue_size: int, adapter_for_run: Callable[[], "ModelAdapter"],
+                 convert: Callable[[BaseException], BaseException], heartbeat_s: float = DISTRIBUTED_HEARTBEAT_S) -> None:
+        super().__init__(worker, model=model, max_batch_size=max_batch_size, max_queue_size=max_queue_size,
+                         convert=convert)
+        self._adapter_for_run = adapter_for_run
         self.world = world
         self.heartbeat_s = heartbeat_s
         where = f"rank {world.rank} of {world.size}"
@@ -83,6 +87,9 @@ class DistributedEngine(Engine):
         self.fatal: BaseException | None = None  # why the loop ended for good
         self.ranks: list[dict[str, Any]] = []  # every rank's memory, as last gathered
         self.gathered_at: float | None = None
+        self.jobs = Jobs()
+        self._lock = threading.Lock()
+        self._running = False
         self._wake = threading.Event()
         self._loaded = threading.Event()
         self._finished = threading.Event()
@@ -90,7 +97,6 @@ class DistributedEngine(Engine):
         self._ended: list[tuple[int, str, Any]] = []  # rank 0: requests that ended before admission
         self._ops: list[tuple[str, Future]] = []
         self._ops_sent: list[tuple[str, Future]] = []  # rank 0: the ops of the plan in flight
-        self._by_seq: dict[int, EngineRequest] = {}
         self._pairs = Pairing()
         self._on_fatal: list[Callable[[BaseException], None]] = []
         self._stream: Any = None
@@ -128,25 +134,29 @@ class DistributedEngine(Engine):
         if float(params.get("temperature") or 0) > 0 and params.get("seed") is None:
             # every rank must draw the same tokens: the seed is chosen here, before the others see it
             request = replace(request, params={**params, "seed": int.from_bytes(os.urandom(8), "little") >> 1})
+        req = self.new_request(request, emit, token)
+        self.worker.track(token)
         try:
-            super().submit(request, emit, token)
+            self.scheduler.submit(req)
         except QueueFullError as exc:
+            self.worker.untrack(token)
             with self._lock:  # the other ranks' call of this number gets the same error
-                self._seq += 1
-                self._ended.append((self._seq, "error", describe_error(exc)))
+                self._ended.append((req.seq, "error", describe_error(exc)))
             raise
+        with self._lock:
+            start = not self._running
+            self._running = True
+        if start:  # a loop that ended for good starts to fail it (see _run)
+            self._start_loop()
         self._wake.set()
 
     def call(self, fn: Callable[[], Any]) -> Any:
         """Run ``fn`` on the worker between two steps of the loop (at once when no loop runs)."""
         if threading.current_thread() is self.worker.thread:
             return fn()
-        future: Future = Future()
         with self._lock:
-            queued = self._running
-            if queued:
-                self._jobs.append((fn, future))
-        if not queued:
+            future = self.jobs.add(fn) if self._running else None
+        if future is None:
             return self.worker.call(fn)
         self._wake.set()
         return future.result()
@@ -216,21 +226,14 @@ class DistributedEngine(Engine):
     def _end_for_good(self, error: BaseException) -> None:
         with self._lock:
             self._running = False
-            jobs, self._jobs = self._jobs, []
             ops, self._ops = self._ops + self._ops_sent, []
             self._ops_sent = []
-            waiting, self._waiting = self._waiting, []
         self._finished.set()
         self._loaded.set()
-        for fn, future in jobs:  # maintenance still runs (on the worker: no step in flight)
-            try:
-                future.set_result(fn())
-            except BaseException as exc:
-                future.set_exception(exc)
+        self.jobs.run()  # maintenance still runs (on the worker: no step in flight)
         for _, future in ops:
             future.set_result(None)
-        for req in waiting:
-            self._fail(req, error)
+        self.scheduler.fail_waiting(error)
         self._pairs.close(error)
 
     def _lockstep(self) -> None:
@@ -264,7 +267,7 @@ class DistributedEngine(Engine):
             plan, steps = share(self.world, plan, self._stream, steps)
             self.watchdog.disarm()
             if not leader:
-                self._run_jobs()
+                self.jobs.run()
                 if plan is not None:
                     self._follow(plan)
             if plan is not None:
@@ -277,54 +280,49 @@ class DistributedEngine(Engine):
                 if plan.stop:
                     return
             for _ in range(max(1, steps)):  # the same number on every rank (an empty batch ends it early)
-                if not self._active:
+                if not self.scheduler.active_count:
                     break
                 self._step()
             # (no _yield_gil here: a rank that gives its core away stalls every other rank)
 
     # ------------------------------------------------------------------ rank 0
-    def _plan(self) -> Plan:
-        self._run_jobs()
-        if not (self._active or self._waiting or self._jobs or self._ops or self._ended or self._stopping()):
+    def _plan(self) -> Plan | None:
+        scheduler = self.scheduler
+        self.jobs.run()
+        if not (scheduler.active_count or scheduler.has_waiting() or self.jobs or self._ops or self._ended
+                or self._stopping()):
             self._wake.wait(self._heartbeat_wait())
             self._wake.clear()
-            self._run_jobs()
+            self.jobs.run()
         plan = Plan()
         with self._lock:
             plan.ended, self._ended = self._ended, []
             self._ops_sent, self._ops = self._ops, []
         plan.ops = [name for name, _ in self._ops_sent]
-        for req in self._take_cancelled_waiting():
-            self._end(req, req.pipeline.final("cancelled"))
-            plan.ended.append((req.seq, "cancelled", None))
+        plan.ended += [(req.seq, "cancelled", None) for req in scheduler.end_cancelled_waiting()]
         stop = self._stopping()
-        for req in [r for r in self._active if stop or r.token.cancelled]:
-            self._finish(self.adapter, req, "cancelled")  # here now; on the others before they admit
-            plan.cancel.append(req.seq)
+        # here now; on the others before they admit
+        plan.cancel = [req.seq for req in scheduler.end_cancelled_active(self.adapter, everything=stop)]
         if stop:
             plan.stop = True
-            with self._lock:
-                waiting, self._waiting = self._waiting, []
             error = AbstractLLMError("The distributed provider was closed before this request started.",
                                      provider="mlx")
-            for req in waiting:
-                self._fail(req, error)
-                plan.ended.append((req.seq, "error", describe_error(error)))
+            plan.ended += [(req.seq, "error", describe_error(error)) for req in scheduler.fail_waiting(error)]
         else:
             self._admit_into(plan)
         plan.gather = self.gathered_at is None or time.monotonic() - self.gathered_at >= self.heartbeat_s
-        return plan if plan else None  # type: ignore[return-value]
+        return plan if plan else None
 
     def _steps_until_next_plan(self, plan: Plan | None) -> int:
         """How many steps every rank takes before the next plan: one while anything waits for a decision
         (a request that a free slot could take, a cancellation, maintenance), else as many as fit in
         ``DISTRIBUTED_SYNC_S`` (a request waiting for a full batch waits for a slot anyway)."""
-        if self._step_s is None or not self._active or (plan is not None and plan.stop):
+        scheduler = self.scheduler
+        if self._step_s is None or not scheduler.active_count or (plan is not None and plan.stop):
             return 1
-        free = len(self._active) < min(self.max_batch_size, self.adapter.capacity)
         with self._lock:
-            busy = bool((self._waiting and free) or self._jobs or self._ops or self._ended)
-        if busy or self._stopping() or any(r.token.cancelled for r in self._active):
+            busy = bool((scheduler.has_waiting() and scheduler.has_room()) or self.jobs or self._ops or self._ended)
+        if busy or self._stopping() or scheduler.any_cancelled_active():
             return 1
         return max(1, min(DISTRIBUTED_MAX_STEPS_PER_PLAN, int(DISTRIBUTED_SYNC_S / max(self._step_s, 1e-6))))
 
@@ -336,24 +334,17 @@ class DistributedEngine(Engine):
             return 0.0
         return max(0.0, self.heartbeat_s - (time.monotonic() - self.gathered_at))
 
-    def _take_cancelled_waiting(self) -> list[EngineRequest]:
-        with self._lock:
-            gone = [r for r in self._waiting if r.token.cancelled]
-            if gone:
-                self._waiting = [r for r in self._waiting if not r.token.cancelled]
-        return gone
-
     def _admit_into(self, plan: Plan) -> None:
-        """The single-process engine's admission (``Engine._admit``), noting each outcome in ``plan``."""
+        """The scheduler's admission, as in one process, noting each outcome in ``plan``."""
+        adapter = self.adapter
 
         def admitted(req: EngineRequest) -> None:
-            self._by_seq[req.seq] = req
-            plan.admit.append((req.seq, wire_request(req.request), int(getattr(req.state, "cached", 0))))
+            plan.admit.append((req.seq, wire_request(req.request), adapter.cached_tokens(req)))
 
         def failed(req: EngineRequest, exc: BaseException) -> None:
             plan.ended.append((req.seq, "error", describe_error(exc)))
 
-        self._admit(self.adapter, on_admitted=admitted, on_failed=failed)
+        self.scheduler.admit(adapter, on_admitted=admitted, on_failed=failed)
 
     def _finish_ops(self) -> None:
         ops, self._ops_sent = self._ops_sent, []
@@ -363,11 +354,11 @@ class DistributedEngine(Engine):
     # ------------------------------------------------------------------ the other ranks
     def _follow(self, plan: Plan) -> None:
         """Apply rank 0's plan here, in rank 0's order: cancellations, ended requests, admissions."""
-        adapter = self.adapter
+        adapter, scheduler = self.adapter, self.scheduler
         for seq in plan.cancel:
-            req = self._by_seq.get(seq)
+            req = scheduler.find_active(seq)
             if req is not None:
-                self._finish(adapter, req, "cancelled")
+                scheduler.finish(adapter, req, "cancelled")
         for seq, kind, detail in plan.ended:
             emit = self._pairs.emit_for(seq)
             if kind == "error":
@@ -376,43 +367,24 @@ class DistributedEngine(Engine):
                 emit(("item", RequestPipeline(model=self.model).final("cancelled")))
                 emit(_DONE)
         for seq, request, cached in plan.admit:
-            req = self._request(seq, request)
+            req = self.new_request(request, self._pairs.emit_for(seq), CancelToken(), seq=seq)
             try:
                 admitted = adapter.admit(req)
             except BaseException as exc:
                 raise GenerationError(f"rank {self.world.rank} could not admit the request rank 0 admitted "
                                       f"({type(exc).__name__}: {exc})") from exc
-            if not admitted or int(getattr(req.state, "cached", 0)) != cached:
+            if not admitted or adapter.cached_tokens(req) != cached:
                 raise GenerationError(
                     f"rank {self.world.rank} is out of step with rank 0 (request {seq}: "
                     f"{'not admitted' if not admitted else 'its prompt cache differs'})")
-            req.admitted = True
-            self._active.append(req)
-            self._by_seq[seq] = req
-
-    def _request(self, seq: int, request: GenerationRequest) -> EngineRequest:
-        params = request.params
-        pipeline = RequestPipeline(model=self.model, stop=params.get("stop") or [],
-                                   stop_token_ids=params.get("stop_token_ids") or [],
-                                   want_logprobs=bool(params.get("logprobs")))
-        return EngineRequest(request, self._pairs.emit_for(seq), CancelToken(), int(params.get("priority", 1)), seq,
-                             pipeline.t0, pipeline)
+            scheduler.join(req)
 
     # ------------------------------------------------------------------ every rank
     def _step(self) -> None:
-        adapter = self.adapter
         self.watchdog.arm("a generation step (it waits on the other ranks)")
-        decoding = any(r.pipeline.first_at is not None for r in self._active)
-        started = time.perf_counter()
-        results = adapter.step()
-        took = time.perf_counter() - started
+        took = self.scheduler.step(self.adapter)
         self.watchdog.disarm()
         self._step_s = took if self._step_s is None else 0.8 * self._step_s + 0.2 * took
-        self._deliver(adapter, results, decoding)
-
-    def _finish(self, adapter: "ModelAdapter", req: EngineRequest, reason: str | None) -> None:
-        self._by_seq.pop(req.seq, None)
-        super()._finish(adapter, req, reason)
 
     def _apply_op(self, name: str) -> None:
         if name == "clear_cache" and self.adapter is not None:
@@ -452,10 +424,7 @@ class DistributedEngine(Engine):
         error.__cause__ = exc
         self.fatal = error
         log.error("%s", error)
-        active, self._active = self._active, []
-        self._by_seq.clear()
-        for req in active:
-            self._fail(req, error)
+        self.scheduler.fail_batch(None, error)
         for callback in self._on_fatal:
             try:
                 callback(error)

@@ -3,10 +3,10 @@ batching engine per loaded model.
 
 Request flow: ``generate`` (base) validates and normalizes on the caller's thread and submits the request
 to the provider's ``Engine`` (``engine.py``); the engine, a job on this provider's worker thread, loads
-the model if needed (``loading.load_adapter``: memory guard first), admits the request into the batch
-(the adapter templates it, looks up the prompt cache, checks its memory), and steps the batch; each
-request's tokens become ``Response`` chunks in its own ``RequestPipeline`` and reach the caller through
-its ``ChunkStream``.
+the model if needed (``loading.load_adapter``: memory guard first), and its ``Scheduler`` admits the
+request into the batch (the adapter templates it, looks up the prompt cache, checks its memory) and steps
+the batch; each request's tokens become ``Response`` chunks in its own ``RequestPipeline`` and reach the
+caller through its ``ChunkStream``.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from ...params import defaults
 from ...types import Capabilities, GenerationRequest
 from ..base import BaseProvider
 from ..worker import AsyncResponseStream, CancelToken, ChunkStream, ResponseStream
-from .engine import Engine, convert_backend_error
+from .engine import Engine, EngineBase, convert_backend_error
 from .loading import clear_streams, load_adapter
 from .memory import available_bytes
 from .source import ModelSpec, inspect_model, resolve_model
@@ -119,7 +119,7 @@ class MLXProvider(BaseProvider):
         self._adapter: Any = None
         self._estimate: Any = None
         self._reload = False
-        self._engine: Engine | None = None
+        self._engine: EngineBase | None = None
         self._engine_lock = threading.Lock()
         self.load_time_s: float | None = None
 
@@ -279,7 +279,7 @@ class MLXProvider(BaseProvider):
 
     # ------------------------------------------------------------------ the engine
     @property
-    def engine(self) -> Engine:
+    def engine(self) -> EngineBase:
         """The batching engine of this provider (made with the worker, on first use)."""
         with self._engine_lock:
             if self._engine is None:

@@ -62,6 +62,7 @@ def plain_prompt(messages: list[Message]) -> str:
 class _Request:
     """The text adapter's state of one admitted request."""
 
+    req: "EngineRequest"
     uid: int
     prompt_ids: list[int]
     computed: int  # prompt tokens to prefill (not served from the cache)
@@ -85,7 +86,8 @@ class TextAdapter(ModelAdapter):
         self.kv_bytes_per_token = 0
         self._batch: Any = None  # mlx_lm BatchGenerator
         self._batch_kv: tuple[Any, ...] | None = None  # (max_kv_size, batch size, prefill step) it was made for
-        self._by_uid: dict[int, "EngineRequest"] = {}
+        self._by_uid: dict[int, _Request] = {}  # the batch's requests by their uid in the BatchGenerator
+        self._states: dict["EngineRequest", _Request] = {}  # every admitted request not yet released
         self.hidden: dict[int, str] = {}  # control tokens kept out of content (special.py)
         self.reasoning_format: ReasoningFormat | None = None
 
@@ -260,15 +262,19 @@ class TextAdapter(ModelAdapter):
         )
         detokenizer = reply_detokenizer(self.tokenizer)
         req.pipeline.hidden = self.hidden
-        req.state = _Request(uid, prompt_ids, len(rest), cached, detokenizer,
-                             int(params.get("top_logprobs") or 0) if params.get("logprobs") else -1)
-        self._by_uid[uid] = req
+        st = _Request(req, uid, prompt_ids, len(rest), cached, detokenizer,
+                      int(params.get("top_logprobs") or 0) if params.get("logprobs") else -1)
+        self._by_uid[uid] = self._states[req] = st
         return True
+
+    def cached_tokens(self, req: "EngineRequest") -> int:
+        st = self._states.get(req)
+        return st.cached if st is not None else 0
 
     def _chunk_size(self) -> int:
         """Prompt tokens per step: small while other requests are decoding (they wait for it)."""
         full = int(self.config["prefill_step_size"])
-        if any(r.state.decoding for r in self._by_uid.values()):
+        if any(st.decoding for st in self._by_uid.values()):
             return min(full, int(self.config.get("prefill_chunk_size") or full))
         return full
 
@@ -278,10 +284,10 @@ class TextAdapter(ModelAdapter):
         _, responses = batch.next()
         out = []
         for r in responses:
-            req = self._by_uid.get(r.uid)
-            if req is None:
+            st = self._by_uid.get(r.uid)
+            if st is None:
                 continue
-            st: _Request = req.state
+            req = st.req
             st.decoding = True
             token = int(r.token)
             detok = st.detokenizer
@@ -306,7 +312,7 @@ class TextAdapter(ModelAdapter):
             self._cache.insert_cache(str(self.spec.path), list(tokens), cache)
 
     def release(self, req: "EngineRequest", *, failed: bool = False) -> None:
-        st: _Request | None = req.state
+        st = self._states.pop(req, None)
         if st is None or not st.in_batch:
             return
         st.in_batch = False
@@ -320,6 +326,7 @@ class TextAdapter(ModelAdapter):
 
     def reset(self) -> None:
         self._by_uid.clear()
+        self._states.clear()
         if self._batch is not None:
             try:
                 self._batch.close()

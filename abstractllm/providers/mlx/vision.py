@@ -115,6 +115,7 @@ class VisionAdapter(ModelAdapter):
         self.caps = vision_capabilities(spec)
         self._states: OrderedDict[str, Any] = OrderedDict()  # media key -> mlx_vlm PromptCacheState
         self._current: "EngineRequest | None" = None
+        self._steps: dict["EngineRequest", Iterator[Step]] = {}  # each admitted request's step generator
         self.hidden: dict[int, str] = {}  # control tokens kept out of content (special.py)
         self.reasoning_format: ReasoningFormat | None = None
 
@@ -271,7 +272,7 @@ class VisionAdapter(ModelAdapter):
         if min_tokens and self.eos_ids:
             processors.append(MinTokens(min_tokens, self.eos_ids))
         self.cache_lookups += 1
-        req.state = self.steps(prepared, req.params, req.token, processors)
+        self._steps[req] = self.steps(prepared, req.params, req.token, processors)
         self._current = req
         return True
 
@@ -279,13 +280,13 @@ class VisionAdapter(ModelAdapter):
         req = self._current
         if req is None:
             return []
-        step = next(req.state, None)
+        step = next(self._steps[req], None)
         if step is None:  # the generator ended early (cancelled): the engine sees the cancel next
             return []
         return [(req, step)]
 
     def release(self, req: "EngineRequest", *, failed: bool = False) -> None:
-        gen = req.state
+        gen = self._steps.pop(req, None)
         if self._current is req:
             self._current = None
         if gen is not None and not failed:
@@ -293,6 +294,7 @@ class VisionAdapter(ModelAdapter):
 
     def reset(self) -> None:
         self._current = None
+        self._steps.clear()
 
     def _sampling(self, params: dict[str, Any]) -> dict[str, Any]:
         rep = params.get("repetition_penalty")

@@ -381,6 +381,10 @@ class RoutedAdapter(ModelAdapter):
         adapter.release(req, failed=failed)
         self._trim_text_cache()
 
+    def cached_tokens(self, req: "EngineRequest") -> int:
+        adapter = self._routes.get(req)
+        return adapter.cached_tokens(req) if adapter is not None else 0
+
     def reset(self) -> None:
         self._routes.clear()
         self._media = None
