@@ -20,7 +20,7 @@ from .exceptions import InvalidParameterError, did_you_mean
 __all__ = ["ParamSpec", "PARAMS", "THINKING_LEVELS", "GENERATION_PARAMS", "CALL_ONLY", "SAMPLING_PRESETS", "PRIORITY_AGING_S", "MAX_TOOL_ROUNDS",
            "DISTRIBUTED_HEARTBEAT_S", "DISTRIBUTED_SYNC_S", "DISTRIBUTED_MAX_STEPS_PER_PLAN",
            "SERVER_PORT", "SERVER_MAX_BODY_BYTES", "SERVER_MAX_TOKENS_LIMIT", "SERVER_MAX_N", "SERVER_RESPONSES_STORE_SIZE",
-           "SERVER_RESPONSES_STORE_BYTES", "SERVER_LOG_FORMAT", "JOB_LEASE_S", "JOB_HEARTBEAT_S", "JOB_POLL_S",
+           "SERVER_RESPONSES_STORE_BYTES", "SERVER_LOG_FORMAT", "SERVER_STRICT_FIELDS", "JOB_LEASE_S", "JOB_HEARTBEAT_S", "JOB_POLL_S",
            "JOB_MAX_ATTEMPTS", "normalize_keys", "validate_params", "parse_bytes", "format_bytes"]
 
 
@@ -332,9 +332,10 @@ REMOTE_CAPABILITIES_TIMEOUT_S = 5.0
 SERVER_PORT = 8000
 #: request body limit: room for a few images as data URIs
 SERVER_MAX_BODY_BYTES = 32 * 1024 * 1024
-#: upper bound on a request's ``max_tokens``: a long answer, but one request cannot hold a batch slot
-#: for tens of thousands of tokens
-SERVER_MAX_TOKENS_LIMIT = 4096
+#: upper bound on a request's ``max_tokens`` (a request asking for more is clamped to it); ``"context"``: the
+#: served model's context length, so that a request without ``max_tokens`` may run to the end of the context, as
+#: OpenAI's do (agent clients such as Codex send none, Claude Code asks for 32000 or more); ``None``: no bound
+SERVER_MAX_TOKENS_LIMIT: int | str | None = "context"
 #: upper bound on a request's ``n`` (choices generated together in the batch)
 SERVER_MAX_N = 8
 #: ``/v1/responses`` kept in memory for ``previous_response_id`` (least recently used dropped first; 0: none)
@@ -343,6 +344,9 @@ SERVER_RESPONSES_STORE_SIZE = 256
 SERVER_RESPONSES_STORE_BYTES = 256 * 1024 * 1024
 #: the server's log lines: ``text``, or ``json`` (one JSON object per line, with a JSON access log)
 SERVER_LOG_FORMAT = "text"
+#: unknown request fields: ignored (logged once, listed in the ``x-abstractllm-ignored`` header), or with
+#: ``True`` (``--strict-fields``) a 400 naming them
+SERVER_STRICT_FIELDS = False
 
 
 P = ModelParameter

@@ -169,7 +169,7 @@ def _png_data_uri() -> str:
     ({"seed": -5}, "seed"),
     ({"n": 0}, "n"),
     ({"n": 9}, "n"),  # above --max-n (8)
-    ({"extra_body": {"frobnicate": 1}}, "frobnicate"),
+    ({"extra_body": {"reasoning_effort": "extreme"}}, "reasoning_effort"),  # unknown fields: test_server_fields.py
     ({"messages": []}, "messages"),
     ({"messages": [{"role": "tool", "content": "x"}]}, "messages"),  # a result without its call
     ({"messages": [{"role": "robot", "content": "x"}]}, "messages"),

@@ -213,8 +213,8 @@ BAD = [
     ({"input": []}, "prompt"),  # nothing to answer
     ({"input": [{"role": "robot", "content": "x"}]}, "input"),
     ({"input": [{"role": "tool", "content": "x"}]}, "input"),
-    ({"input": [{"type": "reasoning", "summary": []}]}, "input"),
-    ({"input": [{"type": "item_reference", "id": "msg_1"}]}, "input"),
+    ({"input": [{"type": "reasoning", "summary": [{"type": "text", "text": "x"}]}]}, "input"),
+    ({"input": [{"id": "msg_1"}]}, "input"),  # neither a type nor a role (item_reference is ignored)
     ({"input": [{"role": "user", "content": [{"type": "input_audio", "data": "x"}]}]}, "input"),
     ({"input": [{"role": "user", "content": [{"type": "output_text", "text": "x"}]}]}, "input"),  # wrong side
     ({"input": [{"role": "assistant", "content": [{"type": "input_text", "text": "x"}]}]}, "input"),
@@ -226,19 +226,18 @@ BAD = [
     ({"input": [{"role": "user", "content": "x"}, {**_fc(), "arguments": "{not json"}]}, "input"),
     ({"input": [{"role": "user", "content": "x"}, {**_fc(), "arguments": "[1]"}]}, "input"),
     ({"max_output_tokens": 0}, "max_tokens"),
-    ({"max_output_tokens": 300000}, "max_output_tokens"),  # above --max-tokens-limit
+    ({"max_output_tokens": -1}, "max_tokens"),  # above --max-tokens-limit: clamped (test_server_fields.py)
     ({"temperature": -1}, "temperature"),
     ({"top_p": 0}, "top_p"),
-    ({"tools": [{"type": "web_search"}]}, "tools"),
+    ({"tools": [{"type": "function"}]}, "tools"),  # hosted tools are ignored (test_server_fields.py)
     ({"tools": [{"type": "function", "name": "bad name!"}]}, "tools"),
     ({"tool_choice": "required"}, "tool_choice"),  # without tools
     ({"tool_choice": {"type": "function", "name": "g"}, "tools": [TOOL]}, "tool_choice"),
     ({"text": {"format": {"type": "xml"}}}, "text"),
     ({"text": {"format": {"type": "json_schema", "name": "x", "schema": {"type": "nope"}}}}, "response_format"),
     ({"previous_response_id": "resp_nope"}, "previous_response_id"),
-    ({"background": True}, "background"),
-    ({"conversation": "conv_1"}, "conversation"),
-    ({"frobnicate": 1}, "frobnicate"),
+    ({"background": [1]}, "background"),  # background, conversation, unknown fields: ignored
+    ({"reasoning": {"effort": "extreme"}}, "reasoning"),
 ]
 
 

@@ -83,6 +83,11 @@ def _add_thinking(p: argparse.ArgumentParser) -> None:
                    help="reasoning models: end the thinking after N tokens, then answer")
 
 
+def _tokens_limit(value: str) -> "int | str":
+    """``serve --max-tokens-limit``: a positive integer, or ``context`` (the model's context length)."""
+    return "context" if value == "context" else _positive_int(value)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``abstractllm`` parser with its sub-commands."""
     from .. import __version__
@@ -130,8 +135,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-private-urls", action="store_true",
                    help="fetch image/video URLs on loopback, private and link-local addresses (default: refuse)")
     p.add_argument("--max-tokens", "-m", type=_positive_int, help="default max tokens per request")
-    p.add_argument("--max-tokens-limit", type=_positive_int, default=SERVER_MAX_TOKENS_LIMIT, metavar="N",
-                   help=f"refuse requests asking for more than N max_tokens (default {SERVER_MAX_TOKENS_LIMIT})")
+    p.add_argument("--max-tokens-limit", type=_tokens_limit, default=SERVER_MAX_TOKENS_LIMIT, metavar="N",
+                   help="the most tokens a reply may have: requests asking for more max_tokens are clamped to N, and "
+                        "requests without max_tokens may run up to N (default: context, the model's context length)")
+    p.add_argument("--strict-fields", action="store_true",
+                   help="answer 400 for unknown request fields (default: ignore them, as the documented fields the "
+                        "server cannot honour: logged once, listed in the x-abstractllm-ignored response header)")
     p.add_argument("--max-n", type=_positive_int, default=SERVER_MAX_N, metavar="N",
                    help=f"refuse requests asking for more than N choices (n) (default {SERVER_MAX_N})")
     p.add_argument("--max-batch-size", type=_positive_int, metavar="N",

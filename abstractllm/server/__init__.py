@@ -6,7 +6,10 @@
         ...                                                                    # server.base_url
 
 Modules: ``config`` (``ServerConfig``), ``app`` (``create_app``: FastAPI app, auth, lifespan),
-``routes`` (the endpoints), ``schemas`` (request checks, response shapes), ``reasoning`` (reasoning models:
+``routes`` (the endpoints), ``schemas`` (request checks, response shapes), ``fields`` (the field policy: documented
+fields the server cannot honour and unknown ones ignored, listed in ``x-abstractllm-ignored``; ``--strict-fields``),
+``generation`` (limits, reply lengths, system-message placement, streams), ``partial`` (tool calls cut by
+``max_tokens``), ``reasoning`` (reasoning models:
 ``reasoning_effort`` and Anthropic's ``thinking`` against the served model, thinking signatures),
 ``media_policy`` (local file rules, image URLs fetched with private addresses refused), ``stats`` (the
 server's counters), ``errors`` (OpenAI error shape, status mapping), ``run`` (uvicorn). Importing this package

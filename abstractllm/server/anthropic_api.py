@@ -39,7 +39,8 @@ from ..types import Response
 from .anthropic_schemas import message_body, new_message_id, parse_count_tokens, parse_messages, stop_of, usage_of
 from .app import ServerState
 from .errors import APIError, anthropic_error_body, api_error_from
-from .generation import complete, open_stream, prepared_messages, rest_of, sse_response
+from .generation import (complete, open_stream, place_system_messages, prepared_messages, recover_cut_calls, rest_of,
+                         sse_response)
 from .observe import current_record, note_usage
 from .reasoning import sign_thinking
 from .routes import read_body
@@ -62,7 +63,7 @@ async def _body(request: Request) -> dict[str, Any]:
 @router.post("/v1/messages")
 async def messages(request: Request) -> Any:
     state: ServerState = request.app.state.server
-    req = parse_messages(await _body(request))
+    req = parse_messages(await _body(request), state.config.strict_fields)
     if req.stream:
         return await _stream(state, req, request)
     (resp,) = await complete(state, req, request)
@@ -74,14 +75,14 @@ async def count_tokens(request: Request) -> Any:
     """``{"input_tokens": n}``: the prompt's length in the served model's tokens, through its chat template
     (the tools included), as a generation would see it (``count_tokens`` of the provider)."""
     state: ServerState = request.app.state.server
-    body = parse_count_tokens(await _body(request))
+    body = parse_count_tokens(await _body(request), state.config.strict_fields)
     state.require_loaded()
     counter = getattr(state.llm, "count_tokens", None)
     if counter is None:
         raise APIError(400, f"The {getattr(state.llm, 'name', 'served')} provider cannot count tokens.",
                        code="unsupported_feature")
     req = ParsedRequest(messages=body.chat_messages(), params=body.tool_params())
-    messages = await prepared_messages(state, req)
+    messages = await place_system_messages(state, await prepared_messages(state, req))
     params = dict(req.params)
     try:
         n = await asyncio.to_thread(counter, messages=messages, tools=params.pop("tools", None), **params)
@@ -147,11 +148,14 @@ class _Blocks:
         self.text_open = False
         return self.stop()
 
-    def tool_use(self, call: Any) -> list[str]:
+    def tool_use(self, call: Any, partial: dict[str, str] | None = None) -> list[str]:
+        """A ``tool_use`` block: its input as one ``input_json_delta`` (a call cut by ``max_tokens``: the partial
+        JSON generated, as Anthropic streams it)."""
         out = self.close_thinking() + self.close_text()
         out += self.start({"type": "tool_use", "id": call.id, "name": call.name, "input": {}})
+        text = partial[call.id] if partial and call.id in partial else json.dumps(call.arguments, ensure_ascii=False)
         out.append(_sse("content_block_delta", {"type": "content_block_delta", "index": self.index, "delta": {
-            "type": "input_json_delta", "partial_json": json.dumps(call.arguments, ensure_ascii=False)}}))
+            "type": "input_json_delta", "partial_json": text}}))
         return out + self.stop()
 
 
@@ -185,6 +189,10 @@ async def _stream(state: ServerState, req: ParsedRequest, request: Request) -> A
                     for piece in blocks.tool_use(call):
                         yield piece
             whole = aggregate_chunks(chunks)
+            if recover_cut_calls(req.params, whole):  # a call cut by max_tokens: its partial input
+                for call in whole.tool_calls or []:
+                    for piece in blocks.tool_use(call, whole.metadata.get("partial_arguments")):
+                        yield piece
             for piece in blocks.close_thinking():  # the reply ended in its reasoning
                 yield piece
             if blocks.index < 0:  # an empty reply still has its (empty) text block

@@ -1,20 +1,25 @@
 """Anthropic Messages API bodies (``POST /v1/messages``, ``POST /v1/messages/count_tokens``) as pydantic
 models, their translation into the provider's chat messages and parameters, and the reply's shape.
 
-Accepted: ``system`` (a string or text blocks), ``messages`` of ``user`` / ``assistant`` turns whose content
-is a string or blocks (``text``; ``image`` with a ``base64`` or ``url`` source, the URL fetched by the server
-under its private-address policy; ``tool_use`` in assistant turns; ``tool_result`` in user turns, answering
-an earlier ``tool_use``), ``max_tokens`` (required, as in Anthropic's API), ``temperature``, ``top_p``,
-``top_k``, ``stop_sequences``, ``stream``, ``tools`` (``name``, ``description``, ``input_schema``) and
-``tool_choice`` (``auto``, ``any``, ``tool`` with a ``name``, ``none``), structured output as
-``output_config.format`` (``{"type": "json_schema", "schema": ...}``: the reply is JSON of the schema), and
-extended thinking:
+Accepted: ``system`` (a string or text blocks), ``messages`` of ``user`` / ``assistant`` turns, and ``system``
+turns inside them (as Claude Code sends them; ``generation.place_system_messages`` keeps them in place where the
+model's chat template takes several system messages, else merges them into the system prompt), whose content is
+a string or blocks (``text``; ``image`` with a ``base64`` or ``url`` source, the URL fetched by the server under
+its private-address policy; ``document`` with a plain-text or content source, given to the model as text;
+``search_result``, as text; ``tool_use`` in assistant turns; ``tool_result`` in user turns, answering an
+earlier ``tool_use``), ``max_tokens`` (required, as in Anthropic's API; above ``--max-tokens-limit`` it is
+clamped), ``temperature``, ``top_p``, ``top_k``, ``stop_sequences``, ``stream``, ``tools`` (``name``,
+``description``, ``input_schema``; ``defer_loading: true`` tools are shown to the model only once a
+``tool_reference`` block in a ``tool_result`` names them, as Anthropic's tool search does) and ``tool_choice``
+(``auto``, ``any``, ``tool`` with a ``name``, ``none``), structured output as ``output_config.format``
+(``{"type": "json_schema", "schema": ...}``: the reply is JSON of the schema), and extended thinking:
 
 - ``thinking: {"type": "enabled", "budget_tokens": N}``: the model thinks (``thinking=True``, a 400 naming the
   model if it cannot), for at most N tokens (``thinking_budget``; Anthropic's minimum of 1024 is not applied);
   ``{"type": "adaptive"}``: it thinks where it can, without a budget. ``output_config.effort`` (``low``,
-  ``medium``, ``high``, ``max``) then gives the level. The reply starts with a ``thinking`` block
-  (``{"type": "thinking", "thinking", "signature"}``; ``display: "omitted"`` leaves its text empty).
+  ``medium``, ``high``, ``max``) then gives the level (without ``thinking``, it is the level where the model
+  thinks anyway). The reply starts with a ``thinking`` block (``{"type": "thinking", "thinking",
+  "signature"}``; ``display: "omitted"`` leaves its text empty).
 - ``{"type": "disabled"}`` (or ``between_tools``): thinking off where the model has a switch for it.
 - without ``thinking``, the model does what it does by default, and its reasoning is left out of the reply.
 
@@ -22,10 +27,13 @@ The ``signature`` is opaque (an HMAC of the thinking under a per-process key) an
 comes back: assistant turns sent back with ``thinking`` blocks give their text to the model as that turn's
 reasoning; ``redacted_thinking`` blocks are accepted and dropped.
 
-``metadata``, ``service_tier``, ``speed``, ``cache_control`` marks and the SDK's routing fields
-(``inference_geo``, ``workspace_id``, ...) are accepted and ignored. Anything else (unknown fields or block
-types, blocks in the wrong role, a ``tool_result`` without its ``tool_use``) is a 400 in Anthropic's error
-shape.
+Ignored (``fields.py``: logged once, listed in ``x-abstractllm-ignored``): ``metadata``, ``service_tier``,
+``context_management``, ``container``, ``mcp_servers``, ``speed``, ``inference_geo``, the SDK's routing fields,
+server tools (``web_search_*``, ``code_execution_*``, ...) and the blocks of their results, and unknown fields
+(a 400 with ``--strict-fields``). ``cache_control`` marks are accepted: the server's prefix cache reuses
+every repeated prefix by itself. ``anthropic-beta`` headers are accepted and need nothing. Unknown block types,
+blocks in the wrong role, a ``tool_result`` without its ``tool_use``, PDF documents and ``file`` sources (no
+Files API) are a 400 in Anthropic's error shape.
 
 Usage follows Anthropic's meaning: ``input_tokens`` are the prompt tokens not read from the prompt cache,
 ``cache_read_input_tokens`` those that were (their sum is the prompt's length).
@@ -35,19 +43,20 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Discriminator, Field, Tag, model_validator
 
 from ..types import Response
 from .errors import APIError
+from .fields import Body, note_ignored, parse_model
 from .reasoning import sign_thinking
-from .schemas import ParsedRequest, validation_error
+from .schemas import ParsedRequest
 
 __all__ = ["MessagesRequest", "CountTokensRequest", "parse_messages", "parse_count_tokens", "message_body",
            "content_blocks", "thinking_block", "stop_of", "usage_of", "new_message_id"]
 
 
-class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+class _Body(Body):
+    pass
 
 
 class TextBlock(_Body):
@@ -68,15 +77,81 @@ class _URLSource(_Body):
     url: str
 
 
+class _FileSource(_Body):
+    type: Literal["file"]
+    file_id: str
+
+
 class ImageBlock(_Body):
     type: Literal["image"]
-    source: Annotated[Union[_Base64Source, _URLSource], Field(discriminator="type")]
+    source: Annotated[Union[_Base64Source, _URLSource, _FileSource], Field(discriminator="type")]
     cache_control: Any = None
 
-    def to_part(self) -> dict[str, Any]:
+    def to_part(self, where: str) -> dict[str, Any]:
         src = self.source
+        if isinstance(src, _FileSource):
+            raise APIError(400, f"{where}: image sources of type 'file' need the Files API, which this server does "
+                           "not have; send the image as base64 or a URL.", param="messages")
         url = src.url if isinstance(src, _URLSource) else f"data:{src.media_type};base64,{src.data}"
         return {"type": "image_url", "image_url": {"url": url}}
+
+
+class _TextSource(_Body):
+    type: Literal["text"]
+    media_type: str = "text/plain"
+    data: str
+
+
+class _ContentSource(_Body):
+    type: Literal["content"]
+    content: Union[str, list[TextBlock]]
+
+
+class DocumentBlock(_Body):
+    """A document: plain text (``text`` source) or text blocks (``content`` source) reach the model as text."""
+
+    _ignored = {"citations": None, "context": None}
+    type: Literal["document"]
+    source: Annotated[Union[_TextSource, _ContentSource, _Base64Source, _URLSource, _FileSource],
+                      Field(discriminator="type")]
+    title: str | None = None
+    context: str | None = None
+    citations: Any = None
+    cache_control: Any = None
+
+    def text(self, where: str) -> str:
+        src = self.source
+        if isinstance(src, _TextSource):
+            body = src.data
+        elif isinstance(src, _ContentSource):
+            body = src.content if isinstance(src.content, str) else "\n".join(b.text for b in src.content)
+        else:
+            raise APIError(400, f"{where}: documents of source type '{src.type}' (PDF, Files API) are not supported "
+                           "by this server; send the text as a 'text' source or a text block.", param="messages")
+        return f"{self.title}\n\n{body}" if self.title else body
+
+
+class SearchResultBlock(_Body):
+    """A search result (its text blocks, under its title and source) reaches the model as text."""
+
+    _ignored = {"citations": None}
+    type: Literal["search_result"]
+    source: str
+    title: str
+    content: list[TextBlock]
+    citations: Any = None
+    cache_control: Any = None
+
+    def text(self) -> str:
+        return f"{self.title} ({self.source})\n" + "\n".join(b.text for b in self.content)
+
+
+class ToolReferenceBlock(_Body):
+    """Inside a ``tool_result``: a deferred tool the tool search found (``tool_name``), now shown to the model."""
+
+    type: Literal["tool_reference"]
+    tool_name: str
+    cache_control: Any = None
 
 
 class ToolUseBlock(_Body):
@@ -85,12 +160,17 @@ class ToolUseBlock(_Body):
     name: str
     input: dict[str, Any] = Field(default_factory=dict)
     cache_control: Any = None
+    caller: Any = None
+
+
+_ResultPart = Annotated[Union[TextBlock, ImageBlock, DocumentBlock, SearchResultBlock, ToolReferenceBlock],
+                        Field(discriminator="type")]
 
 
 class ToolResultBlock(_Body):
     type: Literal["tool_result"]
     tool_use_id: str = Field(min_length=1)
-    content: Union[str, list[Annotated[Union[TextBlock, ImageBlock], Field(discriminator="type")]]] = ""
+    content: Union[str, list[_ResultPart]] = ""
     is_error: bool | None = None
     cache_control: Any = None
 
@@ -101,8 +181,22 @@ class ToolResultBlock(_Body):
             if any(isinstance(b, ImageBlock) for b in self.content):
                 raise APIError(400, f"{where}: images inside tool_result blocks are not supported by this server; "
                                "send them in a user text/image turn.", param="messages")
-            text = "\n".join(b.text for b in self.content if isinstance(b, TextBlock))
+            parts = []
+            for b in self.content:
+                if isinstance(b, TextBlock):
+                    parts.append(b.text)
+                elif isinstance(b, DocumentBlock):
+                    parts.append(b.text(where))
+                elif isinstance(b, SearchResultBlock):
+                    parts.append(b.text())
+                elif isinstance(b, ToolReferenceBlock):
+                    parts.append(f"Tool {b.tool_name} loaded.")
+            text = "\n".join(parts)
         return f"Error: {text}" if self.is_error else text
+
+    def references(self) -> list[str]:
+        return [] if isinstance(self.content, str) else \
+            [b.tool_name for b in self.content if isinstance(b, ToolReferenceBlock)]
 
 
 class ThinkingBlock(_Body):
@@ -118,25 +212,66 @@ class RedactedThinkingBlock(_Body):
     cache_control: Any = None
 
 
-Block = Annotated[Union[TextBlock, ImageBlock, ToolUseBlock, ToolResultBlock, ThinkingBlock, RedactedThinkingBlock],
-                  Field(discriminator="type")]
+#: blocks of Anthropic's server tools and containers: accepted, ignored (their tools are not run here)
+_SERVER_BLOCKS = ("server_tool_use", "web_search_tool_result", "web_fetch_tool_result", "code_execution_tool_result",
+                  "bash_code_execution_tool_result", "text_editor_code_execution_tool_result",
+                  "tool_search_tool_result", "mcp_tool_use", "mcp_tool_result", "container_upload")
+
+
+class ServerBlock(Body):
+    """A block of a server tool's call or result, or a container upload: ignored (``messages.content.<type>``)."""
+
+    _lenient = _opaque = True
+    type: Literal[_SERVER_BLOCKS]  # type: ignore[valid-type]
+
+
+Block = Annotated[Union[TextBlock, ImageBlock, DocumentBlock, SearchResultBlock, ToolUseBlock, ToolResultBlock,
+                        ThinkingBlock, RedactedThinkingBlock, ServerBlock], Field(discriminator="type")]
 
 
 class AnthropicMessage(_Body):
-    role: Literal["user", "assistant"]
+    _ignored = {"output_config": None}
+    role: Literal["user", "assistant", "system"]
     content: Union[str, list[Block]]
+    output_config: Any = None  # per-turn control (Claude Code's system turns): the request's own applies
 
 
 class _Tool(_Body):
+    """A client tool (``type`` absent or ``custom``): the model may call it."""
+
+    _ignored = {"input_examples": None, "eager_input_streaming": None, "allowed_callers": None, "strict": None}
     name: str
     description: str | None = None
     input_schema: dict[str, Any]
     type: Literal["custom"] | None = None
     cache_control: Any = None
+    defer_loading: bool | None = None
+    strict: bool | None = None
+    input_examples: Any = None
+    eager_input_streaming: Any = None
+    allowed_callers: Any = None
 
     def to_openai(self) -> dict[str, Any]:
         return {"type": "function", "function": {"name": self.name, "description": self.description or "",
                                                  "parameters": self.input_schema}}
+
+
+class _TypedTool(Body):
+    """A tool of Anthropic's own types (``web_search_20250305``, ``bash_20250124``, ``code_execution_...``,
+    ``mcp_toolset``, ...): ignored (``tools.<type>``), the server runs none of them."""
+
+    _lenient = _opaque = True
+    type: str
+    name: str | None = None
+
+
+def _tool_kind(value: Any) -> str:
+    kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
+    return "custom" if kind in (None, "custom") else "typed"
+
+
+AnyTool = Annotated[Union[Annotated[_Tool, Tag("custom")], Annotated[_TypedTool, Tag("typed")]],
+                    Discriminator(_tool_kind)]
 
 
 class _ToolChoice(_Body):
@@ -174,8 +309,17 @@ class _OutputFormat(_Body):
 
 
 class _OutputConfig(_Body):
-    effort: Any = None
+    effort: str | None = None
     format: _OutputFormat | None = None
+
+    def level(self) -> str | None:
+        """The thinking level of ``effort`` (an effort this server does not know is ignored)."""
+        if self.effort is None:
+            return None
+        level = {"low": "low", "medium": "medium", "high": "high", "xhigh": "high", "max": "high"}.get(self.effort)
+        if level is None:
+            note_ignored("output_config.effort", f"unknown effort {self.effort!r}")
+        return level
 
 
 class _Conversation(_Body):
@@ -184,19 +328,22 @@ class _Conversation(_Body):
     model: str | None = None
     messages: list[AnthropicMessage] = Field(min_length=1)
     system: Union[str, list[TextBlock], None] = None
-    tools: list[_Tool] | None = None
+    tools: list[AnyTool] | None = None
     tool_choice: _ToolChoice | None = None
     thinking: _Thinking | None = None
 
     def chat_messages(self) -> list[dict[str, Any]]:
-        """The provider's chat messages (system first; tool results as ``tool`` messages)."""
+        """The provider's chat messages (system first; tool results as ``tool`` messages; ``system`` turns where
+        they were)."""
         out: list[dict[str, Any]] = []
         system = self.system if isinstance(self.system, str) else "\n".join(b.text for b in self.system or [])
         if system:
             out.append({"role": "system", "content": system})
         called: set[str] = set()
         for i, m in enumerate(self.messages):
-            if isinstance(m.content, str):
+            if m.role == "system":
+                out.append({"role": "system", "content": _system_text(m.content, i)})
+            elif isinstance(m.content, str):
                 out.append({"role": m.role, "content": m.content})
             elif m.role == "assistant":
                 out.append(_assistant(m.content, i, called))
@@ -206,11 +353,32 @@ class _Conversation(_Body):
 
     def tool_params(self) -> dict[str, Any]:
         params: dict[str, Any] = {}
-        if self.tools:
-            params["tools"] = [t.to_openai() for t in self.tools]
+        referenced = {name for m in self.messages if isinstance(m.content, list)
+                      for b in m.content if isinstance(b, ToolResultBlock) for name in b.references()}
+        forced = self.tool_choice.name if self.tool_choice is not None and self.tool_choice.type == "tool" else None
+        tools = []
+        for t in self.tools or []:
+            if isinstance(t, _TypedTool):
+                note_ignored(f"tools.{t.type}", "a server tool this server cannot run")
+            elif not t.defer_loading or t.name in referenced or t.name == forced:
+                tools.append(t.to_openai())
+        if tools:
+            params["tools"] = tools
         if self.tool_choice is not None:
             params["tool_choice"] = self.tool_choice.to_provider()
         return params
+
+
+def _system_text(content: Any, i: int) -> str:
+    if isinstance(content, str):
+        return content
+    texts = []
+    for j, b in enumerate(content):
+        if not isinstance(b, TextBlock):
+            raise APIError(400, f"messages.{i}.content.{j}: a system turn holds text blocks only, not '{b.type}'.",
+                           param="messages")
+        texts.append(b.text)
+    return "\n".join(texts)
 
 
 def _assistant(blocks: list[Any], i: int, called: set[str]) -> dict[str, Any]:
@@ -222,12 +390,14 @@ def _assistant(blocks: list[Any], i: int, called: set[str]) -> dict[str, Any]:
             thoughts.append(b.thinking)  # the signature is not checked
         elif isinstance(b, RedactedThinkingBlock):
             continue  # encrypted by another server: nothing to give the model
+        elif isinstance(b, ServerBlock):
+            note_ignored(f"messages.content.{b.type}", "a server tool's block")
         elif isinstance(b, ToolUseBlock):
             called.add(b.id)
             calls.append({"id": b.id, "type": "function", "function": {"name": b.name, "arguments": b.input}})
         else:
             raise APIError(400, f"messages.{i}.content.{j}: an assistant turn cannot hold a '{b.type}' block "
-                           "(images and tool results come from the user).", param="messages")
+                           "(images, documents and tool results come from the user).", param="messages")
     msg: dict[str, Any] = {"role": "assistant", "content": "".join(texts) if texts or not calls else None}
     if calls:
         msg["tool_calls"] = calls
@@ -249,7 +419,13 @@ def _user(blocks: list[Any], i: int, called: set[str]) -> list[dict[str, Any]]:
         elif isinstance(b, TextBlock):
             parts.append({"type": "text", "text": b.text})
         elif isinstance(b, ImageBlock):
-            parts.append(b.to_part())
+            parts.append(b.to_part(where))
+        elif isinstance(b, DocumentBlock):
+            parts.append({"type": "text", "text": b.text(where)})
+        elif isinstance(b, SearchResultBlock):
+            parts.append({"type": "text", "text": b.text()})
+        elif isinstance(b, ServerBlock):
+            note_ignored(f"messages.content.{b.type}", "a server tool's block")
         else:
             raise APIError(400, f"{where}: a user turn cannot hold a '{b.type}' block (tool calls and thinking come "
                            "from the assistant).", param="messages")
@@ -259,6 +435,9 @@ def _user(blocks: list[Any], i: int, called: set[str]) -> list[dict[str, Any]]:
 class MessagesRequest(_Conversation):
     """``POST /v1/messages``."""
 
+    _ignored = {"metadata": None, "service_tier": ("auto", "standard_only"), "context_management": None,
+                "container": None, "mcp_servers": None, "speed": None, "inference_geo": None, "diagnostics": None,
+                "user_profile_id": None, "workspace_id": None}
     max_tokens: int
     temperature: Any = None
     top_p: Any = None
@@ -268,7 +447,10 @@ class MessagesRequest(_Conversation):
     output_config: _OutputConfig | None = None
     metadata: dict[str, Any] | None = None
     service_tier: Any = None
-    cache_control: Any = None
+    cache_control: Any = None  # automatic caching: the prefix cache does it
+    context_management: Any = None
+    container: Any = None
+    mcp_servers: Any = None
     speed: Any = None
     diagnostics: Any = None
     inference_geo: Any = None
@@ -286,21 +468,22 @@ class MessagesRequest(_Conversation):
         if fmt is not None:
             params["response_format"] = {"type": "json_schema", "json_schema": {"name": "output", "schema": fmt.schema_,
                                                                                 "strict": True}}
-        parsed = ParsedRequest(messages=self.chat_messages(), params=params, stream=bool(self.stream), model=self.model)
+        parsed = ParsedRequest(messages=self.chat_messages(), params=params, stream=bool(self.stream), model=self.model,
+                               max_tokens_asked=self.max_tokens)
         self._thinking_into(parsed)
         return parsed
 
     def _thinking_into(self, parsed: ParsedRequest) -> None:
         """``thinking`` as the provider's parameters (see the module docstring), and whether the reply shows it."""
         t = self.thinking
+        level = self.output_config.level() if self.output_config is not None else None
         if t is None or not t.on:
             parsed.reasoning_display = "hidden"
             if t is not None:
                 parsed.soft_thinking = False
+            elif level is not None:
+                parsed.soft_thinking = level  # the effort: the level where the model thinks anyway
             return
-        effort = self.output_config.effort if self.output_config is not None else None
-        level = {"low": "low", "medium": "medium", "high": "high", "max": "high"}.get(effort) \
-            if isinstance(effort, str) else None
         if t.type == "enabled":
             parsed.params["thinking"] = level or True
             parsed.params["thinking_budget"] = t.budget_tokens
@@ -312,20 +495,18 @@ class MessagesRequest(_Conversation):
 class CountTokensRequest(_Conversation):
     """``POST /v1/messages/count_tokens``."""
 
-
-def _parse(model: type[BaseModel], data: dict[str, Any]) -> Any:
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        raise validation_error(exc) from None
+    _ignored = {"context_management": None, "mcp_servers": None}
+    context_management: Any = None
+    mcp_servers: Any = None
+    output_config: Any = None
 
 
-def parse_messages(data: dict[str, Any]) -> ParsedRequest:
-    return _parse(MessagesRequest, data).to_parsed()
+def parse_messages(data: dict[str, Any], strict: bool = False) -> ParsedRequest:
+    return parse_model(MessagesRequest, data, strict).to_parsed()
 
 
-def parse_count_tokens(data: dict[str, Any]) -> CountTokensRequest:
-    return _parse(CountTokensRequest, data)
+def parse_count_tokens(data: dict[str, Any], strict: bool = False) -> CountTokensRequest:
+    return parse_model(CountTokensRequest, data, strict)
 
 
 # ---------------------------------------------------------------------------------------------- replies

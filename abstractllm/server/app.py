@@ -31,7 +31,7 @@ from .stats import Stats
 __all__ = ["create_app", "ServerState"]
 
 log = logging.getLogger("abstractllm.server")
-_OPEN_PATHS = ("/health",)
+_OPEN_PATHS = ("/health", "/")
 
 
 @dataclass
@@ -50,6 +50,8 @@ class ServerState:
     load_task: Any = None
     metrics: Any = None  # metrics.ServerMetrics (None without prometheus-client)
     responses: Any = None  # responses_store.ResponseStore: /v1/responses kept for previous_response_id
+    context_length: int | None = None  # the model's, once read (0: it does not say; generation.context_length)
+    multi_system: bool | None = None  # whether the chat template keeps later system messages (generation.py)
 
     def require_loaded(self) -> None:
         """Raise 503 unless the model is loaded."""
@@ -192,9 +194,7 @@ def create_app(config: ServerConfig, llm: Any = None) -> FastAPI:
 
     @app.exception_handler(Exception)
     async def _any_error(request: Request, exc: Exception) -> JSONResponse:
-        err = api_error_from(exc)
-        if err.status >= 500:
-            log.exception("error serving %s", request.url.path, exc_info=exc)
+        err = api_error_from(exc, request_id_of(request.scope))  # a 500 is logged there, with its traceback
         state.stats.http_errors += 1
         return _json_error(err, request)
 

@@ -3,8 +3,8 @@
 ``POST /v1/files`` (multipart: ``purpose=batch`` and a JSONL ``file`` of ``/v1/chat/completions``
 requests), ``GET /v1/files[/{id}[/content]]``, ``DELETE /v1/files/{id}``, ``POST /v1/batches``,
 ``GET /v1/batches[/{id}]``, ``POST /v1/batches/{id}/cancel``. Each request line is checked as the live
-endpoint checks its body (``schemas.parse_chat``, the media policy, ``--max-tokens-limit``, the
-parameters' ranges); its jobs run on the server's own provider at ``RequestPriority.LOW``, at most half
+endpoint checks its body (``schemas.parse_chat``, the media policy, ``--max-tokens-limit`` (a larger
+``max_tokens`` is clamped to it), the parameters' ranges); its jobs run on the server's own provider at ``RequestPriority.LOW``, at most half
 the batch size at once, so live requests are admitted first and find room in the batch.
 
 The store is ``ServerConfig.jobs_db`` (``--jobs-db``), else the default one (``$ABSTRACTLLM_JOBS_DB`` or
@@ -158,14 +158,15 @@ class BatchService:
         from .reasoning import apply_soft_thinking
         from .schemas import parse_chat
 
-        req = parse_chat(body)
+        from .generation import max_tokens_limit
+
+        req = parse_chat(body, self.state.config.strict_fields)
         apply_soft_thinking(self.state.llm, req)  # reasoning_effort, where the served model takes it
         if req.stream:
             raise APIError(400, "'stream' is not supported in a batch.", param="stream")
-        limit, asked = self.state.config.max_tokens_limit, req.params.get("max_tokens")
-        if limit is not None and isinstance(asked, int) and asked > limit:
-            raise APIError(400, f"'max_tokens' = {asked} is above this server's limit of {limit} tokens.",
-                           param="max_tokens")
+        limit, asked = max_tokens_limit(self.state), req.params.get("max_tokens")
+        if limit is not None and isinstance(asked, int) and not isinstance(asked, bool) and asked > limit:
+            req.params["max_tokens"] = limit  # clamped, as on the live endpoint
         if limit is not None and asked is None:
             default = (getattr(self.state.llm, "config", None) or {}).get("max_tokens") or PARAMS["max_tokens"].default
             if isinstance(default, int) and default > limit:

@@ -11,7 +11,8 @@ __all__ = ["ServerConfig", "DEFAULT_MAX_BODY_BYTES", "DEFAULT_MAX_TOKENS_LIMIT",
 from ..params import SERVER_MAX_BODY_BYTES as DEFAULT_MAX_BODY_BYTES
 from ..params import SERVER_MAX_N as DEFAULT_MAX_N
 from ..params import SERVER_MAX_TOKENS_LIMIT as DEFAULT_MAX_TOKENS_LIMIT
-from ..params import SERVER_LOG_FORMAT, SERVER_PORT, SERVER_RESPONSES_STORE_BYTES, SERVER_RESPONSES_STORE_SIZE
+from ..params import (SERVER_LOG_FORMAT, SERVER_PORT, SERVER_RESPONSES_STORE_BYTES, SERVER_RESPONSES_STORE_SIZE,
+                      SERVER_STRICT_FIELDS)
 
 
 @dataclass
@@ -31,7 +32,13 @@ class ServerConfig:
         allow_private_urls: fetch image/video URLs whose host resolves to a loopback, private,
             link-local or otherwise non-global address (checked on every redirect too). ``False`` (the
             default) refuses them: a client must not make the server reach its own network.
-        max_tokens_limit: requests asking for more ``max_tokens`` are answered 400 (``None``: no limit).
+        max_tokens_limit: the most tokens a reply may have: a request asking for more ``max_tokens`` is clamped
+            to it, and one without ``max_tokens`` may run up to it (and to the end of the context).
+            ``"context"`` (the default): the served model's context length. ``None``: no bound (a request's
+            ``max_tokens`` goes to the provider as asked; one without runs to the end of the context).
+        strict_fields: unknown request fields are a 400 naming them (``--strict-fields``); by default they
+            are ignored like the documented fields the server cannot honour (logged once per name, listed in the
+            ``x-abstractllm-ignored`` response header; ``fields.py``).
         max_n: the most choices (``n``) one request may ask for; each is a generation in the batch.
         model_id: the id ``/v1/models`` reports (default: the repo id, or the folder's name).
         log_level: the server's log level (``debug``, ``info``, ``warning``, ``error``).
@@ -53,7 +60,7 @@ class ServerConfig:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     allow_local_files: Path | None = None
     allow_private_urls: bool = False
-    max_tokens_limit: int | None = DEFAULT_MAX_TOKENS_LIMIT
+    max_tokens_limit: int | str | None = DEFAULT_MAX_TOKENS_LIMIT
     max_n: int = DEFAULT_MAX_N
     model_id: str | None = None
     log_level: str = "info"
@@ -61,8 +68,13 @@ class ServerConfig:
     log_format: str = SERVER_LOG_FORMAT
     responses_store_size: int = SERVER_RESPONSES_STORE_SIZE
     responses_store_bytes: int = SERVER_RESPONSES_STORE_BYTES
+    strict_fields: bool = SERVER_STRICT_FIELDS
 
     def __post_init__(self) -> None:
+        limit = self.max_tokens_limit
+        if not (limit is None or limit == "context" or (isinstance(limit, int) and not isinstance(limit, bool)
+                                                        and limit > 0)):
+            raise ValueError(f"max_tokens_limit must be a positive integer, 'context' or None, got {limit!r}.")
         if self.log_format not in ("text", "json"):
             raise ValueError(f"log_format must be 'text' or 'json', got {self.log_format!r}.")
         if isinstance(self.responses_store_size, bool) or not isinstance(self.responses_store_size, int) \

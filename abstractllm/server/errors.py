@@ -25,10 +25,14 @@ the request would exceed the memory budget                  507     ``insufficie
 not the request malformed; retry smaller or later)
 anything else (a bug, ``GenerationError``)                  500     ``server_error``
 ==========================================================  ======  =============================
+
+A 500's message is "internal error (request id ...)": the exception, with its traceback, is logged at error
+level on the ``abstractllm.server`` logger (a JSON line with ``--log-format json``), never sent to the client.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from ..exceptions import (
@@ -42,6 +46,8 @@ from ..exceptions import (
     QueueFullError,
     UnsupportedFeatureError,
 )
+
+log = logging.getLogger("abstractllm.server")
 
 __all__ = ["APIError", "ClientGone", "error_body", "anthropic_error_body", "is_anthropic_path", "status_for",
            "api_error_from"]
@@ -125,8 +131,9 @@ def status_for(exc: BaseException) -> int:
     return 500
 
 
-def api_error_from(exc: BaseException) -> APIError:
-    """Wrap any exception as an ``APIError`` (500s hide nothing but the traceback)."""
+def api_error_from(exc: BaseException, request_id: str | None = None) -> APIError:
+    """Wrap any exception as an ``APIError``. A 500 says only "internal error" and the request's id: what went
+    wrong (a traceback, a grammar's or a parser's state) is logged at error level, never sent."""
     if isinstance(exc, APIError):
         return exc
     status = status_for(exc)
@@ -145,8 +152,13 @@ def api_error_from(exc: BaseException) -> APIError:
         code = "invalid_image"
     elif isinstance(exc, FileProcessingError):
         code = "invalid_file"
-    if isinstance(exc, AbstractLLMError):
-        message = str(exc)
-    else:
-        message = f"Internal server error: {type(exc).__name__}: {exc}"
+    if status == 500:  # a bug or a failed generation: its details (grammar, parser state) stay in the log
+        from .observe import current_record
+
+        record = current_record()
+        rid = request_id or (record.request_id if record is not None else None)
+        log.error("internal error serving request %s: %s: %s", rid or "-", type(exc).__name__, exc, exc_info=exc)
+        message = f"internal error (request id {rid})" if rid else "internal error"
+        return APIError(500, message + ": the server's log has the details.", code="internal_error")
+    message = str(exc) if isinstance(exc, AbstractLLMError) else f"{type(exc).__name__}: {exc}"
     return APIError(status, message, param=param, code=code, headers=headers)

@@ -3,7 +3,8 @@
 ``ObserveMiddleware`` (pure ASGI, the outermost layer) gives each request a ``RequestRecord``: the id is
 the client's ``x-request-id`` when it sent a sane one (printable, at most 128 characters), else a new
 ``req_...``; every response carries it back in ``x-request-id`` (error bodies of the Anthropic API also
-name it). The endpoints add the tokens and the time to first token of what they generated
+name it), and, when the body had fields the server ignored (``fields.py``), their names in
+``x-abstractllm-ignored``. The endpoints add the tokens and the time to first token of what they generated
 (``note_usage``); when the response is over (the last byte of a stream included), the record feeds the
 Prometheus metrics (``metrics.ServerMetrics``) and, with ``--log-format json``, one JSON access-log line
 on the ``abstractllm.server.access`` logger (at DEBUG, as text, otherwise).
@@ -26,6 +27,7 @@ __all__ = ["RequestRecord", "ObserveMiddleware", "current_record", "note_usage",
 
 access_log = logging.getLogger("abstractllm.server.access")
 REQUEST_ID_HEADER = "x-request-id"
+IGNORED_HEADER = "x-abstractllm-ignored"
 _SCOPE_KEY = "abstractllm.request_id"
 _SANE_ID = re.compile(r"^[\x21-\x7e]{1,128}$")  # visible ASCII, no spaces: safe in a header and a log line
 _CURRENT: contextvars.ContextVar["RequestRecord | None"] = contextvars.ContextVar("abstractllm_request", default=None)
@@ -48,6 +50,7 @@ class RequestRecord:
     ttft_s: float | None = None
     first_byte_s: float | None = None
     duration_s: float | None = None
+    ignored: list[str] = field(default_factory=list)  # request fields ignored (``fields.note_ignored``)
 
     def as_log(self) -> dict[str, Any]:
         """The fields of the JSON access-log line."""
@@ -129,6 +132,9 @@ class ObserveMiddleware:
                 headers = list(message.get("headers") or [])
                 if not any(k.lower() == REQUEST_ID_HEADER.encode() for k, _ in headers):
                     headers.append((REQUEST_ID_HEADER.encode(), rid.encode()))
+                if record.ignored:  # the fields this request had that the server ignored (fields.py)
+                    value = ",".join(record.ignored).encode("latin-1", "replace")[:4096]
+                    headers.append((IGNORED_HEADER.encode(), value))
                 message = {**message, "headers": headers}
             await send(message)
 

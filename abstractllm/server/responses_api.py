@@ -39,7 +39,7 @@ from ..providers.base import aggregate_chunks
 from ..types import Response, ToolCall
 from .app import ServerState
 from .errors import APIError, api_error_from
-from .generation import complete, open_stream, rest_of, sse_response
+from .generation import complete, open_stream, recover_cut_calls, rest_of, sse_response
 from .observe import note_usage
 from .responses_schemas import Conversation, ResponsesRequest, parse_responses
 from .responses_store import StoredResponse
@@ -81,11 +81,22 @@ class _Reply:
         return {"type": "reasoning", "id": item_id or _id("rs"), "status": status, "summary": [],
                 "content": [{"type": "reasoning_text", "text": text}]}
 
-    @staticmethod
-    def function_call(call: ToolCall, status: str = "completed", arguments: str | None = None) -> dict[str, Any]:
-        return {"type": "function_call", "id": _id("fc"), "call_id": call.id, "name": call.name,
-                "arguments": json.dumps(call.arguments, ensure_ascii=False) if arguments is None else arguments,
-                "status": status}
+    def function_call(self, call: ToolCall, status: str = "completed", arguments: str | None = None) -> dict[str, Any]:
+        """A call as the client knows its tool: a ``function_call`` (with its ``namespace`` for a namespace's
+        function), or a ``custom_tool_call`` (its ``input`` the text the model gave)."""
+        entry = self.body.tool_names().get(call.name)
+        if arguments is None:
+            arguments = json.dumps(call.arguments, ensure_ascii=False)
+        if entry is not None and entry.kind == "custom":
+            text = call.arguments.get("input") if isinstance(call.arguments.get("input"), str) else arguments
+            item = {"type": "custom_tool_call", "id": _id("ctc"), "call_id": call.id, "name": entry.name,
+                    "input": text, "status": status}
+        else:
+            item = {"type": "function_call", "id": _id("fc"), "call_id": call.id,
+                    "name": entry.name if entry is not None else call.name, "arguments": arguments, "status": status}
+        if entry is not None and entry.namespace:
+            item["namespace"] = entry.namespace
+        return item
 
     def items_of(self, resp: Response) -> list[dict[str, Any]]:
         """The output items: the reasoning (if the model thought), the message (if it said something, or did
@@ -95,7 +106,9 @@ class _Reply:
         items = [self.reasoning(resp.reasoning, "completed" if answered else status)] if resp.reasoning else []
         if resp.content or not (resp.tool_calls or resp.reasoning):
             items.append(self.message(resp.content, status))
-        return items + [self.function_call(c) for c in resp.tool_calls or []]
+        partial = resp.metadata.get("partial_arguments") or {}
+        return items + [self.function_call(c, "incomplete" if c.id in partial else "completed", partial.get(c.id))
+                        for c in resp.tool_calls or []]
 
     def obj(self, status: str, resp: Response | None = None, error: dict[str, Any] | None = None) -> dict[str, Any]:
         """The Response object (``status``: in_progress, completed, incomplete, failed)."""
@@ -103,8 +116,8 @@ class _Reply:
         fmt = {"type": "text"}
         if b.text is not None and b.text.format is not None:
             fmt = b.text.format.model_dump(by_alias=True, exclude_none=True)
-        choice = b.tool_choice.model_dump() if b.tool_choice is not None and not isinstance(b.tool_choice, str) \
-            else b.tool_choice
+        choice = b.tool_choice.model_dump(exclude_none=True) \
+            if b.tool_choice is not None and not isinstance(b.tool_choice, str) else b.tool_choice
         return {
             "id": self.id, "object": "response", "created_at": self.created, "status": status, "error": error,
             "incomplete_details": {"reason": "max_output_tokens"} if status == "incomplete" else None,
@@ -143,7 +156,7 @@ async def _body(request: Request) -> dict[str, Any]:
 @router.post("/v1/responses")
 async def create_response(request: Request) -> Any:
     state: ServerState = request.app.state.server
-    body = parse_responses(await _body(request))
+    body = parse_responses(await _body(request), state.config.strict_fields)
     previous = None
     if body.previous_response_id is not None:
         stored = state.responses.get(body.previous_response_id)
@@ -269,6 +282,13 @@ async def _stream(state: ServerState, req: Any, request: Request, reply: _Reply,
                     for piece in _function_call(reply, call, ev):
                         yield piece
             whole = aggregate_chunks(chunks)
+            if recover_cut_calls(req.params, whole):  # a call cut by max_output_tokens: its partial arguments
+                for piece in close_thought("completed") + close_text("completed"):
+                    yield piece
+                partial = whole.metadata.get("partial_arguments") or {}
+                for call in whole.tool_calls or []:
+                    for piece in _function_call(reply, call, ev, "incomplete", partial.get(call.id)):
+                        yield piece
             for piece in close_thought(_status(whole)):  # the reply ended in its reasoning
                 yield piece
             if text is None and not reply.output:  # an empty reply still has its (empty) message
@@ -295,13 +315,22 @@ async def _stream(state: ServerState, req: Any, request: Request, reply: _Reply,
     return sse_response(events(), [agen])
 
 
-def _function_call(reply: _Reply, call: ToolCall, ev: _Events) -> list[str]:
+def _function_call(reply: _Reply, call: ToolCall, ev: _Events, status: str = "completed",
+                   arguments: str | None = None) -> list[str]:
+    """The events of one call: a ``function_call`` item (``function_call_arguments`` events) or a
+    ``custom_tool_call`` item (``custom_tool_call_input`` events)."""
     index = len(reply.output)
-    done = reply.function_call(call)
-    added = {**done, "status": "in_progress", "arguments": ""}
+    done = reply.function_call(call, status, arguments)
     reply.output.append(done)
     where = {"item_id": done["id"], "output_index": index}
+    if done["type"] == "custom_tool_call":
+        added = {**done, "status": "in_progress", "input": ""}
+        return [ev("response.output_item.added", output_index=index, item=added),
+                ev("response.custom_tool_call_input.delta", **where, delta=done["input"]),
+                ev("response.custom_tool_call_input.done", **where, input=done["input"]),
+                ev("response.output_item.done", output_index=index, item=done)]
+    added = {**done, "status": "in_progress", "arguments": ""}
     return [ev("response.output_item.added", output_index=index, item=added),
             ev("response.function_call_arguments.delta", **where, delta=done["arguments"]),
-            ev("response.function_call_arguments.done", **where, arguments=done["arguments"], name=call.name),
+            ev("response.function_call_arguments.done", **where, arguments=done["arguments"], name=done["name"]),
             ev("response.output_item.done", output_index=index, item=done)]

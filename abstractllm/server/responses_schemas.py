@@ -4,16 +4,29 @@ into the provider's chat messages and parameters.
 Accepted: ``input`` as a string or a list of items: messages (``role`` ``user``, ``system``, ``developer`` or
 ``assistant``; ``content`` a string or parts: ``input_text`` and ``input_image`` with an ``image_url`` (data URI
 or http(s) URL) from the user side, ``output_text`` / ``refusal`` from the assistant), ``function_call`` and
-``function_call_output`` items, and ``reasoning`` items sent back (their ``reasoning_text`` content, else their
-summary, is the reasoning of the assistant turn that follows); ``instructions``, ``max_output_tokens``,
-``temperature``, ``top_p``, ``stream``, ``text.format`` (``text``, ``json_object``, ``json_schema``), function
-``tools`` and ``tool_choice``, ``previous_response_id``, ``store``, ``reasoning.effort`` (as chat completions'
-``reasoning_effort``: ``thinking`` where the model can take it; ``reasoning.summary`` is accepted and ignored);
-the extension fields ``top_k``, ``min_p``, ``repetition_penalty``, ``seed``, ``thinking``, ``thinking_budget``,
-``chat_template_kwargs``. OpenAI fields with no effect here are accepted and ignored (``metadata``, ``user``,
-``include``, ``parallel_tool_calls``, ``service_tier``, ``truncation``, ``prompt_cache_key``, ...). Anything
-else (unknown fields, item or part types, hosted tools, file inputs, a part in the wrong role, a
-``function_call_output`` whose ``call_id`` no earlier ``function_call`` made) is a 400 in OpenAI's error shape.
+``function_call_output`` items, ``custom_tool_call`` and ``custom_tool_call_output`` items, and ``reasoning``
+items sent back (their ``reasoning_text`` content, else their summary, is the reasoning of the assistant turn
+that follows; ``encrypted_content`` is ignored); ``instructions``, ``max_output_tokens`` (without it the reply
+may run to the end of the context, as OpenAI's does), ``temperature``, ``top_p``, ``stream``, ``text.format``
+(``text``, ``json_object``, ``json_schema``), ``tools`` and ``tool_choice``, ``previous_response_id``, ``store``
+(``false``: the client resends the whole history, as Codex does), ``reasoning.effort`` (as chat completions'
+``reasoning_effort``: ``thinking`` where the model can take it); the extension fields ``top_k``, ``min_p``,
+``repetition_penalty``, ``seed``, ``thinking``, ``thinking_budget``, ``chat_template_kwargs``.
+
+Tools: ``function`` tools; ``custom`` tools (free-form input) are shown to the model as functions of one string
+``input`` and their calls come back as ``custom_tool_call`` items; ``namespace`` tools (Codex groups tools in
+them) are served as the functions they contain, their calls coming back with the ``namespace`` field set, as
+Codex reads them. Hosted tools the server cannot run (``web_search``, ``file_search``, ``code_interpreter``,
+``computer_use``, ``image_generation``, ``mcp``, ``local_shell``, ...) are ignored with a log line, never a 400.
+
+Ignored (``fields.py``: logged once, listed in ``x-abstractllm-ignored``): ``include``, ``prompt_cache_key``,
+``prompt_cache_retention``, ``safety_identifier``, ``client_metadata``, ``user``, ``service_tier``,
+``conversation``, ``prompt``, ``background`` (the reply is made at once), ``max_tool_calls``, ``truncation:
+auto``, ``text.verbosity``, ``reasoning.summary``, ``parallel_tool_calls: false``, hosted tools, input items
+of types this server has no use for (``item_reference``, ``web_search_call``, ``compaction``, ...), and unknown
+fields (a 400 with ``--strict-fields``). A 400 in OpenAI's error shape: wrong types, unknown part types,
+``input_file`` parts and ``file_id`` images (no Files API), a part in the wrong role, a
+``function_call_output`` whose ``call_id`` no earlier ``function_call`` made.
 """
 
 from __future__ import annotations
@@ -21,17 +34,18 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError
+from pydantic import Discriminator, Field, PrivateAttr, Tag
 
 from .errors import APIError
+from .fields import Body, note_ignored, parse_model
 from .reasoning import effort_thinking
-from .schemas import ParsedRequest, reasoning_params, validation_error
+from .schemas import ParsedRequest, reasoning_params
 
-__all__ = ["ResponsesRequest", "parse_responses", "Conversation"]
+__all__ = ["ResponsesRequest", "parse_responses", "Conversation", "ToolName"]
 
 
-class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+class _Body(Body):
+    pass
 
 
 class _InputText(_Body):
@@ -43,11 +57,11 @@ class _InputImage(_Body):
     type: Literal["input_image"]
     image_url: str | None = None
     file_id: str | None = None
-    detail: Literal["auto", "low", "high"] | None = None
+    detail: Literal["auto", "low", "high", "original"] | None = None
 
 
-class _InputFile(BaseModel):
-    model_config = ConfigDict(extra="allow")
+class _InputFile(Body):
+    _lenient = _opaque = True
     type: Literal["input_file"]
 
 
@@ -73,12 +87,14 @@ class _MessageItem(_Body):
     content: Union[str, list[Part]]
     id: str | None = None
     status: str | None = None
+    phase: Any = None
 
 
 class _FunctionCall(_Body):
     type: Literal["function_call"]
     call_id: str = Field(min_length=1)
     name: str
+    namespace: str | None = None  # Codex: the namespace tool the function belongs to
     arguments: str = "{}"
     id: str | None = None
     status: str | None = None
@@ -92,8 +108,26 @@ class _FunctionCallOutput(_Body):
     status: str | None = None
 
 
+class _CustomToolCall(_Body):
+    type: Literal["custom_tool_call"]
+    call_id: str = Field(min_length=1)
+    name: str
+    namespace: str | None = None
+    input: str = ""
+    id: str | None = None
+    status: str | None = None
+
+
+class _CustomToolCallOutput(_Body):
+    type: Literal["custom_tool_call_output"]
+    call_id: str = Field(min_length=1)
+    output: Union[str, list[Part]]
+    id: str | None = None
+    status: str | None = None
+
+
 class _ReasoningText(_Body):
-    type: Literal["reasoning_text"]
+    type: Literal["reasoning_text", "text"]
     text: str
 
 
@@ -103,13 +137,13 @@ class _SummaryText(_Body):
 
 
 class _ReasoningItem(_Body):
-    """A reasoning item of an earlier reply, sent back (``id`` and ``summary`` required, as in OpenAI's API)."""
+    """A reasoning item of an earlier reply, sent back (Codex sends it without its ``id``)."""
 
     type: Literal["reasoning"]
-    id: str
-    summary: list[_SummaryText]
+    id: str | None = None
+    summary: list[_SummaryText] = Field(default_factory=list)
     content: list[_ReasoningText] | None = None
-    encrypted_content: str | None = None
+    encrypted_content: str | None = None  # made by another server: nothing to give the model
     status: str | None = None
 
     def text(self) -> str:
@@ -117,32 +151,133 @@ class _ReasoningItem(_Body):
         return "".join(p.text for p in parts)
 
 
+#: input items the server has no use for (hosted tools' calls, references to stored items, compactions):
+#: ignored (``input.<type>``)
+_OTHER_ITEMS = ("item_reference", "web_search_call", "file_search_call", "computer_call", "computer_call_output",
+                "image_generation_call", "code_interpreter_call", "local_shell_call", "local_shell_call_output",
+                "shell_call", "shell_call_output", "apply_patch_call", "apply_patch_call_output", "mcp_list_tools",
+                "mcp_approval_request", "mcp_approval_response", "mcp_call", "compaction", "compaction_summary",
+                "tool_search_call", "tool_search_output", "additional_tools")
+
+
+class _OtherItem(Body):
+    """An input item the server has no use for, or of an unknown type: ignored (a 400 with ``--strict-fields``
+    for an unknown type)."""
+
+    _lenient = _opaque = True
+    type: str
+
+
 def _item_kind(value: Any) -> str | None:
     if isinstance(value, dict):
-        return value.get("type") or ("message" if "role" in value else None)
-    return getattr(value, "type", None) or "message"
+        kind = value.get("type") or ("message" if "role" in value else None)
+    else:
+        kind = getattr(value, "type", None) or "message"
+    if kind in ("message", "function_call", "function_call_output", "custom_tool_call", "custom_tool_call_output",
+                "reasoning"):
+        return kind
+    return "other" if isinstance(kind, str) else None
 
 
 Item = Annotated[Union[Annotated[_MessageItem, Tag("message")], Annotated[_FunctionCall, Tag("function_call")],
                        Annotated[_FunctionCallOutput, Tag("function_call_output")],
-                       Annotated[_ReasoningItem, Tag("reasoning")]], Discriminator(_item_kind)]
+                       Annotated[_CustomToolCall, Tag("custom_tool_call")],
+                       Annotated[_CustomToolCallOutput, Tag("custom_tool_call_output")],
+                       Annotated[_ReasoningItem, Tag("reasoning")], Annotated[_OtherItem, Tag("other")]],
+                 Discriminator(_item_kind)]
 
 
 class _FunctionTool(_Body):
+    _ignored = {"defer_loading": None}
     type: Literal["function"]
     name: str
     description: str | None = None
     parameters: dict[str, Any] | None = None
     strict: bool | None = None
+    defer_loading: Any = None
 
-    def to_chat(self) -> dict[str, Any]:
-        return {"type": "function", "function": {"name": self.name, "description": self.description or "",
+    def to_chat(self, name: str | None = None) -> dict[str, Any]:
+        return {"type": "function", "function": {"name": name or self.name, "description": self.description or "",
                                                  "parameters": self.parameters or {"type": "object", "properties": {}}}}
 
 
-class _NamedFunction(_Body):
-    type: Literal["function"]
+class _CustomTool(_Body):
+    """A free-form tool (its input is text, optionally of a grammar): shown to the model as a function of one
+    string ``input``."""
+
+    _ignored = {"format": ({"type": "text"},)}
+    type: Literal["custom"]
     name: str
+    description: str | None = None
+    format: Any = None
+    defer_loading: Any = None
+
+    def to_chat(self, name: str | None = None) -> dict[str, Any]:
+        params = {"type": "object", "properties": {"input": {"type": "string", "description": "The tool's input."}},
+                  "required": ["input"]}
+        return {"type": "function", "function": {"name": name or self.name, "description": self.description or "",
+                                                 "parameters": params}}
+
+
+_Inner = Annotated[Union[_FunctionTool, _CustomTool], Field(discriminator="type")]
+
+
+class _NamespaceTool(_Body):
+    """Codex's group of tools: the functions it holds are served, each under its own name."""
+
+    type: Literal["namespace"]
+    name: str
+    description: str | None = None
+    tools: list[_Inner] = Field(default_factory=list)
+
+
+#: hosted tools, run by OpenAI's servers: ignored here (``tools.<type>``)
+_HOSTED_TOOLS = ("web_search", "web_search_preview", "web_search_preview_2025_03_11", "web_search_2025_08_26",
+                 "file_search", "code_interpreter", "computer_use", "computer_use_preview", "computer",
+                 "image_generation", "mcp", "local_shell", "shell", "apply_patch", "tool_search")
+
+
+class _HostedTool(Body):
+    _lenient = _opaque = True
+    type: str
+
+
+def _tool_kind(value: Any) -> str:
+    kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
+    return kind if kind in ("function", "custom", "namespace") else "hosted"
+
+
+AnyTool = Annotated[Union[Annotated[_FunctionTool, Tag("function")], Annotated[_CustomTool, Tag("custom")],
+                          Annotated[_NamespaceTool, Tag("namespace")], Annotated[_HostedTool, Tag("hosted")]],
+                    Discriminator(_tool_kind)]
+
+
+class _NamedFunction(_Body):
+    type: Literal["function", "custom"]
+    name: str
+
+
+class _AllowedToolsChoice(_Body):
+    type: Literal["allowed_tools"]
+    mode: Literal["auto", "required"]
+    tools: list[dict[str, Any]]
+
+
+class _HostedChoice(Body):
+    _lenient = _opaque = True
+    type: str
+
+
+def _choice_kind(value: Any) -> str:
+    if isinstance(value, str):
+        return "mode"
+    kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
+    return {"function": "named", "custom": "named", "allowed_tools": "allowed"}.get(kind, "hosted")
+
+
+ToolChoice = Annotated[Union[Annotated[Literal["auto", "none", "required"], Tag("mode")],
+                             Annotated[_NamedFunction, Tag("named")], Annotated[_AllowedToolsChoice, Tag("allowed")],
+                             Annotated[_HostedChoice, Tag("hosted")]], Discriminator(_choice_kind)]
 
 
 class _FormatText(_Body):
@@ -162,15 +297,17 @@ class _FormatJSONSchema(_Body):
 
 
 class _TextConfig(_Body):
+    _ignored = {"verbosity": "medium"}
     format: Optional[Annotated[Union[_FormatText, _FormatJSONObject, _FormatJSONSchema],
                                Field(discriminator="type")]] = None
     verbosity: Any = None
 
 
 class _Reasoning(_Body):
+    _ignored = {"summary": None, "generate_summary": None}
     effort: Literal["none", "minimal", "low", "medium", "high", "xhigh", "max"] | None = None
-    summary: Literal["auto", "concise", "detailed"] | None = None
-    generate_summary: Literal["auto", "concise", "detailed"] | None = None
+    summary: Literal["auto", "concise", "detailed", "none"] | None = None
+    generate_summary: Literal["auto", "concise", "detailed", "none"] | None = None
 
 
 class Conversation:
@@ -181,9 +318,21 @@ class Conversation:
         self.messages, self.history = messages, history
 
 
+class ToolName:
+    """A tool as the model sees it (``model_name``) and as the client knows it (``name``, ``namespace``,
+    ``kind``: "function" or "custom")."""
+
+    def __init__(self, model_name: str, name: str, namespace: str | None, kind: str) -> None:
+        self.model_name, self.name, self.namespace, self.kind = model_name, name, namespace, kind
+
+
 class ResponsesRequest(_Body):
     """``POST /v1/responses``."""
 
+    _ignored = {"include": ([],), "prompt_cache_key": None, "prompt_cache_retention": None, "safety_identifier": None,
+                "client_metadata": None, "user": None, "service_tier": ("auto", "default"), "conversation": None,
+                "prompt": None, "background": False, "max_tool_calls": None, "truncation": "disabled",
+                "top_logprobs": 0, "parallel_tool_calls": True, "context_management": None}
     model: str | None = None
     input: Union[str, list[Item]]
     instructions: str | None = None
@@ -197,8 +346,8 @@ class ResponsesRequest(_Body):
     stream: bool | None = False
     stream_options: dict[str, Any] | None = None
     text: _TextConfig | None = None
-    tools: list[_FunctionTool] | None = None
-    tool_choice: Union[Literal["auto", "none", "required"], _NamedFunction, None] = None
+    tools: list[AnyTool] | None = None
+    tool_choice: Optional[ToolChoice] = None
     parallel_tool_calls: bool | None = None
     previous_response_id: str | None = None
     store: bool | None = True
@@ -211,11 +360,60 @@ class ResponsesRequest(_Body):
     thinking_budget: Any = None
     chat_template_kwargs: Any = None
     include: list[str] | None = None
-    background: Literal[False] | None = None
+    background: bool | None = None
     prompt_cache_key: Any = None
+    prompt_cache_retention: Any = None
     safety_identifier: Any = None
+    client_metadata: Any = None  # Codex
+    conversation: Any = None
+    prompt: Any = None
     max_tool_calls: Any = None
-    top_logprobs: Literal[0] | None = None
+    top_logprobs: Any = None
+    context_management: Any = None
+    _names: dict[str, ToolName] = PrivateAttr(default_factory=dict)
+
+    def tool_names(self) -> dict[str, ToolName]:
+        """The tools the model is shown, by the name it sees: a namespace's functions under their own names
+        (qualified as ``namespace__name`` only where two would clash)."""
+        if self._names or not self.tools:
+            return self._names
+        entries: list[tuple[str, str | None, Any]] = []
+        for tool in self.tools:
+            if isinstance(tool, _NamespaceTool):
+                entries += [(t.name, tool.name, t) for t in tool.tools]
+            elif isinstance(tool, (_FunctionTool, _CustomTool)):
+                entries.append((tool.name, None, tool))
+            else:
+                note_ignored(f"tools.{tool.type}", "a hosted tool this server cannot run")
+        counts: dict[str, int] = {}
+        for name, _, _ in entries:
+            counts[name] = counts.get(name, 0) + 1
+        for name, namespace, tool in entries:
+            model_name = f"{namespace}__{name}" if namespace and counts[name] > 1 else name
+            self._names[model_name] = ToolName(model_name, name, namespace,
+                                               "custom" if isinstance(tool, _CustomTool) else "function")
+            self._names[model_name].tool = tool  # type: ignore[attr-defined]
+        return self._names
+
+    def model_name(self, name: str, namespace: str | None) -> str:
+        """The name the model knows a client's tool by."""
+        for entry in self.tool_names().values():
+            if entry.name == name and entry.namespace == namespace:
+                return entry.model_name
+        return name
+
+    def _choice(self) -> tuple[Any, list[dict[str, Any]] | None]:
+        """``tool_choice`` for the provider, and the tools it restricts the model to (``allowed_tools``)."""
+        choice = self.tool_choice
+        if choice is None or isinstance(choice, str):
+            return choice, None
+        if isinstance(choice, _NamedFunction):
+            return self.model_name(choice.name, None), None
+        if isinstance(choice, _AllowedToolsChoice):
+            names = {self.model_name(t.get("name", ""), t.get("namespace")) for t in choice.tools}
+            return choice.mode, [n for n in names]
+        note_ignored(f"tool_choice.{choice.type}", "a hosted tool this server cannot run")
+        return None, None
 
     def params(self) -> dict[str, Any]:
         """The provider's parameters (values checked by the provider)."""
@@ -223,10 +421,13 @@ class ResponsesRequest(_Body):
         out: dict[str, Any] = {k: getattr(self, k) for k in names if getattr(self, k) is not None}
         if self.max_output_tokens is not None:
             out["max_tokens"] = self.max_output_tokens
-        if self.tools:
-            out["tools"] = [t.to_chat() for t in self.tools]
-        if self.tool_choice is not None:
-            out["tool_choice"] = self.tool_choice if isinstance(self.tool_choice, str) else self.tool_choice.name
+        choice, allowed = self._choice()
+        tools = [entry.tool.to_chat(model_name) for model_name, entry in self.tool_names().items()  # type: ignore
+                 if allowed is None or model_name in allowed]
+        if tools:
+            out["tools"] = tools
+        if choice is not None:
+            out["tool_choice"] = choice
         fmt = self.text.format if self.text is not None else None
         if isinstance(fmt, _FormatJSONObject):
             out["response_format"] = {"type": "json_object"}
@@ -236,7 +437,7 @@ class ResponsesRequest(_Body):
         out.update(reasoning_params(self))
         return out
 
-    def conversation(self, previous: list[dict[str, Any]] | None) -> Conversation:
+    def history_of(self, previous: list[dict[str, Any]] | None) -> Conversation:
         """The conversation: ``previous`` (a stored response's) continued by this request's ``input``."""
         history = [dict(m) for m in previous or []]
         called = {c["id"] for m in history for c in m.get("tool_calls") or []}
@@ -246,8 +447,12 @@ class ResponsesRequest(_Body):
             if isinstance(item, _ReasoningItem):
                 thought = (thought or "") + item.text()
                 continue
-            _append(history, item, i, called)
-            assistant = isinstance(item, _FunctionCall) or (isinstance(item, _MessageItem) and item.role == "assistant")
+            if isinstance(item, _OtherItem):
+                note_ignored(f"input.{item.type}", "an input item this server has no use for")
+                continue
+            _append(history, item, i, called, self)
+            assistant = isinstance(item, (_FunctionCall, _CustomToolCall)) or \
+                (isinstance(item, _MessageItem) and item.role == "assistant")
             if thought and assistant:
                 turn = history[-1]
                 turn["reasoning_content"] = turn.get("reasoning_content", "") + thought
@@ -256,23 +461,29 @@ class ResponsesRequest(_Body):
         return Conversation(system + history, history)
 
     def to_parsed(self, previous: list[dict[str, Any]] | None) -> tuple[ParsedRequest, Conversation]:
-        convo = self.conversation(previous)
+        convo = self.history_of(previous)
         parsed = ParsedRequest(messages=convo.messages, params=self.params(), stream=bool(self.stream),
                                model=self.model, max_tokens_param="max_output_tokens",
-                               soft_thinking=effort_thinking(self.reasoning.effort if self.reasoning else None))
+                               soft_thinking=effort_thinking(self.reasoning.effort if self.reasoning else None),
+                               max_tokens_asked=self.max_output_tokens)
         return parsed, convo
 
 
-def _append(history: list[dict[str, Any]], item: Any, i: int, called: set[str]) -> None:
+def _append(history: list[dict[str, Any]], item: Any, i: int, called: set[str], body: ResponsesRequest) -> None:
     where = f"input[{i}]"
-    if isinstance(item, _FunctionCall):
-        try:
-            arguments = json.loads(item.arguments) if item.arguments.strip() else {}
-        except ValueError as exc:
-            raise APIError(400, f"{where}: the function_call's arguments are not JSON: {exc}.", param="input") from None
-        if not isinstance(arguments, dict):
-            raise APIError(400, f"{where}: the function_call's arguments must be a JSON object.", param="input")
-        call = {"id": item.call_id, "type": "function", "function": {"name": item.name, "arguments": arguments}}
+    if isinstance(item, (_FunctionCall, _CustomToolCall)):
+        if isinstance(item, _CustomToolCall):
+            arguments: Any = {"input": item.input}
+        else:
+            try:
+                arguments = json.loads(item.arguments) if item.arguments.strip() else {}
+            except ValueError as exc:
+                raise APIError(400, f"{where}: the function_call's arguments are not JSON: {exc}.",
+                               param="input") from None
+            if not isinstance(arguments, dict):
+                raise APIError(400, f"{where}: the function_call's arguments must be a JSON object.", param="input")
+        call = {"id": item.call_id, "type": "function",
+                "function": {"name": body.model_name(item.name, item.namespace), "arguments": arguments}}
         called.add(item.call_id)
         last = history[-1] if history else None
         if last is not None and last["role"] == "assistant" and last.get("tool_calls") is not None:
@@ -280,10 +491,10 @@ def _append(history: list[dict[str, Any]], item: Any, i: int, called: set[str]) 
         else:
             history.append({"role": "assistant", "content": None, "tool_calls": [call]})
         return
-    if isinstance(item, _FunctionCallOutput):
+    if isinstance(item, (_FunctionCallOutput, _CustomToolCallOutput)):
         if item.call_id not in called:
-            raise APIError(400, f"{where}: function_call_output answers call_id {item.call_id!r}, which no earlier "
-                           "function_call made.", param="input")
+            raise APIError(400, f"{where}: {item.type} answers call_id {item.call_id!r}, which no earlier "
+                           f"{item.type[:-len('_output')]} made.", param="input")
         output = item.output if isinstance(item.output, str) else "\n".join(_texts(item.output, "user", where))
         history.append({"role": "tool", "tool_call_id": item.call_id, "content": output})
         return
@@ -331,9 +542,18 @@ def _user_parts(parts: list[Any], where: str) -> list[dict[str, Any]]:
     return out
 
 
-def parse_responses(data: dict[str, Any]) -> ResponsesRequest:
-    """``POST /v1/responses`` (400 naming the first offending field)."""
-    try:
-        return ResponsesRequest.model_validate(data)
-    except ValidationError as exc:
-        raise validation_error(exc) from None
+def parse_responses(data: dict[str, Any], strict: bool = False) -> ResponsesRequest:
+    """``POST /v1/responses`` (400 naming the first offending field; ``strict``: unknown fields, item types and
+    tool types are a 400 too)."""
+    body = parse_model(ResponsesRequest, data, strict)
+    if strict:
+        items = body.input if isinstance(body.input, list) else []
+        for i, item in enumerate(items):
+            if isinstance(item, _OtherItem) and item.type not in _OTHER_ITEMS:
+                raise APIError(400, f"Invalid 'input[{i}].type': unknown input item type {item.type!r}.",
+                               param="input", code="invalid_value")
+        for i, tool in enumerate(body.tools or []):
+            if isinstance(tool, _HostedTool) and tool.type not in _HOSTED_TOOLS:
+                raise APIError(400, f"Invalid 'tools[{i}].type': unknown tool type {tool.type!r}.", param="tools",
+                               code="invalid_value")
+    return body

@@ -71,17 +71,17 @@ async def _json(request: Request) -> dict[str, Any]:
 @router.post("/v1/chat/completions")
 async def chat_completions(request: Request) -> Any:
     state = _state(request)
-    req = parse_chat(await _json(request))
+    req = parse_chat(await _json(request), state.config.strict_fields)
     if req.stream:
         return await stream(state, req, request, chat_chunk, chat=True)
     responses = await complete(state, req, request)
-    return JSONResponse(chat_response(new_id("chatcmpl"), state.model_id, responses))
+    return JSONResponse(chat_response(new_id("chatcmpl"), state.model_id, responses, req.legacy_functions))
 
 
 @router.post("/v1/completions")
 async def completions(request: Request) -> Any:
     state = _state(request)
-    req = parse_completion(await _json(request))
+    req = parse_completion(await _json(request), state.config.strict_fields)
     if req.stream:
         return await stream(state, req, request, completion_chunk, chat=False)
     responses = await complete(state, req, request)
@@ -93,7 +93,7 @@ async def vlm_generate(request: Request) -> Any:
     """The VLM-server form: ``{messages, max_new_tokens, temperature, top_p}`` ->
     ``{response, usage: {input_tokens, output_tokens, total_tokens}, processing_time}``."""
     state = _state(request)
-    req = parse_vlm_generate(await _json(request))
+    req = parse_vlm_generate(await _json(request), state.config.strict_fields)
     t0 = time.perf_counter()
     (resp,) = await complete(state, req, request)
     u = resp.usage
@@ -130,6 +130,13 @@ async def model(model_id: str, request: Request) -> Any:
     """This server serves one model, and every model name in a request addresses it (as in
     ``/v1/chat/completions``): any id answers with the served model's object."""
     return await asyncio.to_thread(_model_object, _state(request))
+
+
+@router.api_route("/", methods=["GET", "HEAD"])
+async def root(request: Request) -> Any:
+    """``GET`` / ``HEAD /``: 200 while the server runs (Claude Code checks the base URL with ``HEAD /``; an open
+    path, like ``/health``, that tells nothing about the model)."""
+    return JSONResponse({"object": "abstractllm.server", "status": _state(request).status})
 
 
 @router.get("/health")

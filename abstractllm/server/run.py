@@ -30,11 +30,12 @@ def run_server(config: ServerConfig, llm: Any = None) -> None:
     import uvicorn
 
     from .app import create_app
-    from .logs import configure_logging
+    from .logs import configure_logging, route_stderr
 
     log_config = configure_logging(config.log_level, config.log_format)
     if log_config is not None:
         logging.config.dictConfig(log_config)  # now, so that the lines before uvicorn starts are JSON too
+        route_stderr()  # native libraries' lines (llguidance's warnings) and Python warnings as JSON lines too
     if not is_loopback(config.host) and not config.api_key:
         log.warning("listening on %s without --api-key: anyone who can reach this address can use the model",
                     config.host)

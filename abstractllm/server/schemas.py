@@ -1,10 +1,15 @@
 """Request bodies of the OpenAI-compatible endpoints, as pydantic models (FastAPI's way).
 
-Every mistake is a 400 in the OpenAI error shape naming the ``param`` (never FastAPI's 422): unknown fields
-are refused, not ignored; a few OpenAI fields this server has no use for are accepted and ignored
-(``user``, ``metadata``, ``store``, ...); fields it cannot honour are accepted only at their neutral value
-(``echo: false``, ``best_of: 1``). Sampling values are validated by the provider (``abstractllm.params``),
-so the provider's own error (with its ``param``) is what the client sees.
+Every mistake is a 400 in the OpenAI error shape naming the ``param`` (never FastAPI's 422). Every documented
+field is accepted; those the server cannot honour (``user``, ``metadata``, ``store``, ``prompt_cache_key``,
+``safety_identifier``, ``verbosity``, ``modalities``, ``audio``, ``prediction``, ``web_search_options``,
+``echo``, ``best_of``, ``suffix``, tools of another type than ``function``, ...) are ignored and listed in the
+``x-abstractllm-ignored`` header, and so are unknown fields unless ``--strict-fields`` (``fields.py``).
+The legacy ``functions`` / ``function_call`` are the tools and ``tool_choice`` they became; a request that
+uses them gets its call back as ``message.function_call`` (finish reason ``function_call``), and assistant
+``function_call`` / ``function`` role messages sent back are a tool call and its result. Sampling values are
+validated by the provider (``abstractllm.params``), so the provider's own error (with its ``param``) is what
+the client sees.
 
 Reasoning models (``reasoning``): ``reasoning_effort`` ("none", "minimal", "low", "medium", "high", "xhigh")
 asks for ``thinking`` where the model can take it (ignored by a model that does not reason); the extensions
@@ -18,9 +23,11 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator
 
 from .errors import APIError
+from .fields import Body, note_ignored, parse_model
+from .fields import validation_error as _validation_error
 from .reasoning import effort_thinking
 
 __all__ = ["ParsedRequest", "parse_json", "parse_chat", "parse_completion", "parse_vlm_generate",
@@ -41,6 +48,8 @@ class ParsedRequest:
     max_tokens_param: str = "max_tokens"  # how the request's API names max_tokens (in error messages)
     soft_thinking: Any = None  # a ``thinking`` applied where the served model can take it (``reasoning``)
     reasoning_display: str = "shown"  # the reply's reasoning: "shown", "hidden" or "omitted" (its text left out)
+    legacy_functions: bool = False  # chat: the request used ``functions``: calls come back as ``function_call``
+    max_tokens_asked: Any = None  # the request's own max_tokens (before the server's default or clamp)
 
 
 def parse_json(body: bytes) -> dict[str, Any]:
@@ -56,52 +65,61 @@ def parse_json(body: bytes) -> dict[str, Any]:
     return data
 
 
-def validation_error(exc: ValidationError) -> APIError:
-    """A pydantic validation error as a 400 naming the first offending field."""
-    first = exc.errors()[0]
-    loc = [str(p) for p in first.get("loc", ())]
-    param = loc[0] if loc else None
-    where = ".".join(loc) or "body"
-    if first.get("type") == "extra_forbidden":
-        return APIError(400, f"Unrecognized request argument supplied: {where}", param=loc[-1] if loc else None,
-                        code="invalid_value")
-    return APIError(400, f"Invalid '{where}': {first.get('msg')}.", param=param, code="invalid_value")
+def validation_error(exc: ValidationError, data: Any = None) -> APIError:
+    """A pydantic validation error as a 400 naming the offending field (``fields.validation_error``)."""
+    return _validation_error(exc, data)
 
 
-class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+_Body = Body
 
 
-class _ToolCallFunction(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+class _Lenient(Body):
+    """Objects clients echo back from an earlier reply: their unknown keys are ignored even with
+    ``--strict-fields``."""
+
+    _lenient = True
+
+
+class _ToolCallFunction(_Lenient):
     name: str
     arguments: Union[str, dict[str, Any]] = "{}"
 
+    def to_provider(self) -> dict[str, Any]:
+        return {"name": self.name, "arguments": self.arguments}
 
-class _ToolCall(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+
+class _ToolCall(_Lenient):
     id: str | None = None
     type: Literal["function"] = "function"
     function: _ToolCallFunction
+    index: Any = None  # streamed deltas put together by some clients keep it
+
+    def to_provider(self) -> dict[str, Any]:
+        return {"id": self.id, "type": "function", "function": self.function.to_provider()}
 
 
-class ChatMessage(BaseModel):
-    """One message; fields a client sends back from an earlier reply (``refusal``, ``audio``) are ignored."""
+class ChatMessage(_Lenient):
+    """One message; what clients send back from an earlier reply (``refusal``, ``audio``, ``annotations``) is
+    ignored. ``function`` (legacy) is a tool's result, and an assistant ``function_call`` a tool call."""
 
-    model_config = ConfigDict(extra="ignore")
-    role: Literal["system", "developer", "user", "assistant", "tool"]
+    _ignored = {"audio": None, "refusal": None, "annotations": ([],)}
+    role: Literal["system", "developer", "user", "assistant", "tool", "function"]
     content: Union[str, list[Any], None] = None
     name: str | None = None
     tool_calls: list[_ToolCall] | None = None
     tool_call_id: str | None = None
+    function_call: _ToolCallFunction | None = None  # legacy: the assistant's call
     reasoning_content: Any = None  # an earlier reply's reasoning, a string under any of the three names (other
     reasoning: Any = None  # shapes some clients send back, such as reasoning objects, are ignored)
     thinking: Any = None
+    refusal: Any = None
+    audio: Any = None
+    annotations: Any = None
 
     def to_provider(self) -> dict[str, Any]:
         out: dict[str, Any] = {"role": "system" if self.role == "developer" else self.role, "content": self.content}
         if self.tool_calls:
-            out["tool_calls"] = [c.model_dump() for c in self.tool_calls]
+            out["tool_calls"] = [c.to_provider() for c in self.tool_calls]
         if self.tool_call_id is not None:
             out["tool_call_id"] = self.tool_call_id
         reasoning = next((r for r in (self.reasoning_content, self.reasoning, self.thinking) if isinstance(r, str)),
@@ -111,18 +129,41 @@ class ChatMessage(BaseModel):
         return out
 
 
+def _provider_messages(messages: list[ChatMessage]) -> list[dict[str, Any]]:
+    """The messages for the provider; legacy assistant ``function_call`` turns become a tool call (with an id
+    made here) and ``function`` messages its result (matched by name, else the last call)."""
+    out: list[dict[str, Any]] = []
+    legacy: dict[str, str] = {}  # function name -> id of its last legacy call
+    last_id: str | None = None
+    for i, m in enumerate(messages):
+        if m.role == "assistant" and m.function_call is not None and not m.tool_calls:
+            msg = m.to_provider()
+            last_id = legacy[m.function_call.name] = f"call_legacy_{i}"
+            msg["tool_calls"] = [{"id": last_id, "type": "function", "function": m.function_call.to_provider()}]
+            msg["content"] = m.content or None
+            out.append(msg)
+        elif m.role == "function":
+            call_id = legacy.get(m.name or "", last_id)
+            if call_id is None:
+                raise APIError(400, f"messages.{i}: a 'function' message answers an assistant 'function_call', and "
+                               "no earlier message made one.", param="messages", code="invalid_value")
+            out.append({"role": "tool", "tool_call_id": call_id, "content": m.content})
+        else:
+            out.append(m.to_provider())
+    return out
+
+
 class _StreamOptions(_Body):
+    _ignored = {"include_obfuscation": False}
     include_usage: bool = False
     include_obfuscation: bool | None = None
 
 
-class _FunctionName(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+class _FunctionName(_Lenient):
     name: str
 
 
-class _AllowedTool(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+class _AllowedTool(_Lenient):
     type: Literal["function"] = "function"
     function: _FunctionName
 
@@ -177,6 +218,9 @@ _EXTENSIONS = ("top_k", "min_p", "repetition_penalty", "repetition_context_size"
 class _Sampling(_Body):
     """The sampling fields of chat and completion requests (values checked by the provider)."""
 
+    _ignored = {"user": None, "metadata": None, "store": False, "service_tier": ("auto", "default"),
+                "prompt_cache_key": None, "prompt_cache_retention": None, "safety_identifier": None}
+
     model: str | None = None
     temperature: Any = None
     top_p: Any = None
@@ -199,6 +243,9 @@ class _Sampling(_Body):
     metadata: Any = None
     store: Any = None
     service_tier: Any = None
+    prompt_cache_key: Any = None  # the prefix cache serves repeated prefixes without a key
+    prompt_cache_retention: Any = None
+    safety_identifier: Any = None
 
     def sampling(self) -> dict[str, Any]:
         names = ("temperature", "top_p", "frequency_penalty", "presence_penalty", "logit_bias", "seed", "stop",
@@ -212,7 +259,7 @@ class _Sampling(_Body):
                            code="invalid_value")
         return ParsedRequest(messages=messages, params={**self.sampling(), **params}, stream=stream,
                              include_usage=bool(self.stream_options and self.stream_options.include_usage),
-                             n=self.n, model=self.model)
+                             n=self.n, model=self.model, max_tokens_asked=params.get("max_tokens"))
 
 
 def _one_max_tokens(*given: tuple[str, Any]) -> dict[str, Any]:
@@ -226,6 +273,8 @@ def _one_max_tokens(*given: tuple[str, Any]) -> dict[str, Any]:
 class ChatCompletionRequest(_Sampling):
     """``POST /v1/chat/completions``."""
 
+    _ignored = {**_Sampling._ignored, "audio": None, "modalities": (["text"],), "prediction": None,
+                "web_search_options": None, "verbosity": None, "parallel_tool_calls": True}
     messages: list[ChatMessage] = Field(min_length=1)
     max_tokens: Any = None
     max_completion_tokens: Any = None
@@ -239,6 +288,13 @@ class ChatCompletionRequest(_Sampling):
     thinking: Any = None  # extensions (values checked by the provider)
     thinking_budget: Any = None
     chat_template_kwargs: Any = None
+    functions: list[dict[str, Any]] | None = None  # legacy tools
+    function_call: Union[Literal["none", "auto"], _FunctionName, None] = None  # legacy tool_choice
+    audio: Any = None
+    modalities: Any = None
+    prediction: Any = None
+    web_search_options: Any = None
+    verbosity: Any = None
 
     @field_validator("tool_choice", mode="wrap")
     @classmethod
@@ -259,7 +315,13 @@ class ChatCompletionRequest(_Sampling):
             params["logprobs"] = True
         if self.top_logprobs is not None:
             params["top_logprobs"] = self.top_logprobs
-        tools, choice = self.tools, self.tool_choice
+        tools, choice = _function_tools(self.tools), self.tool_choice
+        legacy = bool(self.functions) and not tools
+        if self.functions:
+            tools = (tools or []) + [{"type": "function", "function": f} for f in self.functions]
+        if self.function_call is not None and choice is None:
+            choice = self.function_call if isinstance(self.function_call, str) else \
+                {"type": "function", "function": {"name": self.function_call.name}}
         if isinstance(choice, AllowedToolChoice):
             tools, choice = choice.select(tools), choice.allowed_tools.mode
         if tools:
@@ -270,9 +332,24 @@ class ChatCompletionRequest(_Sampling):
             if not (tools and _forces_a_call(choice)):
                 params["response_format"] = self.response_format
         params.update(reasoning_params(self))
-        parsed = self.parsed([m.to_provider() for m in self.messages], params)
+        parsed = self.parsed(_provider_messages(self.messages), params)
         parsed.soft_thinking = effort_thinking(self.reasoning_effort)
+        parsed.legacy_functions = legacy
         return parsed
+
+
+def _function_tools(tools: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
+    """The ``function`` tools; others (``custom``, ...) are ignored (``tools.<type>``)."""
+    if tools is None:
+        return None
+    kept = []
+    for tool in tools:
+        kind = tool.get("type", "function")
+        if kind == "function":
+            kept.append(tool)
+        else:
+            note_ignored(f"tools.{kind}", "a tool type this server cannot run")
+    return kept
 
 
 def reasoning_params(body: Any) -> dict[str, Any]:
@@ -285,12 +362,13 @@ def reasoning_params(body: Any) -> dict[str, Any]:
 class CompletionRequest(_Sampling):
     """``POST /v1/completions``: the prompt is sent as one user message through the chat template."""
 
+    _ignored = {**_Sampling._ignored, "echo": False, "best_of": 1, "suffix": ""}
     prompt: Union[str, list[str]]
     max_tokens: Any = 16  # OpenAI's default for completions
     logprobs: int | None = None  # the legacy API: how many alternatives
-    echo: Literal[False] = False
-    best_of: Literal[1] | None = None
-    suffix: Literal[""] | None = None
+    echo: bool | None = None
+    best_of: int | None = None
+    suffix: str | None = None
 
     def to_parsed(self) -> ParsedRequest:
         prompt = self.prompt[0] if isinstance(self.prompt, list) and len(self.prompt) == 1 else self.prompt
@@ -300,7 +378,9 @@ class CompletionRequest(_Sampling):
         params: dict[str, Any] = {"max_tokens": self.max_tokens} if self.max_tokens is not None else {}
         if self.logprobs is not None:
             params.update(logprobs=True, top_logprobs=self.logprobs)
-        return self.parsed([{"role": "user", "content": prompt}], params)
+        parsed = self.parsed([{"role": "user", "content": prompt}], params)
+        parsed.max_tokens_asked = self.max_tokens
+        return parsed
 
 
 class _VLMGenerate(_Body):
@@ -314,27 +394,21 @@ class _VLMGenerate(_Body):
     model: str | None = None
 
 
-def _parse(model: type[BaseModel], data: dict[str, Any]) -> Any:
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        raise validation_error(exc) from None
+def parse_chat(data: dict[str, Any], strict: bool = False) -> ParsedRequest:
+    """``POST /v1/chat/completions`` (``strict``: unknown fields are a 400, ``--strict-fields``)."""
+    return parse_model(ChatCompletionRequest, data, strict).to_parsed()
 
 
-def parse_chat(data: dict[str, Any]) -> ParsedRequest:
-    """``POST /v1/chat/completions``."""
-    return _parse(ChatCompletionRequest, data).to_parsed()
-
-
-def parse_completion(data: dict[str, Any]) -> ParsedRequest:
+def parse_completion(data: dict[str, Any], strict: bool = False) -> ParsedRequest:
     """``POST /v1/completions``."""
-    return _parse(CompletionRequest, data).to_parsed()
+    return parse_model(CompletionRequest, data, strict).to_parsed()
 
 
-def parse_vlm_generate(data: dict[str, Any]) -> ParsedRequest:
+def parse_vlm_generate(data: dict[str, Any], strict: bool = False) -> ParsedRequest:
     """``POST /api/v1/generate``: ``{messages, max_new_tokens, temperature, top_p}``."""
-    body = _parse(_VLMGenerate, data)
+    body = parse_model(_VLMGenerate, data, strict)
     params = {k: getattr(body, k) for k in ("temperature", "top_p", "top_k", "seed", "stop") if getattr(body, k) is not None}
     if body.max_new_tokens is not None:
         params["max_tokens"] = body.max_new_tokens
-    return ParsedRequest(messages=[m.to_provider() for m in body.messages], params=params)
+    return ParsedRequest(messages=_provider_messages(body.messages), params=params,
+                         max_tokens_asked=body.max_new_tokens)

@@ -11,7 +11,7 @@ from typing import Any
 from ..types import Response, ToolCall
 
 __all__ = ["new_id", "usage_dict", "chat_response", "chat_chunk", "tool_call_deltas", "chat_logprobs",
-           "completion_response", "completion_chunk"]
+           "completion_response", "completion_chunk", "arguments_text"]
 
 
 def new_id(prefix: str) -> str:
@@ -50,28 +50,45 @@ def chat_logprobs(entries: list[dict[str, Any]] | None) -> dict[str, Any] | None
                                           for t in e.get("top_logprobs") or []]} for e in entries]}
 
 
-def _tool_calls(calls: list[ToolCall]) -> list[dict[str, Any]]:
-    return [{"id": c.id, "type": "function", "function": {"name": c.name, "arguments": json.dumps(c.arguments)}}
+def arguments_text(call: ToolCall, partial: dict[str, str] | None = None) -> str:
+    """A call's arguments as a JSON string; for a call cut by ``max_tokens``, the partial text generated."""
+    if partial and call.id in partial:
+        return partial[call.id]
+    return json.dumps(call.arguments)
+
+
+def _tool_calls(calls: list[ToolCall], partial: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    return [{"id": c.id, "type": "function", "function": {"name": c.name, "arguments": arguments_text(c, partial)}}
             for c in calls]
 
 
-def _message(resp: Response) -> dict[str, Any]:
+def _message(resp: Response, legacy: bool = False) -> dict[str, Any]:
     """The reply's message; a reasoning model's thinking as ``reasoning_content`` (vLLM's, DeepSeek's name) and
-    ``reasoning`` (OpenRouter's), the same text, both left out when the model did not think."""
+    ``reasoning`` (OpenRouter's), the same text, both left out when the model did not think. A request made with
+    the legacy ``functions`` gets its (first) call as ``function_call``."""
     message: dict[str, Any] = {"role": "assistant", "content": resp.content}
     if resp.reasoning:
         message["reasoning_content"] = message["reasoning"] = resp.reasoning
     if resp.tool_calls:
-        message["tool_calls"] = _tool_calls(resp.tool_calls)
+        calls = _tool_calls(resp.tool_calls, (resp.metadata or {}).get("partial_arguments"))
+        if legacy:
+            message["function_call"] = calls[0]["function"]
+        else:
+            message["tool_calls"] = calls
         message["content"] = resp.content or None
     return message
 
 
-def chat_response(rid: str, model: str, responses: list[Response]) -> dict[str, Any]:
+def _chat_finish(resp: Response, legacy: bool) -> str | None:
+    reason = finish_reason(resp.finish_reason)
+    return "function_call" if legacy and reason == "tool_calls" else reason
+
+
+def chat_response(rid: str, model: str, responses: list[Response], legacy: bool = False) -> dict[str, Any]:
     return {
         "id": rid, "object": "chat.completion", "created": int(time.time()), "model": model,
-        "choices": [{"index": i, "message": _message(r), "logprobs": chat_logprobs(r.logprobs),
-                     "finish_reason": finish_reason(r.finish_reason)} for i, r in enumerate(responses)],
+        "choices": [{"index": i, "message": _message(r, legacy), "logprobs": chat_logprobs(r.logprobs),
+                     "finish_reason": _chat_finish(r, legacy)} for i, r in enumerate(responses)],
         "usage": usage_dict(*responses),
     }
 
@@ -88,15 +105,22 @@ def chat_chunk(rid: str, model: str, created: int, delta: dict[str, Any] | None,
     return out
 
 
-def tool_call_deltas(calls: list[ToolCall], first_index: int) -> list[dict[str, Any]]:
+def tool_call_deltas(calls: list[ToolCall], first_index: int, partial: dict[str, str] | None = None,
+                     legacy: bool = False) -> list[dict[str, Any]]:
     """Deltas streaming tool calls the way OpenAI streams them: the id and name first, then the
-    arguments (one delta each here: a call reaches the server whole)."""
-    out = []
+    arguments (one delta each here: a call reaches the server whole); ``legacy``: as ``function_call`` deltas
+    (the first call only)."""
+    out: list[dict[str, Any]] = []
     for i, call in enumerate(calls):
         idx = first_index + i
+        if legacy:
+            if idx == 0:
+                out.append({"function_call": {"name": call.name, "arguments": ""}})
+                out.append({"function_call": {"arguments": arguments_text(call, partial)}})
+            continue
         out.append({"tool_calls": [{"index": idx, "id": call.id, "type": "function",
                                     "function": {"name": call.name, "arguments": ""}}]})
-        out.append({"tool_calls": [{"index": idx, "function": {"arguments": json.dumps(call.arguments)}}]})
+        out.append({"tool_calls": [{"index": idx, "function": {"arguments": arguments_text(call, partial)}}]})
     return out
 
 
