@@ -4,7 +4,9 @@ Each ``generate`` sends the whole history plus the new user turn, then appends b
 text, its images and inlined text files, and the reply) to the history. On the MLX provider the next turn
 reuses the prompt cache of the previous ones, so a long conversation is not recomputed turn after turn.
 Streaming and async variants record the turn once the stream ends (also when it is cancelled or closed
-early: the partial reply is what the model said). ``save`` / ``Session.load`` keep a session as JSON.
+early: the partial reply is what the model said). ``save`` / ``Session.load`` keep a session as JSON
+(``abstractllm.session_io``); the 1.x tool methods (``add_tool``, ``generate_with_tools``, ...) come from
+``abstractllm.session_compat``.
 
 Three names, as AbstractLLM 1.x and AbstractCore spelled them::
 
@@ -15,49 +17,24 @@ Three names, as AbstractLLM 1.x and AbstractCore spelled them::
 
 from __future__ import annotations
 
-import base64
-import io
-import json
 import os
-from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any, AsyncIterator, Iterator, Mapping, Sequence
 
 from .enums import MessageRole
-from .exceptions import AbstractLLMError, FileProcessingError, InvalidParameterError
+from .exceptions import AbstractLLMError, InvalidParameterError
 from .messages import normalize_messages
 from .params import PARAMS, normalize_keys
+from .session_compat import (_IGNORED_1X_CALL_OPTIONS, _IGNORED_1X_OPTIONS, SessionToolsMixin, _deprecated,
+                             _with_functions)
+from .session_io import SESSION_FORMAT, _new_id, _now, load_session, save_session, session_to_dict
 from .tool_runner import ToolResultEvent, ToolRunner, result_dict
-from .tools import ToolDefinition, function_to_tool_definition, normalize_tools
+from .tools import ToolDefinition, normalize_tools
 from .types import Message, Response, ToolCall
 
 __all__ = ["Session", "BasicSession", "create_session", "create_enhanced_session", "SESSION_FORMAT"]
 
-#: the "format" field of a saved session
-SESSION_FORMAT = "abstractllm.session/1"
-#: 1.x Session options that have no meaning here (hierarchical memory, retries, ...): accepted, ignored
-_IGNORED_1X_OPTIONS = frozenset({
-    "enable_memory", "memory_config", "enable_retry", "retry_config", "persist_memory", "memory_facts_max",
-    "memory_facts_min_confidence", "memory_facts_min_occurrences",
-})
-#: 1.x per-call Session.generate options with no meaning here (memory, ReAct cycles): accepted, ignored
-_IGNORED_1X_CALL_OPTIONS = frozenset({"use_memory_context", "create_react_cycle", "adjust_system_prompt",
-                                      "structured_config"})
-#: config keys never written to a saved session
-_SECRET_KEYS = frozenset({"api_key"})
 
-
-def _new_id() -> str:
-    import uuid  # here: importing abstractllm stays light
-
-    return str(uuid.uuid4())
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat()
-
-
-class Session:
+class Session(SessionToolsMixin):
     """A conversation with one provider. See the module docstring.
 
     Args:
@@ -362,112 +339,14 @@ class Session:
                 yield ToolResultEvent(result_dict(message))  # type: ignore[misc]
             messages, params = self._outgoing(system_prompt) + pending, runner.next_params(params)
 
-    # ------------------------------------------------------------------ 1.x tool API
-    def add_tool(self, tool: Any) -> ToolDefinition:
-        """Add a tool for every later turn (a function, an OpenAI / 1.x dict, or a ``ToolDefinition``);
-        returns its definition (``session.tools`` holds definitions)."""
-        definition = normalize_tools([*self.tools, tool])[-1]
-        self.tools.append(definition)
-        return definition
-
-    def generate_with_tools(self, tool_functions: Mapping[str, Any] | None = None,
-                            tools: Sequence[Any] | None = None, prompt: str | None = None, provider: Any = None,
-                            max_tool_calls: int | None = None, system_prompt: str | None = None,
-                            files: Any = None, **params: Any) -> Response:
-        """1.x: ``generate`` with its tools run (deprecated: ``generate`` runs them already)."""
-        _deprecated("Session.generate_with_tools()", "Session.generate() (it runs Python tools by default)")
-        params.pop("adjust_system_prompt", None)
-        return self.generate(prompt, files, system_prompt=system_prompt, tools=tools, tool_functions=tool_functions,
-                             max_tool_calls=max_tool_calls, provider=provider, **params)  # type: ignore[return-value]
-
-    def generate_with_tools_streaming(self, tool_functions: Mapping[str, Any] | None = None,
-                                      tools: Sequence[Any] | None = None, prompt: str | None = None,
-                                      provider: Any = None, max_tool_calls: int | None = None,
-                                      system_prompt: str | None = None, files: Any = None,
-                                      **params: Any) -> Iterator[Any]:
-        """1.x: the streamed turn as text pieces (``str``) and ``{"type": "tool_result", "tool_call": {...}}``
-        dicts (deprecated: ``generate(..., stream=True)`` yields the same events between its chunks)."""
-        _deprecated("Session.generate_with_tools_streaming()", "Session.generate(..., stream=True)")
-        params.pop("adjust_system_prompt", None)
-        stream = self.generate(prompt, files, True, system_prompt=system_prompt, tools=tools,
-                               tool_functions=tool_functions, max_tool_calls=max_tool_calls, provider=provider,
-                               **params)
-        for chunk in stream:  # type: ignore[union-attr]
-            if isinstance(chunk, ToolResultEvent):
-                yield dict(chunk)
-            elif chunk.content:
-                yield chunk.content
-
-    def execute_tool_call(self, tool_call: ToolCall, tool_functions: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        """1.x: run one call with ``tool_functions`` (else the session's tools); its result as a dict
-        ``{"call_id", "name", "arguments", "output", "error"}`` (an exception is reported in ``error``)."""
-        if isinstance(tool_call, dict):  # 1.x's event dict: {"name", "arguments", "id" or "call_id"}
-            tool_call = ToolCall(str(tool_call.get("id") or tool_call.get("call_id") or f"call_{_new_id()[:8]}"),
-                                 str(tool_call.get("name")), dict(tool_call.get("arguments") or {}))
-        tools = _with_functions(list(self.tools), tool_functions)
-        definitions = normalize_tools(tools)
-        if not definitions:
-            return {"call_id": tool_call.id, "name": tool_call.name, "arguments": tool_call.arguments,
-                    "output": None, "result": None, "error": f"there is no tool named {tool_call.name!r}"}
-        runner = ToolRunner(definitions, True, context={"session_id": self.id, "provider": self._provider})
-        return result_dict(runner.run([tool_call])[0])
-
-    def execute_tool_calls(self, response: Response, tool_functions: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
-        """1.x: ``execute_tool_call`` for every call of ``response``."""
-        if not response.has_tool_calls():
-            raise InvalidParameterError("The response has no tool calls.", param="response")
-        return [self.execute_tool_call(c, tool_functions) for c in response.tool_calls or []]
-
-    def add_tool_result(self, tool_call_id: str, result: Any, error: str | None = None,
-                        tool_name: str | None = None, arguments: dict[str, Any] | None = None) -> Message:
-        """1.x: record a tool's result, run by the application, for a call of the last assistant message: a
-        ``"tool"`` message answering ``tool_call_id`` (what the model sees next) and an entry of that
-        assistant message's ``tool_results``."""
-        assistant = next((m for m in reversed(self.messages) if m.role == "assistant"), None)
-        if assistant is None:
-            raise InvalidParameterError("No assistant message to attach a tool result to.", param="tool_call_id")
-        if tool_name is None:
-            tool_name = next((c.name for c in assistant.tool_calls if c.id == tool_call_id), None)
-        entry = {"call_id": tool_call_id, "name": tool_name, "arguments": arguments, "output": result,
-                 "result": result, "error": error}
-        assistant.metadata.setdefault("tool_results", []).append(entry)
-        if error is not None:
-            content = json.dumps({"error": error}, ensure_ascii=False)
-        else:
-            content = result if isinstance(result, str) else json.dumps(result, ensure_ascii=False, default=str)
-        message = Message("tool", content, name=tool_name, tool_call_id=tool_call_id,
-                          metadata={"timestamp": _now(), "tool_name": tool_name, **({"error": error} if error else {})})
-        self.messages.append(message)
-        self.last_updated = message.metadata["timestamp"]
-        return message
-
-    # ------------------------------------------------------------------ persistence
+    # ------------------------------------------------------------------ persistence (abstractllm.session_io)
     def to_dict(self) -> dict[str, Any]:
         """The session as JSON-serializable data (images as paths, URLs or data URIs; no API key)."""
-        data: dict[str, Any] = {
-            "format": SESSION_FORMAT, "id": self.id, "created_at": self.created_at,
-            "last_updated": self.last_updated, "system_prompt": self.system_prompt, "metadata": self.metadata,
-            "messages": [_message_to_json(m) for m in self.messages],
-        }
-        provider = self._provider
-        if provider is not None:
-            config = {k: v for k, v in normalize_keys(getattr(provider, "config", {}) or {}).items()
-                      if k not in _SECRET_KEYS and _jsonable(v)}
-            data["provider_state"] = {"provider_name": getattr(provider, "name", None),
-                                      "model_name": config.pop("model", None), "provider_config": config}
-        return data
+        return session_to_dict(self)
 
     def save(self, filepath: str | os.PathLike) -> None:
         """Write the session to ``filepath`` as JSON (atomically: a temp file renamed into place)."""
-        path = Path(filepath)
-        text = json.dumps(self.to_dict(), indent=2, ensure_ascii=False)
-        tmp = path.with_name(f".{path.name}.{_new_id()}.tmp")
-        try:
-            tmp.write_text(text, encoding="utf-8")
-            os.replace(tmp, path)
-        except OSError as exc:
-            tmp.unlink(missing_ok=True)
-            raise FileProcessingError(f"Cannot save the session to {str(path)!r}: {exc.strerror or exc}.") from exc
+        save_session(self, filepath)
 
     @classmethod
     def load(cls, filepath: str | os.PathLike, provider: Any = None,
@@ -475,30 +354,7 @@ class Session:
         """Read a session saved by ``save``. Its provider: ``provider`` if given (an instance or a name,
         with ``provider_config``), else the saved one recreated with ``create_llm`` (its API key, never
         saved, comes from ``provider_config`` or the provider's environment variable)."""
-        path = Path(filepath)
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise FileProcessingError(f"No saved session at {str(path)!r}.") from None
-        except (OSError, ValueError) as exc:
-            raise FileProcessingError(f"{str(path)!r} is not a readable session file: {exc}.") from exc
-        if not isinstance(data, dict) or not isinstance(data.get("messages"), list):
-            raise FileProcessingError(f"{str(path)!r} is not a saved session (no message list).")
-        session = cls(metadata=data.get("metadata") or {})
-        session.system_prompt = data.get("system_prompt")
-        session.id = data.get("id") or session.id
-        session.created_at = data.get("created_at") or session.created_at
-        session.last_updated = data.get("last_updated") or session.last_updated
-        session.messages = [_message_from_json(m, i) for i, m in enumerate(data["messages"])]
-        state = data.get("provider_state") or {}
-        if provider is None and state.get("provider_name"):
-            config = {**(state.get("provider_config") or {}), **normalize_keys(provider_config or {})}
-            if state.get("model_name"):
-                config["model"] = state["model_name"]
-            provider, provider_config = state["provider_name"], config
-        if provider is not None:
-            session.set_provider(provider, provider_config)
-        return session
+        return load_session(cls, filepath, provider, provider_config)
 
 
 class BasicSession(Session):
@@ -549,30 +405,6 @@ def create_enhanced_session(provider: str | Any = None, **config: Any) -> Sessio
 
 
 # ---------------------------------------------------------------------------------------------- helpers
-def _deprecated(old: str, new: str) -> None:
-    import warnings
-
-    warnings.warn(f"{old} is the AbstractLLM 1.x spelling: use {new} (docs/migration.md).", DeprecationWarning,
-                  stacklevel=3)
-
-
-def _with_functions(tools: Any, functions: Mapping[str, Any] | None) -> Any:
-    """``tools`` with 1.x's ``tool_functions`` (name -> function) joined in: a named definition without a
-    function gets it; a function whose name is not among the tools becomes one."""
-    if not functions:
-        return tools
-    out = list(normalize_tools(tools)) if tools else []
-    names = {d.name: i for i, d in enumerate(out)}
-    for name, fn in functions.items():
-        if name in names:
-            d = out[names[name]]
-            out[names[name]] = ToolDefinition(d.name, d.description, d.parameters, fn,
-                                              output_schema=d.output_schema, metadata=d.metadata)
-        else:
-            out.append(function_to_tool_definition(fn, name=name))
-    return out
-
-
 def _copy(m: Message) -> Message:
     return Message(m.role, text=m.text, images=m.images, videos=m.videos, name=m.name, metadata=m.metadata,
                    tool_calls=m.tool_calls, tool_call_id=m.tool_call_id, reasoning=m.reasoning)
@@ -582,72 +414,3 @@ def _joined(chunks: list[Response]) -> Response:
     from .providers.base import aggregate_chunks  # here: the session module stays light to import
 
     return aggregate_chunks(chunks)
-
-
-def _jsonable(value: Any) -> bool:
-    try:
-        json.dumps(value)
-        return True
-    except (TypeError, ValueError):
-        return False
-
-
-def _media_to_json(item: Any) -> Any:
-    """A media input in a JSON-safe form: paths and URLs as strings, bytes and images as data URIs."""
-    if isinstance(item, os.PathLike):
-        return os.fspath(item)
-    if isinstance(item, (str, dict)):
-        return item
-    if isinstance(item, (bytes, bytearray)):
-        from .media.encode import sniff_mime
-
-        mime = sniff_mime(bytes(item[:64])) or "application/octet-stream"
-        return f"data:{mime};base64,{base64.b64encode(bytes(item)).decode('ascii')}"
-    try:
-        from PIL import Image
-    except ImportError:  # pragma: no cover - Pillow comes with every provider that takes images
-        Image = None  # type: ignore[assignment]
-    if Image is not None and not isinstance(item, Image.Image) and hasattr(item, "__array_interface__"):
-        item = Image.fromarray(item)
-    if Image is not None and isinstance(item, Image.Image):
-        buf = io.BytesIO()
-        item.save(buf, format="PNG")
-        return f"data:image/png;base64,{base64.b64encode(buf.getvalue()).decode('ascii')}"
-    raise FileProcessingError(f"Cannot save a {type(item).__name__} media input in a session file.")
-
-
-def _message_to_json(m: Message) -> dict[str, Any]:
-    out: dict[str, Any] = {"role": m.role, "content": m.text,
-                           "metadata": {k: v for k, v in m.metadata.items() if _jsonable(v)}}
-    if m.tool_calls:
-        out["tool_calls"] = [{"id": c.id, "name": c.name, "arguments": c.arguments} for c in m.tool_calls]
-    if m.tool_call_id is not None:
-        out["tool_call_id"] = m.tool_call_id
-    if m.images:
-        out["images"] = [_media_to_json(i) for i in m.images]
-    if m.videos:
-        out["videos"] = [_media_to_json(v) for v in m.videos]
-    if m.name:
-        out["name"] = m.name
-    if m.reasoning is not None:
-        out["reasoning"] = m.reasoning
-    return out
-
-
-def _message_from_json(raw: Any, index: int) -> Message:
-    if not isinstance(raw, dict) or raw.get("role") not in ("system", "user", "assistant", "tool") \
-            or not isinstance(raw.get("content", ""), str):
-        raise FileProcessingError(f"Saved session: message {index} is not a valid message: {raw!r:.120}.")
-    try:
-        calls = [ToolCall(str(c["id"]), str(c["name"]), dict(c.get("arguments") or {}))
-                 for c in raw.get("tool_calls") or []]
-    except (TypeError, KeyError, ValueError, AttributeError):
-        raise FileProcessingError(f"Saved session: message {index} has malformed tool calls.") from None
-    if not isinstance(raw.get("reasoning") or "", str):
-        raise FileProcessingError(f"Saved session: message {index} has a reasoning that is not text.")
-    meta = dict(raw.get("metadata") or {})
-    if raw.get("timestamp") and "timestamp" not in meta:  # a 1.x session file
-        meta["timestamp"] = raw["timestamp"]
-    return Message(raw["role"], raw.get("content") or "", images=raw.get("images") or [],
-                   videos=raw.get("videos") or [], name=raw.get("name"), metadata=meta, tool_calls=calls,
-                   tool_call_id=raw.get("tool_call_id"), reasoning=raw.get("reasoning"))
