@@ -9,17 +9,15 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .exceptions import FileProcessingError, InvalidParameterError, UnsupportedFeatureError
-from .media.kinds import is_audio_input, is_video_input
+from .media.kinds import IMAGE_PART_TYPES, VIDEO_PART_TYPES, is_audio_input, is_video_input
 from .types import Message, ToolCall
 
 __all__ = ["normalize_messages", "ROLES", "IMAGE_PART_TYPES", "VIDEO_PART_TYPES", "TEXT_FILE_SUFFIXES",
            "inline_text_file"]
 
 ROLES = ("system", "user", "assistant", "tool")
-#: OpenAI-style content part types that carry an image / a video (the one definition; the server and
-#: ``media.sources`` import these)
-IMAGE_PART_TYPES = ("image_url", "input_image", "image")
-VIDEO_PART_TYPES = ("video_url", "input_video", "video")
+# IMAGE_PART_TYPES / VIDEO_PART_TYPES (the content part types that carry an image / a video) are defined
+# in ``media.kinds`` and re-exported here.
 
 
 def _part_media(part: dict[str, Any], index: int) -> Any:

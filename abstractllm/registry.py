@@ -25,13 +25,14 @@ ENTRY_POINT_GROUP = "abstractllm.providers"
 
 @dataclass(frozen=True)
 class _Entry:
-    target: Any  # a class, or "module:Class"
+    target: Any  # a class (or a function that makes the provider), or "module:name"
     extra: str | None = None  # the pip extra that installs its dependencies
     requires: tuple[str, ...] = ()  # top-level modules that must be importable
 
 
 _BUILTIN: dict[str, _Entry] = {
-    "mlx": _Entry("abstractllm.providers.mlx:MLXProvider", extra="mlx", requires=("mlx", "mlx_lm")),
+    "mlx": _Entry("abstractllm.providers.mlx.factory:create_mlx_provider", extra="mlx",
+                  requires=("mlx", "mlx_lm")),
     "openai": _Entry("abstractllm.providers.openai:OpenAIProvider", extra="openai", requires=("openai",)),
     "ollama": _Entry("abstractllm.providers.openai:OllamaProvider", extra="openai", requires=("openai",)),
     "lmstudio": _Entry("abstractllm.providers.openai:LMStudioProvider", extra="openai", requires=("openai",)),

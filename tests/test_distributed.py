@@ -165,6 +165,10 @@ def test_distributed_alone_names_mlx_launch(tiny_model):
             create_llm("mlx", model=str(tiny_model), distributed="tensor")
     with create_llm("mlx", model=str(tiny_model)) as llm, pytest.raises(UnsupportedFeatureError, match="created"):
         llm.update_config({"distributed": "auto"})
+    from abstractllm.providers.mlx import MLXProvider
+
+    with pytest.raises(UnsupportedFeatureError, match="create_llm"):  # chosen by the factory, not the class
+        MLXProvider(model=str(tiny_model), distributed="tensor")
 
 
 def test_serve_distributed_alone_fails_in_one_line(tiny_model):

@@ -192,7 +192,7 @@ def test_size_limit_on_bytes():
 
 
 def test_video_part_types_are_the_messages_definition():
-    """``is_video_input`` tells parts by ``messages.VIDEO_PART_TYPES`` (the one definition), and the
+    """``is_video_input`` tells parts by ``VIDEO_PART_TYPES`` (one definition, in ``media.kinds``), and the
     module still imports first on its own (no circular import with ``abstractllm.messages``)."""
     import subprocess
     import sys

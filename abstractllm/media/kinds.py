@@ -6,7 +6,13 @@ import os
 from pathlib import Path
 from typing import Any
 
-__all__ = ["is_video_input", "is_audio_input", "VIDEO_EXTENSIONS", "AUDIO_EXTENSIONS"]
+__all__ = ["is_video_input", "is_audio_input", "VIDEO_EXTENSIONS", "AUDIO_EXTENSIONS", "IMAGE_PART_TYPES",
+           "VIDEO_PART_TYPES"]
+
+#: OpenAI-style content part types that carry an image / a video (the one definition; ``abstractllm.messages``
+#: re-exports them, the server and ``media.sources`` use them)
+IMAGE_PART_TYPES = ("image_url", "input_image", "image")
+VIDEO_PART_TYPES = ("video_url", "input_video", "video")
 
 VIDEO_EXTENSIONS = frozenset({".mp4", ".m4v", ".mov", ".webm", ".mkv", ".avi", ".mpeg", ".mpg", ".ogv"})
 AUDIO_EXTENSIONS = frozenset({".wav", ".mp3", ".flac", ".ogg", ".oga", ".opus", ".m4a", ".aac"})
@@ -31,8 +37,6 @@ def is_video_input(item: Any) -> bool:
     URI, an http(s) URL whose path has a video extension, bytes or a path whose content is a video
     container (a path's extension decides only when the file cannot be read)."""
     if isinstance(item, dict):
-        from ..messages import VIDEO_PART_TYPES  # here: messages imports this module
-
         return item.get("type") in VIDEO_PART_TYPES
     if isinstance(item, str) and item[:11].lower() == "data:video/":
         return True

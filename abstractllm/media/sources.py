@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..exceptions import ImageProcessingError
+from .kinds import IMAGE_PART_TYPES, VIDEO_PART_TYPES
 
 __all__ = ["MediaSource", "read_source", "describe", "fetch_url", "URLRefusedError"]
 
@@ -303,8 +304,6 @@ def read_source(
     Raises ``ImageProcessingError`` for anything unreadable, too large, or of the wrong type.
     """
     if isinstance(item, dict):
-        from ..messages import IMAGE_PART_TYPES, VIDEO_PART_TYPES  # here: messages imports this package
-
         value = None
         for key in (*IMAGE_PART_TYPES, *VIDEO_PART_TYPES, "url"):
             if key in item:

@@ -37,14 +37,13 @@ from ..exceptions import AbstractLLMError
 from ..providers.base import aggregate_chunks
 from ..types import Response
 from .anthropic_schemas import message_body, new_message_id, parse_count_tokens, parse_messages, stop_of, usage_of
-from .app import ServerState
 from .errors import APIError, anthropic_error_body, api_error_from
 from .generation import (complete, open_stream, place_system_messages, prepared_messages, recover_cut_calls, rest_of,
                          sse_response)
 from .observe import current_record, note_usage
 from .reasoning import sign_thinking
-from .routes import read_body
 from .schemas import ParsedRequest, parse_json
+from .state import ServerState, read_body
 
 __all__ = ["router"]
 

@@ -1,4 +1,5 @@
-"""``create_app``: the FastAPI application, its state, API-key check, error handlers and lifespan.
+"""``create_app``: the FastAPI application, its API-key check, error handlers and lifespan (its state,
+``ServerState``, is in ``state.py``: the routers import it there, and this module imports the routers).
 
 The model is loaded in the background as the server starts, so the port answers at once: ``/health``
 says ``loading`` (503) until the weights are in memory, then ``ok``; generation endpoints answer 503
@@ -14,9 +15,7 @@ import hmac
 import json
 import logging
 import sys
-import time
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from typing import Any, AsyncIterator
 
 from fastapi import FastAPI, Request
@@ -26,41 +25,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from .config import ServerConfig
 from .errors import APIError, ClientGone, anthropic_error_body, api_error_from, error_body, is_anthropic_path
 from .observe import REQUEST_ID_HEADER, ObserveMiddleware, request_id_of
-from .stats import Stats
+from .state import ServerState, uptime  # defined in state.py (the routers import it there); re-exported here
 
-__all__ = ["create_app", "ServerState"]
+__all__ = ["create_app", "ServerState", "uptime"]
 
 log = logging.getLogger("abstractllm.server")
 _OPEN_PATHS = ("/health", "/")
-
-
-@dataclass
-class ServerState:
-    """What the routes share: the provider, its load status and the server's counters."""
-
-    config: ServerConfig
-    llm: Any
-    owns_llm: bool
-    model_id: str
-    stats: Stats = field(default_factory=Stats)
-    status: str = "loading"  # loading | ok | error
-    load_error: str | None = None
-    device: str | None = None
-    blas: str | None = None  # str(fast_blas_status()) once an MLX model is loaded
-    load_task: Any = None
-    metrics: Any = None  # metrics.ServerMetrics (None without prometheus-client)
-    responses: Any = None  # responses_store.ResponseStore: /v1/responses kept for previous_response_id
-    context_length: int | None = None  # the model's, once read (0: it does not say; generation.context_length)
-    multi_system: bool | None = None  # whether the chat template keeps later system messages (generation.py)
-
-    def require_loaded(self) -> None:
-        """Raise 503 unless the model is loaded."""
-        if self.status == "ok":
-            return
-        if self.status == "loading":
-            raise APIError(503, f"Model {self.model_id!r} is still loading; retry shortly.",
-                           code="model_not_loaded", headers={"Retry-After": "2"})
-        raise APIError(503, f"Model {self.model_id!r} is not loaded: {self.load_error}", code="model_not_loaded")
 
 
 def _device_of(state: ServerState) -> None:
@@ -234,7 +204,3 @@ def _version() -> str:
     from .. import __version__
 
     return __version__
-
-
-def uptime(state: ServerState) -> float:
-    return round(time.time() - state.stats.started, 3)

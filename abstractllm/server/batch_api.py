@@ -212,7 +212,7 @@ def _body(model: type[BaseModel], data: bytes) -> Any:
 async def upload_file(request: Request) -> Any:
     from starlette.requests import Request as StarletteRequest
 
-    from .routes import read_body
+    from .state import read_body
 
     body = await read_body(request, request.app.state.server.config.max_body_bytes)
 
@@ -277,7 +277,7 @@ async def file_delete(file_id: str, request: Request) -> Any:
 @router.post("/v1/batches")
 async def batch_create(request: Request) -> Any:
     from ..jobs.batches import create_batch
-    from .routes import read_body
+    from .state import read_body
 
     service = _service(request)
     body = _body(CreateBatchBody, await read_body(request, request.app.state.server.config.max_body_bytes))

@@ -17,19 +17,9 @@ import sys
 from typing import Any
 
 from .config import ServerConfig
+from .stats import distributed_info  # defined in stats.py (routes.py reads it there), re-exported here
 
 __all__ = ["serve_ranks", "distributed_info"]
-
-
-def distributed_info(llm: Any) -> dict[str, Any]:
-    """``{"distributed": {...}}`` for a provider sharded over several ranks, else ``{}``."""
-    status = getattr(llm, "distributed_status", None)
-    if status is None:
-        return {}
-    try:
-        return {"distributed": status()}
-    except Exception:
-        return {}
 
 
 def serve_ranks(config: ServerConfig, llm: Any) -> int:

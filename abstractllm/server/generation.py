@@ -29,7 +29,6 @@ from fastapi.responses import StreamingResponse
 from ..exceptions import AbstractLLMError
 from ..providers.base import aggregate_chunks
 from ..types import Response
-from .app import ServerState
 from .errors import APIError, ClientGone, api_error_from
 from .media_policy import apply_media_policy, fetch_remote_media
 from .observe import note_usage
@@ -37,6 +36,7 @@ from .partial import recover_cut_calls
 from .reasoning import apply_soft_thinking
 from .schemas import ParsedRequest
 from .shapes import new_id, tool_call_deltas, usage_dict
+from .state import ServerState
 
 __all__ = ["complete", "stream", "open_stream", "rest_of", "sse_response", "check_request", "prepared_messages",
            "event", "resolve_max_tokens", "place_system_messages", "max_tokens_limit", "context_length",

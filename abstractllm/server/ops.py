@@ -22,8 +22,8 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from .app import ServerState
 from .errors import APIError
+from .state import ServerState
 from .stats import memory_snapshot
 
 __all__ = ["router", "vram_status"]

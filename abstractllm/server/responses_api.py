@@ -37,14 +37,13 @@ from fastapi.responses import JSONResponse
 
 from ..providers.base import aggregate_chunks
 from ..types import Response, ToolCall
-from .app import ServerState
 from .errors import APIError, api_error_from
 from .generation import complete, open_stream, recover_cut_calls, rest_of, sse_response
 from .observe import note_usage
 from .responses_schemas import Conversation, ResponsesRequest, parse_responses
 from .responses_store import StoredResponse
-from .routes import read_body
 from .schemas import parse_json
+from .state import ServerState, read_body
 
 __all__ = ["router"]
 

@@ -10,57 +10,19 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from .app import ServerState, uptime
-from .distributed import distributed_info
-from .errors import APIError
 from .generation import complete, stream
 from .schemas import parse_chat, parse_completion, parse_json, parse_vlm_generate
 from .shapes import chat_chunk, chat_response, completion_chunk, completion_response, new_id
-from .stats import memory_snapshot, prompt_cache, provider_stats
+from .state import ServerState, read_body, uptime  # read_body: defined in state.py, re-exported here
+from .stats import distributed_info, memory_snapshot, prompt_cache, provider_stats
 
 __all__ = ["router", "read_body"]
 
 router = APIRouter()
-_DRAIN_LIMIT = 64 * 1024 * 1024  # bytes of an oversize body read (and dropped) so the client sees the 413
 
 
 def _state(request: Request) -> ServerState:
     return request.app.state.server
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    """Read the body, or answer 413 when it is larger than ``limit`` (declared or actual size)."""
-    too_large = APIError(413, f"The request body is larger than this server's limit of {limit} bytes.",
-                         code="request_too_large")
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        try:
-            declared_n = int(declared)
-        except ValueError:
-            raise APIError(400, "Invalid Content-Length header.") from None
-        if declared_n > limit:
-            await _drain(request, declared_n)
-            raise too_large
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            await _drain(request, size)
-            raise too_large
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-async def _drain(request: Request, seen: int) -> None:
-    if seen > _DRAIN_LIMIT:
-        return
-    try:
-        async for chunk in request.stream():
-            seen += len(chunk)
-            if seen > _DRAIN_LIMIT:
-                return
-    except Exception:
-        return
 
 
 async def _json(request: Request) -> dict[str, Any]:

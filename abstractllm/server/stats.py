@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Stats", "memory_snapshot", "provider_stats", "prompt_cache"]
+__all__ = ["Stats", "memory_snapshot", "provider_stats", "prompt_cache", "distributed_info"]
 
 
 @dataclass
@@ -65,3 +65,14 @@ def prompt_cache(state: Any) -> dict[str, Any] | None:
         return state.llm.get_model_info().get("prompt_cache")
     except Exception:
         return None
+
+
+def distributed_info(llm: Any) -> dict[str, Any]:
+    """``{"distributed": {...}}`` for a provider sharded over several ranks, else ``{}``."""
+    status = getattr(llm, "distributed_status", None)
+    if status is None:
+        return {}
+    try:
+        return {"distributed": status()}
+    except Exception:
+        return {}

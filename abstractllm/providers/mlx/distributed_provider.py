@@ -21,11 +21,11 @@ from .backend import import_backend
 from .distributed import join_world, load_sharded_adapter
 from .engine import convert_backend_error
 from .lockstep import DistributedEngine, LockstepWorker
-from .provider import _RELOAD_KEYS, MLXProvider
+from .provider import RELOAD_KEYS, MLXProvider
 
 __all__ = ["DistributedMLXProvider"]
 
-_FIXED = _RELOAD_KEYS | {"distributed", "distributed_timeout"}
+_FIXED = RELOAD_KEYS | {"distributed", "distributed_timeout"}
 _OPEN: "weakref.WeakSet[DistributedMLXProvider]" = weakref.WeakSet()
 _OPEN_LOCK = threading.Lock()
 

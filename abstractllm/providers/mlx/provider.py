@@ -26,7 +26,7 @@ from .memory import available_bytes
 from .source import ModelSpec, inspect_model, resolve_model
 from .weights import quantize_bits
 
-__all__ = ["MLXProvider"]
+__all__ = ["MLXProvider", "RELOAD_KEYS"]
 
 
 def _backend_call(fn: Callable[[], Any]) -> Any:
@@ -52,22 +52,13 @@ _IGNORED = frozenset(str(p) for p in (
     P.LOGGING_ENABLED,
 ))
 #: keys whose change (update_config) makes the next call reload the model
-_RELOAD_KEYS = frozenset(str(p) for p in (
+RELOAD_KEYS = frozenset(str(p) for p in (
     P.MODEL, P.REVISION, P.TRUST_REMOTE_CODE, P.QUANTIZE, P.LOAD_IN_4BIT, P.LOAD_IN_8BIT, P.DTYPE, P.DEVICE,
     P.CACHE_DIR, P.PROMPT_CACHE_BYTES,
 ))
 #: config-only keys whose defaults are filled in at creation (what the engine and the adapters read)
 _CONFIG_DEFAULTS = ("dtype", "device", "prompt_cache_bytes", "prefill_step_size", "max_batch_size",
                     "max_queue_size", "prefill_chunk_size")
-
-
-def _wants_distributed(config: Any, kwargs: dict[str, Any]) -> bool:
-    """``distributed=`` given (by name or as ``ModelParameter.DISTRIBUTED``) and not None/False."""
-    for source in (config or {}, kwargs):
-        for key, value in source.items():
-            if str(getattr(key, "value", key)) == str(ModelParameter.DISTRIBUTED) and value not in (None, False):
-                return True
-    return False
 
 
 def _has_llguidance() -> bool:
@@ -105,14 +96,6 @@ class MLXProvider(BaseProvider):
     #: True on the provider that shards the model over mlx.launch's processes (``distributed_provider.py``)
     distributed_capable = False
 
-    def __new__(cls, config: dict[Any, Any] | None = None, **kwargs: Any) -> "MLXProvider":
-        """``distributed="tensor" | "pipeline" | "auto"`` makes a ``DistributedMLXProvider``."""
-        if cls is MLXProvider and _wants_distributed(config, kwargs):
-            from .distributed_provider import DistributedMLXProvider
-
-            cls = DistributedMLXProvider
-        return super().__new__(cls)
-
     def __init__(self, config: dict[Any, Any] | None = None, **kwargs: Any) -> None:
         super().__init__(config, **kwargs)
         self._spec: ModelSpec | None = None
@@ -137,14 +120,15 @@ class MLXProvider(BaseProvider):
         if config.get("distributed") and not self.distributed_capable:
             raise UnsupportedFeatureError(
                 "distributed is chosen when the provider is created, under mlx.launch: create_llm('mlx', "
-                "model=..., distributed='tensor'); update_config cannot turn it on.", feature="distributed")
+                "model=..., distributed='tensor'); neither MLXProvider(...) nor update_config can turn it on.",
+                feature="distributed")
         return config
 
     def _config_changed(self, keys: set[str]) -> None:
         adapter = self._adapter
         if adapter is not None:  # the loaded model reads the new values (memory_limit, batch sizes...)
             adapter.config = self.config
-        if keys & _RELOAD_KEYS:
+        if keys & RELOAD_KEYS:
             self._spec = None  # resolved and inspected again on next use
             self._reload = True  # the engine unloads the old model before it serves the next request
         engine = self._engine

@@ -4,17 +4,26 @@ model's own vision work) and only then decoded. Runs on the provider's worker th
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from ...enums import ModelCapability
 from ...exceptions import ImageProcessingError, InvalidParameterError, UnsupportedFeatureError
 from ...params import PARAMS
 from ...types import GenerationRequest
+from .source import ModelSpec
 
-if TYPE_CHECKING:
-    from .vision import VisionAdapter
+__all__ = ["load_media", "vision_bytes", "resize_factor", "processor_max_pixels", "VisionModel"]
 
-__all__ = ["load_media", "vision_bytes", "resize_factor", "processor_max_pixels"]
+
+class VisionModel(Protocol):
+    """What this module reads of a vision adapter (``vision.VisionAdapter`` is one): defined here, where it is
+    used, so that this module does not import ``vision`` (which imports this one)."""
+
+    spec: ModelSpec
+    config: dict[str, Any]
+    on_gpu: bool
+    processor: Any
+    caps: set[ModelCapability]
 
 
 def _default(name: str) -> Any:
@@ -22,14 +31,14 @@ def _default(name: str) -> Any:
     return spec.validate(name, spec.default)
 
 
-def processor_max_pixels(adapter: "VisionAdapter", video: bool = False) -> int | None:
+def processor_max_pixels(adapter: VisionModel, video: bool = False) -> int | None:
     """The model processor's own bound on an image's (or a video frame's) pixels, if it has one."""
     proc = getattr(adapter.processor, "video_processor" if video else "image_processor", None)
     value = getattr(proc, "max_pixels", None)
     return int(value) if isinstance(value, (int, float)) and value > 0 else None
 
 
-def vision_bytes(adapter: "VisionAdapter", width: int, height: int, frames: int = 1) -> int:
+def vision_bytes(adapter: VisionModel, width: int, height: int, frames: int = 1) -> int:
     """Model-specific bytes of one image's (or video's) vision work: processor tensors, vision tower
     activations and attention, and the vision tokens in the KV cache."""
     vc = adapter.spec.config.get("vision_config") or {}
@@ -64,7 +73,7 @@ def vision_bytes(adapter: "VisionAdapter", width: int, height: int, frames: int 
     return pixel_tensor + tower + kv
 
 
-def resize_factor(adapter: "VisionAdapter") -> int:
+def resize_factor(adapter: VisionModel) -> int:
     """The side, in pixels, that frames are resized in multiples of: the vision patch size times the
     spatial merge size, from the model's video (or image) processor, else from ``vision_config``."""
     vc = adapter.spec.config.get("vision_config") or {}
@@ -78,7 +87,7 @@ def resize_factor(adapter: "VisionAdapter") -> int:
     return int(patch) * int(merge) if isinstance(patch, int) and isinstance(merge, int) else 1
 
 
-def load_media(request: GenerationRequest, adapter: "VisionAdapter") -> tuple[list[Any], list[Any], list[int], list[int]]:
+def load_media(request: GenerationRequest, adapter: VisionModel) -> tuple[list[Any], list[Any], list[int], list[int]]:
     """Read, check (sizes, memory) and decode every image and video of the conversation, in order."""
     import mlx.core as mx
 
