@@ -100,12 +100,17 @@ class _FunctionCall(_Body):
     status: str | None = None
 
 
-class _FunctionCallOutput(_Body):
-    type: Literal["function_call_output"]
+class _CallOutput(_Body):
+    """What a tool call (function or custom) returned, for its ``call_id``."""
+
     call_id: str = Field(min_length=1)
     output: Union[str, list[Part]]
     id: str | None = None
     status: str | None = None
+
+
+class _FunctionCallOutput(_CallOutput):
+    type: Literal["function_call_output"]
 
 
 class _CustomToolCall(_Body):
@@ -118,12 +123,8 @@ class _CustomToolCall(_Body):
     status: str | None = None
 
 
-class _CustomToolCallOutput(_Body):
+class _CustomToolCallOutput(_CallOutput):
     type: Literal["custom_tool_call_output"]
-    call_id: str = Field(min_length=1)
-    output: Union[str, list[Part]]
-    id: str | None = None
-    status: str | None = None
 
 
 class _ReasoningText(_Body):

@@ -43,6 +43,18 @@ QWEN3_ASSISTANT_TURN = (
     "{%- else %}{{- content }}{%- endif %}"
 )
 
+#: An assistant message's tool calls in Qwen3's template: ``<tool_call>{"name", "arguments"}</tool_call>`` each.
+QWEN3_TOOL_CALLS = (
+    "{%- for tool_call in message.tool_calls or [] %}"
+    "{%- if tool_call.function is defined %}{%- set tool_call = tool_call.function %}{%- endif %}"
+    "{%- if not loop.first or content %}{{- '\\n' }}{%- endif %}"
+    "{{- '<tool_call>\\n{\"name\": \"' + tool_call.name + '\", \"arguments\": ' }}"
+    "{%- if tool_call.arguments is string %}{{- tool_call.arguments }}"
+    "{%- else %}{{- tool_call.arguments | tojson }}{%- endif %}"
+    "{{- '}\\n</tool_call>' }}"
+    "{%- endfor %}"
+)
+
 QWEN3_TEMPLATE = TEXT_MACRO + (
     # tools: listed in the system turn
     "{%- if tools %}"
@@ -70,15 +82,7 @@ QWEN3_TEMPLATE = TEXT_MACRO + (
     "{%- elif message.role == 'user' or message.role == 'system' %}"
     "{{- '<|im_start|>' + message.role + '\\n' + content + '<|im_end|>\\n' }}"
     "{%- elif message.role == 'assistant' %}"
-    + QWEN3_ASSISTANT_TURN +
-    "{%- for tool_call in message.tool_calls or [] %}"
-    "{%- if tool_call.function is defined %}{%- set tool_call = tool_call.function %}{%- endif %}"
-    "{%- if not loop.first or content %}{{- '\\n' }}{%- endif %}"
-    "{{- '<tool_call>\\n{\"name\": \"' + tool_call.name + '\", \"arguments\": ' }}"
-    "{%- if tool_call.arguments is string %}{{- tool_call.arguments }}"
-    "{%- else %}{{- tool_call.arguments | tojson }}{%- endif %}"
-    "{{- '}\\n</tool_call>' }}"
-    "{%- endfor %}"
+    + QWEN3_ASSISTANT_TURN + QWEN3_TOOL_CALLS +
     "{{- '<|im_end|>\\n' }}"
     "{%- elif message.role == 'tool' %}"
     "{%- if loop.first or messages[loop.index0 - 1].role != 'tool' %}{{- '<|im_start|>user' }}{%- endif %}"

@@ -14,7 +14,7 @@ by the builder (``abstractllm.testing.zoo.vision``); each family's ``source`` na
 from __future__ import annotations
 
 from .family import Family
-from .qwen import QWEN3_ASSISTANT_TURN, QWEN_ADDED_TOKENS
+from .qwen import QWEN3_ASSISTANT_TURN, QWEN3_TOOL_CALLS, QWEN_ADDED_TOKENS
 
 #: Qwen2-VL / Qwen2.5-VL (Qwen2.5 tokenizer): the first 22 of Qwen's added tokens, ``<|endoftext|>`` ..
 #: ``<|file_sep|>`` (ids 151643..151664 in the real files); Qwen3 added ``<tool_response>``, ``</tool_response>``,
@@ -100,16 +100,7 @@ def _qwen_vl_template(*, default_system: bool, qwen3: bool, thinking: bool = Fal
             "{%- if content or not message.tool_calls %}{{- '\\n' + content }}{%- endif %}"
         )
     if qwen3:
-        call = (
-            "{%- for tool_call in message.tool_calls or [] %}"
-            "{%- if tool_call.function is defined %}{%- set tool_call = tool_call.function %}{%- endif %}"
-            "{%- if not loop.first or content %}{{- '\\n' }}{%- endif %}"
-            "{{- '<tool_call>\\n{\"name\": \"' + tool_call.name + '\", \"arguments\": ' }}"
-            "{%- if tool_call.arguments is string %}{{- tool_call.arguments }}"
-            "{%- else %}{{- tool_call.arguments | tojson }}{%- endif %}"
-            "{{- '}\\n</tool_call>' }}"
-            "{%- endfor %}"
-        )
+        call = QWEN3_TOOL_CALLS
     else:
         call = (
             "{%- for tool_call in message.tool_calls or [] %}"
