@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterable, Mapping
 from .enums import ModelParameter
 from .exceptions import InvalidParameterError, did_you_mean
 
-__all__ = ["ParamSpec", "PARAMS", "THINKING_LEVELS", "GENERATION_PARAMS", "CALL_ONLY", "SAMPLING_PRESETS", "PRIORITY_AGING_S", "MAX_TOOL_ROUNDS",
+__all__ = ["ParamSpec", "PARAMS", "THINKING_LEVELS", "GENERATION_PARAMS", "CALL_ONLY", "SAMPLING_PRESETS", "PRIORITY_AGING_S", "PROMPT_CACHE_MAX_ENTRIES", "MAX_TOOL_ROUNDS",
            "DISTRIBUTED_HEARTBEAT_S", "DISTRIBUTED_SYNC_S", "DISTRIBUTED_MAX_STEPS_PER_PLAN",
            "SERVER_PORT", "SERVER_MAX_BODY_BYTES", "SERVER_MAX_TOKENS_LIMIT", "SERVER_MAX_N", "SERVER_RESPONSES_STORE_SIZE",
            "SERVER_RESPONSES_STORE_BYTES", "SERVER_LOG_FORMAT", "SERVER_STRICT_FIELDS", "JOB_LEASE_S", "JOB_HEARTBEAT_S", "JOB_POLL_S",
@@ -292,6 +292,9 @@ def _distributed(name: str, value: Any) -> Any:
 
 #: a request waiting for admission gains one priority level per this many seconds (anti-starvation)
 PRIORITY_AGING_S = 10.0
+# Entries (whole replies and message-boundary snapshots) the RAM tier of a text model's prefix cache keeps at most;
+# ``prompt_cache_bytes`` bounds their size.
+PROMPT_CACHE_MAX_ENTRIES = 64
 #: SamplingParams presets (keyword overrides win)
 SAMPLING_PRESETS: dict[str, dict[str, Any]] = {
     "greedy": {"temperature": 0.0},

@@ -87,10 +87,13 @@ def test_turn_two_from_the_cache_equals_cold(fam):
         cold = cold_llm.generate(messages=history)
     assert warm.token_ids == cold.token_ids and warm.content == cold.content
     assert cold.usage.cached_tokens == 0 and warm.usage.prompt_tokens == cold.usage.prompt_tokens
-    if family.cache == "kv":  # a trimmable cache serves the shared prefix (docs/mlx/models.md: prefix reuse)
-        assert warm.usage.cached_tokens > 0
-    else:  # recurrent / rotating caches cannot be cut back to a shorter prefix: no reuse yet
-        assert warm.usage.cached_tokens == 0
+    # a trimmable cache serves the shared prefix; recurrent / rotating caches cannot be cut back, so they are
+    # served from the snapshots taken at message boundaries (docs/mlx/models.md: prefix reuse)
+    _, tok = raw_load(path)
+    asked = history[:-2]  # the first request's messages: its prompt up to the generation prompt is a snapshot
+    prompt, no_gen = (list(tok.apply_chat_template(asked, add_generation_prompt=g)) for g in (True, False))
+    snapshot = min(next(i for i, (a, b) in enumerate(zip(prompt + [0], no_gen + [-1])) if a != b), len(prompt) - 1)
+    assert 0 < snapshot <= warm.usage.cached_tokens
 
 
 def test_stream_equals_non_stream(fam):
@@ -302,7 +305,7 @@ def test_the_families_table_in_the_docs_says_what_the_zoo_declares():
         f = FAMILIES[name]
         assert (kind, model_type, cache, source) == (f.kind, f.model_type, f.cache, f.source), name
         assert tools == (f.tool_format or "-") and reasoning == (f.reasoning or "-"), name
-        assert reuse == ("yes" if f.cache == "kv" else "no"), name
+        assert reuse == ("yes" if f.cache == "kv" else "snapshots" if f.kind == "text" else "text-only: snapshots"), name
         assert batching.startswith("yes" if f.kind == "text" else "one at a time"), name
 
 

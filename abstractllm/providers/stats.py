@@ -28,6 +28,8 @@ class RequestStats:
     steps: int = 0
     step_rows: int = 0
     max_step_gap_s: float = 0.0  # the longest time between two tokens of a decoding request
+    prefill_tokens: int = 0  # prompt tokens computed
+    reused_tokens: int = 0  # prompt tokens served from a prompt (prefix) cache
 
     def clear(self) -> None:
         self.__init__()  # type: ignore[misc]
@@ -36,6 +38,9 @@ class RequestStats:
         """A request ended with ``last`` (its last chunk, or the whole response)."""
         usage = last.usage or Usage()
         self.tokens += usage.completion_tokens
+        cached = int(usage.cached_tokens or 0)
+        self.reused_tokens += cached
+        self.prefill_tokens += max(0, int(usage.prompt_tokens or 0) - cached)
         if last.finish_reason == "cancelled":
             self.cancelled += 1
             return
@@ -71,5 +76,7 @@ class RequestStats:
             "batch_size": active,
             "average_batch_size": self.step_rows / self.steps if self.steps else (1.0 if self.served else 0.0),
             "max_inter_token_latency": self.max_step_gap_s,
+            "prefill_tokens_computed": self.prefill_tokens,
+            "prefill_tokens_reused": self.reused_tokens,
             "memory_usage": memory,
         }

@@ -16,14 +16,16 @@ their decode steps); alone, ``prefill_step_size`` tokens per step.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ...exceptions import InvalidParameterError, ModelLoadError
+from ...params import PROMPT_CACHE_MAX_ENTRIES, default_of
 from ...types import Message
 from .adapter import ModelAdapter
 from .memory import check_context_window, check_request_memory, kv_bytes_per_token
 from .pipeline import Step
+from .prefix_cache import PrefixCache, message_bounds, model_key
 from .constrain import GrammarCompiler, active_tools, chat_dict, constrain_request, is_constrained
 from .reasoning import (ReasoningFormat, detect_reasoning, grammar_thinking, opens_reasoning, request_reasoning,
                         template_kwargs)
@@ -71,6 +73,20 @@ class _Request:
     top_logprobs: int
     in_batch: bool = True  # False once the batch itself ended it (its cache already stored)
     decoding: bool = False
+    pending: set[int] = field(default_factory=set)  # snapshot bounds its prefill has not reached yet
+    kinds: dict[int, str] = field(default_factory=dict)  # bound -> the snapshot's kind
+
+
+@dataclass(eq=False)
+class _Plan:
+    """A request ready to join the batch but for its cache (``TextAdapter._plan``)."""
+
+    state: _Request
+    bounds: dict[int, str]
+    use_cache: bool
+    max_tokens: int
+    sampler: Any
+    processors: list[Any]
 
 
 class TextAdapter(ModelAdapter):
@@ -88,6 +104,7 @@ class TextAdapter(ModelAdapter):
         self._batch_kv: tuple[Any, ...] | None = None  # (max_kv_size, batch size, prefill step) it was made for
         self._by_uid: dict[int, _Request] = {}  # the batch's requests by their uid in the BatchGenerator
         self._states: dict["EngineRequest", _Request] = {}  # every admitted request not yet released
+        self._deferred: list[_Plan] = []  # admitted, waiting for a prefix another request is computing
         self.hidden: dict[int, str] = {}  # control tokens kept out of content (special.py)
         self.reasoning_format: ReasoningFormat | None = None
 
@@ -105,7 +122,6 @@ class TextAdapter(ModelAdapter):
 
     def load(self) -> None:
         import mlx.core as mx
-        from mlx_lm.models.cache import LRUPromptCache
         from mlx_lm.utils import quantize_model
 
         bits = quantize_bits(self.config)
@@ -129,9 +145,8 @@ class TextAdapter(ModelAdapter):
         from .guards import apply_guards  # known mlx-lm defects of this model_type, fixed on this model
 
         apply_guards(self)
-        budget = self.config.get("prompt_cache_bytes")
-        self._cache = LRUPromptCache(max_size=32, max_bytes=budget) if budget else None
         self.info["quantization"] = config.get("quantization")
+        self._cache = self._prefix_cache()
         self.kv_bytes_per_token = kv_bytes_per_token(self.spec.config, float_itemsize(model))
         self.tool_format = text_tool_format(tokenizer)
         self.reasoning_format = detect_reasoning(
@@ -145,6 +160,23 @@ class TextAdapter(ModelAdapter):
         from mlx_lm.utils import get_total_parameters
 
         self.info["num_parameters"] = int(get_total_parameters(model))
+
+    def _prefix_cache(self) -> PrefixCache | None:
+        """The prefix cache (RAM within ``prompt_cache_bytes``; on disk too with ``prompt_cache_dir``), keyed
+        by what changes this model's KV; None when both tiers are off."""
+        ram = int(self.config.get("prompt_cache_bytes") or 0)
+        folder = self.config.get("prompt_cache_dir")
+        if ram <= 0 and not folder:
+            return None
+        settings = {k: self.info.get(k) for k in ("dtype", "quantization", "quantized_on_load")}
+        settings.update({k: self.config.get(k) for k in ("kv_bits", "kv_group_size", "quantized_kv_start")})
+        key = model_key(self.spec.path, settings)
+        disk = None
+        if folder:
+            from .prefix_disk import DiskPrefixStore
+
+            disk = DiskPrefixStore(folder, int(self.config.get("prompt_cache_disk_bytes") or 0), key)
+        return PrefixCache(key, ram, max_entries=PROMPT_CACHE_MAX_ENTRIES, disk=disk)
 
     def _cast_weights(self, model: Any) -> str | None:
         """Cast the float weights as the ``dtype`` config says; the dtype applied (``vision_text.py``'s adapter
@@ -163,13 +195,13 @@ class TextAdapter(ModelAdapter):
 
     def clear_cache(self) -> None:
         if self._cache is not None:
-            self._cache.trim_to(n_sequences=0)
+            self._cache.clear()
 
     @property
-    def cache_stats(self) -> dict[str, int]:
+    def cache_stats(self) -> dict[str, Any]:
         if self._cache is None:
             return {"entries": 0, "bytes": 0, "hits": self.cache_hits}
-        return {"entries": len(self._cache), "bytes": int(self._cache.nbytes), "hits": self.cache_hits}
+        return {**self._cache.stats(), "hits": self.cache_hits}
 
     # ------------------------------------------------------------------ prompt
     def encode_messages(self, messages: list[Message], tools: list[Any] | None = None,
@@ -195,7 +227,7 @@ class TextAdapter(ModelAdapter):
     # ------------------------------------------------------------------ batching
     @property
     def capacity(self) -> int:
-        return int(self.config.get("max_batch_size") or 8)
+        return int(self.config["max_batch_size"])  # the provider fills it in (its default: abstractllm.params)
 
     def _ensure_batch(self, max_kv: int | None) -> bool:
         """The BatchGenerator for ``max_kv`` (one cache kind per batch): made when needed; False when the
@@ -209,7 +241,7 @@ class TextAdapter(ModelAdapter):
             return False
         self.reset()
         self._batch = BatchGenerator(
-            self.model, max_tokens=512, stop_tokens=[[e] for e in self.tokenizer.eos_token_ids],
+            self.model, max_tokens=default_of("max_tokens"), stop_tokens=[[e] for e in self.tokenizer.eos_token_ids],
             completion_batch_size=self.capacity, prefill_batch_size=self.capacity,
             prefill_step_size=int(self.config["prefill_step_size"]), max_kv_size=max_kv,
         )
@@ -217,33 +249,32 @@ class TextAdapter(ModelAdapter):
         return True
 
     def admit(self, req: "EngineRequest") -> bool:
-        from mlx_lm.models.cache import can_trim_prompt_cache, trim_prompt_cache
+        plan = self._plan(req)
+        if plan is None:
+            return False
+        if self._leader_for(plan) is not None:  # another request is computing this prefix: join from it
+            self._deferred.append(plan)
+            self._states[req] = plan.state
+        else:
+            self._insert(plan)
+        return True
 
+    def _plan(self, req: "EngineRequest") -> "_Plan | None":
+        """Everything about ``req`` but its cache: the prompt ids and their message bounds, the checks
+        (context window, memory), the sampler and logits processors, the output pipeline. None: the current
+        batch has another KV-cache kind (it waits)."""
         params = req.params
         self.check_params(params)
         tools = active_tools(req)
+        tools_json = [t.to_openai() for t in tools] if tools else None
         kwargs = template_kwargs(self.reasoning_format, params, is_constrained(req), str(self.config.get("model") or self.spec.path))
-        prompt_ids = self.encode_messages(req.request.messages, [t.to_openai() for t in tools] if tools else None,
-                                          kwargs)
+        prompt_ids = self.encode_messages(req.request.messages, tools_json, kwargs)
         if not prompt_ids:
             raise InvalidParameterError("The prompt is empty after templating.", param="prompt")
         check_context_window(len(prompt_ids), params)
         max_kv = params.get("max_kv_size")
         if not self._ensure_batch(max_kv):
-            return False
-        cache, rest = None, prompt_ids
-        if self._cache is not None and max_kv is None:
-            self.cache_lookups += 1
-            cache, rest = self._cache.fetch_nearest_cache(str(self.spec.path), prompt_ids)
-            if cache is not None and not rest:  # exact hit: recompute the last token to get its logits
-                if can_trim_prompt_cache(cache):
-                    trim_prompt_cache(cache, 1)
-                    rest = prompt_ids[-1:]
-                else:
-                    cache, rest = None, prompt_ids
-        if cache is None:
-            rest = prompt_ids
-        cached = len(prompt_ids) - len(rest)
+            return None
         check_request_memory(len(prompt_ids), params["max_tokens"], max_kv, self.kv_bytes_per_token,
                              self.config.get("memory_limit"))
         processors = make_request_processors(params, list(self.tokenizer.eos_token_ids))
@@ -254,18 +285,84 @@ class TextAdapter(ModelAdapter):
         req.pipeline.reasoning, budget = request_reasoning(
             self.reasoning_format, params, tail, lambda text: list(self.tokenizer.encode(text, add_special_tokens=False)))
         processors += budget
-        self.cache_hits += cached > 0
-        (uid,) = self._batch.insert(
-            [list(rest)], max_tokens=[int(params["max_tokens"])], caches=[cache],
-            all_tokens=[list(prompt_ids[:cached])], samplers=[make_request_sampler(params)],
-            logits_processors=[processors],
-        )
-        detokenizer = reply_detokenizer(self.tokenizer)
         req.pipeline.hidden = self.hidden
-        st = _Request(req, uid, prompt_ids, len(rest), cached, detokenizer,
-                      int(params.get("top_logprobs") or 0) if params.get("logprobs") else -1)
-        self._by_uid[uid] = self._states[req] = st
-        return True
+        use_cache = self._cache is not None and max_kv is None
+        bounds = self._bounds(req.request.messages, tools_json, kwargs, prompt_ids) if use_cache else {}
+        state = _Request(req, -1, prompt_ids, len(prompt_ids), 0, reply_detokenizer(self.tokenizer),
+                         int(params.get("top_logprobs") or 0) if params.get("logprobs") else -1, in_batch=False)
+        return _Plan(state, bounds, use_cache, int(params["max_tokens"]), make_request_sampler(params), processors)
+
+    def _bounds(self, messages: list[Message], tools: list[Any] | None, kwargs: dict[str, Any],
+                prompt_ids: list[int]) -> dict[int, str]:
+        """Where this prompt's KV is worth a snapshot (``prefix_cache.message_bounds``), with the snapshot's
+        kind (``system`` / ``user``: they outlive whole-reply entries)."""
+        if not self.tokenizer.has_chat_template:
+            return {}
+        extra = {**kwargs, **({"tools": tools} if tools else {})}
+
+        def render(msgs: list[Any], gen: bool) -> list[int]:
+            chat = [{"role": "user", "content": ""} if m is None else chat_dict(m) for m in msgs]
+            ids = self.tokenizer.apply_chat_template(chat, add_generation_prompt=gen, **extra)
+            return list(ids["input_ids"] if isinstance(ids, dict) else ids)
+
+        bounds = message_bounds(render, messages, prompt_ids, lambda m: m.role == "system")
+        first = bounds[0] if bounds and messages and messages[0].role == "system" else None
+        return {b: "system" if b == first else "user" for b in bounds}
+
+    def _leader_for(self, plan: "_Plan") -> "_Request | None":
+        """An admitted request still prefilling a prefix this one shares up to one of its snapshot bounds:
+        this one waits for that snapshot instead of computing the same tokens again."""
+        if not plan.use_cache:
+            return None
+        ids = plan.state.prompt_ids
+        for st in self._by_uid.values():
+            for b in st.pending:
+                if b < len(ids) and st.prompt_ids[:b] == ids[:b]:
+                    return st
+        return None
+
+    def _insert(self, plan: "_Plan") -> None:
+        """``plan``'s request into the batch: from the longest cached prefix, in segments that end at its
+        snapshot bounds."""
+        st = plan.state
+        prompt_ids = st.prompt_ids
+        cache, cached = self._cache.fetch(prompt_ids) if plan.use_cache else (None, 0)
+        rest = prompt_ids[cached:]
+        cuts = [b for b in sorted(plan.bounds) if cached < b < len(prompt_ids)]
+        segments = [prompt_ids[a:b] for a, b in zip([cached, *cuts], [*cuts, len(prompt_ids)])]
+        self.cache_lookups += plan.use_cache
+        self.cache_hits += cached > 0
+        if self._cache is not None:
+            self._cache.prefill_tokens += len(rest)
+        (uid,) = self._batch.insert_segments(
+            [segments], max_tokens=[plan.max_tokens], caches=[cache], all_tokens=[list(prompt_ids[:cached])],
+            samplers=[plan.sampler], logits_processors=[plan.processors],
+        )
+        st.uid, st.computed, st.cached, st.in_batch = uid, len(rest), cached, True
+        st.pending = set(cuts)
+        st.kinds = plan.bounds
+        self._by_uid[uid] = self._states[st.req] = st
+
+    def _insert_ready(self) -> None:
+        """Deferred requests whose shared prefix is now cached (or whose leader left) join the batch."""
+        for plan in list(self._deferred):
+            if self._leader_for(plan) is None:
+                self._deferred.remove(plan)
+                self._insert(plan)
+
+    def _snapshot(self, prompt_responses: list[Any]) -> None:
+        """Store the KV cache of each request that just finished prefilling up to one of its bounds."""
+        due = []
+        for r in prompt_responses:
+            st = self._by_uid.get(r.uid)
+            if st is not None and r.end_of_segment and st.cached + int(r.progress[0]) in st.pending:
+                due.append(r.uid)
+        if not due:
+            return
+        for uid, (cache, tokens) in self._batch.extract_cache(due).items():
+            st = self._by_uid[uid]
+            st.pending.discard(len(tokens))
+            self._cache.store(tokens, cache, st.kinds.get(len(tokens), "user"))
 
     def cached_tokens(self, req: "EngineRequest") -> int:
         st = self._states.get(req)
@@ -279,9 +376,11 @@ class TextAdapter(ModelAdapter):
         return full
 
     def step(self) -> list[tuple["EngineRequest", Step]]:
+        self._insert_ready()
         batch = self._batch
         batch.prefill_step_size = self._chunk_size()
-        _, responses = batch.next()
+        prompt_responses, responses = batch.next()
+        self._snapshot(prompt_responses)
         out = []
         for r in responses:
             st = self._by_uid.get(r.uid)
@@ -289,6 +388,7 @@ class TextAdapter(ModelAdapter):
                 continue
             req = st.req
             st.decoding = True
+            st.pending.clear()
             token = int(r.token)
             detok = st.detokenizer
             # end of sequence: its text is not added (as stream_generate); nor is a control token's (special.py)
@@ -309,10 +409,11 @@ class TextAdapter(ModelAdapter):
 
     def _store(self, tokens: list[int] | None, cache: Any, req: "EngineRequest") -> None:
         if self._cache is not None and tokens and cache is not None and req.params.get("max_kv_size") is None:
-            self._cache.insert_cache(str(self.spec.path), list(tokens), cache)
+            self._cache.store(tokens, cache, "assistant")
 
     def release(self, req: "EngineRequest", *, failed: bool = False) -> None:
         st = self._states.pop(req, None)
+        self._deferred = [p for p in self._deferred if p.state.req is not req]
         if st is None or not st.in_batch:
             return
         st.in_batch = False
@@ -327,6 +428,7 @@ class TextAdapter(ModelAdapter):
     def reset(self) -> None:
         self._by_uid.clear()
         self._states.clear()
+        self._deferred.clear()
         if self._batch is not None:
             try:
                 self._batch.close()
