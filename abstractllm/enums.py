@@ -7,8 +7,8 @@ All are ``str`` enums, so a member and its value are interchangeable::
 
 AbstractLLM 1.x names are members too (``ModelParameter.SYSTEM_PROMPT``, ``ModelCapability.MAX_TOKENS``,
 ``MessageRole``); 1.x capability strings look up their member (``ModelCapability("supports_vision") is
-ModelCapability.VISION``). Which provider implements which key is in ``abstractllm.params`` and each
-provider's ``accepted_config`` / ``ignored_config``; see docs/migration.md.
+ModelCapability.VISION``). Which providers implement which key is declared in ``abstractllm.params`` (each
+provider's ``accepted_config`` / ``ignored_config`` is derived from it); see docs/migration.md.
 """
 
 from __future__ import annotations
@@ -77,7 +77,12 @@ class ModelParameter(_StrEnum):
     CACHE_DIR = "cache_dir"
     MEMORY_LIMIT = "memory_limit"
     PROMPT_CACHE_BYTES = "prompt_cache_bytes"
+    PROMPT_CACHE_DIR = "prompt_cache_dir"
+    PROMPT_CACHE_DISK_BYTES = "prompt_cache_disk_bytes"
     MAX_KV_SIZE = "max_kv_size"
+    KV_BITS = "kv_bits"
+    KV_GROUP_SIZE = "kv_group_size"
+    QUANTIZED_KV_START = "quantized_kv_start"
     PREFILL_STEP_SIZE = "prefill_step_size"
     # Batching engine
     MAX_BATCH_SIZE = "max_batch_size"

@@ -10,6 +10,7 @@ from typing import Any, Sequence
 
 from .exceptions import FileProcessingError, InvalidParameterError, UnsupportedFeatureError
 from .media.kinds import IMAGE_PART_TYPES, VIDEO_PART_TYPES, is_audio_input, is_video_input
+from .params import default_of
 from .types import Message, ToolCall
 
 __all__ = ["normalize_messages", "ROLES", "IMAGE_PART_TYPES", "VIDEO_PART_TYPES", "TEXT_FILE_SUFFIXES",
@@ -201,7 +202,7 @@ def normalize_messages(
     files: Sequence[Any] | None = None,
     messages: Sequence[Any] | None = None,
     default_system_prompt: str | None = None,
-    max_text_file_bytes: int = 1_000_000,
+    max_text_file_bytes: int = default_of("max_text_file_bytes"),
 ) -> list[Message]:
     """Build the conversation: ``system_prompt`` first (merged with a leading system message), then
     ``messages``, then ``prompt`` as a final user message; ``files`` attach to the last user message.

@@ -1,293 +1,82 @@
-"""Validation of configuration keys and generation parameters, declared as data.
+"""Every configuration key and generation parameter, declared once as data, and the values the package runs with.
 
-Each parameter has one ``ParamSpec``: its validator (type and range), its default and whether it may be
-given per call. Providers declare which names they accept; everything else is refused with
-``InvalidParameterError`` and a did-you-mean, never silently ignored.
+Each key has one ``ParamSpec``: its validator (type and range), its default (``default``, or ``default_factory``
+where the default depends on the machine), whether it may be given per call, its ``scope`` (what it configures:
+``generation``, ``load``, ``server`` or ``remote``), the ``providers`` that implement it (``all``, ``local`` only,
+``remote`` only, or ``none``), whether AbstractLLM 1.x had it (``v1``) and whether a change reloads what the
+provider built from it (``reload``). Nothing outside this module restates a default: code reads
+``default_of(name)`` (tests/test_params_single_source.py checks it).
+
+The providers derive their keys from this table (``provider_keys``): a key a provider implements is accepted; a
+key it would ignore is refused with ``InvalidParameterError`` and a did-you-mean, except AbstractLLM 1.x keys,
+which it accepts with one ``IgnoredParameterWarning`` (1.x applications send them to every provider).
+The validators themselves are in ``abstractllm.param_values``.
 """
 
 from __future__ import annotations
 
-import math
-import re
-from dataclasses import dataclass
+import functools
+import os
+import sys
+import warnings
+from dataclasses import dataclass, replace
 from enum import Enum
-from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 from .enums import ModelParameter
 from .exceptions import InvalidParameterError, did_you_mean
+from .param_values import (THINKING_LEVELS, _any, _bool, _bytes, _device, _distributed, _dtype, _float, _image_detail,
+                           _int, _kv_bits, _logit_bias, _model, _one_of, _optional_bool, _path, _writable_dir, _penalty, _priority,
+                           _quantize, _response_format, _seconds, _stop, _str, _template_kwargs, _text, _thinking,
+                           _token_ids, _url, format_bytes, parse_bytes)
 
 __all__ = ["ParamSpec", "PARAMS", "THINKING_LEVELS", "GENERATION_PARAMS", "CALL_ONLY", "SAMPLING_PRESETS", "PRIORITY_AGING_S", "PROMPT_CACHE_MAX_ENTRIES", "MAX_TOOL_ROUNDS",
            "DISTRIBUTED_HEARTBEAT_S", "DISTRIBUTED_SYNC_S", "DISTRIBUTED_MAX_STEPS_PER_PLAN",
            "SERVER_PORT", "SERVER_MAX_BODY_BYTES", "SERVER_MAX_TOKENS_LIMIT", "SERVER_MAX_N", "SERVER_RESPONSES_STORE_SIZE",
            "SERVER_RESPONSES_STORE_BYTES", "SERVER_LOG_FORMAT", "SERVER_STRICT_FIELDS", "JOB_LEASE_S", "JOB_HEARTBEAT_S", "JOB_POLL_S",
-           "JOB_MAX_ATTEMPTS", "normalize_keys", "validate_params", "parse_bytes", "format_bytes"]
+           "JOB_MAX_ATTEMPTS", "normalize_keys", "validate_params", "parse_bytes", "format_bytes",
+           "GENERATION", "LOAD", "SERVER", "REMOTE", "SCOPES", "ALL", "LOCAL", "NONE", "PROVIDER_KINDS", "RELOAD_KEYS",
+           "IgnoredParameterWarning", "default_of", "defaults", "provider_keys"]
 
-
-def _fail(name: str, message: str) -> InvalidParameterError:
-    return InvalidParameterError(f"Invalid value for '{name}': {message}", param=name)
-
-
-def _int(lo: int | None = None, hi: int | None = None, *, optional: bool = False) -> Callable[[str, Any], Any]:
-    def check(name: str, value: Any) -> Any:
-        if value is None and optional:
-            return None
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise _fail(name, f"expected an integer, got {type(value).__name__} {value!r}.")
-        if lo is not None and value < lo:
-            raise _fail(name, f"{value} is below the minimum {lo}.")
-        if hi is not None and value > hi:
-            raise _fail(name, f"{value} is above the maximum {hi}.")
-        return value
-
-    return check
-
-
-def _float(lo: float, hi: float, *, lo_open: bool = False) -> Callable[[str, Any], Any]:
-    def check(name: str, value: Any) -> Any:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise _fail(name, f"expected a number, got {type(value).__name__} {value!r}.")
-        value = float(value)
-        if math.isnan(value) or value > hi or value < lo or (lo_open and value == lo):
-            bound = f"({lo}, {hi}]" if lo_open else f"[{lo}, {hi}]"
-            raise _fail(name, f"{value} is outside {bound}.")
-        return value
-
-    return check
-
-
-def _bool(name: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise _fail(name, f"expected True or False, got {value!r}.")
-    return value
-
-
-def _str(name: str, value: Any) -> Any:
-    if value is None:
-        return None
-    if not isinstance(value, str) or not value:
-        raise _fail(name, f"expected a non-empty string, got {value!r}.")
-    return value
-
-
-def _model(name: str, value: Any) -> str:
-    if isinstance(value, Path):
-        value = str(value)
-    if not isinstance(value, str) or not value.strip():
-        raise _fail(name, f"expected a local folder or a Hugging Face repo id, got {value!r}.")
-    return value
-
-
-def _stop(name: str, value: Any) -> list[str]:
-    if value is None:
-        return []
-    items = [value] if isinstance(value, str) else value
-    if not isinstance(items, (list, tuple)) or not all(isinstance(s, str) for s in items):
-        raise _fail(name, f"expected a string or a list of strings, got {value!r}.")
-    if any(s == "" for s in items):
-        raise _fail(name, "stop strings must not be empty.")
-    if len(items) > 16:
-        raise _fail(name, f"at most 16 stop strings, got {len(items)}.")
-    return list(dict.fromkeys(items))
-
-
-def _text(name: str, value: Any) -> Any:
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise _fail(name, f"expected a string, got {type(value).__name__} {value!r:.80}.")
-    return value
-
-
-def _any(name: str, value: Any) -> Any:
-    """A documented no-op key (accepted so that one config works on every provider)."""
-    return value
-
-
-def _url(name: str, value: Any) -> Any:
-    if value is None:
-        return None
-    if not isinstance(value, str) or not re.match(r"^https?://[^\s/]+", value):
-        raise _fail(name, f"expected an http(s) URL such as 'http://localhost:8000/v1', got {value!r:.80}.")
-    return value.rstrip("/")
-
-
-def _seconds(name: str, value: Any) -> Any:
-    if value is None:
-        return None
-    return _float(0.0, 86_400.0, lo_open=True)(name, value)
-
-
-def _penalty(name: str, value: Any) -> Any:
-    if value is None:
-        return None
-    return _float(-2.0, 2.0)(name, value)
-
-
-def _logit_bias(name: str, value: Any) -> dict[int, float] | None:
-    """``{token_id: bias}``; ids as ints or numeric strings (the OpenAI JSON form), biases in [-100, 100]."""
-    if value is None:
-        return None
-    if not isinstance(value, dict):
-        raise _fail(name, f"expected a dict of token id -> bias, got {type(value).__name__}.")
-    if len(value) > 1024:
-        raise _fail(name, f"at most 1024 entries, got {len(value)}.")
-    out: dict[int, float] = {}
-    for key, bias in value.items():
-        if isinstance(key, bool) or not (isinstance(key, int) or (isinstance(key, str) and key.strip().isdigit())):
-            raise _fail(name, f"token ids must be non-negative integers (or numeric strings), got {key!r:.40}.")
-        if isinstance(bias, bool) or not isinstance(bias, (int, float)) or math.isnan(bias) or not -100 <= bias <= 100:
-            raise _fail(name, f"the bias of token {key} must be a number in [-100, 100], got {bias!r:.40}.")
-        out[int(key)] = float(bias)
-    return out
-
-
-def _device(name: str, value: Any) -> str:
-    names = {"auto": "auto", "cpu": "cpu", "gpu": "gpu", "metal": "gpu", "mps": "gpu", "cuda": "gpu"}
-    if not isinstance(value, str) or value.lower() not in names:
-        raise _fail(name, f"expected one of {', '.join(names)}; got {value!r}.{did_you_mean(str(value), names)}")
-    return names[value.lower()]
-
-
-def _image_detail(name: str, value: Any) -> Any:
-    if value not in (None, "auto", "low", "high"):
-        raise _fail(name, f"expected 'auto', 'low' or 'high', got {value!r}.")
-    return value
-
-
-def _path(name: str, value: Any) -> Any:
-    if value is None:
-        return None
-    if isinstance(value, Path):
-        return str(value)
-    if not isinstance(value, str) or not value.strip():
-        raise _fail(name, f"expected a folder path, got {value!r}.")
-    return value
-
-
-def _quantize(name: str, value: Any) -> int | None:
-    if value is None or value is False:
-        return None
-    if value is True:
-        return 4
-    if isinstance(value, int) and value in (2, 3, 4, 5, 6, 8):
-        return value
-    raise _fail(name, f"expected True (4 bits), False, or one of 2, 3, 4, 5, 6, 8 bits; got {value!r}.")
-
-
-def _dtype(name: str, value: Any) -> str:
-    allowed = ("auto", "float32", "float16", "bfloat16")
-    if value not in allowed:
-        raise _fail(name, f"expected one of {', '.join(allowed)}; got {value!r}.{did_you_mean(str(value), allowed)}")
-    return value
-
-
-_UNITS = {"": 1, "b": 1, "k": 1e3, "kb": 1e3, "m": 1e6, "mb": 1e6, "g": 1e9, "gb": 1e9, "t": 1e12, "tb": 1e12,
-          "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
-
-
-def parse_bytes(value: Any, name: str = "size") -> int:
-    """Parse a byte count: an int, or a string such as ``"8GB"``, ``"512 MiB"``, ``"1.5g"``."""
-    if isinstance(value, bool):
-        raise _fail(name, f"expected a byte count, got {value!r}.")
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        if value < 0 or (isinstance(value, float) and not math.isfinite(value)):
-            raise _fail(name, f"expected a non-negative byte count, got {value!r}.")
-        return int(value)
-    if isinstance(value, str):
-        m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([A-Za-z]*)\s*", value)
-        if m and m.group(2).lower() in _UNITS:
-            return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
-    raise _fail(name, f"expected bytes as an int or a string like '8GB' or '512MiB', got {value!r}.")
-
-
-def format_bytes(n: float) -> str:
-    """``1234567`` -> ``"1.23 MB"`` (decimal units, as in error messages and tables)."""
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
-        n /= 1000
-    return f"{n} B"  # pragma: no cover
-
-
-def _bytes(*, optional: bool = True) -> Callable[[str, Any], Any]:
-    def check(name: str, value: Any) -> Any:
-        if value is None and optional:
-            return None
-        return parse_bytes(value, name)
-
-    return check
+#: scopes: what a key configures. ``generation``: one reply (sampling, limits, inputs; per call or as a default);
+#: ``load``: the model a provider loads and how it holds it in memory; ``server``: how a batching provider
+#: schedules requests; ``remote``: the connection to a remote API
+GENERATION, LOAD, SERVER, REMOTE = "generation", "load", "server", "remote"
+SCOPES = (GENERATION, LOAD, SERVER, REMOTE)
+#: which providers implement a key: ``all``, ``local`` (models run in this process: mlx), ``remote`` (an API
+#: reached over HTTP: openai, ollama, lmstudio, anthropic) or ``none`` (an AbstractLLM 1.x key kept as a no-op)
+ALL, LOCAL, NONE = "all", "local", "none"
+PROVIDER_KINDS = (ALL, LOCAL, REMOTE, NONE)
 
 
 @dataclass(frozen=True)
 class ParamSpec:
-    """One parameter: how to validate it, its default, and whether it may be passed per call."""
+    """One parameter: how to validate it, its default, whether it may be passed per call, what it configures
+    (``scope``), which providers implement it (``providers``), whether AbstractLLM 1.x had it (``v1``) and
+    whether a changed value reloads the model (``reload``). ``default_factory``, when set, computes the default
+    (it depends on the machine) and ``default`` is ``None``."""
 
     name: str
     validate: Callable[[str, Any], Any]
     default: Any = None
     per_call: bool = False
     doc: str = ""
+    scope: str = GENERATION
+    providers: str = ALL
+    v1: bool = False
+    reload: bool = False
+    default_factory: Callable[[], Any] | None = None
 
+    def __post_init__(self) -> None:
+        if self.scope not in SCOPES or self.providers not in PROVIDER_KINDS:
+            raise ValueError(f"{self.name}: scope {self.scope!r} / providers {self.providers!r} is not declared")
+        if self.default_factory is not None and self.default is not None:
+            raise ValueError(f"{self.name}: a default or a default_factory, not both")
 
-#: the levels ``thinking`` takes besides True / False
-THINKING_LEVELS = ("low", "medium", "high")
-
-
-def _thinking(name: str, value: Any) -> Any:
-    if value is None or isinstance(value, bool) or value in THINKING_LEVELS:
-        return value
-    raise _fail(name, f"expected True, False or one of {', '.join(map(repr, THINKING_LEVELS))}, got {value!r}.")
-
-
-def _template_kwargs(name: str, value: Any) -> Any:
-    if value is None:
-        return None
-    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
-        raise _fail(name, f"expected an object of template variables, got {type(value).__name__} {value!r:.80}.")
-    return dict(value)
-
-
-def _optional_bool(name: str, value: Any) -> Any:
-    return None if value is None else _bool(name, value)
-
-
-def _response_format(name: str, value: Any) -> Any:
-    from .structured import normalize_response_format
-
-    return normalize_response_format(value)
-
-
-def _priority(name: str, value: Any) -> Any:
-    from .enums import RequestPriority
-
-    if isinstance(value, str) and value.upper() in RequestPriority.__members__:
-        return RequestPriority[value.upper()]
-    if isinstance(value, int) and not isinstance(value, bool) and value in set(RequestPriority):
-        return RequestPriority(value)
-    raise _fail(name, f"expected RequestPriority.LOW, NORMAL or HIGH (or 'low', 'normal', 'high'), got {value!r}.")
-
-
-def _token_ids(name: str, value: Any) -> list[int]:
-    if value is None:
-        return []
-    items = [value] if isinstance(value, int) and not isinstance(value, bool) else value
-    if not isinstance(items, (list, tuple)) or not all(isinstance(t, int) and not isinstance(t, bool) and t >= 0
-                                                       for t in items):
-        raise _fail(name, f"expected a list of non-negative token ids, got {value!r:.80}.")
-    if len(items) > 64:
-        raise _fail(name, f"at most 64 stop token ids, got {len(items)}.")
-    return list(dict.fromkeys(items))
-
-
-def _distributed(name: str, value: Any) -> Any:
-    if value is None or value is False:
-        return None
-    if value is True:
-        return "auto"
-    if isinstance(value, str) and value.lower() in ("tensor", "pipeline", "auto"):
-        return value.lower()
-    raise _fail(name, f"expected 'tensor', 'pipeline' or 'auto' (or None), got {value!r}.")
+    @property
+    def local_only(self) -> bool:
+        """Only a local model (the mlx provider) uses this key."""
+        return self.providers == LOCAL
 
 
 #: a request waiting for admission gains one priority level per this many seconds (anti-starvation)
@@ -350,86 +139,182 @@ SERVER_LOG_FORMAT = "text"
 #: unknown request fields: ignored (logged once, listed in the ``x-abstractllm-ignored`` header), or with
 #: ``True`` (``--strict-fields``) a 400 naming them
 SERVER_STRICT_FIELDS = False
+#: server-sent event streams: a keep-alive comment (``: ping``) every this many seconds while no event is sent
+#: (a long prefill, a request queued behind a full batch), so that proxies and clients do not time the stream
+#: out; a stream whose first token takes longer than this starts (status 200) with these comments, and an
+#: error after that is reported in the stream rather than as the response's status
+SERVER_SSE_PING_S = 15.0
+
+
+#: the default ``prompt_cache_bytes``: this share of the memory available when a provider is created ...
+PROMPT_CACHE_MEMORY_SHARE = 0.125
+#: ... and never less than this (also the default where the available memory cannot be read) ...
+PROMPT_CACHE_MIN_DEFAULT_BYTES = 1_000_000_000
+#: ... nor more than this
+PROMPT_CACHE_MAX_DEFAULT_BYTES = 16_000_000_000
+
+
+@functools.cache
+def _default_prompt_cache_bytes() -> int:
+    """The default ``prompt_cache_bytes``: ``PROMPT_CACHE_MEMORY_SHARE`` of the memory available (psutil) when
+    the first provider of the process asks, rounded down to whole gigabytes, within
+    [``PROMPT_CACHE_MIN_DEFAULT_BYTES``, ``PROMPT_CACHE_MAX_DEFAULT_BYTES``]. Computed once: every provider of a
+    process gets the same budget (a machine-dependent default: distributed ranks pin theirs)."""
+    try:
+        import psutil
+
+        available = int(psutil.virtual_memory().available)
+    except Exception:  # psutil missing or unreadable: the floor
+        return PROMPT_CACHE_MIN_DEFAULT_BYTES
+    share = int(available * PROMPT_CACHE_MEMORY_SHARE) // 10**9 * 10**9
+    return min(max(share, PROMPT_CACHE_MIN_DEFAULT_BYTES), PROMPT_CACHE_MAX_DEFAULT_BYTES)
+
+
+def _keys(scope: str, providers: str, *specs: ParamSpec) -> list[ParamSpec]:
+    """One section of the table: ``specs`` with the ``scope`` and ``providers`` they share."""
+    return [replace(s, scope=scope, providers=providers) for s in specs]
 
 
 P = ModelParameter
+S = ParamSpec
 _SPECS = [
-    ParamSpec(P.MODEL, _model, None, False, "Local model folder or Hugging Face repo id."),
-    ParamSpec(P.REVISION, _str, None, False, "Hub revision (branch, tag or commit) of a repo id."),
-    ParamSpec(P.TRUST_REMOTE_CODE, _bool, False, False, "Allow model code from the repo (tokenizers)."),
-    ParamSpec(P.MAX_TOKENS, _int(1, 1_000_000), 512, True, "Maximum number of tokens to generate."),
-    ParamSpec(P.TEMPERATURE, _float(0.0, 100.0), 0.7, True, "Sampling temperature; 0 is greedy."),
-    ParamSpec(P.TOP_P, _float(0.0, 1.0, lo_open=True), 1.0, True, "Nucleus sampling mass; 1.0 disables."),
-    ParamSpec(P.TOP_K, _int(0), 0, True, "Keep the k most likely tokens; 0 disables."),
-    ParamSpec(P.MIN_P, _float(0.0, 1.0), 0.0, True, "Minimum probability relative to the top token; 0 disables."),
-    ParamSpec(P.REPETITION_PENALTY, _float(0.0, 10.0, lo_open=True), 1.0, True, "Penalty on repeated tokens; 1.0 disables."),
-    ParamSpec(P.REPETITION_CONTEXT_SIZE, _int(1, 100_000), 20, True, "How many recent tokens the penalty looks at."),
-    ParamSpec(P.SEED, _int(0, 2**63 - 1, optional=True), None, True, "Random seed; the same seed gives the same output."),
-    ParamSpec(P.STOP, _stop, None, True, "Stop strings (one or a list): generation ends before them."),
-    ParamSpec(P.STOP_TOKEN_IDS, _token_ids, None, True, "Token ids that end the generation (besides end of sequence)."),
-    ParamSpec(P.MIN_TOKENS, _int(0, 1_000_000), 0, True, "End of sequence is held back until this many tokens."),
-    ParamSpec(P.LOGPROBS, _bool, False, True, "Return the log-probability of each generated token (Response.logprobs)."),
-    ParamSpec(P.TOP_LOGPROBS, _int(0, 20), 0, True, "With logprobs: also the most likely alternatives (up to 20)."),
-    ParamSpec(P.PRIORITY, _priority, 1, True, "Admission priority in the batch: RequestPriority.LOW, NORMAL, HIGH."),
-    ParamSpec(P.QUANTIZE, _quantize, None, False, "Quantize a float model on load: True (4 bits), 4 or 8."),
-    ParamSpec(P.DTYPE, _dtype, "auto", False, "Weight dtype on load; 'auto' picks the fastest for the device."),
-    ParamSpec(P.MEMORY_LIMIT, _bytes(), None, False, "Memory budget in bytes or '8GB'; default: what is available."),
-    ParamSpec(P.PROMPT_CACHE_BYTES, _bytes(), "1GB", False, "Byte budget of the prompt (KV) cache; 0 disables it."),
-    ParamSpec(P.MAX_KV_SIZE, _int(1, optional=True), None, True, "Rotating KV cache size in tokens; None: unbounded."),
-    ParamSpec(P.PREFILL_STEP_SIZE, _int(1, 1_000_000), 2048, False, "Prompt tokens processed per step."),
-    ParamSpec(P.MAX_BATCH_SIZE, _int(1, 512), 8, False, "Most requests generating together in one batch."),
-    ParamSpec(P.MAX_QUEUE_SIZE, _int(0, 1_000_000), 256, False, "Most requests waiting for the batch; more: QueueFullError."),
-    ParamSpec(P.PREFILL_CHUNK_SIZE, _int(1, 1_000_000), 256, False, "Prompt tokens per step while others decode (bounds their stall)."),
-    ParamSpec(P.DISTRIBUTED, _distributed, None, False, "Shard the model over the processes mlx.launch started: 'tensor', 'pipeline' or 'auto'."),
-    ParamSpec(P.DISTRIBUTED_TIMEOUT, _float(1.0, 86_400.0), 60.0, False, "Seconds a rank may wait on the others before it exits with an error (the watchdog)."),
-    ParamSpec(P.MAX_IMAGE_PIXELS, _int(1, 1_000_000_000), 4_000_000, True, "Images are downscaled to at most this many pixels."),
-    ParamSpec(P.VIDEO_FPS, _float(0.0, 120.0, lo_open=True), 2.0, True, "Frames sampled per second of video."),
-    ParamSpec(P.VIDEO_MAX_FRAMES, _int(1, 1024), 32, True, "Most frames taken from one video."),
-    ParamSpec(P.IMAGE_FETCH_TIMEOUT, _float(0.0, 600.0, lo_open=True), 10.0, True, "Seconds to fetch an image URL."),
-    ParamSpec(P.MAX_IMAGE_BYTES, _bytes(optional=False), "50MB", True, "Largest encoded image accepted (URLs, bytes, files)."),
-    ParamSpec(P.MAX_TEXT_FILE_BYTES, _bytes(optional=False), "1MB", True, "Largest text file (.txt .md .csv .tsv .json) inlined from files=."),
-    # -- AbstractLLM 1.x keys. Each provider implements a key or lists it in its ignored_config (a
-    #    documented no-op), so that one application config works on every provider.
-    ParamSpec(P.SYSTEM_PROMPT, _text, None, False, "Default system prompt (generate's system_prompt= overrides it)."),
-    ParamSpec(P.FREQUENCY_PENALTY, _penalty, None, True, "Subtract penalty x count of each token already generated; in [-2, 2]."),
-    ParamSpec(P.PRESENCE_PENALTY, _penalty, None, True, "Subtract penalty from each token already generated; in [-2, 2]."),
-    ParamSpec(P.LOGIT_BIAS, _logit_bias, None, True, "Additive bias per token id, {id: bias in [-100, 100]}."),
-    ParamSpec(P.TOOLS, _any, None, False, "Default tools (generate's tools= overrides them)."),
-    ParamSpec(P.TOOL_CHOICE, _any, None, True, "Which tool the model must call ('auto', 'none', 'required', a name)."),
-    ParamSpec(P.RESPONSE_FORMAT, _response_format, None, True, "A JSON schema, pydantic model or {'type': 'json_object'}: the reply is JSON."),
-    ParamSpec(P.THINKING, _thinking, None, True, "Reasoning models: think (True, or 'low' / 'medium' / 'high') or not (False); None: the model's default."),
-    ParamSpec(P.THINKING_BUDGET, _int(0, 1_000_000, optional=True), None, True, "Reasoning models: end the reasoning after this many tokens; the model then answers."),
-    ParamSpec(P.CHAT_TEMPLATE_KWARGS, _template_kwargs, None, True, "Variables passed to the chat template (e.g. {'enable_thinking': False})."),
-    ParamSpec(P.N, _int(1, 64), 1, True, "How many completions of the prompt (generate returns a list when above 1)."),
-    ParamSpec(P.API_KEY, _text, None, False, "API key of a remote provider."),
-    ParamSpec(P.BASE_URL, _url, None, False, "Base URL of a remote provider's API (an OpenAI-compatible server)."),
-    ParamSpec(P.ORGANIZATION, _text, None, False, "Organization id sent to a remote provider."),
-    ParamSpec(P.TIMEOUT, _seconds, None, False, "Seconds to wait for a remote provider's answer."),
-    ParamSpec(P.REQUEST_TIMEOUT, _seconds, None, False, "1.x name of timeout."),
-    ParamSpec(P.MAX_RETRIES, _int(0, 100, optional=True), None, False, "Retries of a failed remote request."),
-    ParamSpec(P.RETRY_COUNT, _int(0, 100, optional=True), None, False, "1.x name of max_retries."),
-    ParamSpec(P.PROXY, _url, None, False, "HTTP(S) proxy URL for a remote provider."),
-    ParamSpec(P.USER, _text, None, True, "End-user id sent to a remote provider."),
-    ParamSpec(P.MAX_OUTPUT_TOKENS, _int(1, 1_000_000, optional=True), None, True, "1.x name of max_tokens."),
-    ParamSpec(P.MAX_INPUT_TOKENS, _int(1, optional=True), None, True, "Refuse prompts longer than this many tokens (ContextWindowExceededError)."),
-    ParamSpec(P.CONTEXT_WINDOW, _int(1, optional=True), None, True, "Refuse requests whose prompt + max_tokens exceed this (ContextWindowExceededError)."),
-    ParamSpec(P.TRUNCATION_STRATEGY, _any, None, False, "1.x key; accepted as a no-op (prompts are never truncated silently)."),
-    ParamSpec(P.LOAD_IN_4BIT, _optional_bool, None, False, "1.x: quantize to 4 bits on load (= quantize=4)."),
-    ParamSpec(P.LOAD_IN_8BIT, _optional_bool, None, False, "1.x: quantize to 8 bits on load (= quantize=8)."),
-    ParamSpec(P.DEVICE, _device, "auto", False, "Where to run: 'auto', 'cpu' or 'gpu' ('mps', 'metal', 'cuda' mean 'gpu')."),
-    ParamSpec(P.DEVICE_MAP, _any, None, False, "1.x (transformers) key; accepted as a no-op."),
-    ParamSpec(P.CACHE_DIR, _path, None, False, "Hugging Face hub cache folder for downloads and lookups."),
-    ParamSpec(P.IMAGE, _any, None, True, "1.x: one image for this call (= files=[image])."),
-    ParamSpec(P.IMAGES, _any, None, True, "1.x: images for this call (= files=images)."),
-    ParamSpec(P.IMAGE_DETAIL, _image_detail, None, True, "Image detail for remote providers: 'auto', 'low' or 'high'."),
-    ParamSpec(P.CONTENT_FILTER, _any, None, False, "1.x key; accepted as a no-op."),
-    ParamSpec(P.MODERATION, _any, None, False, "1.x key; accepted as a no-op."),
-    ParamSpec(P.LOGGING_ENABLED, _any, None, False, "1.x key; accepted as a no-op."),
+    *_keys(GENERATION, ALL,
+        S(P.MAX_TOKENS, _int(1, 1_000_000), 512, True, "Maximum number of tokens to generate.", v1=True),
+        S(P.MAX_OUTPUT_TOKENS, _int(1, 1_000_000, optional=True), None, True, "1.x name of max_tokens.", v1=True),
+        S(P.TEMPERATURE, _float(0.0, 100.0), 0.7, True, "Sampling temperature; 0 is greedy.", v1=True),
+        S(P.TOP_P, _float(0.0, 1.0, lo_open=True), 1.0, True, "Nucleus sampling mass; 1.0 disables.", v1=True),
+        S(P.TOP_K, _int(0), 0, True, "Keep the k most likely tokens; 0 disables.", v1=True),
+        S(P.MIN_P, _float(0.0, 1.0), 0.0, True, "Minimum probability relative to the top token; 0 disables."),
+        S(P.REPETITION_PENALTY, _float(0.0, 10.0, lo_open=True), 1.0, True, "Penalty on repeated tokens; 1.0 disables.", v1=True),
+        S(P.FREQUENCY_PENALTY, _penalty, None, True, "Subtract penalty x count of each token already generated; in [-2, 2].", v1=True),
+        S(P.PRESENCE_PENALTY, _penalty, None, True, "Subtract penalty from each token already generated; in [-2, 2].", v1=True),
+        S(P.LOGIT_BIAS, _logit_bias, None, True, "Additive bias per token id, {id: bias in [-100, 100]}.", v1=True),
+        S(P.SEED, _int(0, 2**63 - 1, optional=True), None, True, "Random seed; the same seed gives the same output.", v1=True),
+        S(P.STOP, _stop, None, True, "Stop strings (one or a list): generation ends before them.", v1=True),
+        S(P.STOP_TOKEN_IDS, _token_ids, None, True, "Token ids that end the generation (besides end of sequence)."),
+        S(P.MIN_TOKENS, _int(0, 1_000_000), 0, True, "End of sequence is held back until this many tokens."),
+        S(P.LOGPROBS, _bool, False, True, "Return the log-probability of each generated token (Response.logprobs)."),
+        S(P.TOP_LOGPROBS, _int(0, 20), 0, True, "With logprobs: also the most likely alternatives (up to 20)."),
+        S(P.N, _int(1, 64), 1, True, "How many completions of the prompt (generate returns a list when above 1)."),
+        S(P.SYSTEM_PROMPT, _text, None, False, "Default system prompt (generate's system_prompt= overrides it).", v1=True),
+        S(P.TOOLS, _any, None, False, "Default tools (generate's tools= overrides them).", v1=True),
+        S(P.TOOL_CHOICE, _any, None, True, "Which tool the model must call ('auto', 'none', 'required', a name).", v1=True),
+        S(P.RESPONSE_FORMAT, _response_format, None, True, "A JSON schema, pydantic model or {'type': 'json_object'}: the reply is JSON."),
+        S(P.THINKING, _thinking, None, True, "Reasoning models: think (True, or 'low' / 'medium' / 'high') or not (False); None: the model's default."),
+        S(P.THINKING_BUDGET, _int(0, 1_000_000, optional=True), None, True, "Reasoning models: end the reasoning after this many tokens; the model then answers."),
+        S(P.CHAT_TEMPLATE_KWARGS, _template_kwargs, None, True, "Variables passed to the chat template (e.g. {'enable_thinking': False})."),
+        S(P.MAX_IMAGE_PIXELS, _int(1, 1_000_000_000), 4_000_000, True, "Images are downscaled to at most this many pixels."),
+        S(P.MAX_IMAGE_BYTES, _bytes(optional=False), "50MB", True, "Largest encoded image accepted (URLs, bytes, files)."),
+        S(P.MAX_TEXT_FILE_BYTES, _bytes(optional=False), "1MB", True, "Largest text file (.txt .md .csv .tsv .json) inlined from files=."),
+        S(P.IMAGE, _any, None, True, "1.x: one image for this call (= files=[image]).", v1=True),
+        S(P.IMAGES, _any, None, True, "1.x: images for this call (= files=images).", v1=True)),
+    *_keys(GENERATION, LOCAL,
+        S(P.REPETITION_CONTEXT_SIZE, _int(1, 100_000), 20, True, "How many recent tokens the penalty looks at."),
+        S(P.MAX_KV_SIZE, _int(1, optional=True), None, True, "Rotating KV cache size in tokens; None: unbounded."),
+        S(P.VIDEO_FPS, _float(0.0, 120.0, lo_open=True), 2.0, True, "Frames sampled per second of video."),
+        S(P.VIDEO_MAX_FRAMES, _int(1, 1024), 32, True, "Most frames taken from one video."),
+        S(P.IMAGE_FETCH_TIMEOUT, _float(0.0, 600.0, lo_open=True), 10.0, True, "Seconds to fetch an image URL (remote providers send URLs as they are)."),
+        S(P.MAX_INPUT_TOKENS, _int(1, optional=True), None, True, "Refuse prompts longer than this many tokens (ContextWindowExceededError).", v1=True),
+        S(P.CONTEXT_WINDOW, _int(1, optional=True), None, True, "Refuse requests whose prompt + max_tokens exceed this (ContextWindowExceededError).", v1=True)),
+    *_keys(GENERATION, REMOTE,
+        S(P.USER, _text, None, True, "End-user id sent to a remote provider.", v1=True),
+        S(P.IMAGE_DETAIL, _image_detail, None, True, "Image detail for remote providers: 'auto', 'low' or 'high'.", v1=True)),
+    *_keys(GENERATION, NONE,
+        S(P.TRUNCATION_STRATEGY, _any, None, False, "1.x key; a no-op (prompts are never truncated silently).", v1=True),
+        S(P.CONTENT_FILTER, _any, None, False, "1.x key; a no-op.", v1=True),
+        S(P.MODERATION, _any, None, False, "1.x key; a no-op.", v1=True),
+        S(P.LOGGING_ENABLED, _any, None, False, "1.x key; a no-op.", v1=True)),
+    *_keys(SERVER, ALL,  # the openai provider sends it to servers that schedule by it (abstractllm serve)
+        S(P.PRIORITY, _priority, 1, True, "Admission priority in the batch: RequestPriority.LOW, NORMAL, HIGH.")),
+    *_keys(SERVER, LOCAL,
+        S(P.MAX_BATCH_SIZE, _int(1, 512), 8, False, "Most requests generating together in one batch."),
+        S(P.MAX_QUEUE_SIZE, _int(0, 1_000_000), 256, False, "Most requests waiting for the batch; more: QueueFullError."),
+        S(P.PREFILL_STEP_SIZE, _int(1, 1_000_000), 2048, False, "Prompt tokens processed per step."),
+        S(P.PREFILL_CHUNK_SIZE, _int(1, 1_000_000), 256, False, "Prompt tokens per step while others decode (bounds their stall).")),
+    *_keys(LOAD, ALL,
+        S(P.MODEL, _model, None, False, "Local model folder or Hugging Face repo id.", v1=True, reload=True)),
+    *_keys(LOAD, LOCAL,
+        S(P.REVISION, _str, None, False, "Hub revision (branch, tag or commit) of a repo id.", reload=True),
+        S(P.TRUST_REMOTE_CODE, _bool, False, False, "Allow model code from the repo (tokenizers).", reload=True),
+        S(P.CACHE_DIR, _path, None, False, "Hugging Face hub cache folder for downloads and lookups.", v1=True, reload=True),
+        S(P.QUANTIZE, _quantize, None, False, "Quantize a float model on load: True (4 bits), 4 or 8.", reload=True),
+        S(P.LOAD_IN_4BIT, _optional_bool, None, False, "1.x: quantize to 4 bits on load (= quantize=4).", v1=True, reload=True),
+        S(P.LOAD_IN_8BIT, _optional_bool, None, False, "1.x: quantize to 8 bits on load (= quantize=8).", v1=True, reload=True),
+        S(P.DTYPE, _dtype, "auto", False, "Weight dtype on load; 'auto' picks the fastest for the device.", reload=True),
+        S(P.DEVICE, _device, "auto", False, "Where to run: 'auto', 'cpu' or 'gpu' ('mps', 'metal', 'cuda' mean 'gpu').", v1=True, reload=True),
+        S(P.MEMORY_LIMIT, _bytes(), None, False, "Memory budget in bytes or '8GB'; default: what is available."),
+        S(P.PROMPT_CACHE_BYTES, _bytes(), None, False, "Byte budget of the prompt (KV) cache in memory; 0 disables it. Default: "
+          "an eighth of the memory available (whole GB, within [1 GB, 16 GB]).", reload=True,
+          default_factory=_default_prompt_cache_bytes),
+        S(P.PROMPT_CACHE_DIR, _writable_dir, None, False, "Folder of the prompt cache's disk tier (kept across restarts); None: no disk tier.", reload=True),
+        S(P.PROMPT_CACHE_DISK_BYTES, _bytes(optional=False), "10GB", False, "Byte budget of the prompt cache's disk tier.", reload=True),
+        S(P.KV_BITS, _kv_bits, None, False, "Quantize the KV cache to 4 or 8 bits; None: float.", reload=True),
+        S(P.KV_GROUP_SIZE, _one_of(32, 64, 128), 64, False, "Group size of the KV-cache quantization: 32, 64 or 128.", reload=True),
+        S(P.QUANTIZED_KV_START, _int(0), 0, False, "With kv_bits: requests whose prompt holds at least this many tokens get a quantized KV cache (from their first token); shorter ones keep a full-precision one.", reload=True),
+        S(P.DISTRIBUTED, _distributed, None, False, "Shard the model over the processes mlx.launch started: 'tensor', 'pipeline' or 'auto'."),
+        S(P.DISTRIBUTED_TIMEOUT, _float(1.0, 86_400.0), 60.0, False, "Seconds a rank may wait on the others before it exits with an error (the watchdog).")),
+    *_keys(LOAD, NONE,
+        S(P.DEVICE_MAP, _any, None, False, "1.x (transformers) key; a no-op.", v1=True)),
+    *_keys(REMOTE, REMOTE,
+        S(P.API_KEY, _text, None, False, "API key of a remote provider.", v1=True),
+        S(P.BASE_URL, _url, None, False, "Base URL of a remote provider's API (an OpenAI-compatible server).", v1=True),
+        S(P.ORGANIZATION, _text, None, False, "Organization id sent to a remote provider.", v1=True),
+        S(P.TIMEOUT, _seconds, None, False, "Seconds to wait for a remote provider's answer.", v1=True),
+        S(P.REQUEST_TIMEOUT, _seconds, None, False, "1.x name of timeout.", v1=True),
+        S(P.MAX_RETRIES, _int(0, 100, optional=True), None, False, "Retries of a failed remote request.", v1=True),
+        S(P.RETRY_COUNT, _int(0, 100, optional=True), None, False, "1.x name of max_retries.", v1=True),
+        S(P.PROXY, _url, None, False, "HTTP(S) proxy URL for a remote provider.", v1=True)),
 ]
+del S
 PARAMS: dict[str, ParamSpec] = {str(s.name): s for s in _SPECS}
 #: per-call arguments that are no configuration keys (generate's 1.x image arguments)
 CALL_ONLY = frozenset({str(P.IMAGE), str(P.IMAGES)})
 GENERATION_PARAMS = frozenset(name for name, spec in PARAMS.items() if spec.per_call)
+#: keys whose change (``update_config``) makes a local provider load its model again on the next call
+RELOAD_KEYS = frozenset(name for name, spec in PARAMS.items() if spec.reload)
+
+
+class IgnoredParameterWarning(UserWarning):
+    """A provider accepted an AbstractLLM 1.x key it has no use for (warned once per provider and key)."""
+
+
+def _use(spec: ParamSpec, accepted: set[str]) -> str:
+    """Why a provider that accepts ``accepted`` has no use for ``spec``'s key."""
+    if spec.providers == NONE:
+        return "no provider of this package implements it"
+    if spec.providers == ALL or any(PARAMS[n].providers == spec.providers for n in accepted if n in PARAMS):
+        return "this provider has no field for it"  # a key of its own kind it does not implement
+    return {LOCAL: "only local models use it (the mlx provider)",
+            REMOTE: "only the remote providers use it (openai, ollama, lmstudio, anthropic)"}[spec.providers]
+
+
+#: (provider, key) pairs already warned about
+_WARNED: set[tuple[str, str]] = set()
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def _warn_ignored(name: str, owner: str, accepted: set[str]) -> None:
+    if (owner, name) in _WARNED:
+        return
+    _WARNED.add((owner, name))
+    frame, level = sys._getframe(0), 1
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):  # point at the caller's line
+        frame, level = frame.f_back, level + 1
+    warnings.warn(f"'{name}' has no effect on the {owner} provider: {_use(PARAMS[name], accepted)}. It is accepted "
+                  "because AbstractLLM 1.x applications send it; remove it to silence this warning.",
+                  IgnoredParameterWarning, stacklevel=level)
+
+
+def _refused(name: str, allowed: set[str], accepted: set[str], where: str, owner: str | None) -> InvalidParameterError:
+    """The error for a name outside ``allowed``: a key another kind of provider uses, or an unknown one."""
+    spec = PARAMS.get(name)
+    if spec is not None and owner is not None:
+        return InvalidParameterError(
+            f"The {owner} provider has no use for '{name}', a {spec.scope} key: {_use(spec, accepted)}. Remove it.",
+            param=name)
+    return InvalidParameterError(
+        f"Unknown {where} parameter '{name}'.{did_you_mean(name, allowed)} Accepted: {', '.join(sorted(allowed))}.",
+        param=name)
 
 
 def normalize_keys(config: Mapping[Any, Any]) -> dict[str, Any]:
@@ -443,31 +328,49 @@ def normalize_keys(config: Mapping[Any, Any]) -> dict[str, Any]:
     return out
 
 
-def validate_params(
-    params: Mapping[Any, Any], accepted: Iterable[str], *, where: str = "configuration"
-) -> dict[str, Any]:
-    """Validate ``params`` against ``accepted`` names; return the normalized values.
+def validate_params(params: Mapping[Any, Any], accepted: Iterable[str], *, where: str = "configuration",
+                    ignored: Iterable[str] = (), owner: str | None = None) -> dict[str, Any]:
+    """Validate ``params`` against the ``accepted`` names; return the normalized values.
 
-    Raises ``InvalidParameterError`` for an unknown name (with a did-you-mean) or a bad value.
+    ``ignored``: names accepted too, with one ``IgnoredParameterWarning`` per ``owner`` (a provider's name) and
+    name when set (not None): the AbstractLLM 1.x keys the provider has no use for. Raises
+    ``InvalidParameterError`` for any other name (with a did-you-mean, or naming the providers that use it) or a
+    bad value.
     """
-    accepted = list(accepted)
+    accepted, ignored = set(accepted), set(ignored)
+    allowed = accepted | ignored
     out: dict[str, Any] = {}
     for name, value in normalize_keys(params).items():
-        if name not in accepted:
-            raise InvalidParameterError(
-                f"Unknown {where} parameter '{name}'.{did_you_mean(name, accepted)} "
-                f"Accepted: {', '.join(sorted(accepted))}.",
-                param=name,
-            )
+        if name not in allowed:
+            raise _refused(name, allowed, accepted, where, owner)
         spec = PARAMS.get(name)
         out[name] = spec.validate(name, value) if spec else value
+        if name not in accepted and value is not None:
+            _warn_ignored(name, owner or where, accepted)
     return out
+
+
+def default_of(name: str) -> Any:
+    """The validated default of one key (``default_factory``'s value where it has one)."""
+    name = str(name)
+    spec = PARAMS[name]
+    value = spec.default_factory() if spec.default_factory is not None else spec.default
+    return None if value is None else spec.validate(name, value)
 
 
 def defaults(names: Iterable[str]) -> dict[str, Any]:
     """The validated defaults of ``names``."""
-    out = {}
-    for name in names:
-        spec = PARAMS[name]
-        out[name] = spec.validate(name, spec.default) if spec.default is not None else None
-    return out
+    return {name: default_of(name) for name in names}
+
+
+def provider_keys(kind: str, *, without: Iterable[str] = ()) -> tuple[frozenset[str], frozenset[str]]:
+    """A provider's ``(accepted_config, ignored_config)``, derived from the table. ``kind``: ``"local"`` or
+    ``"remote"``; ``without``: keys of that kind (or of all providers) this provider has no field for.
+
+    Accepted: the keys of every provider and of ``kind``, less ``without``. Ignored: the AbstractLLM 1.x keys
+    among the others (accepted with one warning). Every other key is refused (``InvalidParameterError``)."""
+    if kind not in (LOCAL, REMOTE):
+        raise ValueError(f"kind must be {LOCAL!r} or {REMOTE!r}, got {kind!r}")
+    skip = {str(k) for k in without}
+    accepted = frozenset(n for n, s in PARAMS.items() if s.providers in (ALL, kind) and n not in skip)
+    return accepted, frozenset(n for n, s in PARAMS.items() if s.v1 and n not in accepted)

@@ -4,7 +4,8 @@ Each ``generate`` sends the whole history plus the new user turn, then appends b
 text, its images and inlined text files, and the reply) to the history. On the MLX provider the next turn
 reuses the prompt cache of the previous ones, so a long conversation is not recomputed turn after turn.
 Streaming and async variants record the turn once the stream ends (also when it is cancelled or closed
-early: the partial reply is what the model said). ``save`` / ``Session.load`` keep a session as JSON
+early: the partial reply is what the model said). The four (sync or async, streamed or not) are thin shells
+over one tool loop without I/O (``_Turn``). ``save`` / ``Session.load`` keep a session as JSON
 (``abstractllm.session_io``); the 1.x tool methods (``add_tool``, ``generate_with_tools``, ...) come from
 ``abstractllm.session_compat``.
 
@@ -29,7 +30,7 @@ from .session_compat import (_IGNORED_1X_CALL_OPTIONS, _IGNORED_1X_OPTIONS, Sess
 from .session_io import SESSION_FORMAT, _new_id, _now, load_session, save_session, session_to_dict
 from .tool_runner import ToolResultEvent, ToolRunner, result_dict
 from .tools import ToolDefinition, normalize_tools
-from .types import Message, Response, ToolCall
+from .types import Message, Response, ToolCall, aggregate_chunks
 
 __all__ = ["Session", "BasicSession", "create_session", "create_enhanced_session", "SESSION_FORMAT"]
 
@@ -241,30 +242,21 @@ class Session(SessionToolsMixin):
         provider, params, runner = self._prepare_call(tools, params, execute_tools, max_tool_rounds,
                                                       tool_functions, max_tool_calls, provider)
         user, messages = self._turn(prompt, files, system_prompt, provider)
+        turn = _Turn(self, user, messages, params, runner, system_prompt)
         if stream:
-            return self._stream_turn(provider, user, messages, params, runner, system_prompt)
-        pending = [user] if user is not None else []
-        executed: list[dict[str, Any]] = []
+            return self._stream_turn(provider, turn)
         while True:
-            response = provider.generate(messages=messages, **params)
-            self._record(pending, response)
-            if not runner.should_run(response):
-                break
-            pending = runner.run(response.tool_calls or [])
-            self._ran(pending, executed)
-            messages, params = self._outgoing(system_prompt) + pending, runner.next_params(params)
-        if executed:
-            response.tools_executed = executed
-        return response
+            response = provider.generate(**turn.request())
+            if not turn.answered(response):
+                return turn.result(response)
+            turn.ran(runner.run(response.tool_calls or []))
 
     send = generate  # 1.x name
 
-    def _stream_turn(self, provider: Any, user: Message | None, messages: list[Message], params: dict[str, Any],
-                     runner: ToolRunner, system_prompt: str | None) -> Iterator[Response]:
-        pending = [user] if user is not None else []
+    def _stream_turn(self, provider: Any, turn: "_Turn") -> Iterator[Response]:
         while True:
             chunks: list[Response] = []
-            stream = provider.generate(messages=messages, stream=True, **params)
+            stream = provider.generate(stream=True, **turn.request())
             try:
                 for chunk in stream:
                     chunks.append(chunk)
@@ -273,16 +265,10 @@ class Session(SessionToolsMixin):
                 close = getattr(stream, "close", None)
                 if close is not None:
                     close()  # stops the generation when the caller left early
-                if chunks:  # also when the stream is closed early: the partial reply is what was said
-                    response = _joined(chunks)
-                    self._record(pending, response)
-            if not chunks or not runner.should_run(response):
+                response = turn.streamed(chunks)
+            if response is None or not turn.runs_tools(response):
                 return
-            pending = runner.run(response.tool_calls or [])
-            self._ran(pending, [])
-            for message in pending:
-                yield ToolResultEvent(result_dict(message))  # type: ignore[misc]
-            messages, params = self._outgoing(system_prompt) + pending, runner.next_params(params)
+            yield from turn.ran(turn.runner.run(response.tool_calls or []))  # type: ignore[misc]
 
     async def generate_async(self, prompt: str | None = None, files: Any = None, stream: bool = False, *,
                              system_prompt: str | None = None, tools: Sequence[Any] | None = None,
@@ -296,48 +282,33 @@ class Session(SessionToolsMixin):
         provider, params, runner = self._prepare_call(tools, params, execute_tools, max_tool_rounds,
                                                       tool_functions, max_tool_calls, provider)
         user, messages = await asyncio.to_thread(self._turn, prompt, files, system_prompt, provider)
+        turn = _Turn(self, user, messages, params, runner, system_prompt)
         if stream:
-            return self._astream_turn(provider, user, messages, params, runner, system_prompt)
-        pending = [user] if user is not None else []
-        executed: list[dict[str, Any]] = []
+            return self._astream_turn(provider, turn)
         while True:
-            response = await provider.generate_async(messages=messages, **params)
-            self._record(pending, response)
-            if not runner.should_run(response):
-                break
-            pending = await runner.arun(response.tool_calls or [])
-            self._ran(pending, executed)
-            messages, params = self._outgoing(system_prompt) + pending, runner.next_params(params)
-        if executed:
-            response.tools_executed = executed
-        return response
+            response = await provider.generate_async(**turn.request())
+            if not turn.answered(response):
+                return turn.result(response)
+            turn.ran(await runner.arun(response.tool_calls or []))
 
     agenerate = generate_async
     send_async = generate_async
 
-    async def _astream_turn(self, provider: Any, user: Message | None, messages: list[Message],
-                            params: dict[str, Any], runner: ToolRunner,
-                            system_prompt: str | None) -> AsyncIterator[Response]:
-        pending = [user] if user is not None else []
+    async def _astream_turn(self, provider: Any, turn: "_Turn") -> AsyncIterator[Response]:
         while True:
             chunks: list[Response] = []
-            agen = await provider.generate_async(messages=messages, stream=True, **params)
+            agen = await provider.generate_async(stream=True, **turn.request())
             try:
                 async for chunk in agen:
                     chunks.append(chunk)
                     yield chunk
             finally:
                 await agen.aclose()
-                if chunks:
-                    response = _joined(chunks)
-                    self._record(pending, response)
-            if not chunks or not runner.should_run(response):
+                response = turn.streamed(chunks)
+            if response is None or not turn.runs_tools(response):
                 return
-            pending = await runner.arun(response.tool_calls or [])
-            self._ran(pending, [])
-            for message in pending:
-                yield ToolResultEvent(result_dict(message))  # type: ignore[misc]
-            messages, params = self._outgoing(system_prompt) + pending, runner.next_params(params)
+            for event in turn.ran(await turn.runner.arun(response.tool_calls or [])):
+                yield event  # type: ignore[misc]
 
     # ------------------------------------------------------------------ persistence (abstractllm.session_io)
     def to_dict(self) -> dict[str, Any]:
@@ -410,7 +381,58 @@ def _copy(m: Message) -> Message:
                    tool_calls=m.tool_calls, tool_call_id=m.tool_call_id, reasoning=m.reasoning)
 
 
-def _joined(chunks: list[Response]) -> Response:
-    from .providers.base import aggregate_chunks  # here: the session module stays light to import
+class _Turn:
+    """One turn's tool loop without its I/O, the core of the four shells (``generate`` and
+    ``generate_async``, streamed or not), which only generate (sync or async) and run the tools
+    (``ToolRunner.run`` / ``arun``): what the next round sends, each reply recorded in the history (a
+    streamed one also when the stream is closed early: the partial reply is what was said), whether its
+    tool calls run, their results recorded and sent back."""
 
-    return aggregate_chunks(chunks)
+    def __init__(self, session: Session, user: Message | None, messages: list[Message], params: dict[str, Any],
+                 runner: ToolRunner, system_prompt: str | None) -> None:
+        self.session = session
+        self.pending = [user] if user is not None else []  # the messages the next reply follows
+        self.messages = messages
+        self.params = params
+        self.runner = runner
+        self.system_prompt = system_prompt
+        self.executed: list[dict[str, Any]] = []
+
+    def request(self) -> dict[str, Any]:
+        """The next round's generation arguments."""
+        return {"messages": self.messages, **self.params}
+
+    def record(self, response: Response) -> None:
+        self.session._record(self.pending, response)
+
+    def runs_tools(self, response: Response) -> bool:
+        """Whether the reply's tool calls run (and another round follows)."""
+        return self.runner.should_run(response)
+
+    def answered(self, response: Response) -> bool:
+        """A whole reply recorded; whether its tool calls run."""
+        self.record(response)
+        return self.runs_tools(response)
+
+    def streamed(self, chunks: list[Response]) -> Response | None:
+        """A streamed reply (``None`` when no chunk came), recorded."""
+        if not chunks:
+            return None
+        response = aggregate_chunks(chunks)
+        self.record(response)
+        return response
+
+    def ran(self, results: list[Message]) -> list[ToolResultEvent]:
+        """A round's tool results recorded (on the reply that made the calls) and sent by the next round;
+        returned as the events a streamed turn yields."""
+        self.session._ran(results, self.executed)
+        self.pending = results
+        self.messages = self.session._outgoing(self.system_prompt) + results
+        self.params = self.runner.next_params(self.params)
+        return [ToolResultEvent(result_dict(m)) for m in results]
+
+    def result(self, response: Response) -> Response:
+        """The turn's last reply, with ``tools_executed`` when tools ran."""
+        if self.executed:
+            response.tools_executed = self.executed
+        return response

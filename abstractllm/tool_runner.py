@@ -113,40 +113,47 @@ class ToolRunner:
             return {**params, "tool_choice": "auto"}
         return params
 
+    # The sync and async shells only call the function; finding it, its arguments and the result message
+    # are the shared core (``_target``, ``_result``).
     def run(self, calls: Sequence[ToolCall]) -> list[Message]:
-        """Run each call (coroutine functions too, on a private event loop) and return the results."""
-        out = []
-        for call in calls:
-            out.append(self._result(call, *self._invoke(call)))
-        return out
+        """Run each call, in order (coroutine functions too, on a private event loop); the results."""
+        return [self._result(call, *self._invoke(call)) for call in calls]
 
     async def arun(self, calls: Sequence[ToolCall]) -> list[Message]:
         """``run`` from async code: coroutine functions are awaited, plain ones run in a thread."""
+        return [self._result(call, *await self._ainvoke(call)) for call in calls]
+
+    def _invoke(self, call: ToolCall) -> tuple[Any, BaseException | None]:
+        try:
+            fn, kwargs = self._target(call)
+            value = fn(**kwargs)
+            if inspect.isawaitable(value):
+                import asyncio
+
+                value = asyncio.run(_await(value))
+            return value, None
+        except Exception as exc:
+            return None, exc
+
+    async def _ainvoke(self, call: ToolCall) -> tuple[Any, BaseException | None]:
         import asyncio  # here: importing abstractllm stays light
 
-        out = []
-        for call in calls:
-            fn = self._function(call)
-            if fn is None:
-                out.append(self._result(call, None, _unknown(call)))
-                continue
-            try:
-                kwargs = self._arguments(call)
-                if inspect.iscoroutinefunction(fn):
-                    value = await fn(**kwargs)
-                else:
-                    value = await asyncio.to_thread(fn, **kwargs)
-                    if inspect.isawaitable(value):
-                        value = await value
-                out.append(self._result(call, value, None))
-            except Exception as exc:
-                out.append(self._result(call, None, exc))
-        return out
+        try:
+            fn, kwargs = self._target(call)
+            if inspect.iscoroutinefunction(fn):
+                return await fn(**kwargs), None
+            value = await asyncio.to_thread(fn, **kwargs)
+            return (await value if inspect.isawaitable(value) else value), None
+        except Exception as exc:
+            return None, exc
 
     # ------------------------------------------------------------------------------------------ helpers
-    def _function(self, call: ToolCall) -> Any:
+    def _target(self, call: ToolCall) -> tuple[Any, dict[str, Any]]:
+        """The function a call runs and its keyword arguments (``UnknownToolError``: no such tool)."""
         tool = self._tools.get(call.name)
-        return tool.function if tool is not None else None
+        if tool is None or tool.function is None:
+            raise _unknown(call)
+        return tool.function, self._arguments(call)
 
     def _arguments(self, call: ToolCall) -> dict[str, Any]:
         """The call's arguments, plus a ``ToolContext`` as ``context`` for a tool that asked for one."""
@@ -165,20 +172,6 @@ class ToolRunner:
 
             kwargs["context"] = ToolContext(call_id=call.id, tool_name=call.name, **self.context)
         return kwargs
-
-    def _invoke(self, call: ToolCall) -> tuple[Any, BaseException | None]:
-        fn = self._function(call)
-        if fn is None:
-            return None, _unknown(call)
-        try:
-            value = fn(**self._arguments(call))
-            if inspect.isawaitable(value):
-                import asyncio
-
-                value = asyncio.run(_await(value))
-            return value, None
-        except Exception as exc:
-            return None, exc
 
     @staticmethod
     def _result(call: ToolCall, value: Any, error: BaseException | None) -> Message:

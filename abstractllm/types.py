@@ -1,6 +1,6 @@
 """Data types shared by every provider: the ``Response`` (also used for stream chunks) and its ``Usage``,
-the ``Capabilities`` a provider declares, the normalized chat ``Message`` and the ``GenerationRequest`` a
-provider's primitive receives.
+``aggregate_chunks`` (a stream's chunks folded into one ``Response``), the ``Capabilities`` a provider
+declares, the normalized chat ``Message`` and the ``GenerationRequest`` a provider's primitive receives.
 
 ``GenerateResponse`` is the AbstractLLM 1.x name of ``Response`` (the same class).
 """
@@ -15,7 +15,7 @@ from typing import Any, Iterable, Iterator
 from .enums import ModelCapability
 
 __all__ = ["Usage", "Response", "GenerateResponse", "ToolCall", "ToolCallResponse", "Capabilities", "Message",
-           "GenerationRequest"]
+           "GenerationRequest", "aggregate_chunks"]
 
 
 @dataclass
@@ -189,6 +189,37 @@ class Response:
 
 
 GenerateResponse = Response  # the AbstractLLM 1.x name
+
+
+def aggregate_chunks(chunks: Iterable[Response]) -> Response:
+    """Fold a stream's chunks into one ``Response``: the texts, reasoning, token ids, log-probs and tool calls
+    joined in order; the totals (``finish_reason``, ``usage``, timings, ``parsed``, ...) of the last chunk.
+    No chunks: an empty reply that stopped. A pure function: the chunks are not changed."""
+    texts: list[str] = []
+    thoughts: list[str] | None = None
+    ids: list[int] = []
+    logprobs: list[dict[str, Any]] | None = None
+    last: Response | None = None
+    calls: list[Any] | None = None
+    for chunk in chunks:
+        texts.append(chunk.content)
+        if chunk.reasoning is not None:
+            thoughts = (thoughts or []) + [chunk.reasoning]
+        ids.extend(chunk.token_ids)
+        if chunk.logprobs is not None:
+            logprobs = (logprobs or []) + chunk.logprobs
+        if chunk.tool_calls:
+            calls = (calls or []) + list(chunk.tool_calls)
+        last = chunk
+    if last is None:
+        return Response(content="", finish_reason="stop", usage=Usage())
+    return Response(
+        content="".join(texts), reasoning=None if thoughts is None else "".join(thoughts), model=last.model,
+        finish_reason=last.finish_reason, usage=last.usage, ttft_s=last.ttft_s, total_s=last.total_s,
+        tokens_per_second=last.tokens_per_second, prompt_tokens_per_second=last.prompt_tokens_per_second,
+        peak_memory_bytes=last.peak_memory_bytes, token_ids=ids, metadata=dict(last.metadata), tool_calls=calls,
+        image_paths=last.image_paths, logprobs=logprobs, parsed=last.parsed, raw_response=last.raw_response,
+    )
 
 
 class Capabilities(Mapping):

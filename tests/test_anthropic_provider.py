@@ -19,6 +19,7 @@ from abstractllm import (
     AuthenticationError,
     ContentFilterError,
     ContextWindowExceededError,
+    InvalidParameterError,
     MemoryLimitError,
     ModelCapability,
     ModelNotFoundError,
@@ -132,13 +133,16 @@ def test_configuration_and_environment(monkeypatch, text_server):
     with pytest.raises(AuthenticationError, match="ANTHROPIC_API_KEY"):
         create_llm("anthropic", "claude-sonnet-4-5")  # no key and Anthropic's own URL: refused at once
     monkeypatch.setenv("ANTHROPIC_BASE_URL", text_server.url)
-    with create_llm("anthropic", "local", max_tokens=2, quantize=4, dtype="float32", priority=2) as llm:
+    with pytest.raises(InvalidParameterError, match="priority"):  # a key it would ignore is refused
+        create_llm("anthropic", "local", priority=2)
+    with create_llm("anthropic", "local", max_tokens=2, device="cpu", organization="org") as llm:  # 1.x: warned
         assert llm.base_url == text_server.url and llm.generate("Hi").usage.completion_tokens == 2
         for params in ({"frequency_penalty": 0.5}, {"logit_bias": {"65": 1.0}}, {"min_p": 0.1}, {"logprobs": True},
                        {"seed": 7}):
             with pytest.raises(UnsupportedFeatureError):  # no Messages API field: refused, never dropped
                 llm.generate("Hi", **params)
-        assert llm.generate("Hi", repetition_context_size=5).usage.completion_tokens == 2  # a documented no-op
+        with pytest.raises(InvalidParameterError, match="only local models use it"):
+            llm.generate("Hi", repetition_context_size=5)
     with create_llm("anthropic", "local", base_url=text_server.url + "/v1", max_retries=0) as llm:
         with pytest.raises(ProviderAPIError, match="without /v1"):
             llm.generate("Hi")

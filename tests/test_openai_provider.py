@@ -19,6 +19,7 @@ from abstractllm import (
     AuthenticationError,
     ContentFilterError,
     ContextWindowExceededError,
+    InvalidParameterError,
     MemoryLimitError,
     ModelCapability,
     ModelNotFoundError,
@@ -114,7 +115,9 @@ def test_configuration_and_environment(monkeypatch, text_server):
     with pytest.raises(AuthenticationError, match="OPENAI_API_KEY"):
         create_llm("openai", "gpt-4o-mini")  # no key and OpenAI's own URL: refused at once
     monkeypatch.setenv("OPENAI_BASE_URL", text_server.base_url)
-    with create_llm("openai", "local", max_tokens=2, quantize=4, dtype="float32", memory_limit="1GB") as llm:
+    with pytest.raises(InvalidParameterError, match="only local models use it"):  # a key it would ignore
+        create_llm("openai", "local", quantize=4)
+    with create_llm("openai", "local", max_tokens=2, device="cpu", load_in_4bit=True) as llm:  # 1.x keys: warned
         assert llm.base_url == text_server.base_url and llm.generate("Hi").usage.completion_tokens == 2
     root = text_server.base_url[: -len("/v1")]
     monkeypatch.setenv("OLLAMA_HOST", root.replace("http://", ""))

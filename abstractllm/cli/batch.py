@@ -107,7 +107,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     import signal
 
     from ..jobs.worker import arun_worker
-    from ..params import JOB_LEASE_S, PARAMS
+    from ..params import JOB_LEASE_S, PARAMS, default_of
 
     model = model_from(args)
     concurrency = args.concurrency or int(PARAMS["max_batch_size"].default)
@@ -116,7 +116,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise CLIError(f"--lease must be in [1, 3600] seconds, got {args.lease}", 2)
     store = _store(args)
     try:
-        llm = make_llm(model, load=True, max_batch_size=concurrency, max_queue_size=max(256, concurrency),
+        llm = make_llm(model, load=True, max_batch_size=concurrency, max_queue_size=max(default_of("max_queue_size"), concurrency),
                        **llm_config_from(args))
     except BaseException:
         store.close()

@@ -1,7 +1,8 @@
 """``abstractllm models``: the loadable models in the Hugging Face cache and in given folders.
 
-A folder counts when ``abstractllm.providers.mlx.source.inspect_model`` accepts it (a ``config.json``
-with an architecture mlx-lm or mlx-vlm supports, and safetensors weights); nothing is loaded.
+The hub cache is read by ``huggingface_hub.scan_cache_dir``. A folder counts when
+``abstractllm.providers.mlx.source.inspect_model`` accepts it (a ``config.json`` with an architecture mlx-lm
+or mlx-vlm supports, and safetensors weights); nothing is loaded.
 """
 
 from __future__ import annotations
@@ -42,15 +43,18 @@ def hf_hub_cache() -> Path:
     return (Path(xdg) if xdg else Path.home() / ".cache") / "huggingface" / "hub"
 
 
-def _snapshot(repo_dir: Path) -> Path | None:
-    snaps = repo_dir / "snapshots"
-    ref = repo_dir / "refs" / "main"
-    if ref.is_file():
-        commit = ref.read_text(encoding="utf-8").strip()
-        if (snaps / commit).is_dir():
-            return snaps / commit
-    candidates = [p for p in snaps.iterdir() if p.is_dir()] if snaps.is_dir() else []
-    return max(candidates, key=lambda p: p.stat().st_mtime) if candidates else None
+def _cached_snapshots(cache: Path) -> Iterator[tuple[str, Path]]:
+    """``(org/name, snapshot folder)`` of each model repo in the hub cache, as ``huggingface_hub.scan_cache_dir``
+    reads it (repos it finds corrupted are skipped): the revision ``main`` points to, else the newest one.
+    Paths are given under ``cache`` as named (not resolved), in the order of the repos' folder names."""
+    from huggingface_hub import scan_cache_dir  # here: the CLI starts without importing huggingface_hub
+
+    info = scan_cache_dir(cache)
+    for repo in sorted(info.repos, key=lambda r: r.repo_path.name):
+        if repo.repo_type != "model" or not repo.revisions:
+            continue
+        rev = max(repo.revisions, key=lambda r: ("main" in r.refs, r.last_modified))
+        yield repo.repo_id, cache / rev.snapshot_path.relative_to(info.cache_dir)
 
 
 def _entry(path: Path, name: str, source: str) -> ModelEntry | None:
@@ -72,13 +76,10 @@ def find_models(folders: list[Path], use_cache: bool = True) -> Iterator[ModelEn
     if use_cache:
         cache = hf_hub_cache()
         if cache.is_dir():
-            for repo_dir in sorted(cache.glob("models--*")):
-                snap = _snapshot(repo_dir)
-                if snap is not None:
-                    name = repo_dir.name[len("models--"):].replace("--", "/")
-                    entry = _entry(snap, name, "hf-cache")
-                    if entry:
-                        yield entry
+            for name, snap in _cached_snapshots(cache):
+                entry = _entry(snap, name, "hf-cache")
+                if entry:
+                    yield entry
     for folder in folders:
         candidates = [folder] + sorted(p for p in folder.iterdir() if p.is_dir())
         for cand in candidates:

@@ -23,7 +23,7 @@ from ..exceptions import AbstractLLMError, did_you_mean
 from ..params import GENERATION_PARAMS, JOB_MAX_ATTEMPTS, PARAMS
 from .errors import InvalidConfigError, JobStoreError
 
-__all__ = ["JobSpec", "validate_config", "job_spec", "JOB_PARAMS", "CONFIG_KEYS", "IMAGE_SUFFIXES",
+__all__ = ["JobSpec", "validate_config", "job_spec", "JOB_PARAMS", "CONFIG_KEYS", "IMAGE_SUFFIXES", "json_value",
            "image_files", "read_jsonl", "default_db_url", "DB_ENV"]
 
 #: generation parameters a job may carry (per-call parameters that make sense without a caller waiting)
@@ -68,12 +68,13 @@ class JobSpec:
         return out
 
 
-def _json_value(value: Any) -> Any:
-    """``value`` as stored (JSON): int keys of logit_bias become strings, which the validator takes back."""
+def json_value(value: Any) -> Any:
+    """``value`` (a validated parameter) as a job stores it, in JSON: int keys of logit_bias become strings,
+    which the validator takes back."""
     if isinstance(value, dict):
-        return {str(k): _json_value(v) for k, v in value.items()}
+        return {str(k): json_value(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_json_value(v) for v in value]
+        return [json_value(v) for v in value]
     return int(value) if hasattr(value, "__index__") and not isinstance(value, bool) else value
 
 
@@ -137,7 +138,7 @@ def _check_params(config: Mapping[str, Any], problems: list[str]) -> dict[str, A
         if isinstance(value, float) and not math.isfinite(value):
             problems.append(f"{key}: expected a finite number, got {value!r}")
             continue
-        params[key] = _json_value(value)
+        params[key] = json_value(value)
     return params
 
 

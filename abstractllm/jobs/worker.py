@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable
 
 from ..exceptions import ModelLoadError, QueueFullError
-from ..params import JOB_HEARTBEAT_S, JOB_LEASE_S, JOB_POLL_S, PARAMS
+from ..params import JOB_HEARTBEAT_S, JOB_LEASE_S, JOB_POLL_S, PARAMS, default_of
 from .job import ACTIVE_WORKERS, Job, WorkerIdentity
 
 __all__ = ["run_worker", "arun_worker", "WorkerProgress"]
@@ -257,7 +257,7 @@ async def arun_worker(store: Any, *, model: str | None = None, llm: Any = None, 
             from ..registry import create_llm
 
             llm_config.setdefault("max_batch_size", concurrency)
-            llm_config.setdefault("max_queue_size", max(256, concurrency))
+            llm_config.setdefault("max_queue_size", max(default_of("max_queue_size"), concurrency))
             llm = create_llm("mlx", model=str(model), **llm_config)
             await asyncio.to_thread(llm.load)  # a model that cannot load fails here, before any claim
         model_key = str(model) if model else (getattr(llm, "config", {}) or {}).get("model")

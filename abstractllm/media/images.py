@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..exceptions import ImageProcessingError
+from ..params import default_of
 from .sources import MediaSource, read_source
 
 __all__ = [
@@ -244,9 +245,9 @@ def _resize_in_strips(img: Any, size: tuple[int, int], rows: int = 128) -> Any:
 def load_image(
     item: Any,
     *,
-    max_pixels: int = 4_000_000,
-    max_bytes: int = 50_000_000,
-    timeout: float = 10.0,
+    max_pixels: int = default_of("max_image_pixels"),
+    max_bytes: int = default_of("max_image_bytes"),
+    timeout: float = default_of("image_fetch_timeout"),
     memory_limit: int | None = None,
 ) -> Any:
     """Read, check and decode one image input into an RGB ``PIL.Image`` of at most ``max_pixels``.

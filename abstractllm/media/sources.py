@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..exceptions import ImageProcessingError
+from ..params import default_of
 from .kinds import IMAGE_PART_TYPES, VIDEO_PART_TYPES
 
 __all__ = ["MediaSource", "read_source", "describe", "fetch_url", "URLRefusedError"]
@@ -294,8 +295,8 @@ def _from_string(text: str, max_bytes: int, timeout: float, accept: tuple[str, .
 def read_source(
     item: Any,
     *,
-    max_bytes: int = 50_000_000,
-    timeout: float = 10.0,
+    max_bytes: int = default_of("max_image_bytes"),
+    timeout: float = default_of("image_fetch_timeout"),
     accept: tuple[str, ...] = ("image/",),
 ) -> MediaSource:
     """Read one media input into memory (see the module docstring for the accepted forms).

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..exceptions import ImageProcessingError
+from ..params import default_of
 from .images import target_size
 from .sources import MediaSource, read_source
 
@@ -64,7 +65,8 @@ def _open(data: bytes, label: str) -> Any:
 
 
 def plan_video(
-    source: MediaSource, *, fps: float = 2.0, max_frames: int = 32, max_pixels: int = 4_000_000
+    source: MediaSource, *, fps: float = default_of("video_fps"), max_frames: int = default_of("video_max_frames"),
+    max_pixels: int = default_of("max_image_pixels"),
 ) -> VideoPlan:
     """Parse the container of ``source`` (no frame decoded) and plan the sampling."""
     if source.data is None:
@@ -132,11 +134,11 @@ def decode_video(plan: VideoPlan) -> Any:
 def load_video(
     item: Any,
     *,
-    fps: float = 2.0,
-    max_frames: int = 32,
-    max_pixels: int = 4_000_000,
+    fps: float = default_of("video_fps"),
+    max_frames: int = default_of("video_max_frames"),
+    max_pixels: int = default_of("max_image_pixels"),
     max_bytes: int = 500_000_000,
-    timeout: float = 10.0,
+    timeout: float = default_of("image_fetch_timeout"),
 ) -> Any:
     """Read and decode a video input (path, bytes, URL, data URI...) into sampled ``(T, H, W, 3)`` frames."""
     source = read_source(item, max_bytes=max_bytes, timeout=timeout, accept=("video/",))

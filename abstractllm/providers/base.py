@@ -1,16 +1,28 @@
-"""The provider contract, built once on top of one streaming primitive.
+"""The provider contract, built once on top of one generation primitive.
 
-A provider subclasses ``BaseProvider`` and implements ``get_capabilities()`` and ``_stream(request,
-cancel)``: a generator of ``Response`` chunks (``content`` = new text; the last chunk carries
-``finish_reason``, ``usage`` and the timings). By default it runs on the provider's own worker thread
-(MLX needs that); a provider whose primitive can run on the caller's thread (an HTTP client) sets
-``runs_on_worker = False`` and may add a native ``_astream`` (async generator) and non-streaming
-``_complete`` / ``_acomplete``. Everything else is here, once:
+A provider subclasses ``BaseProvider`` and implements ``get_capabilities()`` and one primitive, the
+``Response`` chunks of a request (``content`` = new text; the last chunk carries ``finish_reason``,
+``usage`` and the timings), in one of two forms:
 
-- ``generate(stream=False)`` consumes the stream and aggregates it into one ``Response``;
+- ``_stream(request, cancel)``, a generator; it runs on the provider's own worker thread, or on the
+  caller's thread with ``runs_on_worker = False`` (async callers then read it through the worker);
+- or, where the backend is not a generator, ``_chunks(request, cancel, loop=None, whole=False)`` itself
+  (the default runs ``_stream``): an iterable of the chunks for a synchronous reader (``loop=None``), an
+  async iterable for a reader on ``loop``. MLX returns its engine's channel; the remote providers one
+  exchange with the SDK's sync or async client (``providers/remote.py``). ``whole=True`` says the caller
+  folds the chunks into one reply: a provider may then produce it as one chunk (a non-streamed request).
+
+Everything else is here, once, over that primitive, as thin sync and async shells over a shared core:
+
 - ``generate(stream=True)`` returns a ``ResponseStream`` of the chunks as they come;
+- ``generate(stream=False)`` folds them into one ``Response`` (``types.aggregate_chunks``);
 - ``generate_async`` awaits the same from an event loop without blocking it (``stream=True``: an
-  ``AsyncResponseStream``); cancelling the task or closing the iterator stops the generation.
+  ``AsyncResponseStream``); cancelling the task or closing the iterator stops the generation;
+- ``n`` above 1 and lists of prompts open every request's stream at once (a batching provider runs them
+  together).
+
+``_on_last`` (the request's ``image_paths``, and the ``parsed`` reply with ``response_format``) is applied
+once per reply: to the last chunk of a stream, or to the whole reply a non-streaming call returns.
 
 Before any work, ``_prepare`` validates the per-call parameters (``abstractllm.params``, after the 1.x
 spellings of ``abstractllm.compat``), normalizes the messages and checks the declared capabilities: a
@@ -22,7 +34,7 @@ from __future__ import annotations
 import os
 import threading
 import weakref
-from typing import Any, AsyncIterator, Callable, ClassVar, Iterable, Iterator, Mapping, Sequence
+from typing import Any, AsyncIterable, AsyncIterator, Callable, ClassVar, Iterable, Iterator, Mapping, Sequence
 
 from ..compat import call_files, call_model, merge_key_aliases, with_default_model
 from ..enums import ModelCapability, ModelParameter
@@ -30,57 +42,17 @@ from ..exceptions import AbstractLLMError, InvalidParameterError, UnsupportedFea
 from ..interface import AbstractLLMInterface
 from ..messages import normalize_messages
 from ..tools import normalize_tool_choice, normalize_tools
-from ..params import (CALL_ONLY, GENERATION_PARAMS, defaults,
+from ..params import (CALL_ONLY, GENERATION_PARAMS, default_of, defaults,
                       normalize_keys, validate_params)
-from ..types import Capabilities, GenerationRequest, Response, Usage
+from ..types import Capabilities, GenerationRequest, Response, aggregate_chunks
 from .serving import ServingMixin
 from .stats import RequestStats
 from .worker import AsyncResponseStream, CancelToken, ChunkStream, ResponseStream, SerialWorker
 
+#: ``aggregate_chunks`` lives in ``abstractllm.types``; it is importable from here too (the server's import)
 __all__ = ["BaseProvider", "aggregate_chunks"]
 
 C = ModelCapability
-
-
-def aggregate_chunks(chunks: Iterable[Response]) -> Response:
-    """Fold stream chunks into one ``Response``: texts and token ids joined, the last chunk's totals."""
-    texts: list[str] = []
-    thoughts: list[str] | None = None
-    ids: list[int] = []
-    logprobs: list[dict[str, Any]] | None = None
-    last: Response | None = None
-    calls: list[Any] | None = None
-    for chunk in chunks:
-        texts.append(chunk.content)
-        if chunk.reasoning is not None:
-            thoughts = (thoughts or []) + [chunk.reasoning]
-        ids.extend(chunk.token_ids)
-        if chunk.logprobs is not None:
-            logprobs = (logprobs or []) + chunk.logprobs
-        if chunk.tool_calls:
-            calls = (calls or []) + list(chunk.tool_calls)
-        last = chunk
-    if last is None:
-        return Response(content="", finish_reason="stop", usage=Usage())
-    return Response(
-        content="".join(texts),
-        reasoning=None if thoughts is None else "".join(thoughts),
-        model=last.model,
-        finish_reason=last.finish_reason,
-        usage=last.usage,
-        ttft_s=last.ttft_s,
-        total_s=last.total_s,
-        tokens_per_second=last.tokens_per_second,
-        prompt_tokens_per_second=last.prompt_tokens_per_second,
-        peak_memory_bytes=last.peak_memory_bytes,
-        token_ids=ids,
-        metadata=dict(last.metadata),
-        tool_calls=calls,
-        image_paths=last.image_paths,
-        logprobs=logprobs,
-        parsed=last.parsed,
-        raw_response=last.raw_response,
-    )
 
 
 def _image_paths(request: GenerationRequest) -> list[str] | None:
@@ -90,13 +62,15 @@ def _image_paths(request: GenerationRequest) -> list[str] | None:
 
 class BaseProvider(ServingMixin, AbstractLLMInterface):
     """Base of every provider. Subclasses declare ``name``, ``accepted_config`` (the keys they implement),
-    ``ignored_config`` (keys accepted as documented no-ops, so that one application config works on every
-    provider) and implement ``get_capabilities`` and ``_stream``."""
+    ``ignored_config`` (AbstractLLM 1.x keys it has no use for, accepted with one warning; both derive from
+    ``abstractllm.params.provider_keys``) and implement ``get_capabilities`` and the primitive (``_stream``,
+    or ``_chunks``)."""
 
     name: ClassVar[str] = "base"
     #: configuration keys this provider implements (generation params included)
     accepted_config: ClassVar[frozenset[str]] = frozenset({str(ModelParameter.MODEL)}) | GENERATION_PARAMS
-    #: keys accepted and ignored (documented no-ops), e.g. api_key for a local provider
+    #: AbstractLLM 1.x keys accepted with one IgnoredParameterWarning and no effect, e.g. api_key for a local
+    #: provider (any other key is refused with InvalidParameterError)
     ignored_config: ClassVar[frozenset[str]] = frozenset()
     #: False: ``_stream`` runs on the caller's thread (no worker thread), e.g. an HTTP client
     runs_on_worker: ClassVar[bool] = True
@@ -117,11 +91,24 @@ class BaseProvider(ServingMixin, AbstractLLMInterface):
         return Capabilities({C.TEXT, C.STREAMING, C.ASYNC})
 
     def _stream(self, request: GenerationRequest, cancel: CancelToken) -> Iterator[Response]:
-        """The one primitive: yield ``Response`` chunks; stop early when ``cancel.cancelled``."""
+        """The primitive as a generator: yield ``Response`` chunks; stop early when ``cancel.cancelled``."""
         raise NotImplementedError(f"{type(self).__name__} must implement _stream(request, cancel)")
 
     _astream: Callable[[GenerationRequest, CancelToken], AsyncIterator[Response]] | None = None
-    """Optional native async primitive (an async generator function), used by ``generate_async``."""
+    """Optional, for a provider of ``_stream``: its native async form (an async generator function), read by
+    async callers instead of the worker bridge."""
+
+    def _chunks(self, request: GenerationRequest, cancel: CancelToken, *, loop: Any = None,
+                whole: bool = False) -> Iterable[Response] | AsyncIterable[Response]:
+        """The one primitive every path reads: the chunks of ``request``, iterable by a synchronous reader
+        (``loop=None``) or async-iterable by a reader on ``loop``; stop early when ``cancel.cancelled``.
+        ``whole``: the caller folds them into one reply (a provider may give it as one chunk). Default:
+        ``_stream`` on the worker thread (or on the caller's, with ``runs_on_worker = False``)."""
+        if loop is not None and self._astream is not None:
+            return self._astream(request, cancel)
+        if loop is None and not self.runs_on_worker:
+            return self._stream(request, cancel)
+        return ChunkStream.on_worker(self.worker, lambda token: self._stream(request, token), cancel)
 
     def _worker_on_exit(self) -> Callable[[], None] | None:
         """A function the worker thread runs as it stops (MLX: ``mx.clear_streams``). It must not hold a
@@ -139,6 +126,40 @@ class BaseProvider(ServingMixin, AbstractLLMInterface):
         """What is known about the configured model."""
         return {"provider": self.name, "model": self.config.get("model")}
 
+    def runtime_info(self) -> dict[str, Any]:
+        """Where and how the model runs, as a server's ``/health``, ``/stats``, ``/metrics`` and logs report it.
+        Cheap: it never loads the model nor waits for a generation. Keys:
+
+        - ``provider``, ``model``: the provider's name and its configured model;
+        - ``loaded``: whether it can generate without loading first (a remote provider always can);
+        - ``device``: ``"cpu"`` or ``"gpu"`` once a local model is loaded, else ``None``;
+        - ``blas``: the status of the BLAS library local float32 matmuls use (``None``: none in use, or not known);
+        - ``memory``: bytes by name (``process_rss``, and a local backend's allocator counters; ``None``: unknown);
+        - ``device_memory``: the memory the model runs in, in bytes: ``total``, ``available``, ``unified`` (the
+          machine's RAM is the device's), ``allocated`` (live arrays), ``reserved`` (with the allocator's cache),
+          ``peak`` (``None`` where not known).
+
+        Here (a remote provider): this process's RSS and the machine's memory; a local provider adds the rest."""
+        rss = total = available = None
+        try:
+            import psutil
+
+            rss = int(psutil.Process().memory_info().rss)
+            vm = psutil.virtual_memory()
+            total, available = int(vm.total), int(vm.available)
+        except Exception:  # psutil is optional (an extra of the providers that use it)
+            pass
+        return {"provider": self.name, "model": self.config.get("model"), "loaded": True, "device": None,
+                "blas": None, "memory": {"process_rss": rss},
+                "device_memory": {"total": total, "available": available, "unified": True, "allocated": None,
+                                  "reserved": None, "peak": None}}
+
+    def configured_max_tokens(self) -> int | None:
+        """The ``max_tokens`` this provider was configured with (``create_llm(max_tokens=...)``, ``update_config``);
+        ``None`` when a generation that asks for none gets the parameter's default."""
+        value = self.config.get("max_tokens")
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
+
     # ----------------------------------------------------------------- configuration
     @property
     def _known_keys(self) -> frozenset[str]:
@@ -152,10 +173,11 @@ class BaseProvider(ServingMixin, AbstractLLMInterface):
                     f"'{name}' is an argument of generate(), not a configuration key: "
                     f"llm.generate(prompt, {name}=...).", param=name)
             raw.pop(name, None)
-        return self._normalize_config(validate_params(raw, self._known_keys, where=f"{self.name} config"))
+        return self._normalize_config(validate_params(raw, self.accepted_config, ignored=self.ignored_config,
+                                                      where=f"{self.name} config", owner=self.name))
 
     def _refresh_defaults(self) -> None:
-        self._generation_defaults = defaults(sorted(GENERATION_PARAMS & self._known_keys))
+        self._generation_defaults = defaults(sorted(GENERATION_PARAMS & self.accepted_config))
         self._generation_defaults.update({k: v for k, v in self.config.items() if k in GENERATION_PARAMS})
 
     def get_config(self) -> dict[str, Any]:
@@ -210,15 +232,15 @@ class BaseProvider(ServingMixin, AbstractLLMInterface):
             base = sampling.to_dict() if hasattr(sampling, "to_dict") else dict(sampling)
             params = {**merge_key_aliases(normalize_keys(base)), **params}
         files = call_files(files, media, params.pop("image", None), params.pop("images", None))
-        accepted = GENERATION_PARAMS & self._known_keys
-        call_params = validate_params(params, accepted, where="generation")
+        call_params = validate_params(params, GENERATION_PARAMS & self.accepted_config, where="generation",
+                                      ignored=GENERATION_PARAMS & self.ignored_config, owner=self.name)
         merged = {**self._generation_defaults, **call_params}
         if merged.get("top_logprobs") and not merged.get("logprobs"):
             raise InvalidParameterError("top_logprobs needs logprobs=True.", param="top_logprobs")
         convo = normalize_messages(
             prompt, system_prompt=system_prompt, files=files, messages=messages,
             default_system_prompt=self.config.get("system_prompt"),
-            max_text_file_bytes=int(merged.get("max_text_file_bytes") or 1_000_000),
+            max_text_file_bytes=int(merged.get("max_text_file_bytes") or default_of("max_text_file_bytes")),
         )
         definitions = normalize_tools(tools if tools is not None else self.config.get("tools"))
         merged["tool_choice"] = normalize_tool_choice(merged.get("tool_choice"), definitions)
@@ -275,37 +297,38 @@ class BaseProvider(ServingMixin, AbstractLLMInterface):
 
         return finish
 
-    def _open_stream(self, request: GenerationRequest) -> ResponseStream:
+    def _open_stream(self, request: GenerationRequest, loop: Any = None, *,
+                     whole: bool = False) -> ResponseStream | AsyncResponseStream:
+        """The primitive's chunks for a reader: a ``ResponseStream``, or with ``loop`` (the running event
+        loop) an ``AsyncResponseStream``. A stream read as chunks gets ``_on_last`` on its last chunk; a
+        ``whole`` one is folded, and its reply finished once (``_finished``)."""
         token = CancelToken()
-        if self.runs_on_worker:
-            chunks = ChunkStream.on_worker(self.worker, lambda cancel: self._stream(request, cancel), token)
-            it: Iterator[Response] = iter(chunks)
-        else:
-            it = self._stream(request, token)
-        return ResponseStream(it, token, provider=self.name, on_last=self._on_last(request))
-
-    def _aopen_stream(self, request: GenerationRequest) -> AsyncResponseStream:
-        token = CancelToken()
-        if self._astream is not None:
-            agen: AsyncIterator[Response] = self._astream(request, token)
-        else:
-            agen = ChunkStream.on_worker(self.worker, lambda cancel: self._stream(request, cancel), token).aiter()
-        return AsyncResponseStream(agen, token, provider=self.name, on_last=self._on_last(request))
+        chunks = self._chunks(request, token, loop=loop, whole=whole)
+        shell = ResponseStream if loop is None else AsyncResponseStream
+        return shell(chunks, token, provider=self.name, on_last=None if whole else self._on_last(request))
 
     def _complete(self, request: GenerationRequest) -> Response:
-        """A whole reply (default: the stream, aggregated)."""
-        return aggregate_chunks(self._open_stream(request))
+        """The whole reply, not yet finished (``_finished``): the primitive's chunks, folded."""
+        stream = self._open_stream(request, whole=True)
+        try:
+            return aggregate_chunks(stream)
+        finally:
+            stream.close()
 
     async def _acomplete(self, request: GenerationRequest) -> Response:
-        """A whole reply, awaited (default: the async stream, aggregated)."""
-        chunks: list[Response] = []
-        stream = self._aopen_stream(request)
+        """``_complete``, awaited from the running event loop."""
+        import asyncio
+
+        stream = self._open_stream(request, asyncio.get_running_loop(), whole=True)
         try:
-            async for chunk in stream:
-                chunks.append(chunk)
+            return aggregate_chunks([chunk async for chunk in stream])
         finally:
             await stream.aclose()
-        return aggregate_chunks(chunks)
+
+    def _finished(self, request: GenerationRequest, response: Response) -> Response:
+        """A whole reply with what ``_on_last`` adds (once per reply)."""
+        self._on_last(request)(response, response.content)
+        return response
 
     def _tagged(self, exc: BaseException) -> None:
         if isinstance(exc, AbstractLLMError) and exc.provider is None:
@@ -346,9 +369,7 @@ class BaseProvider(ServingMixin, AbstractLLMInterface):
                 return self._complete_all(self._variants(request, stream))
             if stream:
                 return self._open_stream(request)
-            response = self._complete(request)
-            self._on_last(request)(response, response.content)
-            return response
+            return self._finished(request, self._complete(request))
         except BaseException as exc:
             self._tagged(exc)
             raise
@@ -380,7 +401,8 @@ class BaseProvider(ServingMixin, AbstractLLMInterface):
                 for i in range(n)]
 
     def _complete_all(self, requests: list[GenerationRequest]) -> list[Response]:
-        """Open every request's stream at once (a batching provider runs them together), then collect."""
+        """Open every request's stream at once (a batching provider runs them together), then fold each (its
+        last chunk finished as a stream's is)."""
         streams = [self._open_stream(r) for r in requests]
         try:
             return [aggregate_chunks(s) for s in streams]
@@ -410,20 +432,14 @@ class BaseProvider(ServingMixin, AbstractLLMInterface):
                                               media)
             if (request.params.get("n") or 1) > 1:
                 variants = self._variants(request, stream)
-                return list(await asyncio.gather(*(self._acomplete_one(r) for r in variants)))
+                replies = await asyncio.gather(*(self._acomplete(r) for r in variants))
+                return [self._finished(r, reply) for r, reply in zip(variants, replies)]
             if stream:
-                return self._aopen_stream(request)
-            response = await self._acomplete(request)
-            self._on_last(request)(response, response.content)
-            return response
+                return self._open_stream(request, asyncio.get_running_loop())
+            return self._finished(request, await self._acomplete(request))
         except BaseException as exc:
             self._tagged(exc)
             raise
-
-    async def _acomplete_one(self, request: GenerationRequest) -> Response:
-        response = await self._acomplete(request)
-        self._on_last(request)(response, response.content)
-        return response
 
     agenerate = generate_async  # the AbstractCore / 1.x alias
 

@@ -1,7 +1,8 @@
 """``RemoteProvider``: what the providers that call a hosted API through its official SDK share (the
 ``openai`` and ``anthropic`` providers): the key and base URL from the config or the environment, one
 sync client made on first use, one async client per event loop (closed on its own loop), clients remade
-when a connection key changes, streaming (sync and async) over the SDK's stream events, and SDK errors
+when a connection key changes, the generation primitive (``_Exchange``: streamed or whole, sync or async,
+over the subclass's ``_create_kwargs`` / ``_call`` / ``_stream_state`` / ``_reply``), and SDK errors
 converted into the exception tree at one place (``sdk_errors``)."""
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+import time
 import weakref
 from contextlib import contextmanager
 from typing import Any, AsyncIterator, Callable, ClassVar, Iterator
@@ -26,7 +28,6 @@ class RemoteProvider(BaseProvider):
     """A provider over a remote API's SDK. Subclasses name the SDK and its client classes, and
     ``convert_error`` (their one boundary for SDK errors)."""
 
-    runs_on_worker: ClassVar[bool] = False
     #: the SDK's module, the extra that installs it, and its sync / async client classes
     sdk_module: ClassVar[str]
     sdk_extra: ClassVar[str]
@@ -184,12 +185,13 @@ class RemoteProvider(BaseProvider):
             return await asyncio.to_thread(self._create_kwargs, request)
         return self._create_kwargs(request)
 
-    def _open_stream_call(self, kw: dict[str, Any]) -> Any:
-        """The SDK's streamed call (sync) with ``kw``."""
+    def _call(self, client: Any, kw: dict[str, Any], stream: bool) -> Any:
+        """The SDK's generation call with ``kw`` on ``client`` (sync or async: the async client's returns an
+        awaitable), streamed or not."""
         raise NotImplementedError
 
-    async def _aopen_stream_call(self, kw: dict[str, Any]) -> Any:
-        """The SDK's streamed call (async) with ``kw``."""
+    def _reply(self, raw: Any, t0: float) -> Response:
+        """A non-streamed SDK reply as a ``Response`` (``t0``: when the request began)."""
         raise NotImplementedError
 
     def _stream_state(self) -> Any:
@@ -197,41 +199,15 @@ class RemoteProvider(BaseProvider):
         ``final(cancelled) -> Response`` (the last chunk)."""
         raise NotImplementedError
 
-    def _stream(self, request: GenerationRequest, cancel: CancelToken) -> Iterator[Response]:
-        state = self._stream_state()
-        with self.sdk_errors():
-            stream = self._open_stream_call(self._create_kwargs(request))
-        try:
-            with self.sdk_errors():
-                for event in stream:
-                    chunk = state.feed(event)
-                    if chunk is not None:
-                        yield chunk
-                    if cancel.cancelled:
-                        break
-        finally:
-            stream.close()
-        last = state.final(cancel.cancelled)
-        self._stats.record(last)
-        yield last
+    def _stream_instead(self, exc: Exception) -> bool:
+        """Whether the SDK refused to make ``exc``'s request unstreamed, so that it is streamed instead."""
+        return False
 
-    async def _astream(self, request: GenerationRequest, cancel: CancelToken) -> AsyncIterator[Response]:
-        state = self._stream_state()
-        with self.sdk_errors():
-            stream = await self._aopen_stream_call(await self._acreate_kwargs(request))
-        try:
-            with self.sdk_errors():
-                async for event in stream:
-                    chunk = state.feed(event)
-                    if chunk is not None:
-                        yield chunk
-                    if cancel.cancelled:
-                        break
-        finally:
-            await stream.close()
-        last = state.final(cancel.cancelled)
-        self._stats.record(last)
-        yield last
+    def _chunks(self, request: GenerationRequest, cancel: CancelToken, *, loop: Any = None,
+                whole: bool = False) -> "_Exchange":
+        """The primitive: one exchange with the API (``_Exchange``), read with the sync client or, on
+        ``loop``, with that loop's async client; ``whole``: one non-streamed request."""
+        return _Exchange(self, request, cancel, whole)
 
     # ------------------------------------------------------------------ errors
     @contextmanager
@@ -280,3 +256,100 @@ async def _close_with_loop(client: Any) -> AsyncIterator[None]:
         yield  # never reached: the loop (or aclose) finalizes the generator at the first yield
     finally:
         await client.close()
+
+
+class _Exchange:
+    """One request to the API, read by a synchronous reader (``__iter__``, over the sync client, on the
+    caller's thread) or an async one (``__aiter__``, over the running loop's async client: no thread).
+    The two are thin shells over one core: the provider's arguments (``_create_kwargs``), call
+    (``_call``), events turned into chunks (``_stream_state``), whole reply (``_reply``), SDK errors
+    (``sdk_errors``) and statistics. A ``whole`` exchange is one non-streamed request, streamed instead
+    where the SDK refuses it (``_stream_instead``); a streamed one ends with the chunk that says how."""
+
+    def __init__(self, provider: RemoteProvider, request: GenerationRequest, cancel: CancelToken,
+                 whole: bool) -> None:
+        self._p = provider
+        self._request = request
+        self._cancel = cancel
+        self._whole = whole
+        self._t0 = 0.0
+        self._state: Any = None
+
+    # ------------------------------------------------------------------ the core
+    def _begin(self) -> None:
+        self._t0 = time.perf_counter()
+        self._state = self._p._stream_state()
+
+    @contextmanager
+    def _or_streamed(self) -> Iterator[None]:
+        """Around the whole request: an SDK refusal that ``_stream_instead`` accepts makes it streamed."""
+        try:
+            yield
+        except Exception as exc:
+            if not self._p._stream_instead(exc):
+                raise
+            self._whole = False
+
+    def _replied(self, raw: Any) -> Response:
+        response = self._p._reply(raw, self._t0)
+        self._p._stats.record(response)
+        return response
+
+    def _last(self) -> Response:
+        last = self._state.final(self._cancel.cancelled)
+        self._p._stats.record(last)
+        return last
+
+    # ------------------------------------------------------------------ the sync shell
+    def __iter__(self) -> Iterator[Response]:
+        p = self._p
+        self._begin()
+        with p.sdk_errors():
+            kw = p._create_kwargs(self._request)
+            client = p.client
+        if self._whole:
+            with p.sdk_errors(), self._or_streamed():
+                raw = p._call(client, kw, stream=False)
+            if self._whole:
+                yield self._replied(raw)
+                return
+        with p.sdk_errors():
+            events = p._call(client, kw, stream=True)
+        try:
+            with p.sdk_errors():
+                for event in events:
+                    chunk = self._state.feed(event)
+                    if chunk is not None:
+                        yield chunk
+                    if self._cancel.cancelled:
+                        break
+        finally:
+            events.close()
+        yield self._last()
+
+    # ------------------------------------------------------------------ the async shell
+    async def __aiter__(self) -> AsyncIterator[Response]:
+        p = self._p
+        self._begin()
+        with p.sdk_errors():
+            kw = await p._acreate_kwargs(self._request)
+            client = await p._aclient()
+        if self._whole:
+            with p.sdk_errors(), self._or_streamed():
+                raw = await p._call(client, kw, stream=False)
+            if self._whole:
+                yield self._replied(raw)
+                return
+        with p.sdk_errors():
+            events = await p._call(client, kw, stream=True)
+        try:
+            with p.sdk_errors():
+                async for event in events:
+                    chunk = self._state.feed(event)
+                    if chunk is not None:
+                        yield chunk
+                    if self._cancel.cancelled:
+                        break
+        finally:
+            await events.close()
+        yield self._last()

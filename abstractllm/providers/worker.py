@@ -5,6 +5,8 @@ loaded it, and that thread must call ``mx.clear_streams()`` before it ends or th
 ``SerialWorker`` is that thread: jobs run one at a time, in order; ``on_exit`` runs on the thread as it
 stops (at ``close()`` or at interpreter exit). ``ChunkStream`` runs a generator function on the worker
 and hands its items to one consumer, synchronous or asynchronous, with cooperative cancellation.
+``ResponseStream`` / ``AsyncResponseStream`` are what a caller of ``generate(stream=True)`` reads: thin
+sync and async shells over one core (``_StreamCore``), as ``ChunkStream``'s two readers share ``_unpacked``.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import os
 import queue
 import threading
 import weakref
-from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Iterator
+from typing import TYPE_CHECKING, Any, AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
 
 if TYPE_CHECKING:
     from concurrent.futures import Future
@@ -263,21 +265,21 @@ class ChunkStream:
         self._started = True
         self._start_fn(self._channel(loop))
 
-    def __iter__(self) -> Iterator[Any]:
+    def _reader(self, loop: Any) -> Any:
+        """The channel for a reader on ``loop`` (``None``: a synchronous one), started now if it was not."""
         if not self._started:
-            self._begin(None)
-        elif self._loop is not None:
+            self._begin(loop)
+        elif loop is None and self._loop is not None:
             raise RuntimeError("this stream belongs to an event loop: iterate it with aiter()")
-        q = self._queue
+        elif loop is not None and self._loop is None:
+            raise RuntimeError("this stream was started for a synchronous reader")
+        return self._queue
+
+    def __iter__(self) -> Iterator[Any]:
+        get = self._reader(None).get
         try:
-            while True:
-                kind, value = q.get()
-                if kind == "item":
-                    yield value
-                elif kind == "error":
-                    raise value
-                else:
-                    return
+            while (item := _unpacked(get())) is not _END:
+                yield item
         finally:
             self.cancel_token.cancel()
 
@@ -286,24 +288,31 @@ class ChunkStream:
 
     async def aiter(self) -> AsyncIterator[Any]:
         """Iterate from the event loop without ever blocking it."""
-        if not self._started:
-            import asyncio
+        import asyncio
 
-            self._begin(asyncio.get_running_loop())
-        elif self._loop is None:
-            raise RuntimeError("this stream was started for a synchronous reader")
-        q = self._queue
+        get = self._reader(asyncio.get_running_loop()).get
         try:
-            while True:
-                kind, value = await q.get()
-                if kind == "item":
-                    yield value
-                elif kind == "error":
-                    raise value
-                else:
-                    return
+            while (item := _unpacked(await get())) is not _END:
+                yield item
         finally:
             self.cancel_token.cancel()
+
+    def __aiter__(self) -> AsyncIterator[Any]:
+        return self.aiter()
+
+
+_END = object()
+
+
+def _unpacked(message: tuple[str, Any]) -> Any:
+    """What both readers of a ``ChunkStream`` do with a message: an item is returned, an error raised, the
+    end returned as ``_END``."""
+    kind, value = message
+    if kind == "item":
+        return value
+    if kind == "error":
+        raise value
+    return _END
 
 
 def _tag(exc: BaseException, provider: str | None) -> None:
@@ -312,7 +321,38 @@ def _tag(exc: BaseException, provider: str | None) -> None:
         exc.provider = provider
 
 
-class ResponseStream(Iterator[Any]):
+class _StreamCore:
+    """What the two stream shells share: the cancel token, the reply's text so far, errors named after
+    the provider, and ``on_last`` (what a provider adds to the last chunk, given the whole text) applied to
+    the chunk that says how the reply ended. A shell only reads the next chunk, sync or async."""
+
+    def __init__(self, cancel_token: CancelToken, provider: str | None,
+                 on_last: Callable[[Any, str], None] | None) -> None:
+        self._token = cancel_token
+        self._provider = provider
+        self._on_last = on_last
+        self._text: list[str] = []  # the reply so far (for what the last chunk carries)
+        # a stream dropped without being read to its end stops its generation
+        weakref.finalize(self, cancel_token.cancel)
+
+    def _seen(self, chunk: Any) -> Any:
+        self._text.append(getattr(chunk, "content", "") or "")
+        if self._on_last is not None and getattr(chunk, "finish_reason", None) is not None:
+            self._on_last(chunk, "".join(self._text))
+        return chunk
+
+    def _failed(self, exc: BaseException) -> None:
+        _tag(exc, self._provider)
+
+    def cancel(self) -> None:
+        self._token.cancel()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._token.cancelled
+
+
+class ResponseStream(_StreamCore, Iterator[Any]):
     """What ``generate(stream=True)`` returns: an iterator of the chunks as they come.
 
     ``cancel()`` asks the generation to stop at its next token; the iteration then ends normally with a
@@ -321,15 +361,10 @@ class ResponseStream(Iterator[Any]):
     this way). ``close()`` stops the generation and ends the iteration at once, discarding the rest.
     """
 
-    def __init__(self, chunks: Iterator[Any], cancel_token: CancelToken, *, provider: str | None = None,
+    def __init__(self, chunks: Iterable[Any], cancel_token: CancelToken, *, provider: str | None = None,
                  on_last: Callable[[Any, str], None] | None = None) -> None:
-        self._iter = chunks
-        self._token = cancel_token
-        self._provider = provider
-        self._on_last = on_last
-        self._text: list[str] = []  # the reply so far (for what the last chunk carries)
-        # a stream dropped without being read to its end stops its generation
-        weakref.finalize(self, cancel_token.cancel)
+        super().__init__(cancel_token, provider, on_last)
+        self._iter = iter(chunks)
 
     def __iter__(self) -> "ResponseStream":
         return self
@@ -340,19 +375,9 @@ class ResponseStream(Iterator[Any]):
         except StopIteration:
             raise
         except BaseException as exc:
-            _tag(exc, self._provider)
+            self._failed(exc)
             raise
-        self._text.append(getattr(chunk, "content", "") or "")
-        if self._on_last is not None and getattr(chunk, "finish_reason", None) is not None:
-            self._on_last(chunk, "".join(self._text))
-        return chunk
-
-    def cancel(self) -> None:
-        self._token.cancel()
-
-    @property
-    def cancelled(self) -> bool:
-        return self._token.cancelled
+        return self._seen(chunk)
 
     def close(self) -> None:
         self._token.cancel()
@@ -361,21 +386,17 @@ class ResponseStream(Iterator[Any]):
             close()
 
 
-class AsyncResponseStream(AsyncIterator[Any]):
+class AsyncResponseStream(_StreamCore, AsyncIterator[Any]):
     """What ``await generate_async(..., stream=True)`` returns: an async iterator of the chunks.
 
     ``cancel()`` (safe from any thread) ends it with a last ``"cancelled"`` chunk; ``aclose()`` stops it
     at once; cancelling the task that iterates it stops the generation too.
     """
 
-    def __init__(self, chunks: AsyncIterator[Any], cancel_token: CancelToken, *, provider: str | None = None,
+    def __init__(self, chunks: AsyncIterable[Any], cancel_token: CancelToken, *, provider: str | None = None,
                  on_last: Callable[[Any, str], None] | None = None) -> None:
-        self._aiter = chunks
-        self._token = cancel_token
-        self._provider = provider
-        self._on_last = on_last
-        self._text: list[str] = []
-        weakref.finalize(self, cancel_token.cancel)
+        super().__init__(cancel_token, provider, on_last)
+        self._aiter = chunks.__aiter__()
 
     def __aiter__(self) -> "AsyncResponseStream":
         return self
@@ -386,19 +407,9 @@ class AsyncResponseStream(AsyncIterator[Any]):
         except StopAsyncIteration:
             raise
         except BaseException as exc:
-            _tag(exc, self._provider)
+            self._failed(exc)
             raise
-        self._text.append(getattr(chunk, "content", "") or "")
-        if self._on_last is not None and getattr(chunk, "finish_reason", None) is not None:
-            self._on_last(chunk, "".join(self._text))
-        return chunk
-
-    def cancel(self) -> None:
-        self._token.cancel()
-
-    @property
-    def cancelled(self) -> bool:
-        return self._token.cancelled
+        return self._seen(chunk)
 
     async def aclose(self) -> None:
         self._token.cancel()

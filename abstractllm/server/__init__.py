@@ -1,18 +1,21 @@
 """The OpenAI-compatible HTTP server (``abstractllm serve``), in the ``server`` extra.
 
     from abstractllm.server import ServerConfig, run_server, start_server
-    run_server(ServerConfig(model="mlx-community/Qwen3-0.6B-4bit", port=8000))   # blocks, like the CLI
-    with start_server(ServerConfig(model="mlx-community/Qwen3-0.6B-4bit", port=0)) as server:
-        ...                                                                    # server.base_url
+    run_server(ServerConfig(model="Qwen/Qwen3-0.6B", port=8000))   # blocks, like the CLI
+    with start_server(ServerConfig(model="Qwen/Qwen3-0.6B", port=0)) as server:
+        ...                                                     # server.base_url
 
 Modules: ``config`` (``ServerConfig``), ``app`` (``create_app``: FastAPI app, auth, lifespan),
 ``routes`` (the endpoints), ``schemas`` (request checks, response shapes), ``fields`` (the field policy: documented
 fields the server cannot honour and unknown ones ignored, listed in ``x-abstractllm-ignored``; ``--strict-fields``),
-``generation`` (limits, reply lengths, system-message placement, streams), ``partial`` (tool calls cut by
+``prepare`` (``prepare_generation``: limits, reply lengths, media policy, system-message placement, seeds),
+``generation`` (the provider's streams, whole replies), ``sse`` (server-sent events, keep-alive comments),
+``partial`` (tool calls cut by
 ``max_tokens``), ``reasoning`` (reasoning models:
 ``reasoning_effort`` and Anthropic's ``thinking`` against the served model, thinking signatures),
 ``media_policy`` (local file rules, image URLs fetched with private addresses refused), ``stats`` (the
-server's counters), ``errors`` (OpenAI error shape, status mapping), ``run`` (uvicorn). Importing this package
+server's counters, and what it reads of the provider: ``runtime_info()``, ``get_stats()``), ``errors``
+(OpenAI error shape, status mapping), ``run`` (uvicorn). Importing this package
 does not import FastAPI; ``create_app`` and ``run_server`` do.
 """
 

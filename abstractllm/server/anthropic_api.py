@@ -1,6 +1,6 @@
 """The Anthropic Messages API: ``POST /v1/messages`` (whole, or streamed as Anthropic's events) and
 ``POST /v1/messages/count_tokens``. Bodies and shapes are in ``anthropic_schemas``; the limits and the
-media policy are chat completions' (``generation``); errors use Anthropic's shape (``errors``).
+media policy are every route's (``prepare``); errors use Anthropic's shape (``errors``).
 
 The event stream, as Anthropic sends it::
 
@@ -30,39 +30,37 @@ import asyncio
 import json
 from typing import Any, AsyncIterator
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
+from sse_starlette import ServerSentEvent
 
 from ..exceptions import AbstractLLMError
 from ..providers.base import aggregate_chunks
 from ..types import Response
 from .anthropic_schemas import message_body, new_message_id, parse_count_tokens, parse_messages, stop_of, usage_of
 from .errors import APIError, anthropic_error_body, api_error_from
-from .generation import (complete, open_stream, place_system_messages, prepared_messages, recover_cut_calls, rest_of,
-                         sse_response)
+from .generation import complete, open_stream, recover_cut_calls, sse_response
 from .observe import current_record, note_usage
+from .prepare import ready_messages
 from .reasoning import sign_thinking
-from .schemas import ParsedRequest, parse_json
-from .state import ServerState, read_body
+from .schemas import ParsedRequest
+from .sse import sse_event
+from .state import ServerState, json_body
 
 __all__ = ["router"]
 
 router = APIRouter()
+_Body = Depends(json_body)  # the request's JSON object, within --max-body-size
 
 
-def _sse(name: str, data: dict[str, Any]) -> str:
-    return f"event: {name}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
-
-
-async def _body(request: Request) -> dict[str, Any]:
-    state: ServerState = request.app.state.server
-    return parse_json(await read_body(request, state.config.max_body_bytes))
+def _sse(name: str, data: dict[str, Any]) -> ServerSentEvent:
+    return sse_event(data, name)
 
 
 @router.post("/v1/messages")
-async def messages(request: Request) -> Any:
+async def messages(request: Request, body: dict[str, Any] = _Body) -> Any:
     state: ServerState = request.app.state.server
-    req = parse_messages(await _body(request), state.config.strict_fields)
+    req = parse_messages(body, state.config.strict_fields)
     if req.stream:
         return await _stream(state, req, request)
     (resp,) = await complete(state, req, request)
@@ -70,19 +68,18 @@ async def messages(request: Request) -> Any:
 
 
 @router.post("/v1/messages/count_tokens")
-async def count_tokens(request: Request) -> Any:
+async def count_tokens(request: Request, raw: dict[str, Any] = _Body) -> Any:
     """``{"input_tokens": n}``: the prompt's length in the served model's tokens, through its chat template
     (the tools included), as a generation would see it (``count_tokens`` of the provider)."""
     state: ServerState = request.app.state.server
-    body = parse_count_tokens(await _body(request), state.config.strict_fields)
+    body = parse_count_tokens(raw, state.config.strict_fields)
     state.require_loaded()
     counter = getattr(state.llm, "count_tokens", None)
     if counter is None:
         raise APIError(400, f"The {getattr(state.llm, 'name', 'served')} provider cannot count tokens.",
                        code="unsupported_feature")
-    req = ParsedRequest(messages=body.chat_messages(), params=body.tool_params())
-    messages = await place_system_messages(state, await prepared_messages(state, req))
-    params = dict(req.params)
+    messages = await ready_messages(state, body.chat_messages())
+    params = dict(body.tool_params())
     try:
         n = await asyncio.to_thread(counter, messages=messages, tools=params.pop("tools", None), **params)
     except AbstractLLMError as exc:
@@ -100,7 +97,7 @@ class _Blocks:
         self.display = display  # of the reasoning: "shown", "omitted" (its text left out) or "hidden" (no block)
         self.thought: str | None = None  # the open thinking block's text
 
-    def start(self, block: dict[str, Any]) -> list[str]:
+    def start(self, block: dict[str, Any]) -> list[ServerSentEvent]:
         self.index += 1
         out = [_sse("content_block_start", {"type": "content_block_start", "index": self.index,
                                             "content_block": block})]
@@ -109,10 +106,10 @@ class _Blocks:
             out.append(_sse("ping", {"type": "ping"}))
         return out
 
-    def stop(self) -> list[str]:
+    def stop(self) -> list[ServerSentEvent]:
         return [_sse("content_block_stop", {"type": "content_block_stop", "index": self.index})]
 
-    def thinking(self, text: str) -> list[str]:
+    def thinking(self, text: str) -> list[ServerSentEvent]:
         if self.display == "hidden":
             return []
         out = self.close_text()
@@ -125,7 +122,7 @@ class _Blocks:
         return out + [_sse("content_block_delta", {"type": "content_block_delta", "index": self.index,
                                                    "delta": {"type": "thinking_delta", "thinking": text}})]
 
-    def close_thinking(self) -> list[str]:
+    def close_thinking(self) -> list[ServerSentEvent]:
         """The open thinking block's signature (of its whole text), then its end."""
         if self.thought is None:
             return []
@@ -134,20 +131,20 @@ class _Blocks:
         return [_sse("content_block_delta", {"type": "content_block_delta", "index": self.index,
                                              "delta": {"type": "signature_delta", "signature": signature}})] + self.stop()
 
-    def text(self, text: str) -> list[str]:
+    def text(self, text: str) -> list[ServerSentEvent]:
         out = self.close_thinking()
         out += [] if self.text_open else self.start({"type": "text", "text": ""})
         self.text_open = True
         return out + [_sse("content_block_delta", {"type": "content_block_delta", "index": self.index,
                                                    "delta": {"type": "text_delta", "text": text}})]
 
-    def close_text(self) -> list[str]:
+    def close_text(self) -> list[ServerSentEvent]:
         if not self.text_open:
             return []
         self.text_open = False
         return self.stop()
 
-    def tool_use(self, call: Any, partial: dict[str, str] | None = None) -> list[str]:
+    def tool_use(self, call: Any, partial: dict[str, str] | None = None) -> list[ServerSentEvent]:
         """A ``tool_use`` block: its input as one ``input_json_delta`` (a call cut by ``max_tokens``: the partial
         JSON generated, as Anthropic streams it)."""
         out = self.close_thinking() + self.close_text()
@@ -169,16 +166,16 @@ def _start_usage(first: Response | None) -> dict[str, int]:
 
 
 async def _stream(state: ServerState, req: ParsedRequest, request: Request) -> Any:
-    first, agen = await open_stream(state, req, request)
+    opened = await open_stream(state, req, request)
     msg_id, model = new_message_id(), state.model_id
 
-    async def events() -> AsyncIterator[str]:
+    async def events() -> AsyncIterator[ServerSentEvent]:
         blocks, chunks = _Blocks(req.reasoning_display), []
-        start = {"id": msg_id, "type": "message", "role": "assistant", "model": model, "content": [],
-                 "stop_reason": None, "stop_sequence": None, "usage": _start_usage(first)}
         try:
+            start = {"id": msg_id, "type": "message", "role": "assistant", "model": model, "content": [],
+                     "stop_reason": None, "stop_sequence": None, "usage": _start_usage(await opened.first())}
             yield _sse("message_start", {"type": "message_start", "message": start})
-            async for chunk in rest_of(first, agen):
+            async for chunk in opened.chunks():
                 chunks.append(chunk)
                 for piece in (blocks.thinking(chunk.reasoning) if chunk.reasoning else []):
                     yield piece
@@ -211,4 +208,4 @@ async def _stream(state: ServerState, req: ParsedRequest, request: Request) -> A
             record = current_record()
             yield _sse("error", anthropic_error_body(err.status, err.message, record.request_id if record else None))
 
-    return sse_response(events(), [agen])
+    return sse_response(state, events(), [opened])

@@ -14,7 +14,6 @@ import asyncio
 import hmac
 import json
 import logging
-import sys
 from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator
 
@@ -26,6 +25,7 @@ from .config import ServerConfig
 from .errors import APIError, ClientGone, anthropic_error_body, api_error_from, error_body, is_anthropic_path
 from .observe import REQUEST_ID_HEADER, ObserveMiddleware, request_id_of
 from .state import ServerState, uptime  # defined in state.py (the routers import it there); re-exported here
+from .stats import runtime_info
 
 __all__ = ["create_app", "ServerState", "uptime"]
 
@@ -33,40 +33,25 @@ log = logging.getLogger("abstractllm.server")
 _OPEN_PATHS = ("/health", "/")
 
 
-def _device_of(state: ServerState) -> None:
-    def _device() -> str:
-        import mlx.core as mx
-
-        return str(mx.default_device().type).replace("DeviceType.", "")
-
-    try:
-        state.device = state.llm.worker.call(_device)
-    except Exception:
-        state.device = None
-
-
-def _blas_of(state: ServerState) -> None:
-    """The BLAS MLX's float32 matmuls run on, if the provider used the MLX backend (it checked it)."""
-    backend = sys.modules.get("abstractllm.providers.mlx.backend")
-    try:
-        state.blas = str(backend.fast_blas_status()) if backend is not None else None
-    except Exception:
-        state.blas = None
+def _read_runtime(state: ServerState) -> None:
+    """The device and BLAS the model runs on (the provider's ``runtime_info()``), kept for ``/health`` and
+    ``/stats``."""
+    info = runtime_info(state.llm)
+    state.device, state.blas = info.get("device"), info.get("blas")
 
 
 def _load_sync(state: ServerState) -> None:
     try:
         state.llm.load()
-        _device_of(state)
     finally:  # also after a failed load: a BLAS that failed its check is one reason
-        _blas_of(state)
+        _read_runtime(state)
 
 
 async def _load(state: ServerState) -> None:
     try:
         await asyncio.to_thread(_load_sync, state)
         state.status = "ok"
-        log.info("model %s loaded", state.model_id)
+        log.info("model %s loaded (device: %s; BLAS: %s)", state.model_id, state.device, state.blas)
     except Exception as exc:  # reported by /stats (and /health without an API key) and as 503s
         state.status = "error"
         state.load_error = f"{type(exc).__name__}: {exc}"
@@ -123,7 +108,7 @@ def create_app(config: ServerConfig, llm: Any = None) -> FastAPI:
 
         llm = create_llm(config.provider, model=config.model, **config.llm_config)
     state = ServerState(config=config, llm=llm, owns_llm=owns, model_id=config.resolved_model_id())
-    if getattr(llm, "is_loaded", False):
+    if runtime_info(llm).get("loaded"):
         state.status = "ok"
 
     @asynccontextmanager
@@ -131,7 +116,7 @@ def create_app(config: ServerConfig, llm: Any = None) -> FastAPI:
         if state.status != "ok":
             state.load_task = asyncio.create_task(_load(state))
         else:  # a provider loaded by the caller: only the device is left to read
-            state.load_task = asyncio.create_task(asyncio.to_thread(_device_of, state))
+            state.load_task = asyncio.create_task(asyncio.to_thread(_read_runtime, state))
         await app.state.batch.start()  # the Batch API's worker (batch_api.py)
         try:
             yield

@@ -3,9 +3,10 @@
 ``POST /v1/files`` (multipart: ``purpose=batch`` and a JSONL ``file`` of ``/v1/chat/completions``
 requests), ``GET /v1/files[/{id}[/content]]``, ``DELETE /v1/files/{id}``, ``POST /v1/batches``,
 ``GET /v1/batches[/{id}]``, ``POST /v1/batches/{id}/cancel``. Each request line is checked as the live
-endpoint checks its body (``schemas.parse_chat``, the media policy, ``--max-tokens-limit`` (a larger
-``max_tokens`` is clamped to it), the parameters' ranges); its jobs run on the server's own provider at ``RequestPriority.LOW``, at most half
-the batch size at once, so live requests are admitted first and find room in the batch.
+endpoint checks its body (``schemas.parse_chat``, then ``prepare.prepare_generation``: the media policy,
+``--max-tokens-limit`` (a larger ``max_tokens`` is clamped to it), the parameters' ranges); its jobs run on the
+server's own provider at ``RequestPriority.LOW``, at most half the batch size at once, so live requests are
+admitted first and find room in the batch.
 
 The store is ``ServerConfig.jobs_db`` (``--jobs-db``), else the default one (``$ABSTRACTLLM_JOBS_DB`` or
 the user's data folder). It is opened, and its worker started, when the server starts if it was named or
@@ -24,12 +25,15 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from ..exceptions import AbstractLLMError
+from ..params import default_of
 from .errors import APIError
+from .state import raw_body
+from .stats import provider_config
 
 __all__ = ["router", "BatchService", "install_batch_api", "CreateBatchBody"]
 
@@ -50,7 +54,7 @@ class CreateBatchBody(BaseModel):
 
 
 class BatchService:
-    """The server's job store (opened lazily) and its batch worker."""
+    """The server's job store (opened lazily), and the tasks that run and finalize its batches."""
 
     def __init__(self, state: Any) -> None:
         self.state = state
@@ -112,7 +116,7 @@ class BatchService:
             await asyncio.sleep(0.1)
         if self.state.status != "ok":
             return
-        batch_size = int((getattr(self.state.llm, "config", None) or {}).get("max_batch_size") or 8)
+        batch_size = int(provider_config(self.state).get("max_batch_size") or default_of("max_batch_size"))
         try:
             await arun_worker(self._store, llm=self.state.llm, model=self.state.config.model,
                               concurrency=max(1, batch_size // 2), priority=RequestPriority.LOW,
@@ -136,45 +140,25 @@ class BatchService:
     async def _prepare(self, job: Any) -> dict[str, Any]:
         """A batch job's ``generate_async`` arguments: its image URLs fetched as the live endpoint does."""
         from ..exceptions import ImageProcessingError
-        from .media_policy import fetch_remote_media
+        from .prepare import fetch_media
 
-        llm_config = getattr(self.state.llm, "config", None) or {}
         try:
-            messages = await fetch_remote_media(
-                copy.deepcopy(job.messages), allow_private=self.state.config.allow_private_urls,
-                timeout=float(llm_config.get("image_fetch_timeout") or 10.0),
-                max_bytes=int(llm_config.get("max_image_bytes") or 50_000_000))
+            messages = await fetch_media(self.state, copy.deepcopy(job.messages))
         except APIError as exc:
             raise ImageProcessingError(exc.message) from None
         return {"messages": messages, **job.params}
 
     # ------------------------------------------------------------------ request lines
     def parse_body(self, body: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
-        """One request line's body, checked as ``POST /v1/chat/completions`` checks it."""
-        from ..jobs.config import _json_value
+        """One request line's body, checked as ``POST /v1/chat/completions`` checks it (``prepare_generation``)."""
+        from ..jobs.config import json_value
         from ..messages import normalize_messages
-        from ..params import PARAMS
-        from .media_policy import apply_media_policy
-        from .reasoning import apply_soft_thinking
+        from .prepare import prepare_generation
         from .schemas import parse_chat
 
-        from .generation import max_tokens_limit
-
-        req = parse_chat(body, self.state.config.strict_fields)
-        apply_soft_thinking(self.state.llm, req)  # reasoning_effort, where the served model takes it
-        if req.stream:
-            raise APIError(400, "'stream' is not supported in a batch.", param="stream")
-        limit, asked = max_tokens_limit(self.state), req.params.get("max_tokens")
-        if limit is not None and isinstance(asked, int) and not isinstance(asked, bool) and asked > limit:
-            req.params["max_tokens"] = limit  # clamped, as on the live endpoint
-        if limit is not None and asked is None:
-            default = (getattr(self.state.llm, "config", None) or {}).get("max_tokens") or PARAMS["max_tokens"].default
-            if isinstance(default, int) and default > limit:
-                req.params["max_tokens"] = limit
-        params = {k: _json_value(PARAMS[k].validate(k, v)) for k, v in req.params.items()}
-        messages = apply_media_policy(req.messages, self.state.config.allow_local_files)
-        normalize_messages(None, messages=messages)  # structure only: nothing is fetched or decoded
-        return messages, params
+        prepared = prepare_generation(self.state, parse_chat(body, self.state.config.strict_fields), batch=True)
+        normalize_messages(None, messages=prepared.messages)  # structure only: nothing is fetched or decoded
+        return prepared.messages, {k: json_value(v) for k, v in prepared.params.items()}
 
 
 def _service(request: Request) -> BatchService:
@@ -209,12 +193,8 @@ def _body(model: type[BaseModel], data: bytes) -> Any:
 
 # ---------------------------------------------------------------------------------------------- files
 @router.post("/v1/files")
-async def upload_file(request: Request) -> Any:
+async def upload_file(request: Request, body: bytes = Depends(raw_body)) -> Any:
     from starlette.requests import Request as StarletteRequest
-
-    from .state import read_body
-
-    body = await read_body(request, request.app.state.server.config.max_body_bytes)
 
     async def replay() -> dict[str, Any]:
         return {"type": "http.request", "body": body, "more_body": False}
@@ -275,12 +255,11 @@ async def file_delete(file_id: str, request: Request) -> Any:
 
 # -------------------------------------------------------------------------------------------- batches
 @router.post("/v1/batches")
-async def batch_create(request: Request) -> Any:
+async def batch_create(request: Request, raw: bytes = Depends(raw_body)) -> Any:
     from ..jobs.batches import create_batch
-    from .state import read_body
 
     service = _service(request)
-    body = _body(CreateBatchBody, await read_body(request, request.app.state.server.config.max_body_bytes))
+    body = _body(CreateBatchBody, raw)
     if body.endpoint not in ENDPOINTS:
         raise APIError(400, f"endpoint must be one of {', '.join(ENDPOINTS)}, got {body.endpoint!r}.", param="endpoint")
     if body.completion_window != "24h":

@@ -12,7 +12,7 @@ from ..params import SERVER_MAX_BODY_BYTES as DEFAULT_MAX_BODY_BYTES
 from ..params import SERVER_MAX_N as DEFAULT_MAX_N
 from ..params import SERVER_MAX_TOKENS_LIMIT as DEFAULT_MAX_TOKENS_LIMIT
 from ..params import (SERVER_LOG_FORMAT, SERVER_PORT, SERVER_RESPONSES_STORE_BYTES, SERVER_RESPONSES_STORE_SIZE,
-                      SERVER_STRICT_FIELDS)
+                      SERVER_SSE_PING_S, SERVER_STRICT_FIELDS)
 
 
 @dataclass
@@ -21,7 +21,7 @@ class ServerConfig:
 
     Attributes:
         model: the model folder or Hugging Face repo id to serve.
-        provider: the provider name for ``create_llm`` (``"mlx"``).
+        provider: the provider name for ``create_llm`` (the local MLX provider by default).
         llm_config: extra ``create_llm`` configuration (``quantize``, ``dtype``, ``max_tokens``...).
         host, port: where to listen (loopback by default).
         api_key: when set, every endpoint but ``/health`` needs ``Authorization: Bearer <api_key>``
@@ -49,6 +49,8 @@ class ServerConfig:
         responses_store_bytes: and the most bytes they may hold (their JSON size).
         jobs_db: the Batch API's job store, a SQLite file or a ``postgresql://`` URL (default: the
             default store of ``abstractllm.jobs``; see ``batch_api.py``).
+        sse_ping_s: seconds between the keep-alive comments of a server-sent event stream while it sends nothing
+            (a long prefill, a queue wait); see ``sse.py``.
     """
 
     model: str
@@ -69,12 +71,16 @@ class ServerConfig:
     responses_store_size: int = SERVER_RESPONSES_STORE_SIZE
     responses_store_bytes: int = SERVER_RESPONSES_STORE_BYTES
     strict_fields: bool = SERVER_STRICT_FIELDS
+    sse_ping_s: float = SERVER_SSE_PING_S
 
     def __post_init__(self) -> None:
         limit = self.max_tokens_limit
         if not (limit is None or limit == "context" or (isinstance(limit, int) and not isinstance(limit, bool)
                                                         and limit > 0)):
             raise ValueError(f"max_tokens_limit must be a positive integer, 'context' or None, got {limit!r}.")
+        ping = self.sse_ping_s
+        if isinstance(ping, bool) or not isinstance(ping, (int, float)) or not ping > 0:
+            raise ValueError(f"sse_ping_s must be a positive number of seconds, got {self.sse_ping_s!r}.")
         if self.log_format not in ("text", "json"):
             raise ValueError(f"log_format must be 'text' or 'json', got {self.log_format!r}.")
         if isinstance(self.responses_store_size, bool) or not isinstance(self.responses_store_size, int) \

@@ -1,4 +1,4 @@
-"""``abstractllm serve --distributed``: one server over a model sharded across the processes ``mlx.launch``
+"""``abstractllm serve --distributed``: one server over a model sharded across the processes MLX's launcher
 started (every rank runs the same command line).
 
 Rank 0 answers HTTP (the usual app: batching, streaming, ``/health``, ``/stats``); the other ranks load

@@ -25,6 +25,7 @@ from typing import Any, Iterator
 from urllib.parse import unquote, urlsplit
 
 from ..messages import IMAGE_PART_TYPES, VIDEO_PART_TYPES
+from ..params import default_of
 from .errors import APIError
 
 __all__ = ["MEDIA_PART_TYPES", "apply_media_policy", "check_media_reference", "fetch_remote_media",
@@ -134,8 +135,9 @@ def _fetch(url: str, video: bool, allow_private: bool, timeout: float, max_bytes
     return f"data:{ctype};base64," + base64.b64encode(src.data or b"").decode("ascii")
 
 
-async def fetch_remote_media(messages: list[Any], *, allow_private: bool, timeout: float = 10.0,
-                             max_bytes: int = 50_000_000) -> list[Any]:
+async def fetch_remote_media(messages: list[Any], *, allow_private: bool,
+                             timeout: float = default_of("image_fetch_timeout"),
+                             max_bytes: int = default_of("max_image_bytes")) -> list[Any]:
     """Fetch every ``http(s)://`` image/video of ``messages`` (in place; call it on the copy that
     ``apply_media_policy`` returned) and replace it with a ``data:`` URI. Videos may be 10x ``max_bytes``
     (as the vision provider allows). Raises a 400 ``APIError`` with a generic message on failure."""

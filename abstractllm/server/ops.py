@@ -4,19 +4,19 @@
 
     {"allocated_gb", "reserved_gb", "free_gb", "total_gb", "usage_percentage", ...}
 
-``allocated_gb`` is what MLX's allocator holds in live arrays (``mx.get_active_memory``: weights, KV caches,
-activations); ``reserved_gb`` adds the buffers it keeps cached for reuse (``mx.get_cache_memory``).
-``total_gb`` is the device's memory: on a GPU with its own memory, what MLX reports of it; on Apple's unified
-memory and on CPUs, the machine's RAM. ``free_gb`` is what is still available there (the system's available
-memory on unified memory and CPUs; total minus reserved on a discrete GPU), and ``usage_percentage`` is
-``(total - free) / total`` in percent. The counters are read without waiting for a busy batch. Also given:
-``peak_gb`` (MLX's peak), ``process_rss_gb``, ``device`` and ``memory_limit_gb`` (the provider's budget).
+The numbers are the provider's (``runtime_info()["device_memory"]``): ``allocated_gb`` is what its allocator
+holds in live arrays (MLX's active memory: weights, KV caches, activations); ``reserved_gb`` adds the buffers it
+keeps cached for reuse. ``total_gb`` is the device's memory: on a GPU with its own memory, what the backend
+reports of it; on Apple's unified memory and on CPUs, the machine's RAM. ``free_gb`` is what is still
+available there (the system's available memory on unified memory and CPUs; total minus reserved on a discrete
+GPU), and ``usage_percentage`` is ``(total - free) / total`` in percent. The counters are read without waiting
+for a busy batch. Also given: ``peak_gb`` (the allocator's peak), ``process_rss_gb``, ``device`` and
+``memory_limit_gb`` (the provider's budget).
 """
 
 from __future__ import annotations
 
 import asyncio
-import sys
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -24,7 +24,7 @@ from fastapi.responses import Response
 
 from .errors import APIError
 from .state import ServerState
-from .stats import memory_snapshot
+from .stats import provider_config, runtime_info
 
 __all__ = ["router", "vram_status"]
 
@@ -36,44 +36,20 @@ def _gb(value: float | int | None) -> float | None:
     return None if value is None else round(float(value) / _GB, 4)
 
 
-def _device_memory(device: str | None) -> tuple[int | None, int | None, bool]:
-    """(total bytes, available bytes, unified): the device's memory as MLX and the system report it."""
-    total = available = None
-    try:
-        import psutil
-
-        vm = psutil.virtual_memory()
-        total, available = int(vm.total), int(vm.available)
-    except Exception:
-        pass
-    mx = sys.modules.get("mlx.core")
-    if mx is None or device != "gpu":
-        return total, available, True
-    try:
-        metal = getattr(mx, "metal", None)
-        unified = bool(metal is not None and metal.is_available())
-        info = mx.device_info() if hasattr(mx, "device_info") else {}
-        size = info.get("memory_size") or info.get("total_memory")
-        if size:
-            return int(size), (available if unified else None), unified
-    except Exception:
-        pass
-    return total, available, True
-
-
 def vram_status(state: ServerState) -> dict[str, Any]:
-    """The ``/vram_status`` body (see the module docstring)."""
-    snap = memory_snapshot()
-    active, cache = snap.get("mlx_active") or 0, snap.get("mlx_cache") or 0
-    total, available, unified = _device_memory(state.device)
-    reserved = active + cache
+    """The ``/vram_status`` body (see the module docstring), from the provider's ``runtime_info()``."""
+    info = runtime_info(state.llm)
+    memory = info.get("device_memory") or {}
+    process = info.get("memory") or {}
+    total, available, unified = memory.get("total"), memory.get("available"), memory.get("unified", True)
+    reserved = memory.get("reserved") or 0
     free = available if unified else (None if total is None else max(total - reserved, 0))
     usage = round(100.0 * (total - free) / total, 2) if total and free is not None else None
-    limit = (getattr(state.llm, "config", None) or {}).get("memory_limit")
+    limit = provider_config(state).get("memory_limit")
     return {
-        "allocated_gb": _gb(active), "reserved_gb": _gb(reserved), "free_gb": _gb(free), "total_gb": _gb(total),
-        "usage_percentage": usage, "peak_gb": _gb(snap.get("mlx_peak")), "process_rss_gb": _gb(snap.get("process_rss")),
-        "device": state.device, "unified_memory": unified,
+        "allocated_gb": _gb(memory.get("allocated") or 0), "reserved_gb": _gb(reserved), "free_gb": _gb(free),
+        "total_gb": _gb(total), "usage_percentage": usage, "peak_gb": _gb(memory.get("peak")),
+        "process_rss_gb": _gb(process.get("process_rss")), "device": state.device, "unified_memory": unified,
         "memory_limit_gb": _gb(limit) if isinstance(limit, (int, float)) else None,
         "model_loaded": state.status == "ok",
     }

@@ -1,6 +1,6 @@
 """The OpenAI Responses API: ``POST /v1/responses`` (whole, or streamed as typed events), and ``GET`` /
 ``DELETE /v1/responses/{id}`` for the stored ones. Bodies are in ``responses_schemas``; the limits and the
-media policy are chat completions' (``generation``); replies are kept for ``previous_response_id`` in the
+media policy are every route's (``prepare``); replies are kept for ``previous_response_id`` in the
 bounded in-memory ``responses_store``.
 
 A reply's ``output`` holds, when the model thought, a ``reasoning`` item first (its text as one
@@ -32,18 +32,19 @@ import time
 import uuid
 from typing import Any, AsyncIterator
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
+from sse_starlette import ServerSentEvent
 
 from ..providers.base import aggregate_chunks
 from ..types import Response, ToolCall
 from .errors import APIError, api_error_from
-from .generation import complete, open_stream, recover_cut_calls, rest_of, sse_response
+from .generation import complete, open_stream, recover_cut_calls, sse_response
 from .observe import note_usage
 from .responses_schemas import Conversation, ResponsesRequest, parse_responses
 from .responses_store import StoredResponse
-from .schemas import parse_json
-from .state import ServerState, read_body
+from .sse import sse_event
+from .state import ServerState, json_body
 
 __all__ = ["router"]
 
@@ -147,15 +148,10 @@ def _status(resp: Response) -> str:
     return "incomplete" if resp.finish_reason == "length" else "completed"
 
 
-async def _body(request: Request) -> dict[str, Any]:
-    state: ServerState = request.app.state.server
-    return parse_json(await read_body(request, state.config.max_body_bytes))
-
-
 @router.post("/v1/responses")
-async def create_response(request: Request) -> Any:
+async def create_response(request: Request, raw: dict[str, Any] = Depends(json_body)) -> Any:
     state: ServerState = request.app.state.server
-    body = parse_responses(await _body(request), state.config.strict_fields)
+    body = parse_responses(raw, state.config.strict_fields)
     previous = None
     if body.previous_response_id is not None:
         stored = state.responses.get(body.previous_response_id)
@@ -197,22 +193,22 @@ class _Events:
     def __init__(self) -> None:
         self.seq = 0
 
-    def __call__(self, kind: str, **fields: Any) -> str:
+    def __call__(self, kind: str, **fields: Any) -> ServerSentEvent:
         data = {"type": kind, "sequence_number": self.seq, **fields}
         self.seq += 1
-        return f"event: {kind}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
+        return sse_event(data, kind)
 
 
 async def _stream(state: ServerState, req: Any, request: Request, reply: _Reply, convo: Conversation) -> Any:
-    first, agen = await open_stream(state, req, request)
+    opened = await open_stream(state, req, request)
     ev = _Events()
 
-    async def events() -> AsyncIterator[str]:
+    async def events() -> AsyncIterator[ServerSentEvent]:
         chunks: list[Response] = []
         text: dict[str, Any] | None = None  # the open message item: {"id", "index", "text"}
         thought: dict[str, Any] | None = None  # the open reasoning item: {"id", "index", "text"}
 
-        def close_thought(status: str) -> list[str]:
+        def close_thought(status: str) -> list[ServerSentEvent]:
             nonlocal thought
             if thought is None:
                 return []
@@ -225,7 +221,7 @@ async def _stream(state: ServerState, req: Any, request: Request, reply: _Reply,
                     ev("response.content_part.done", **where, content_index=0, part=part),
                     ev("response.output_item.done", output_index=where["output_index"], item=item)]
 
-        def think(delta: str) -> list[str]:
+        def think(delta: str) -> list[ServerSentEvent]:
             nonlocal thought
             out = close_text("completed")
             if thought is None:
@@ -239,7 +235,7 @@ async def _stream(state: ServerState, req: Any, request: Request, reply: _Reply,
             return out + [ev("response.reasoning_text.delta", item_id=thought["id"], output_index=thought["index"],
                              content_index=0, delta=delta)]
 
-        def close_text(status: str) -> list[str]:
+        def close_text(status: str) -> list[ServerSentEvent]:
             nonlocal text
             if text is None:
                 return []
@@ -255,7 +251,7 @@ async def _stream(state: ServerState, req: Any, request: Request, reply: _Reply,
         try:
             yield ev("response.created", response=reply.obj("in_progress"))
             yield ev("response.in_progress", response=reply.obj("in_progress"))
-            async for chunk in rest_of(first, agen):
+            async for chunk in opened.chunks():
                 chunks.append(chunk)
                 if chunk.reasoning:
                     for piece in think(chunk.reasoning):
@@ -311,11 +307,11 @@ async def _stream(state: ServerState, req: Any, request: Request, reply: _Reply,
             yield ev("response.failed", response=reply.obj("failed", error={"code": err.code or "server_error",
                                                                            "message": err.message}))
 
-    return sse_response(events(), [agen])
+    return sse_response(state, events(), [opened])
 
 
 def _function_call(reply: _Reply, call: ToolCall, ev: _Events, status: str = "completed",
-                   arguments: str | None = None) -> list[str]:
+                   arguments: str | None = None) -> list[ServerSentEvent]:
     """The events of one call: a ``function_call`` item (``function_call_arguments`` events) or a
     ``custom_tool_call`` item (``custom_tool_call_input`` events)."""
     index = len(reply.output)

@@ -7,33 +7,30 @@ import asyncio
 import time
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
 from .generation import complete, stream
-from .schemas import parse_chat, parse_completion, parse_json, parse_vlm_generate
+from .schemas import parse_chat, parse_completion, parse_vlm_generate
 from .shapes import chat_chunk, chat_response, completion_chunk, completion_response, new_id
-from .state import ServerState, read_body, uptime  # read_body: defined in state.py, re-exported here
+from .state import ServerState, json_body, read_body, uptime  # read_body: defined in state.py, re-exported here
 from .stats import distributed_info, memory_snapshot, prompt_cache, provider_stats
 
 __all__ = ["router", "read_body"]
 
 router = APIRouter()
+_Body = Depends(json_body)  # the request's JSON object, within --max-body-size
 
 
 def _state(request: Request) -> ServerState:
     return request.app.state.server
 
 
-async def _json(request: Request) -> dict[str, Any]:
-    return parse_json(await read_body(request, _state(request).config.max_body_bytes))
-
-
 # ---------------------------------------------------------------------------------------------- routes
 @router.post("/v1/chat/completions")
-async def chat_completions(request: Request) -> Any:
+async def chat_completions(request: Request, body: dict[str, Any] = _Body) -> Any:
     state = _state(request)
-    req = parse_chat(await _json(request), state.config.strict_fields)
+    req = parse_chat(body, state.config.strict_fields)
     if req.stream:
         return await stream(state, req, request, chat_chunk, chat=True)
     responses = await complete(state, req, request)
@@ -41,9 +38,9 @@ async def chat_completions(request: Request) -> Any:
 
 
 @router.post("/v1/completions")
-async def completions(request: Request) -> Any:
+async def completions(request: Request, body: dict[str, Any] = _Body) -> Any:
     state = _state(request)
-    req = parse_completion(await _json(request), state.config.strict_fields)
+    req = parse_completion(body, state.config.strict_fields)
     if req.stream:
         return await stream(state, req, request, completion_chunk, chat=False)
     responses = await complete(state, req, request)
@@ -51,11 +48,11 @@ async def completions(request: Request) -> Any:
 
 
 @router.post("/api/v1/generate")
-async def vlm_generate(request: Request) -> Any:
+async def vlm_generate(request: Request, body: dict[str, Any] = _Body) -> Any:
     """The VLM-server form: ``{messages, max_new_tokens, temperature, top_p}`` ->
     ``{response, usage: {input_tokens, output_tokens, total_tokens}, processing_time}``."""
     state = _state(request)
-    req = parse_vlm_generate(await _json(request), state.config.strict_fields)
+    req = parse_vlm_generate(body, state.config.strict_fields)
     t0 = time.perf_counter()
     (resp,) = await complete(state, req, request)
     u = resp.usage
@@ -122,7 +119,7 @@ async def stats(request: Request) -> Any:
     body = provider_stats(state)
     body.update(state.stats.as_dict())
     body.update({"model": state.model_id, "status": state.status, "prompt_cache": prompt_cache(state),
-                 "memory": memory_snapshot(), "blas": state.blas, "error": state.load_error})
+                 "memory": memory_snapshot(state.llm), "blas": state.blas, "error": state.load_error})
     body.update(distributed_info(state.llm))
     return body
 
@@ -132,4 +129,4 @@ async def clear_cache(request: Request) -> Any:
     state = _state(request)
     state.require_loaded()
     await asyncio.to_thread(state.llm.clear_cache)  # between two steps of a busy batch
-    return {"cleared": True, "prompt_cache": prompt_cache(state), "memory": memory_snapshot()}
+    return {"cleared": True, "prompt_cache": prompt_cache(state), "memory": memory_snapshot(state.llm)}

@@ -1,6 +1,7 @@
 """``ServerState``: what the server's routes share (the provider, its load status, the server's counters),
-and the helpers every API's routes use (``read_body``, ``uptime``). Its own module so that the routers
-import it from here and ``app.py`` (which imports the routers) is imported by none of them."""
+and the helpers every API's routes use (the body readers ``json_body`` / ``raw_body``, ``uptime``). Its own
+module so that the routers import it from here and ``app.py`` (which imports the routers) is imported by none
+of them."""
 
 from __future__ import annotations
 
@@ -12,9 +13,10 @@ from fastapi import Request
 
 from .config import ServerConfig
 from .errors import APIError
+from .schemas import parse_json
 from .stats import Stats
 
-__all__ = ["ServerState", "read_body", "uptime"]
+__all__ = ["ServerState", "json_body", "raw_body", "read_body", "uptime"]
 
 _DRAIN_LIMIT = 64 * 1024 * 1024  # bytes of an oversize body read (and dropped) so the client sees the 413
 
@@ -30,8 +32,8 @@ class ServerState:
     stats: Stats = field(default_factory=Stats)
     status: str = "loading"  # loading | ok | error
     load_error: str | None = None
-    device: str | None = None
-    blas: str | None = None  # str(fast_blas_status()) once an MLX model is loaded
+    device: str | None = None  # the provider's runtime_info(), read once the model is loaded
+    blas: str | None = None
     load_task: Any = None
     metrics: Any = None  # metrics.ServerMetrics (None without prometheus-client)
     responses: Any = None  # responses_store.ResponseStore: /v1/responses kept for previous_response_id
@@ -50,6 +52,19 @@ class ServerState:
 
 def uptime(state: ServerState) -> float:
     return round(time.time() - state.stats.started, 3)
+
+
+async def json_body(request: Request) -> dict[str, Any]:
+    """The request's body, a JSON object (400 otherwise), read within the server's ``--max-body-size`` (413
+    beyond it): the body of every JSON route, as a FastAPI dependency (``body = Depends(json_body)``)."""
+    return parse_json(await raw_body(request))
+
+
+async def raw_body(request: Request) -> bytes:
+    """The request's body as bytes, read within the server's ``--max-body-size`` (413 beyond it); a FastAPI
+    dependency, like ``json_body``."""
+    state: ServerState = request.app.state.server
+    return await read_body(request, state.config.max_body_bytes)
 
 
 async def read_body(request: Request, limit: int) -> bytes:

@@ -1,15 +1,15 @@
-"""The server's own counters (the provider's engine counts the generations: ``get_stats()``), and the
-memory snapshot of ``/stats``."""
+"""The server's own counters (the provider's engine counts the generations: ``get_stats()``), and what
+``/stats``, ``/health`` and ``/metrics`` read of the provider (its ``runtime_info()``, ``get_stats()``,
+``get_model_info()``)."""
 
 from __future__ import annotations
 
-import os
-import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Stats", "memory_snapshot", "provider_stats", "prompt_cache", "distributed_info"]
+__all__ = ["Stats", "runtime_info", "memory_snapshot", "provider_config", "provider_stats", "prompt_cache",
+           "distributed_info"]
 
 
 @dataclass
@@ -24,28 +24,30 @@ class Stats:
         return {"uptime_s": round(time.time() - self.started, 3), "http_errors": self.http_errors}
 
 
-def memory_snapshot() -> dict[str, int | None]:
-    """Process RSS and MLX active / peak / cache bytes, read without waiting for the worker thread.
-
-    MLX's allocator counters are process-wide; reading them does not touch any stream. MLX numbers are
-    ``None`` until a model has been loaded (mlx is not imported before that).
-    """
-    out: dict[str, int | None] = {"process_rss": None, "mlx_active": None, "mlx_peak": None, "mlx_cache": None}
+def runtime_info(llm: Any) -> dict[str, Any]:
+    """The provider's ``runtime_info()`` (device, BLAS, memory, load state, model); ``{}`` if it failed. An
+    object that is no abstractllm provider (a stand-in with ``generate_async``) says only ``is_loaded``."""
+    read = getattr(llm, "runtime_info", None)
+    if read is None:
+        return {"loaded": bool(getattr(llm, "is_loaded", False))}
     try:
-        import psutil
-
-        out["process_rss"] = int(psutil.Process(os.getpid()).memory_info().rss)
+        return dict(read())
     except Exception:
-        pass
-    mx = sys.modules.get("mlx.core")
-    if mx is not None:
-        try:
-            out["mlx_active"] = int(mx.get_active_memory())
-            out["mlx_peak"] = int(mx.get_peak_memory())
-            out["mlx_cache"] = int(mx.get_cache_memory())
-        except Exception:
-            pass
-    return out
+        return {}
+
+
+def memory_snapshot(llm: Any) -> dict[str, int | None]:
+    """Memory by name, in bytes (``process_rss`` and the provider's allocator counters: its ``runtime_info()``),
+    read without waiting for a generation; ``None`` where not known yet."""
+    return dict(runtime_info(llm).get("memory") or {})
+
+
+def provider_config(state: Any) -> dict[str, Any]:
+    """The provider's configuration in effect (``get_config()``; empty if it cannot say)."""
+    try:
+        return dict(state.llm.get_config())
+    except Exception:
+        return {}
 
 
 def provider_stats(state: Any) -> dict[str, Any]:

@@ -51,9 +51,9 @@ def _image_source(item: Any, params: dict[str, Any]) -> dict[str, Any]:
         value = value.get("url") if isinstance(value, dict) else value
     if isinstance(value, str) and value[:8].lower().startswith(("http://", "https://")):
         return {"type": "url", "url": value}
-    image = load_image(item, max_pixels=int(params.get("max_image_pixels") or 4_000_000),
-                       max_bytes=int(params.get("max_image_bytes") or 50_000_000),
-                       timeout=float(params.get("image_fetch_timeout") or 10.0))
+    # the limits were resolved once, in the request's params (their defaults from abstractllm.params); no URL is
+    # fetched here, so image_fetch_timeout (a local-only key) has nothing to bound
+    image = load_image(item, max_pixels=int(params["max_image_pixels"]), max_bytes=int(params["max_image_bytes"]))
     head, _, data = image_data_uri(image).partition(",")
     return {"type": "base64", "media_type": head[len("data:"):].split(";")[0], "data": data}
 

@@ -17,11 +17,10 @@ import time
 from typing import Any, ClassVar
 
 from ...enums import ModelCapability, ModelParameter
+from ...params import REMOTE, provider_keys
 from ...exceptions import AbstractLLMError
 from ...types import GenerationRequest, Response
-from ..base import aggregate_chunks
 from ..remote import RemoteProvider
-from ..worker import CancelToken
 from .convert import (convert_error, create_kwargs, finish_reason, keep_thinking, parse_arguments, response_from,
                       tool_call, usage_from)
 
@@ -35,14 +34,6 @@ _PROTOCOL_CAPS = frozenset({C.TEXT, C.STREAMING, C.ASYNC, C.SYSTEM_PROMPT, C.CHA
 _ASSUMED_CAPS = frozenset({C.VISION, C.MULTI_IMAGE, C.FUNCTION_CALLING, C.TOOL_USE})
 #: capabilities a server may publish that this provider can carry over the protocol
 _CARRIED_CAPS = frozenset({C.VISION, C.MULTI_IMAGE, C.FUNCTION_CALLING, C.TOOL_USE, C.JSON_MODE})
-#: local-model keys and parameters without a Messages API field: accepted as documented no-ops
-_IGNORED = frozenset(str(p) for p in (
-    P.REVISION, P.TRUST_REMOTE_CODE, P.QUANTIZE, P.LOAD_IN_4BIT, P.LOAD_IN_8BIT, P.DTYPE, P.DEVICE, P.DEVICE_MAP,
-    P.CACHE_DIR, P.MEMORY_LIMIT, P.PROMPT_CACHE_BYTES, P.MAX_KV_SIZE, P.PREFILL_STEP_SIZE, P.VIDEO_FPS,
-    P.VIDEO_MAX_FRAMES, P.REPETITION_CONTEXT_SIZE, P.MAX_INPUT_TOKENS, P.CONTEXT_WINDOW, P.TRUNCATION_STRATEGY,
-    P.CONTENT_FILTER, P.MODERATION, P.LOGGING_ENABLED, P.ORGANIZATION, P.IMAGE_DETAIL, P.PRIORITY,
-    P.MAX_BATCH_SIZE, P.MAX_QUEUE_SIZE, P.PREFILL_CHUNK_SIZE,
-))
 
 
 class _StreamState:
@@ -132,7 +123,8 @@ class AnthropicProvider(RemoteProvider):
     api.anthropic.com), ``timeout`` (seconds), ``max_retries``, ``proxy``, ``user`` (sent as
     ``metadata.user_id``), the generation parameters (``max_tokens``, ``temperature``, ``top_p``, ``top_k``,
     ``stop``, ``tools``, ``tool_choice``, ``response_format``), and the image bounds (``max_image_pixels``,
-    ``max_image_bytes``). Local-model keys (``quantize``, ``dtype``, ...) are accepted and ignored; sampling
+    ``max_image_bytes``). Local-model keys (``quantize``, ``dtype``, ``priority``, ...) are refused, AbstractLLM 1.x
+    ones (``device``, ``organization``, ...) accepted with one warning; sampling
     parameters the API has no field for (``frequency_penalty``, ``logit_bias``, ``min_p``, ``logprobs``,
     ``chat_template_kwargs``, ...) raise ``UnsupportedFeatureError`` when set, and ``seed`` is not declared
     (``SEED``).
@@ -147,8 +139,9 @@ class AnthropicProvider(RemoteProvider):
     """
 
     name: ClassVar[str] = "anthropic"
-    ignored_config = _IGNORED
-    accepted_config = frozenset(str(p) for p in ModelParameter) - _IGNORED
+    #: derived from abstractllm.params: the remote keys but those the Messages API has no field for
+    #: (organization, image_detail: 1.x keys, accepted with a warning; priority: refused)
+    accepted_config, ignored_config = provider_keys(REMOTE, without=(P.ORGANIZATION, P.IMAGE_DETAIL, P.PRIORITY))
     sdk_module = sdk_extra = "anthropic"
     client_class, async_client_class = "Anthropic", "AsyncAnthropic"
     api_key_env: ClassVar[str] = "ANTHROPIC_API_KEY"
@@ -183,51 +176,17 @@ class AnthropicProvider(RemoteProvider):
     def _create_kwargs(self, request: GenerationRequest) -> dict[str, Any]:
         return create_kwargs(request, self.config["model"])
 
-    def _failed(self, exc: BaseException) -> AbstractLLMError:
-        self._stats.failed += 1
-        return convert_error(exc, self.name)
-
     def _stream_state(self) -> "_StreamState":
         return _StreamState(self.config["model"])
 
-    def _open_stream_call(self, kw: dict[str, Any]) -> Any:
-        return self.client.messages.create(stream=True, **kw)
+    def _call(self, client: Any, kw: dict[str, Any], stream: bool) -> Any:
+        return client.messages.create(stream=True, **kw) if stream else client.messages.create(**kw)
 
-    async def _aopen_stream_call(self, kw: dict[str, Any]) -> Any:
-        return await (await self._aclient()).messages.create(stream=True, **kw)
+    def _reply(self, raw: Any, t0: float) -> Response:
+        return response_from(raw, time.perf_counter() - t0)
 
-    def _complete(self, request: GenerationRequest) -> Response:
-        t0 = time.perf_counter()
-        try:
-            message = self.client.messages.create(**self._create_kwargs(request))
-        except AbstractLLMError:
-            raise
-        except ValueError as exc:
-            if not _needs_streaming(exc):
-                raise self._failed(exc) from exc
-            return aggregate_chunks(self._stream(request, CancelToken()))
-        except Exception as exc:
-            raise self._failed(exc) from exc
-        response = response_from(message, time.perf_counter() - t0)
-        self._stats.record(response)
-        return response
-
-    async def _acomplete(self, request: GenerationRequest) -> Response:
-        t0 = time.perf_counter()
-        try:
-            kw = await self._acreate_kwargs(request)
-            message = await (await self._aclient()).messages.create(**kw)
-        except AbstractLLMError:
-            raise
-        except ValueError as exc:
-            if not _needs_streaming(exc):
-                raise self._failed(exc) from exc
-            return aggregate_chunks([chunk async for chunk in self._astream(request, CancelToken())])
-        except Exception as exc:
-            raise self._failed(exc) from exc
-        response = response_from(message, time.perf_counter() - t0)
-        self._stats.record(response)
-        return response
+    def _stream_instead(self, exc: Exception) -> bool:
+        return isinstance(exc, ValueError) and _needs_streaming(exc)
 
     def count_tokens(self, prompt: str | None = None, system_prompt: str | None = None, files: Any = None,
                      tools: Any = None, *, messages: Any = None, **params: Any) -> int:

@@ -16,7 +16,7 @@ import weakref
 from typing import Any
 
 from ...exceptions import InvalidRequestError, UnsupportedFeatureError
-from ...params import defaults
+from ...params import PROMPT_CACHE_MIN_DEFAULT_BYTES, defaults
 from .backend import import_backend
 from .distributed import join_world, load_sharded_adapter
 from .engine import convert_backend_error
@@ -63,6 +63,8 @@ class DistributedMLXProvider(MLXProvider):
         return self.world.size
 
     def _normalize_config(self, config: dict[str, Any]) -> dict[str, Any]:
+        # the default prompt_cache_bytes follows this machine's memory; the ranks' caches must evict alike
+        config.setdefault("prompt_cache_bytes", PROMPT_CACHE_MIN_DEFAULT_BYTES)
         config = super()._normalize_config(config)
         config.setdefault("distributed_timeout", defaults(["distributed_timeout"])["distributed_timeout"])
         old = getattr(self, "config", None)

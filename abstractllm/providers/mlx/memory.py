@@ -76,8 +76,13 @@ def check_load_memory(spec: ModelSpec, estimate: MemoryEstimate, memory_limit: i
         )
 
 
-def kv_bytes_per_token(config: dict[str, Any], itemsize: int) -> int:
-    """Bytes the KV cache grows by per token: 2 x layers x kv_heads x head_dim x itemsize (0: unknown)."""
+def kv_bytes_per_token(config: dict[str, Any], itemsize: int, kv_bits: int | None = None,
+                       kv_group_size: int | None = None) -> int:
+    """Bytes the KV cache grows by per token: 2 x layers x kv_heads x head_dim x itemsize (0: unknown).
+
+    With ``kv_bits`` (a quantized KV cache, ``kv_quant``): each head_dim vector takes head_dim x kv_bits / 8
+    bytes plus a scale and a bias (``itemsize`` each) per ``kv_group_size`` values. Every layer is counted as
+    quantized (sliding-window layers stay full precision but stop growing at their window)."""
     cfg = config.get("text_config") or config
     try:
         layers = int(cfg["num_hidden_layers"])
@@ -86,6 +91,11 @@ def kv_bytes_per_token(config: dict[str, Any], itemsize: int) -> int:
         head_dim = int(cfg.get("head_dim") or int(cfg["hidden_size"]) // heads)
     except (KeyError, TypeError, ValueError, ZeroDivisionError):
         return 0
+    if kv_bits:
+        if not kv_group_size:
+            raise ValueError("kv_bytes_per_token: kv_bits needs kv_group_size")
+        per_vector = head_dim * kv_bits // 8 + 2 * itemsize * (-(-head_dim // kv_group_size))
+        return 2 * layers * kv_heads * per_vector
     return 2 * layers * kv_heads * head_dim * itemsize
 
 

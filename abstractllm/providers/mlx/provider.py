@@ -16,10 +16,10 @@ from typing import Any, Callable
 
 from ...enums import ModelCapability, ModelParameter
 from ...exceptions import InvalidParameterError, UnsupportedFeatureError
-from ...params import defaults
+from ...params import LOCAL, RELOAD_KEYS, defaults, provider_keys  # RELOAD_KEYS: re-exported
 from ...types import Capabilities, GenerationRequest
 from ..base import BaseProvider
-from ..worker import AsyncResponseStream, CancelToken, ChunkStream, ResponseStream
+from ..worker import CancelToken, ChunkStream
 from .engine import Engine, EngineBase, convert_backend_error
 from .loading import clear_streams, load_adapter
 from .memory import available_bytes
@@ -45,20 +45,10 @@ _TEXT_CAPS = frozenset({
     ModelCapability.CHAT_HISTORY, ModelCapability.STOP_SEQUENCES, ModelCapability.SEED,
     ModelCapability.PROMPT_CACHE, ModelCapability.QUANTIZATION, ModelCapability.PARALLEL_INFERENCE,
 })
-#: keys a remote provider uses; accepted here as documented no-ops so that one config serves every provider
-_IGNORED = frozenset(str(p) for p in (
-    P.API_KEY, P.BASE_URL, P.ORGANIZATION, P.TIMEOUT, P.REQUEST_TIMEOUT, P.MAX_RETRIES, P.RETRY_COUNT, P.PROXY,
-    P.USER, P.IMAGE_DETAIL, P.DEVICE_MAP, P.TRUNCATION_STRATEGY, P.CONTENT_FILTER, P.MODERATION,
-    P.LOGGING_ENABLED,
-))
-#: keys whose change (update_config) makes the next call reload the model
-RELOAD_KEYS = frozenset(str(p) for p in (
-    P.MODEL, P.REVISION, P.TRUST_REMOTE_CODE, P.QUANTIZE, P.LOAD_IN_4BIT, P.LOAD_IN_8BIT, P.DTYPE, P.DEVICE,
-    P.CACHE_DIR, P.PROMPT_CACHE_BYTES,
-))
 #: config-only keys whose defaults are filled in at creation (what the engine and the adapters read)
 _CONFIG_DEFAULTS = ("dtype", "device", "prompt_cache_bytes", "prefill_step_size", "max_batch_size",
-                    "max_queue_size", "prefill_chunk_size")
+                    "max_queue_size", "prefill_chunk_size", "kv_group_size", "quantized_kv_start",
+                    "prompt_cache_disk_bytes")
 
 
 def _has_llguidance() -> bool:
@@ -91,8 +81,8 @@ class MLXProvider(BaseProvider):
     """
 
     name = "mlx"
-    ignored_config = _IGNORED
-    accepted_config = frozenset(str(p) for p in ModelParameter) - _IGNORED
+    #: derived from abstractllm.params: local keys accepted; remote-only 1.x keys accepted with a warning
+    accepted_config, ignored_config = provider_keys(LOCAL)
     #: True on the provider that shards the model over mlx.launch's processes (``distributed_provider.py``)
     distributed_capable = False
 
@@ -273,21 +263,13 @@ class MLXProvider(BaseProvider):
                     convert=convert_backend_error, reload_pending=lambda: self._reload)
             return self._engine
 
-    def _submit(self, request: GenerationRequest, loop: Any = None) -> ChunkStream:
-        token = CancelToken()
+    def _chunks(self, request: GenerationRequest, cancel: CancelToken, *, loop: Any = None,
+                whole: bool = False) -> ChunkStream:
+        """The primitive: ``request`` submitted to the engine at once (a full queue raises here, on the
+        caller's thread), its chunks carried back by a ``ChunkStream`` to a reader on ``loop`` (``None``: a
+        synchronous one). A whole reply is the same chunks, folded by the caller."""
         engine = self.engine
-        return ChunkStream(lambda emit: engine.submit(request, emit, token), token, loop=loop, eager=True)
-
-    def _open_stream(self, request: GenerationRequest) -> ResponseStream:
-        chunks = self._submit(request)
-        return ResponseStream(iter(chunks), chunks.cancel_token, provider=self.name, on_last=self._on_last(request))
-
-    def _aopen_stream(self, request: GenerationRequest) -> AsyncResponseStream:
-        import asyncio
-
-        chunks = self._submit(request, asyncio.get_running_loop())
-        return AsyncResponseStream(chunks.aiter(), chunks.cancel_token, provider=self.name,
-                                   on_last=self._on_last(request))
+        return ChunkStream(lambda emit: engine.submit(request, emit, cancel), cancel, loop=loop, eager=True)
 
     def get_stats(self) -> dict[str, Any]:
         adapter = self._adapter
@@ -402,3 +384,44 @@ class MLXProvider(BaseProvider):
             out.update(mlx_active=mx.get_active_memory(), mlx_peak=mx.get_peak_memory(),
                        mlx_cache=mx.get_cache_memory())
         return out
+
+    def runtime_info(self) -> dict[str, Any]:
+        """``BaseProvider.runtime_info`` with MLX's numbers, read on the caller's thread without waiting for a
+        generation (``mlx.core`` is never imported here): the device once the model is loaded, the OpenBLAS status
+        (``fast_blas_status``) once MLX is imported, MLX's allocator counters (``memory``: ``mlx_active``,
+        ``mlx_peak``, ``mlx_cache``, ``None`` before MLX is imported) and, on a GPU with its own memory, its size."""
+        import sys
+
+        info = super().runtime_info()
+        mx = sys.modules.get("mlx.core")
+        counters: dict[str, int | None] = {"mlx_active": None, "mlx_peak": None, "mlx_cache": None}
+        device = blas = None
+        if mx is not None:
+            from .backend import fast_blas_status
+
+            try:  # process-wide counters: safe to read from any thread
+                counters = {"mlx_active": int(mx.get_active_memory()), "mlx_peak": int(mx.get_peak_memory()),
+                            "mlx_cache": int(mx.get_cache_memory())}
+                if self.is_loaded:
+                    device = str(mx.default_device().type).replace("DeviceType.", "")
+                blas = str(fast_blas_status())
+            except Exception:
+                pass
+        info.update(loaded=self.is_loaded, device=device, blas=blas)
+        info["memory"].update(counters)
+        memory = info["device_memory"]
+        active, cache = counters["mlx_active"], counters["mlx_cache"]
+        memory.update(allocated=active, reserved=None if active is None else active + (cache or 0),
+                      peak=counters["mlx_peak"])
+        if device == "gpu":  # Metal shares the machine's RAM; a CUDA GPU has its own
+            try:
+                metal = getattr(mx, "metal", None)
+                unified = bool(metal is not None and metal.is_available())
+                size = mx.device_info() if hasattr(mx, "device_info") else {}
+                size = size.get("memory_size") or size.get("total_memory")
+                if size:
+                    memory.update(total=int(size), unified=unified,
+                                  available=memory["available"] if unified else None)
+            except Exception:
+                pass
+        return info

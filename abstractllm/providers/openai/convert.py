@@ -43,9 +43,9 @@ def _image_url(item: Any, params: dict[str, Any]) -> str:
         value = value.get("url") if isinstance(value, dict) else value
     if isinstance(value, str) and value[:8].lower().startswith(("http://", "https://")):
         return value
-    image = load_image(item, max_pixels=int(params.get("max_image_pixels") or 4_000_000),
-                       max_bytes=int(params.get("max_image_bytes") or 50_000_000),
-                       timeout=float(params.get("image_fetch_timeout") or 10.0))
+    # the limits were resolved once, in the request's params (their defaults from abstractllm.params); no URL is
+    # fetched here, so image_fetch_timeout (a local-only key) has nothing to bound
+    image = load_image(item, max_pixels=int(params["max_image_pixels"]), max_bytes=int(params["max_image_bytes"]))
     return image_data_uri(image)
 
 

@@ -17,6 +17,7 @@ import time
 from typing import Any, ClassVar
 
 from ...enums import ModelCapability, ModelParameter
+from ...params import REMOTE, provider_keys
 from ...types import GenerationRequest, Response
 from ..remote import RemoteProvider
 from .convert import (ToolCallDeltas, convert_error, logprobs_from, reasoning_from, request_kwargs, tool_calls_from,
@@ -33,13 +34,6 @@ _PROTOCOL_CAPS = frozenset({C.TEXT, C.STREAMING, C.ASYNC, C.SYSTEM_PROMPT, C.CHA
 _ASSUMED_CAPS = frozenset({C.VISION, C.MULTI_IMAGE, C.FUNCTION_CALLING, C.TOOL_USE, C.JSON_MODE})
 #: capabilities a server may publish that this provider can carry over the protocol
 _CARRIED_CAPS = frozenset({C.VISION, C.MULTI_IMAGE, C.FUNCTION_CALLING, C.TOOL_USE, C.JSON_MODE})
-#: local-model keys: accepted as documented no-ops, so that one config serves every provider
-_IGNORED = frozenset(str(p) for p in (
-    P.REVISION, P.TRUST_REMOTE_CODE, P.QUANTIZE, P.LOAD_IN_4BIT, P.LOAD_IN_8BIT, P.DTYPE, P.DEVICE, P.DEVICE_MAP,
-    P.CACHE_DIR, P.MEMORY_LIMIT, P.PROMPT_CACHE_BYTES, P.MAX_KV_SIZE, P.PREFILL_STEP_SIZE, P.VIDEO_FPS,
-    P.VIDEO_MAX_FRAMES, P.REPETITION_CONTEXT_SIZE, P.MAX_INPUT_TOKENS, P.CONTEXT_WINDOW, P.TRUNCATION_STRATEGY,
-    P.CONTENT_FILTER, P.MODERATION, P.LOGGING_ENABLED, P.DISTRIBUTED, P.DISTRIBUTED_TIMEOUT,
-))
 
 
 class _StreamState:
@@ -119,7 +113,8 @@ class OpenAIProvider(RemoteProvider):
     ``base_url``), ``base_url`` (else ``$OPENAI_BASE_URL``, else api.openai.com), ``organization``,
     ``timeout`` (seconds), ``max_retries``, ``proxy``, ``user``, the generation parameters, and the image
     bounds (``max_image_pixels``, ``max_image_bytes``, ``image_detail``). Local-model keys (``quantize``,
-    ``dtype``, ...) are accepted and ignored.
+    ``dtype``, ...) are refused (``InvalidParameterError``), except AbstractLLM 1.x ones (``device``,
+    ``load_in_4bit``, ...): accepted with one warning.
 
     Reasoning: a reply's ``reasoning_content`` (or ``reasoning``) field fills ``Response.reasoning`` (in a
     stream, each chunk's), ``completion_tokens_details.reasoning_tokens`` fills
@@ -131,8 +126,8 @@ class OpenAIProvider(RemoteProvider):
     """
 
     name: ClassVar[str] = "openai"
-    ignored_config = _IGNORED
-    accepted_config = frozenset(str(p) for p in ModelParameter) - _IGNORED
+    #: derived from abstractllm.params: the remote keys; local-only 1.x keys accepted with a warning, others refused
+    accepted_config, ignored_config = provider_keys(REMOTE)
     sdk_module = sdk_extra = "openai"
     client_class, async_client_class = "OpenAI", "AsyncOpenAI"
     api_key_env: ClassVar[str] = "OPENAI_API_KEY"
@@ -186,29 +181,13 @@ class OpenAIProvider(RemoteProvider):
     def _stream_state(self) -> "_StreamState":
         return _StreamState(self.config["model"])
 
-    def _open_stream_call(self, kw: dict[str, Any]) -> Any:
-        return self.client.chat.completions.create(stream=True, stream_options={"include_usage": True}, **kw)
+    def _call(self, client: Any, kw: dict[str, Any], stream: bool) -> Any:
+        if stream:
+            return client.chat.completions.create(stream=True, stream_options={"include_usage": True}, **kw)
+        return client.chat.completions.create(**kw)
 
-    async def _aopen_stream_call(self, kw: dict[str, Any]) -> Any:
-        client = await self._aclient()
-        return await client.chat.completions.create(stream=True, stream_options={"include_usage": True}, **kw)
-
-    def _complete(self, request: GenerationRequest) -> Response:
-        t0 = time.perf_counter()
-        with self.sdk_errors():
-            completion = self.client.chat.completions.create(**self._create_kwargs(request))
-        response = _response_from(completion, t0)
-        self._stats.record(response)
-        return response
-
-    async def _acomplete(self, request: GenerationRequest) -> Response:
-        t0 = time.perf_counter()
-        with self.sdk_errors():
-            kw = await self._acreate_kwargs(request)
-            completion = await (await self._aclient()).chat.completions.create(**kw)
-        response = _response_from(completion, t0)
-        self._stats.record(response)
-        return response
+    def _reply(self, raw: Any, t0: float) -> Response:
+        return _response_from(raw, t0)
 
 
 class OllamaProvider(OpenAIProvider):
