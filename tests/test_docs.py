@@ -39,6 +39,7 @@ HUB_STANDINS = {
     "mlx-community/Qwen3-1.7B-4bit": ("family", "qwen3", THINKING_REPLY),
     "mlx-community/gpt-oss-20b-MXFP4-Q8": ("family", "gpt_oss", HARMONY_REPLY),
     "mlx-community/Qwen3-0.6B-bf16": ("text", "tiny"),
+    "mlx-community/Qwen3-1.7B-bf16": ("text", "small"),  # a head size of 64: KV quantization (prefix-cache.md)
     "mlx-community/Llama-3.2-1B-Instruct-4bit": ("text", "llama-tiny"),
     "mlx-community/Qwen2-VL-2B-Instruct-4bit": ("vision", "tiny"),
     "mlx-community/Qwen2.5-VL-3B-Instruct-4bit": ("vision", "tiny"),

@@ -36,7 +36,8 @@ def model_from(args: argparse.Namespace) -> str:
 
 
 def llm_config_from(args: argparse.Namespace) -> dict[str, Any]:
-    """Load-time options (``--quantize``, ``--full-precision``, ``--memory-limit``) as ``create_llm`` config."""
+    """Load-time options (``--quantize``, ``--full-precision``, ``--memory-limit``, the prefix cache's and the KV
+    cache's) as ``create_llm`` config."""
     config: dict[str, Any] = {}
     quantize = getattr(args, "quantize", None)
     full = getattr(args, "full_precision", False)
@@ -48,6 +49,11 @@ def llm_config_from(args: argparse.Namespace) -> dict[str, Any]:
         config["dtype"] = "float32"
     if getattr(args, "memory_limit", None):
         config["memory_limit"] = args.memory_limit  # validated by the provider ("8GB", "512MiB", bytes)
+    for flag, key in (("prompt_cache_size", "prompt_cache_bytes"), ("prompt_cache_dir", "prompt_cache_dir"),
+                      ("prompt_cache_disk_size", "prompt_cache_disk_bytes"), ("kv_bits", "kv_bits"),
+                      ("kv_group_size", "kv_group_size"), ("quantized_kv_start", "quantized_kv_start")):
+        if getattr(args, flag, None) is not None:
+            config[key] = getattr(args, flag)  # validated by the provider (abstractllm.params)
     return config
 
 

@@ -59,6 +59,15 @@ def _add_load(p: argparse.ArgumentParser) -> None:
     p.add_argument("--full-precision", action="store_true", help="load the weights as float32")
     p.add_argument("--memory-limit", metavar="SIZE", help="memory budget, e.g. 8GB: loads and requests that would "
                    "exceed it are refused (default: the available memory)")
+    p.add_argument("--prompt-cache-size", metavar="SIZE", help="RAM for the prefix cache, e.g. 2GB (0: off; default: "
+                   "a share of the available memory)")
+    p.add_argument("--prompt-cache-dir", metavar="DIR", help="keep prefix-cache entries on disk in DIR too: they "
+                   "survive restarts (off by default; see `abstractllm cache`)")
+    p.add_argument("--prompt-cache-disk-size", metavar="SIZE", help="disk budget of --prompt-cache-dir, e.g. 20GB")
+    p.add_argument("--kv-bits", type=int, choices=(4, 8), help="quantize the KV cache to 4 or 8 bits")
+    p.add_argument("--kv-group-size", type=int, choices=(32, 64, 128), help="group size of the KV quantization")
+    p.add_argument("--quantized-kv-start", type=_non_negative_int, metavar="N",
+                   help="with --kv-bits: keep a request's KV in full precision until it holds N tokens")
 
 
 def _add_sampling(p: argparse.ArgumentParser, max_tokens: int | None = None) -> None:
@@ -115,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Chat with a model. Commands: /image PATH attaches an image to your next "
                        "message, /reset forgets the conversation, /help, /exit (or Ctrl-D).")
     _add_model(p)
-    _add_sampling(p, max_tokens=512)
+    _add_sampling(p, max_tokens=PARAMS["max_tokens"].default)
     _add_load(p)
     p.add_argument("--stats", action="store_true", help="after each reply, print token counts (cached ones "
                    "too) and speed to stderr")
@@ -193,6 +202,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .batch_args import add_batch_parser  # abstractllm batch ... (persistent jobs)
 
     add_batch_parser(sub, _lazy, _positive_int)
+    from .cache import add_cache_parser  # abstractllm cache ls|clear (the disk prompt cache)
+
+    add_cache_parser(sub, _lazy)
     return parser
 
 

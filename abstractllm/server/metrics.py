@@ -25,15 +25,22 @@ metric                                                  type       what
                                                                    (``served``, ``failed``, ``cancelled``)
 ``abstractllm_prompt_cache_hits_total``                 counter    prompt-cache lookups that found a prefix
 ``abstractllm_prompt_cache_hit_rate``                   gauge      hits / lookups
-``abstractllm_prompt_cache_bytes``                      gauge      bytes held by the prompt cache
-``abstractllm_memory_bytes``                            gauge      by ``kind``: ``process_rss``, ``mlx_active``,
-                                                                   ``mlx_peak``, ``mlx_cache``
+``abstractllm_prompt_cache_bytes``                      gauge      bytes held by the prompt cache (RAM)
+``abstractllm_prompt_cache_entries``                    gauge      entries (replies and snapshots) in RAM
+``abstractllm_prefill_tokens_total``                    counter    by ``source``: prompt tokens ``computed``
+                                                                   and ``reused`` from the prefix cache
+``abstractllm_prompt_cache_disk_operations_total``      counter    the disk tier's ``read`` / ``write`` (done),
+                                                                   ``dropped`` writes, ``corrupt`` files skipped
+``abstractllm_prompt_cache_disk_bytes_total``           counter    bytes ``read`` from / ``written`` to disk
+``abstractllm_memory_bytes``                            gauge      by ``kind``: ``process_rss`` and the
+                                                                   provider's allocator counters (its
+                                                                   ``runtime_info()["memory"]``, as ``/stats``)
 ``abstractllm_model_loaded``                            gauge      1 once the model is loaded
 ``abstractllm_uptime_seconds``                          gauge      seconds since the server started
 ======================================================  =========  ==========================================
 
-The provider's numbers (queue, batch, generations, cache) come from ``get_stats()`` and
-``get_model_info()`` at scrape time, as ``/stats`` shows them.
+The provider's numbers (queue, batch, generations, cache, memory) come from ``get_stats()``,
+``get_model_info()`` and ``runtime_info()`` at scrape time, as ``/stats`` shows them.
 """
 
 from __future__ import annotations
@@ -48,6 +55,31 @@ __all__ = ["ServerMetrics"]
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 _METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
 _TTFT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+def _prefix_cache_families(stats: dict[str, Any], cache: dict[str, Any]) -> Iterator[Any]:
+    """The prefix cache's entries, the prompt tokens computed and reused, and its disk tier's traffic."""
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+    entries = GaugeMetricFamily("abstractllm_prompt_cache_entries", "Entries in the prompt cache (RAM).")
+    entries.add_metric([], float(cache.get("entries") or 0))
+    yield entries
+    prefill = CounterMetricFamily("abstractllm_prefill_tokens", "Prompt tokens computed and reused from the "
+                                  "prefix cache.", labels=["source"])
+    prefill.add_metric(["computed"], float(stats.get("prefill_tokens_computed") or 0))
+    prefill.add_metric(["reused"], float(stats.get("prefill_tokens_reused") or 0))
+    yield prefill
+    disk = cache.get("disk") or {}
+    ops = CounterMetricFamily("abstractllm_prompt_cache_disk_operations", "The prompt cache's disk tier: reads and "
+                              "writes done, writes dropped, damaged files skipped.", labels=["op"])
+    for op, key in (("read", "reads"), ("write", "writes"), ("dropped", "dropped"), ("corrupt", "corrupt")):
+        ops.add_metric([op], float(disk.get(key) or 0))
+    yield ops
+    moved = CounterMetricFamily("abstractllm_prompt_cache_disk_bytes", "Bytes read from and written to the prompt "
+                                "cache's disk tier.", labels=["direction"])
+    moved.add_metric(["read"], float(disk.get("read_bytes") or 0))
+    moved.add_metric(["written"], float(disk.get("written_bytes") or 0))
+    yield moved
 
 
 class ServerMetrics:
@@ -134,9 +166,10 @@ class _ProviderCollector:
         yield hits
         yield gauge("abstractllm_prompt_cache_hit_rate", "Prompt-cache hits / lookups.", stats.get("cache_hit_rate"))
         yield gauge("abstractllm_prompt_cache_bytes", "Bytes held by the prompt cache.", (cache or {}).get("bytes"))
+        yield from _prefix_cache_families(stats, cache or {})
         memory = GaugeMetricFamily("abstractllm_memory_bytes", "Process RSS and MLX allocator memory.",
                                    labels=["kind"])
-        for kind, value in memory_snapshot().items():
+        for kind, value in memory_snapshot(state.llm).items():
             if value is not None:
                 memory.add_metric([kind], float(value))
         yield memory

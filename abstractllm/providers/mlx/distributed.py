@@ -246,6 +246,11 @@ class ShardedTextAdapter(TextAdapter):
         self.info["distributed"] = self.mode
         if self.mode == "pipeline":
             self._cache = None
+        elif self._cache is not None and self._cache.disk is not None:
+            # no disk tier across ranks: each rank's shard would need its own entries, and a rank missing one
+            # that another has would break the lock-step (every rank must reuse as many tokens)
+            self._cache.disk.close()
+            self._cache.disk = None
         # The KV cache of a shard: a 1/size share of the heads (tensor) or of the layers (pipeline). Rank 0
         # checks that a request's cache fits before admitting it; the others admit what rank 0 admitted
         # (their own check could only refuse it there and stop the group: the shards are alike).

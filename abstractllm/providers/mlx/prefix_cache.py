@@ -34,6 +34,7 @@ from typing import Any, Callable, Sequence
 
 __all__ = ["PrefixCache", "model_key", "message_bounds", "FORMAT_VERSION"]
 
+_DISK_TRIES = 4  # damaged disk entries skipped in one lookup before giving up on the disk tier for it
 FORMAT_VERSION = 1  # of the key and of the disk entries; bump when either changes meaning
 
 _WEIGHT_SUFFIXES = (".safetensors", ".json", ".model", ".tiktoken", ".jinja", ".txt", ".npz", ".gguf")
@@ -132,10 +133,11 @@ class PrefixCache:
         self.trim_to(n_sequences=0)
 
     # ------------------------------------------------------------------ lookup and store
-    def fetch(self, tokens: Sequence[int]) -> tuple[list[Any] | None, int]:
+    def fetch(self, tokens: Sequence[int], variant: str = "") -> tuple[list[Any] | None, int]:
         """The cache of the longest stored prefix of ``tokens`` (a private copy, trimmed where needed) and the
         number of tokens it covers; ``(None, 0)`` on a miss. Never all of ``tokens``: at least the last one
-        is left to compute."""
+        is left to compute. ``variant``: another KV layout of the same model (with ``kv_bits``, the
+        full-precision caches of requests below ``quantized_kv_start``); only ``""`` has a disk tier."""
         tokens = list(tokens)
         self.lookups += 1
         if len(tokens) < 2:
@@ -143,8 +145,8 @@ class PrefixCache:
         probe = tokens[:-1]
         cache, n = None, 0
         if self._ram is not None:
-            cache, n = self._fetch_ram(tokens)
-        if self.disk is not None:
+            cache, n = self._fetch_ram(tokens, self.key + variant)
+        if self.disk is not None and not variant:
             cache, n = self._fetch_disk(probe, cache, n)
         if cache is None or n <= 0:
             return None, 0
@@ -152,41 +154,50 @@ class PrefixCache:
         self.reused_tokens += n
         return cache, n
 
-    def _fetch_ram(self, tokens: list[int]) -> tuple[list[Any] | None, int]:
+    def _fetch_ram(self, tokens: list[int], key: str) -> tuple[list[Any] | None, int]:
         from mlx_lm.models.cache import can_trim_prompt_cache, trim_prompt_cache
 
-        found, rest = self._ram.fetch_nearest_cache(self.key, tokens)
+        found, rest = self._ram.fetch_nearest_cache(key, tokens)
         if found is not None and not rest:  # all of it: the last token is computed again, for its logits
             if can_trim_prompt_cache(found):
                 trim_prompt_cache(found, 1)
                 return found, len(tokens) - 1
-            found, rest = self._ram.fetch_nearest_cache(self.key, tokens[:-1])  # a shorter snapshot
+            found, rest = self._ram.fetch_nearest_cache(key, tokens[:-1])  # a shorter snapshot
             rest = [*rest, tokens[-1]]
         return (found, len(tokens) - len(rest)) if found is not None else (None, 0)
 
     def _fetch_disk(self, probe: list[int], cache: list[Any] | None, n: int) -> tuple[list[Any] | None, int]:
-        """A disk entry longer than the RAM hit, loaded (and kept in RAM), else the RAM hit."""
-        found = self.disk.lookup(probe)
-        if found is None or found[0] <= n:
-            return cache, n
-        loaded = self.disk.load(found[1])
-        if loaded is None:  # corrupt, foreign or gone: skipped (the store warned and deleted it)
-            return cache, n
-        if self._ram is not None:
-            self._ram.insert_cache(self.key, list(probe[:found[0]]), loaded, cache_type="system")
-            loaded = copy.deepcopy(loaded)
-        return loaded, int(found[0])
+        """The longest disk entry longer than the RAM hit, loaded (and kept in RAM), else the RAM hit. A damaged
+        entry is skipped (the store warned and deleted it) and the next longest is tried."""
+        for _ in range(_DISK_TRIES):
+            found = self.disk.lookup(probe)
+            if found is None or found[0] <= n:
+                break
+            loaded = self.disk.load(found[1])
+            if loaded is None:
+                continue
+            if self._ram is not None:
+                self._ram.insert_cache(self.key, list(probe[:found[0]]), loaded, cache_type="system")
+                loaded = copy.deepcopy(loaded)
+            return loaded, int(found[0])
+        return cache, n
 
-    def store(self, tokens: Sequence[int], cache: list[Any], cache_type: str = "assistant") -> None:
+    def store(self, tokens: Sequence[int], cache: list[Any], cache_type: str = "assistant",
+              variant: str = "") -> None:
         """Keep ``cache`` (which holds exactly ``tokens``) in RAM and, with a disk tier, on disk (written in
         the background). ``cache_type``: ``system`` / ``user`` snapshots outlive ``assistant`` entries."""
         tokens = list(tokens)
         if not tokens or not cache:
             return
-        if self.disk is not None:
+        if self.disk is not None and not variant:
             self.disk.save(tokens, cache, cache_type)
         if self._ram is not None:
-            self._ram.insert_cache(self.key, tokens, cache, cache_type=cache_type)
+            self._ram.insert_cache(self.key + variant, tokens, cache, cache_type=cache_type)
+
+    def close(self) -> None:
+        """Finish the pending disk writes (at unload)."""
+        if self.disk is not None:
+            self.disk.close()
 
     def stats(self) -> dict[str, Any]:
         """``entries``, ``bytes``, ``lookups``, ``hits``, ``reused_tokens``, ``prefill_tokens`` and, with a

@@ -75,6 +75,7 @@ class _Request:
     decoding: bool = False
     pending: set[int] = field(default_factory=set)  # snapshot bounds its prefill has not reached yet
     kinds: dict[int, str] = field(default_factory=dict)  # bound -> the snapshot's kind
+    variant: str = ""  # the prefix-cache variant of its KV layout (PrefixCache.fetch)
 
 
 @dataclass(eq=False)
@@ -87,6 +88,7 @@ class _Plan:
     max_tokens: int
     sampler: Any
     processors: list[Any]
+    quantized: bool = False  # its KV cache is quantized (kv_bits)
 
 
 class TextAdapter(ModelAdapter):
@@ -100,6 +102,7 @@ class TextAdapter(ModelAdapter):
         self.tokenizer = None
         self._cache = None  # mlx_lm LRUPromptCache
         self.kv_bytes_per_token = 0
+        self.kv_bits: int | None = None
         self._batch: Any = None  # mlx_lm BatchGenerator
         self._batch_kv: tuple[Any, ...] | None = None  # (max_kv_size, batch size, prefill step) it was made for
         self._by_uid: dict[int, _Request] = {}  # the batch's requests by their uid in the BatchGenerator
@@ -147,7 +150,9 @@ class TextAdapter(ModelAdapter):
         apply_guards(self)
         self.info["quantization"] = config.get("quantization")
         self._cache = self._prefix_cache()
-        self.kv_bytes_per_token = kv_bytes_per_token(self.spec.config, float_itemsize(model))
+        self.kv_bits = self._check_kv_bits(model)
+        self.kv_bytes_per_token = kv_bytes_per_token(self.spec.config, float_itemsize(model), self.kv_bits,
+                                                     self.config.get("kv_group_size"))
         self.tool_format = text_tool_format(tokenizer)
         self.reasoning_format = detect_reasoning(
             getattr(tokenizer, "chat_template", None), tokenizer.get_vocab(),
@@ -160,6 +165,28 @@ class TextAdapter(ModelAdapter):
         from mlx_lm.utils import get_total_parameters
 
         self.info["num_parameters"] = int(get_total_parameters(model))
+
+    def _check_kv_bits(self, model: Any) -> int | None:
+        """``kv_bits``: checked against the model (its head size, its attention) by one probe token."""
+        bits = self.config.get("kv_bits")
+        if not bits:
+            return None
+        from .kv_quant import check_kv_quantization, probe_kv_quantization
+
+        group = int(self.config["kv_group_size"])
+        check_kv_quantization(int(bits), group, int(self.config.get("quantized_kv_start") or 0))
+        probe_kv_quantization(model, int(bits), group)
+        self.info["kv_bits"] = int(bits)
+        return int(bits)
+
+    def _quantized(self, prompt_tokens: int, max_kv: int | None) -> bool:
+        """Whether a request's KV cache is quantized (``kv_quant.use_quantized_kv``; decided once, at
+        admission)."""
+        if not self.kv_bits or max_kv is not None:
+            return False
+        from .kv_quant import use_quantized_kv
+
+        return use_quantized_kv(prompt_tokens, self.kv_bits, int(self.config.get("quantized_kv_start") or 0))
 
     def _prefix_cache(self) -> PrefixCache | None:
         """The prefix cache (RAM within ``prompt_cache_bytes``; on disk too with ``prompt_cache_dir``), keyed
@@ -191,6 +218,8 @@ class TextAdapter(ModelAdapter):
 
     def unload(self) -> None:
         self.reset()
+        if self._cache is not None:
+            self._cache.close()  # pending disk writes finish
         self.model = self.tokenizer = self._cache = None
 
     def clear_cache(self) -> None:
@@ -229,12 +258,13 @@ class TextAdapter(ModelAdapter):
     def capacity(self) -> int:
         return int(self.config["max_batch_size"])  # the provider fills it in (its default: abstractllm.params)
 
-    def _ensure_batch(self, max_kv: int | None) -> bool:
-        """The BatchGenerator for ``max_kv`` (one cache kind per batch): made when needed; False when the
-        current batch has another and still runs requests (this one waits for it to drain)."""
+    def _ensure_batch(self, max_kv: int | None, quantized: bool = False) -> bool:
+        """The BatchGenerator for ``max_kv`` and a quantized or full-precision KV cache (one cache kind per
+        batch): made when needed; False when the current batch has another and still runs requests (this one
+        waits for it to drain)."""
         from mlx_lm.generate import BatchGenerator
 
-        shape = (max_kv, self.capacity, int(self.config["prefill_step_size"]))
+        shape = (max_kv, self.capacity, int(self.config["prefill_step_size"]), quantized)
         if self._batch is not None and self._batch_kv == shape:
             return True
         if self._by_uid:
@@ -273,7 +303,8 @@ class TextAdapter(ModelAdapter):
             raise InvalidParameterError("The prompt is empty after templating.", param="prompt")
         check_context_window(len(prompt_ids), params)
         max_kv = params.get("max_kv_size")
-        if not self._ensure_batch(max_kv):
+        quantized = self._quantized(len(prompt_ids), max_kv)
+        if not self._ensure_batch(max_kv, quantized):
             return None
         check_request_memory(len(prompt_ids), params["max_tokens"], max_kv, self.kv_bytes_per_token,
                              self.config.get("memory_limit"))
@@ -290,7 +321,8 @@ class TextAdapter(ModelAdapter):
         bounds = self._bounds(req.request.messages, tools_json, kwargs, prompt_ids) if use_cache else {}
         state = _Request(req, -1, prompt_ids, len(prompt_ids), 0, reply_detokenizer(self.tokenizer),
                          int(params.get("top_logprobs") or 0) if params.get("logprobs") else -1, in_batch=False)
-        return _Plan(state, bounds, use_cache, int(params["max_tokens"]), make_request_sampler(params), processors)
+        return _Plan(state, bounds, use_cache, int(params["max_tokens"]), make_request_sampler(params), processors,
+                     quantized)
 
     def _bounds(self, messages: list[Message], tools: list[Any] | None, kwargs: dict[str, Any],
                 prompt_ids: list[int]) -> dict[int, str]:
@@ -309,6 +341,11 @@ class TextAdapter(ModelAdapter):
         first = bounds[0] if bounds and messages and messages[0].role == "system" else None
         return {b: "system" if b == first else "user" for b in bounds}
 
+    def _variant(self, quantized: bool) -> str:
+        """The prefix-cache variant of a request's KV layout: with ``kv_bits``, the requests below
+        ``quantized_kv_start`` keep full-precision caches, apart from the quantized ones."""
+        return "full" if self.kv_bits and not quantized else ""
+
     def _leader_for(self, plan: "_Plan") -> "_Request | None":
         """An admitted request still prefilling a prefix this one shares up to one of its snapshot bounds:
         this one waits for that snapshot instead of computing the same tokens again."""
@@ -316,6 +353,8 @@ class TextAdapter(ModelAdapter):
             return None
         ids = plan.state.prompt_ids
         for st in self._by_uid.values():
+            if st.variant != self._variant(plan.quantized):
+                continue
             for b in st.pending:
                 if b < len(ids) and st.prompt_ids[:b] == ids[:b]:
                     return st
@@ -326,7 +365,12 @@ class TextAdapter(ModelAdapter):
         snapshot bounds."""
         st = plan.state
         prompt_ids = st.prompt_ids
-        cache, cached = self._cache.fetch(prompt_ids) if plan.use_cache else (None, 0)
+        variant = self._variant(plan.quantized)
+        cache, cached = self._cache.fetch(prompt_ids, variant) if plan.use_cache else (None, 0)
+        if cache is None and plan.quantized:
+            from .kv_quant import make_quantized_cache
+
+            cache = make_quantized_cache(self.model, self.kv_bits, int(self.config["kv_group_size"]))
         rest = prompt_ids[cached:]
         cuts = [b for b in sorted(plan.bounds) if cached < b < len(prompt_ids)]
         segments = [prompt_ids[a:b] for a, b in zip([cached, *cuts], [*cuts, len(prompt_ids)])]
@@ -341,6 +385,7 @@ class TextAdapter(ModelAdapter):
         st.uid, st.computed, st.cached, st.in_batch = uid, len(rest), cached, True
         st.pending = set(cuts)
         st.kinds = plan.bounds
+        st.variant = variant
         self._by_uid[uid] = self._states[st.req] = st
 
     def _insert_ready(self) -> None:
@@ -362,7 +407,7 @@ class TextAdapter(ModelAdapter):
         for uid, (cache, tokens) in self._batch.extract_cache(due).items():
             st = self._by_uid[uid]
             st.pending.discard(len(tokens))
-            self._cache.store(tokens, cache, st.kinds.get(len(tokens), "user"))
+            self._cache.store(tokens, cache, st.kinds.get(len(tokens), "user"), st.variant)
 
     def cached_tokens(self, req: "EngineRequest") -> int:
         st = self._states.get(req)
@@ -408,8 +453,9 @@ class TextAdapter(ModelAdapter):
         return out
 
     def _store(self, tokens: list[int] | None, cache: Any, req: "EngineRequest") -> None:
+        st = self._states.get(req)
         if self._cache is not None and tokens and cache is not None and req.params.get("max_kv_size") is None:
-            self._cache.store(tokens, cache, "assistant")
+            self._cache.store(tokens, cache, "assistant", st.variant if st is not None else "")
 
     def release(self, req: "EngineRequest", *, failed: bool = False) -> None:
         st = self._states.pop(req, None)

@@ -139,6 +139,7 @@ class VisionAdapter(ModelAdapter):
         if quantize_bits(self.config):
             self.info["quantize_on_load"] = "not applied to vision models (use a pre-quantized mlx-community model)"
         mx.eval(model.parameters())
+        self._check_kv_bits()
         self.model, self.processor = model, processor
         self.info["processor"] = type(processor).__name__
         tokenizer = getattr(processor, "tokenizer", processor)
@@ -320,6 +321,24 @@ class VisionAdapter(ModelAdapter):
         while self._states and (len(self._states) > _MAX_CACHE_ENTRIES or self.cache_stats["bytes"] > budget):
             self._states.popitem(last=False)
 
+    def _check_kv_bits(self) -> None:
+        """``kv_bits`` (mlx-vlm's own quantized cache): the settings, and a head size the group size divides."""
+        bits = self.config.get("kv_bits")
+        if not bits:
+            return
+        from .kv_quant import check_kv_quantization
+
+        group = int(self.config["kv_group_size"])
+        check_kv_quantization(int(bits), group, int(self.config.get("quantized_kv_start") or 0))
+        cfg = self.spec.config.get("text_config") or self.spec.config
+        heads = int(cfg.get("num_attention_heads") or 1)
+        head = int(cfg.get("head_dim") or int(cfg.get("hidden_size") or 0) // heads)
+        if head % group:
+            raise InvalidParameterError(f"kv_group_size={group} does not divide this model's attention head "
+                                        f"dimension ({head}); choose another of 32, 64, 128 that does",
+                                        param="kv_group_size", value=group)
+        self.info["kv_bits"] = int(bits)
+
     def steps(self, prepared: PreparedVisionRequest, params: dict[str, Any], cancel: CancelToken,
               processors: list[Any] | None = None) -> Iterator[Step]:
         import mlx.core as mx
@@ -345,6 +364,9 @@ class VisionAdapter(ModelAdapter):
             kwargs["prompt_cache"] = fresh
         if max_kv is not None:
             kwargs["max_kv_size"] = int(max_kv)
+        elif self.config.get("kv_bits"):  # mlx-vlm's own quantized cache (one request at a time)
+            kwargs.update(kv_bits=int(self.config["kv_bits"]), kv_group_size=int(self.config["kv_group_size"]),
+                          quantized_kv_start=int(self.config.get("quantized_kv_start") or 0))
         kwargs["prefill_step_size"] = int(self.config["prefill_step_size"])
         mx.reset_peak_memory()
         gen = stream_generate(
