@@ -71,16 +71,15 @@ def inline_text_file(item: Any, max_bytes: int) -> str:
     return f"===== {path.name} =====\n{text}"
 
 
-def _message(raw: Any, index: int) -> Message:
-    if isinstance(raw, Message):
-        if raw.role not in ROLES:
-            raise InvalidParameterError(
-                f"messages[{index}] has role {raw.role!r}; expected one of {', '.join(ROLES)}.", param="messages"
-            )
-        # a copy: files attached later must never change the caller's object
-        return Message(raw.role, text=raw.text, images=raw.images, videos=raw.videos, name=raw.name,
-                       metadata=raw.metadata, tool_calls=raw.tool_calls, tool_call_id=raw.tool_call_id,
-                       reasoning=raw.reasoning)
+def _check_role(role: Any, index: int) -> None:
+    if role not in ROLES:
+        raise InvalidParameterError(
+            f"messages[{index}] has role {role!r}; expected one of {', '.join(ROLES)}.", param="messages"
+        )
+
+
+def _as_dict(raw: Any, index: int) -> dict[str, Any]:
+    """A message given as a dict, or as another library's message object (with ``role`` and ``content``)."""
     if not isinstance(raw, dict) and hasattr(raw, "role") and hasattr(raw, "content"):
         role = raw.role  # another library's message object (AbstractLLM 1.x Session messages, ...)
         raw = {"role": str(getattr(role, "value", role)), "content": raw.content}
@@ -89,37 +88,34 @@ def _message(raw: Any, index: int) -> Message:
             f"messages[{index}] must be a dict like {{'role': 'user', 'content': '...'}}, got {type(raw).__name__}.",
             param="messages",
         )
-    role = raw.get("role")
-    if role not in ROLES:
-        raise InvalidParameterError(
-            f"messages[{index}] has role {role!r}; expected one of {', '.join(ROLES)}.", param="messages"
-        )
+    return raw
+
+
+def _reasoning(raw: dict[str, Any], index: int) -> str | None:
+    """An assistant message's thinking (a reasoning model's), as OpenAI-compatible servers name it."""
+    reasoning = next((raw[k] for k in ("reasoning_content", "reasoning", "thinking") if raw.get(k)), None)
+    if reasoning is not None and not isinstance(reasoning, str):
+        raise InvalidParameterError(f"messages[{index}].reasoning_content must be a string.", param="messages")
+    return reasoning
+
+
+def _tool_result(msg: Message, raw: dict[str, Any], index: int) -> Any:
+    """A tool message: the ``tool_call_id`` it answers set on ``msg``; returns its content (a structured result as
+    JSON, as the model reads it)."""
     content = raw.get("content")
-    msg = Message(role=role, tool_calls=_tool_calls(raw.get("tool_calls"), index) if role == "assistant" else None)
-    if role == "assistant":  # a reasoning model's thinking, as OpenAI-compatible servers name it
-        reasoning = next((raw[k] for k in ("reasoning_content", "reasoning", "thinking") if raw.get(k)), None)
-        if reasoning is not None and not isinstance(reasoning, str):
-            raise InvalidParameterError(f"messages[{index}].reasoning_content must be a string.", param="messages")
-        msg.reasoning = reasoning
-    if role == "tool":
-        call_id = raw.get("tool_call_id")
-        if not isinstance(call_id, str) or not call_id:
-            raise InvalidParameterError(f"messages[{index}] (tool) needs the 'tool_call_id' of the call it answers.",
-                                        param="messages")
-        msg.tool_call_id = call_id
-        if isinstance(content, (dict, list)) and not (isinstance(content, list) and all(
-                isinstance(p, dict) and p.get("type") in ("text", "input_text") for p in content)):
-            content = json.dumps(content)  # a structured tool result, as the model reads it
-    elif raw.get("tool_call_id") is not None:
-        raise InvalidParameterError(f"messages[{index}] ({role}): only tool messages carry a tool_call_id.",
+    call_id = raw.get("tool_call_id")
+    if not isinstance(call_id, str) or not call_id:
+        raise InvalidParameterError(f"messages[{index}] (tool) needs the 'tool_call_id' of the call it answers.",
                                     param="messages")
-    if content is None:
-        if role != "assistant":
-            raise InvalidParameterError(f"messages[{index}] ({role}) has no content.", param="messages")
-        return msg
-    if isinstance(content, str):
-        msg.text = content
-        return msg
+    msg.tool_call_id = call_id
+    if isinstance(content, (dict, list)) and not (isinstance(content, list) and all(
+            isinstance(p, dict) and p.get("type") in ("text", "input_text") for p in content)):
+        content = json.dumps(content)  # a structured tool result, as the model reads it
+    return content
+
+
+def _read_parts(msg: Message, content: Any, index: int) -> None:
+    """A message's content parts: text joined into ``msg.text``, images and videos appended to its media."""
     if not isinstance(content, (list, tuple)):
         raise InvalidParameterError(
             f"messages[{index}].content must be a string or a list of parts, got {type(content).__name__}.",
@@ -151,6 +147,35 @@ def _message(raw: Any, index: int) -> Message:
                 param="messages",
             )
     msg.text = "\n".join(texts)
+
+
+def _message(raw: Any, index: int) -> Message:
+    if isinstance(raw, Message):
+        _check_role(raw.role, index)
+        # a copy: files attached later must never change the caller's object
+        return Message(raw.role, text=raw.text, images=raw.images, videos=raw.videos, name=raw.name,
+                       metadata=raw.metadata, tool_calls=raw.tool_calls, tool_call_id=raw.tool_call_id,
+                       reasoning=raw.reasoning)
+    raw = _as_dict(raw, index)
+    role = raw.get("role")
+    _check_role(role, index)
+    content = raw.get("content")
+    msg = Message(role=role, tool_calls=_tool_calls(raw.get("tool_calls"), index) if role == "assistant" else None)
+    if role == "assistant":
+        msg.reasoning = _reasoning(raw, index)
+    if role == "tool":
+        content = _tool_result(msg, raw, index)
+    elif raw.get("tool_call_id") is not None:
+        raise InvalidParameterError(f"messages[{index}] ({role}): only tool messages carry a tool_call_id.",
+                                    param="messages")
+    if content is None:
+        if role != "assistant":
+            raise InvalidParameterError(f"messages[{index}] ({role}) has no content.", param="messages")
+        return msg
+    if isinstance(content, str):
+        msg.text = content
+        return msg
+    _read_parts(msg, content, index)
     return msg
 
 
@@ -225,19 +250,7 @@ def normalize_messages(
     if prompt is not None:
         out.append(Message(role="user", text=prompt))
     if files:
-        if not out or out[-1].role != "user":
-            out.append(Message(role="user", text=""))
-        last = out[-1]
-        for item in files:
-            if _is_text_file(item):
-                block = inline_text_file(item, max_text_file_bytes)
-                last.text = f"{last.text}\n\n{block}" if last.text else block
-            elif is_audio_input(item):
-                raise UnsupportedFeatureError(
-                    f"{_label(item)} is audio: no abstractllm provider takes audio input yet. Transcribe it first "
-                    "(e.g. with mlx-whisper) and pass the text.")
-            else:
-                (last.videos if is_video_input(item) else last.images).append(item)
+        _attach_files(out, files, max_text_file_bytes)
     if not any(m.role == "user" for m in out):
         raise InvalidParameterError(
             "Nothing to answer: give a prompt, files, or messages with at least one user message.", param="prompt"
@@ -256,6 +269,24 @@ def normalize_messages(
         else:
             out.insert(0, Message(role="system", text=system_prompt))
     return out
+
+
+def _attach_files(out: list[Message], files: Sequence[Any], max_text_file_bytes: int) -> None:
+    """``files`` attached to the last message, a user one (an empty one is added when the last is not): text files
+    inlined into its text, images and videos as its media; audio refused."""
+    if not out or out[-1].role != "user":
+        out.append(Message(role="user", text=""))
+    last = out[-1]
+    for item in files:
+        if _is_text_file(item):
+            block = inline_text_file(item, max_text_file_bytes)
+            last.text = f"{last.text}\n\n{block}" if last.text else block
+        elif is_audio_input(item):
+            raise UnsupportedFeatureError(
+                f"{_label(item)} is audio: no abstractllm provider takes audio input yet. Transcribe it first "
+                "(e.g. with mlx-whisper) and pass the text.")
+        else:
+            (last.videos if is_video_input(item) else last.images).append(item)
 
 
 def _label(item: Any) -> str:

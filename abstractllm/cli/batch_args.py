@@ -23,12 +23,8 @@ def _add_db(p: argparse.ArgumentParser) -> None:
                         "jobs.db in the user's data folder)")
 
 
-def add_batch_parser(sub: Any, lazy: Callable[[str], Any], positive_int: Callable[[str], int]) -> None:
-    """Add ``batch`` and its sub-commands to the ``abstractllm`` parser's sub-parsers ``sub``."""
-    batch = sub.add_parser("batch", help="persistent jobs: submit, run (resumable), status, results",
-                           description=_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
-    bsub = batch.add_subparsers(dest="batch_command", metavar="SUBCOMMAND")
-
+def _add_submit(bsub: Any, lazy: Callable[[str], Any], positive_int: Callable[[str], int]) -> None:
+    """``abstractllm batch submit``: jobs from a JSONL file or a folder of images."""
     p = bsub.add_parser("submit", help="queue jobs from a JSONL file or a folder of images",
                         description="Queue one job per line of INPUT.jsonl (a JSON object of job fields: prompt, "
                         "image_path(s), image_url(s), model, max_tokens, ...), or one job per image of FOLDER "
@@ -52,6 +48,9 @@ def add_batch_parser(sub: Any, lazy: Callable[[str], Any], positive_int: Callabl
     _add_db(p)
     p.set_defaults(func=lazy(".batch:cmd_submit"))
 
+
+def _add_run(bsub: Any, lazy: Callable[[str], Any], positive_int: Callable[[str], int]) -> None:
+    """``abstractllm batch run``: a worker."""
     p = bsub.add_parser("run", help="run queued jobs on a model (a worker), with a progress bar",
                         description="Run the jobs queued for no model or for MODEL, up to --concurrency at once "
                         "in one batch. Exits when no queued or running job is left (it waits for the leases of "
@@ -69,6 +68,9 @@ def add_batch_parser(sub: Any, lazy: Callable[[str], Any], positive_int: Callabl
     _add_db(p)
     p.set_defaults(func=lazy(".batch:cmd_run"))
 
+
+def _add_reports(bsub: Any, lazy: Callable[[str], Any], positive_int: Callable[[str], int]) -> None:
+    """``abstractllm batch status``, ``results``, ``retry``, ``cancel``."""
     p = bsub.add_parser("status", help="how many jobs are queued, running, completed, failed, cancelled")
     p.add_argument("--json", action="store_true", help="print JSON")
     _add_db(p)
@@ -92,4 +94,15 @@ def add_batch_parser(sub: Any, lazy: Callable[[str], Any], positive_int: Callabl
     p.add_argument("ids", nargs="+", type=positive_int, metavar="ID")
     _add_db(p)
     p.set_defaults(func=lazy(".batch:cmd_cancel"))
+
+
+def add_batch_parser(sub: Any, lazy: Callable[[str], Any], positive_int: Callable[[str], int]) -> None:
+    """Add ``batch`` and its sub-commands to the ``abstractllm`` parser's sub-parsers ``sub``."""
+    batch = sub.add_parser("batch", help="persistent jobs: submit, run (resumable), status, results",
+                           description=_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    bsub = batch.add_subparsers(dest="batch_command", metavar="SUBCOMMAND")
+
+    _add_submit(bsub, lazy, positive_int)
+    _add_run(bsub, lazy, positive_int)
+    _add_reports(bsub, lazy, positive_int)
     batch.set_defaults(func=lambda args: (batch.print_help(), 2)[1])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
-from typing import Callable
+from typing import Any, Callable
 
 from ..params import (PARAMS, SERVER_LOG_FORMAT, SERVER_MAX_BODY_BYTES, SERVER_MAX_N, SERVER_MAX_TOKENS_LIMIT,
                       SERVER_PORT, SERVER_RESPONSES_STORE_BYTES, SERVER_RESPONSES_STORE_SIZE)
@@ -97,16 +97,8 @@ def _tokens_limit(value: str) -> "int | str":
     return "context" if value == "context" else _positive_int(value)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The ``abstractllm`` parser with its sub-commands."""
-    from .. import __version__
-
-    parser = argparse.ArgumentParser(
-        prog="abstractllm", description="Run local MLX language and vision models from the terminal or over HTTP.",
-        epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--version", action="version", version=f"abstractllm {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-
+def _add_generate(sub: Any) -> None:
+    """``abstractllm generate PROMPT``: one reply, streamed."""
     p = sub.add_parser("generate", help="generate a reply to one prompt (streamed)",
                        description="Generate a reply to PROMPT ('-' reads it from stdin) and stream it.")
     p.add_argument("prompt", metavar="PROMPT")
@@ -120,6 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stats", action="store_true", help="print token counts and speed to stderr")
     p.set_defaults(func=_lazy(".commands:cmd_generate"))
 
+
+def _add_chat(sub: Any) -> None:
+    """``abstractllm chat``: an interactive chat with history."""
     p = sub.add_parser("chat", help="interactive chat with history (/image PATH, /reset, /exit)",
                        description="Chat with a model. Commands: /image PATH attaches an image to your next "
                        "message, /reset forgets the conversation, /help, /exit (or Ctrl-D).")
@@ -130,6 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "too) and speed to stderr")
     p.set_defaults(func=_lazy(".chat:cmd_chat"))
 
+
+def _add_serve(sub: Any) -> None:
+    """``abstractllm serve``: the OpenAI- and Anthropic-compatible HTTP server."""
     p = sub.add_parser("serve", help="serve an OpenAI- and Anthropic-compatible HTTP API",
                        description="Serve MODEL over the OpenAI (chat completions, responses) and Anthropic "
                        "(messages) APIs, with Prometheus /metrics (needs the 'server' extra).")
@@ -181,6 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_load(p)
     p.set_defaults(func=_lazy(".commands:cmd_serve"))
 
+
+def _add_models(sub: Any) -> None:
+    """``abstractllm models [FOLDER ...]``: the models found in the Hugging Face cache and in folders."""
     p = sub.add_parser("models", help="list MLX models in the Hugging Face cache and in folders",
                        description="List loadable models (text or vision, size, quantization) found in the "
                        "Hugging Face cache and in the given folders (each folder, and its sub-folders).")
@@ -189,6 +190,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=_lazy(".models:cmd_models"))
 
+
+def _add_demo(sub: Any) -> None:
+    """``abstractllm demo``: a tiny offline model, built once, streaming a generation."""
     p = sub.add_parser("demo", help="build a tiny offline model and stream a generation from it",
                        description="Build (once, cached) a tiny model with random weights and stream a "
                        "generation through create_llm('mlx'): the text is gibberish, but every step runs.")
@@ -199,6 +203,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.set_defaults(func=_lazy(".commands:cmd_demo"))
 
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``abstractllm`` parser with its sub-commands."""
+    from .. import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="abstractllm", description="Run local MLX language and vision models from the terminal or over HTTP.",
+        epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"abstractllm {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    _add_generate(sub)
+    _add_chat(sub)
+    _add_serve(sub)
+    _add_models(sub)
+    _add_demo(sub)
+
     from .batch_args import add_batch_parser  # abstractllm batch ... (persistent jobs)
 
     add_batch_parser(sub, _lazy, _positive_int)
@@ -206,5 +227,3 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_cache_parser(sub, _lazy)
     return parser
-
-

@@ -112,6 +112,36 @@ def _line_error(line: int, code: str, message: str, param: str | None = None) ->
     return {"code": code, "message": message, "param": param, "line": line}
 
 
+def _check_line(number: int, raw: str, endpoint: str, seen: set[str], model_key: str | None,
+                parse_body: Callable[[dict[str, Any]], tuple[list[Any], dict[str, Any]]]) -> JobSpec | dict[str, Any]:
+    """One line of a batch's input file: its job, or its error (``seen``: the custom ids of the lines before)."""
+    try:
+        line = json.loads(raw)
+    except ValueError as exc:
+        return _line_error(number, "invalid_json_line", f"Not valid JSON: {exc}")
+    if not isinstance(line, dict):
+        return _line_error(number, "invalid_json_line", "Each line must be a JSON object.")
+    cid, body = line.get("custom_id"), line.get("body")
+    if not isinstance(cid, str) or not cid:
+        return _line_error(number, "missing_required_parameter", "custom_id: a non-empty string is required.",
+                           "custom_id")
+    if cid in seen:
+        return _line_error(number, "duplicate_custom_id", f"custom_id {cid!r} is used twice.", "custom_id")
+    seen.add(cid)
+    if line.get("method", "POST") != "POST":
+        return _line_error(number, "invalid_method", "method must be 'POST'.", "method")
+    if line.get("url") != endpoint:
+        return _line_error(number, "invalid_url", f"url must be the batch's endpoint {endpoint!r}, got "
+                           f"{line.get('url')!r:.60}.", "url")
+    if not isinstance(body, dict):
+        return _line_error(number, "invalid_request", "body must be a JSON object.", "body")
+    try:
+        messages, params = parse_body(body)
+    except Exception as exc:
+        return _line_error(number, "invalid_request", str(getattr(exc, "message", exc)), getattr(exc, "param", None))
+    return JobSpec(prompt=None, messages=messages, params=params, model=model_key, custom_id=cid)
+
+
 def create_batch(store: Any, input_file_id: str, endpoint: str, completion_window: str,
                  metadata: dict[str, str] | None, *, model_key: str | None, model_id: str | None,
                  parse_body: Callable[[dict[str, Any]], tuple[list[Any], dict[str, Any]]]) -> dict[str, Any]:
@@ -128,38 +158,8 @@ def create_batch(store: Any, input_file_id: str, endpoint: str, completion_windo
     for number, raw in enumerate(bytes(source.content).decode("utf-8", "replace").splitlines(), 1):
         if not raw.strip() or errors and len(errors) >= 100:
             continue
-        try:
-            line = json.loads(raw)
-        except ValueError as exc:
-            errors.append(_line_error(number, "invalid_json_line", f"Not valid JSON: {exc}"))
-            continue
-        if not isinstance(line, dict):
-            errors.append(_line_error(number, "invalid_json_line", "Each line must be a JSON object."))
-            continue
-        cid, body = line.get("custom_id"), line.get("body")
-        if not isinstance(cid, str) or not cid:
-            errors.append(_line_error(number, "missing_required_parameter", "custom_id: a non-empty string is "
-                                      "required.", "custom_id"))
-            continue
-        if cid in seen:
-            errors.append(_line_error(number, "duplicate_custom_id", f"custom_id {cid!r} is used twice.", "custom_id"))
-            continue
-        seen.add(cid)
-        if line.get("method", "POST") != "POST":
-            errors.append(_line_error(number, "invalid_method", "method must be 'POST'.", "method"))
-        elif line.get("url") != endpoint:
-            errors.append(_line_error(number, "invalid_url", f"url must be the batch's endpoint {endpoint!r}, got "
-                                      f"{line.get('url')!r:.60}.", "url"))
-        elif not isinstance(body, dict):
-            errors.append(_line_error(number, "invalid_request", "body must be a JSON object.", "body"))
-        else:
-            try:
-                messages, params = parse_body(body)
-            except Exception as exc:
-                errors.append(_line_error(number, "invalid_request", str(getattr(exc, "message", exc)),
-                                          getattr(exc, "param", None)))
-                continue
-            specs.append(JobSpec(prompt=None, messages=messages, params=params, model=model_key, custom_id=cid))
+        checked = _check_line(number, raw, endpoint, seen, model_key, parse_body)
+        (specs if isinstance(checked, JobSpec) else errors).append(checked)
     if not specs and not errors:
         errors.append(_line_error(0, "empty_file", f"File {input_file_id} holds no request.", "input_file_id"))
     if len(specs) > MAX_REQUESTS:

@@ -219,31 +219,8 @@ def fetch_url(
     deadline = time.monotonic() + timeout
     try:
         with opener.open(request, timeout=timeout) as resp:
-            ctype = (resp.headers.get("Content-Type") or "").split(";")[0].strip().lower()
-            if (
-                ctype
-                and not ctype.startswith(accept)
-                and ctype not in ("application/octet-stream", "binary/octet-stream")
-            ):
-                raise ImageProcessingError(
-                    f"{label} answered with content type {ctype!r}, not {' or '.join(a + '*' for a in accept)}."
-                )
-            length = resp.headers.get("Content-Length")
-            if length and length.isdigit() and int(length) > max_bytes:
-                raise _limit_error(label, int(length), max_bytes)
-            chunks, total = [], 0
-            while True:
-                if time.monotonic() > deadline:
-                    raise ImageProcessingError(
-                        f"Fetching {label} took longer than {timeout:g} s (image_fetch_timeout)."
-                    )
-                chunk = resp.read(65536)
-                if not chunk:
-                    break
-                total += len(chunk)
-                if total > max_bytes:
-                    raise _limit_error(label, None, max_bytes)
-                chunks.append(chunk)
+            ctype = _checked_type(resp, label, accept, max_bytes)
+            data = _read_body(resp, label, max_bytes, timeout, deadline)
     except ImageProcessingError:
         raise
     except urllib.error.HTTPError as exc:
@@ -258,7 +235,45 @@ def fetch_url(
         raise ImageProcessingError(f"Fetching {label} failed: {exc.reason}.") from exc
     except (OSError, ValueError) as exc:
         raise ImageProcessingError(f"Fetching {label} failed: {type(exc).__name__}: {exc}") from exc
-    return MediaSource(label=label, data=_check_bytes(b"".join(chunks), label, max_bytes), content_type=ctype or None)
+    return MediaSource(label=label, data=_check_bytes(data, label, max_bytes), content_type=ctype or None)
+
+
+def _checked_type(resp: Any, label: str, accept: tuple[str, ...], max_bytes: int) -> str:
+    """The response's content type (lowercase, without parameters; "" if none), refused unless it starts with one
+    of ``accept`` or is a generic binary type; a ``Content-Length`` above ``max_bytes`` is refused too."""
+    ctype = (resp.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+    if (
+        ctype
+        and not ctype.startswith(accept)
+        and ctype not in ("application/octet-stream", "binary/octet-stream")
+    ):
+        raise ImageProcessingError(
+            f"{label} answered with content type {ctype!r}, not {' or '.join(a + '*' for a in accept)}."
+        )
+    length = resp.headers.get("Content-Length")
+    if length and length.isdigit() and int(length) > max_bytes:
+        raise _limit_error(label, int(length), max_bytes)
+    return ctype
+
+
+def _read_body(resp: Any, label: str, max_bytes: int, timeout: float, deadline: float) -> bytes:
+    """The response's body, read in chunks: at most ``max_bytes``, done by ``deadline`` (``time.monotonic()``)."""
+    import time
+
+    chunks, total = [], 0
+    while True:
+        if time.monotonic() > deadline:
+            raise ImageProcessingError(
+                f"Fetching {label} took longer than {timeout:g} s (image_fetch_timeout)."
+            )
+        chunk = resp.read(65536)
+        if not chunk:
+            break
+        total += len(chunk)
+        if total > max_bytes:
+            raise _limit_error(label, None, max_bytes)
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _from_string(text: str, max_bytes: int, timeout: float, accept: tuple[str, ...]) -> MediaSource:

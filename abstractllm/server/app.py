@@ -130,6 +130,14 @@ def create_app(config: ServerConfig, llm: Any = None) -> FastAPI:
     app = FastAPI(title="abstractllm", version=_version(), lifespan=lifespan, docs_url=None, redoc_url=None,
                   openapi_url=None)
     app.state.server = state
+    _install_error_handlers(app, state)
+    _install_routes(app, state)
+    return app
+
+
+def _install_error_handlers(app: FastAPI, state: ServerState) -> None:
+    """Every error answered in the shape of the API of its path (``_json_error``), counted in the stats (a
+    client gone before the reply: 499, not counted)."""
 
     @app.exception_handler(APIError)
     async def _api_error(request: Request, exc: APIError) -> JSONResponse:
@@ -153,6 +161,10 @@ def create_app(config: ServerConfig, llm: Any = None) -> FastAPI:
         state.stats.http_errors += 1
         return _json_error(err, request)
 
+
+def _install_routes(app: FastAPI, state: ServerState) -> None:
+    """The routers (chat and completions, Responses, Messages, operations, Batch), then the middleware: the API
+    key check, and outermost the observation (ids, timings, metrics, access log)."""
     from .anthropic_api import router as anthropic_router
     from .batch_api import install_batch_api  # the OpenAI Batch API over abstractllm.jobs
     from .ops import router as ops_router
@@ -160,6 +172,7 @@ def create_app(config: ServerConfig, llm: Any = None) -> FastAPI:
     from .responses_store import ResponseStore
     from .routes import router
 
+    config = state.config
     state.metrics = _metrics(state)
     state.responses = ResponseStore(config.responses_store_size, config.responses_store_bytes)
     app.include_router(router)
@@ -171,7 +184,6 @@ def create_app(config: ServerConfig, llm: Any = None) -> FastAPI:
         app.add_middleware(_AuthMiddleware, api_key=config.api_key)
     # the outermost: ids, timings, metrics, access log
     app.add_middleware(ObserveMiddleware, state=state, routes=app.router.routes)
-    return app
 
 
 def _metrics(state: ServerState) -> Any:

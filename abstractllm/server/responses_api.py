@@ -30,7 +30,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Iterator
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
@@ -199,101 +199,112 @@ class _Events:
         return sse_event(data, kind)
 
 
+class _OpenItems:
+    """The items of one stream that are still open (``thought``: a reasoning item, ``text``: a message item, each
+    ``{"id", "index", "text"}``) and the events that open, extend and close them, made in the order they are sent
+    (their ``sequence_number`` follows it)."""
+
+    def __init__(self, reply: _Reply, ev: _Events) -> None:
+        self.reply, self.ev = reply, ev
+        self.text: dict[str, Any] | None = None
+        self.thought: dict[str, Any] | None = None
+
+    def close_thought(self, status: str) -> list[ServerSentEvent]:
+        thought, ev = self.thought, self.ev
+        if thought is None:
+            return []
+        item = self.reply.reasoning(thought["text"], status, thought["id"])
+        part = item["content"][0]
+        where = {"item_id": thought["id"], "output_index": thought["index"]}
+        self.reply.output[thought["index"]] = item
+        self.thought = None
+        return [ev("response.reasoning_text.done", **where, content_index=0, text=part["text"]),
+                ev("response.content_part.done", **where, content_index=0, part=part),
+                ev("response.output_item.done", output_index=where["output_index"], item=item)]
+
+    def close_text(self, status: str) -> list[ServerSentEvent]:
+        text, ev = self.text, self.ev
+        if text is None:
+            return []
+        item = self.reply.message(text["text"], status, text["id"])
+        part = item["content"][0]
+        where = {"item_id": text["id"], "output_index": text["index"]}
+        self.reply.output[text["index"]] = item
+        self.text = None
+        return [ev("response.output_text.done", **where, content_index=0, text=part["text"], logprobs=[]),
+                ev("response.content_part.done", **where, content_index=0, part=part),
+                ev("response.output_item.done", output_index=where["output_index"], item=item)]
+
+    def think(self, delta: str) -> list[ServerSentEvent]:
+        """A reasoning delta (the message item, if one is open, is closed first)."""
+        ev, out = self.ev, self.close_text("completed")
+        if self.thought is None:
+            self.thought = {"id": _id("rs"), "index": len(self.reply.output), "text": ""}
+            item = {**self.reply.reasoning("", "in_progress", self.thought["id"]), "content": []}
+            self.reply.output.append(item)
+            out += [ev("response.output_item.added", output_index=self.thought["index"], item=item),
+                    ev("response.content_part.added", item_id=self.thought["id"], output_index=self.thought["index"],
+                       content_index=0, part={"type": "reasoning_text", "text": ""})]
+        self.thought["text"] += delta
+        return out + [ev("response.reasoning_text.delta", item_id=self.thought["id"],
+                         output_index=self.thought["index"], content_index=0, delta=delta)]
+
+    def open_text(self) -> Iterator[ServerSentEvent]:
+        """A message item (empty, in progress) added to the output."""
+        text = self.text = {"id": _id("msg"), "index": len(self.reply.output), "text": ""}
+        item = self.reply.message("", "in_progress", text["id"])
+        item["content"] = []
+        self.reply.output.append(item)
+        yield self.ev("response.output_item.added", output_index=text["index"], item=item)
+        yield self.ev("response.content_part.added", item_id=text["id"], output_index=text["index"],
+                      content_index=0, part={"type": "output_text", "text": "", "annotations": [], "logprobs": []})
+
+    def chunk(self, chunk: Response) -> Iterator[ServerSentEvent]:
+        """The events of one chunk: its reasoning, its text, its tool calls."""
+        if chunk.reasoning:
+            yield from self.think(chunk.reasoning)
+        if chunk.content:
+            yield from self.close_thought("completed")
+            if self.text is None:
+                yield from self.open_text()
+            text: dict[str, Any] = self.text  # type: ignore[assignment]  # open by now
+            text["text"] += chunk.content
+            yield self.ev("response.output_text.delta", item_id=text["id"], output_index=text["index"],
+                          content_index=0, delta=chunk.content, logprobs=[])
+        for call in chunk.tool_calls or []:
+            yield from self.close_thought("completed") + self.close_text("completed")
+            yield from _function_call(self.reply, call, self.ev)
+
+    def finish(self, params: dict[str, Any], whole: Response) -> Iterator[ServerSentEvent]:
+        """The last items: calls cut by ``max_output_tokens`` (with their partial arguments), then the open items
+        closed (an empty reply still has its empty message)."""
+        if recover_cut_calls(params, whole):
+            yield from self.close_thought("completed") + self.close_text("completed")
+            partial = whole.metadata.get("partial_arguments") or {}
+            for call in whole.tool_calls or []:
+                yield from _function_call(self.reply, call, self.ev, "incomplete", partial.get(call.id))
+        yield from self.close_thought(_status(whole))  # the reply ended in its reasoning
+        if self.text is None and not self.reply.output:
+            yield from self.open_text()
+        yield from self.close_text(_status(whole))
+
+
 async def _stream(state: ServerState, req: Any, request: Request, reply: _Reply, convo: Conversation) -> Any:
     opened = await open_stream(state, req, request)
     ev = _Events()
 
     async def events() -> AsyncIterator[ServerSentEvent]:
         chunks: list[Response] = []
-        text: dict[str, Any] | None = None  # the open message item: {"id", "index", "text"}
-        thought: dict[str, Any] | None = None  # the open reasoning item: {"id", "index", "text"}
-
-        def close_thought(status: str) -> list[ServerSentEvent]:
-            nonlocal thought
-            if thought is None:
-                return []
-            item = reply.reasoning(thought["text"], status, thought["id"])
-            part = item["content"][0]
-            where = {"item_id": thought["id"], "output_index": thought["index"]}
-            reply.output[thought["index"]] = item
-            thought = None
-            return [ev("response.reasoning_text.done", **where, content_index=0, text=part["text"]),
-                    ev("response.content_part.done", **where, content_index=0, part=part),
-                    ev("response.output_item.done", output_index=where["output_index"], item=item)]
-
-        def think(delta: str) -> list[ServerSentEvent]:
-            nonlocal thought
-            out = close_text("completed")
-            if thought is None:
-                thought = {"id": _id("rs"), "index": len(reply.output), "text": ""}
-                item = {**reply.reasoning("", "in_progress", thought["id"]), "content": []}
-                reply.output.append(item)
-                out += [ev("response.output_item.added", output_index=thought["index"], item=item),
-                        ev("response.content_part.added", item_id=thought["id"], output_index=thought["index"],
-                           content_index=0, part={"type": "reasoning_text", "text": ""})]
-            thought["text"] += delta
-            return out + [ev("response.reasoning_text.delta", item_id=thought["id"], output_index=thought["index"],
-                             content_index=0, delta=delta)]
-
-        def close_text(status: str) -> list[ServerSentEvent]:
-            nonlocal text
-            if text is None:
-                return []
-            item = reply.message(text["text"], status, text["id"])
-            part = item["content"][0]
-            where = {"item_id": text["id"], "output_index": text["index"]}
-            reply.output[text["index"]] = item
-            text = None
-            return [ev("response.output_text.done", **where, content_index=0, text=part["text"], logprobs=[]),
-                    ev("response.content_part.done", **where, content_index=0, part=part),
-                    ev("response.output_item.done", output_index=where["output_index"], item=item)]
-
+        items = _OpenItems(reply, ev)
         try:
             yield ev("response.created", response=reply.obj("in_progress"))
             yield ev("response.in_progress", response=reply.obj("in_progress"))
             async for chunk in opened.chunks():
                 chunks.append(chunk)
-                if chunk.reasoning:
-                    for piece in think(chunk.reasoning):
-                        yield piece
-                if chunk.content:
-                    for piece in close_thought("completed"):
-                        yield piece
-                    if text is None:
-                        text = {"id": _id("msg"), "index": len(reply.output), "text": ""}
-                        item = reply.message("", "in_progress", text["id"])
-                        item["content"] = []
-                        reply.output.append(item)
-                        yield ev("response.output_item.added", output_index=text["index"], item=item)
-                        yield ev("response.content_part.added", item_id=text["id"], output_index=text["index"],
-                                 content_index=0, part={"type": "output_text", "text": "", "annotations": [],
-                                                        "logprobs": []})
-                    text["text"] += chunk.content
-                    yield ev("response.output_text.delta", item_id=text["id"], output_index=text["index"],
-                             content_index=0, delta=chunk.content, logprobs=[])
-                for call in chunk.tool_calls or []:
-                    for piece in close_thought("completed") + close_text("completed"):
-                        yield piece
-                    for piece in _function_call(reply, call, ev):
-                        yield piece
-            whole = aggregate_chunks(chunks)
-            if recover_cut_calls(req.params, whole):  # a call cut by max_output_tokens: its partial arguments
-                for piece in close_thought("completed") + close_text("completed"):
+                for piece in items.chunk(chunk):
                     yield piece
-                partial = whole.metadata.get("partial_arguments") or {}
-                for call in whole.tool_calls or []:
-                    for piece in _function_call(reply, call, ev, "incomplete", partial.get(call.id)):
-                        yield piece
-            for piece in close_thought(_status(whole)):  # the reply ended in its reasoning
-                yield piece
-            if text is None and not reply.output:  # an empty reply still has its (empty) message
-                text = {"id": _id("msg"), "index": 0, "text": ""}
-                item = reply.message("", "in_progress", text["id"])
-                reply.output.append(item)
-                yield ev("response.output_item.added", output_index=0, item={**item, "content": []})
-                yield ev("response.content_part.added", item_id=text["id"], output_index=0, content_index=0,
-                         part={"type": "output_text", "text": "", "annotations": [], "logprobs": []})
-            for piece in close_text(_status(whole)):
+            whole = aggregate_chunks(chunks)
+            for piece in items.finish(req.params, whole):
                 yield piece
             note_usage(whole)
             status = _status(whole)

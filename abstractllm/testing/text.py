@@ -61,6 +61,29 @@ def _random_model(config: dict[str, Any], seed: int, init_scale: float) -> Any:
     return model
 
 
+def _write_tokenizer_of(path: Path, config: dict[str, Any], seed: int, chat_template: str | None | bool,
+                        separate_file: bool) -> None:
+    """The tokenizer of a text model (ChatML, or Llama 3's tokens and template for ``llama``), its chat template
+    (in ``chat_template.jinja`` when ``separate_file``), and its special token ids set in ``config``."""
+    llama = config["model_type"] == "llama"  # the Llama 3.1 chat format (tools as plain JSON)
+    default_template = LLAMA3_TEMPLATE if llama else CHATML_TEMPLATE
+    template = default_template if chat_template is True else (chat_template or None)
+    tokens = dict(special_tokens=LLAMA3_SPECIAL_TOKENS, eos_token="<|eot_id|>", pad_token="<|end_of_text|>",
+                  bos_token="<|begin_of_text|>") if llama else {}
+    ids = write_tokenizer(
+        path, config["vocab_size"], seed=seed,
+        chat_template=None if separate_file else template, **tokens,
+    )
+    if separate_file and template:
+        (path / "chat_template.jinja").write_text(template, encoding="utf-8")
+    if llama:
+        config.update(eos_token_id=ids["<|eot_id|>"], bos_token_id=ids["<|begin_of_text|>"],
+                      pad_token_id=ids["<|end_of_text|>"])
+    else:
+        config.update(eos_token_id=ids["<|im_end|>"], bos_token_id=ids["<|endoftext|>"],
+                      pad_token_id=ids["<|endoftext|>"])
+
+
 def build_text_model(
     path: str | Path,
     preset: str = "tiny",
@@ -104,23 +127,8 @@ def build_text_model(
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
 
-    llama = config["model_type"] == "llama"  # the Llama 3.1 chat format (tools as plain JSON)
-    default_template = LLAMA3_TEMPLATE if llama else CHATML_TEMPLATE
-    template = default_template if chat_template is True else (chat_template or None)
-    tokens = dict(special_tokens=LLAMA3_SPECIAL_TOKENS, eos_token="<|eot_id|>", pad_token="<|end_of_text|>",
-                  bos_token="<|begin_of_text|>") if llama else {}
-    ids = write_tokenizer(
-        path, config["vocab_size"], seed=seed,
-        chat_template=None if separate_chat_template_file else template, **tokens,
-    )
-    if separate_chat_template_file and template:
-        (path / "chat_template.jinja").write_text(template, encoding="utf-8")
-    if llama:
-        config.update(eos_token_id=ids["<|eot_id|>"], bos_token_id=ids["<|begin_of_text|>"],
-                      pad_token_id=ids["<|end_of_text|>"], torch_dtype=dtype)
-    else:
-        config.update(eos_token_id=ids["<|im_end|>"], bos_token_id=ids["<|endoftext|>"],
-                      pad_token_id=ids["<|endoftext|>"], torch_dtype=dtype)
+    _write_tokenizer_of(path, config, seed, chat_template, separate_chat_template_file)
+    config["torch_dtype"] = dtype
 
     model = _random_model(config, seed, init_scale)
     model.update(_cast(tree_flatten(model.parameters()), getattr(mx, dtype)))

@@ -153,33 +153,18 @@ def write_tokenizer(
 
     Returns the ids of the special and added tokens.
     """
-    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers import Tokenizer
 
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     if vocab_size < 256 + len(special_tokens):
         raise ValueError(f"vocab_size must be at least {256 + len(special_tokens)} for a byte-level BPE")
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=min(vocab_size - len(added_tokens) - reserve, 8192),
-        special_tokens=list(special_tokens),
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(CORPUS.splitlines(), trainer=trainer)
-    data = json.loads(tok.to_str())
-    _extend_vocab(data, vocab_size - len(added_tokens) - reserve, seed)
+    data = _train_bpe(vocab_size - len(added_tokens) - reserve, special_tokens, seed)
     vocab = data["model"]["vocab"]
     for n in range(reserve):
         vocab[f"<|reserved_{n}|>"] = max(vocab.values()) + 1
     if added_tokens:
-        tok = Tokenizer.from_str(json.dumps(data, ensure_ascii=False))
-        for content, special in added_tokens:  # one at a time: ids in the order given
-            token = AddedToken(content, special=special, normalized=False)
-            (tok.add_special_tokens if special else tok.add_tokens)([token])
-        data = json.loads(tok.to_str())
+        data = _add_tokens(data, added_tokens)
     (path / "tokenizer.json").write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
     check = Tokenizer.from_file(str(path / "tokenizer.json"))
     if check.get_vocab_size() != vocab_size:
@@ -189,7 +174,19 @@ def write_tokenizer(
     for content, special in added_tokens:
         ids[content] = check.token_to_id(content)
         flags[content] = special
-    config = {
+    config = _tokenizer_config(ids, flags, eos_token=eos_token, pad_token=pad_token, bos_token=bos_token)
+    if chat_template is not None:
+        config["chat_template"] = chat_template
+    config.update(extra_config or {})
+    (path / "tokenizer_config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False), encoding="utf-8")
+    return ids
+
+
+def _tokenizer_config(ids: dict[str, int], flags: dict[str, bool], *, eos_token: str, pad_token: str,
+                      bos_token: str | None) -> dict:
+    """``tokenizer_config.json`` (without its chat template): the special and added tokens (``ids``, each with its
+    ``special`` flag in ``flags``) and the roles of some."""
+    return {
         "tokenizer_class": "PreTrainedTokenizerFast",
         "model_max_length": 32768,
         "eos_token": eos_token,
@@ -203,8 +200,35 @@ def write_tokenizer(
             for t, i in ids.items()
         },
     }
-    if chat_template is not None:
-        config["chat_template"] = chat_template
-    config.update(extra_config or {})
-    (path / "tokenizer_config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False), encoding="utf-8")
-    return ids
+
+
+def _train_bpe(size: int, special_tokens: Sequence[str], seed: int) -> dict:
+    """A byte-level BPE of ``size`` tokens (``special_tokens`` first) trained on the built-in corpus, extended with
+    synthetic merges past what the corpus gives: the ``tokenizer.json`` data."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=min(size, 8192),
+        special_tokens=list(special_tokens),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(CORPUS.splitlines(), trainer=trainer)
+    data = json.loads(tok.to_str())
+    _extend_vocab(data, size, seed)
+    return data
+
+
+def _add_tokens(data: dict, added_tokens: Sequence[tuple[str, bool]]) -> dict:
+    """``data`` with ``added_tokens`` (``(content, special)`` pairs) appended, one at a time: ids in the order
+    given."""
+    from tokenizers import AddedToken, Tokenizer
+
+    tok = Tokenizer.from_str(json.dumps(data, ensure_ascii=False))
+    for content, special in added_tokens:
+        token = AddedToken(content, special=special, normalized=False)
+        (tok.add_special_tokens if special else tok.add_tokens)([token])
+    return json.loads(tok.to_str())

@@ -109,9 +109,7 @@ def build_vision_model(
     from ..providers.mlx.backend import enable_fast_blas
 
     enable_fast_blas()  # before the first import of mlx.core, as the provider does
-    import mlx.core as mx
-    from mlx_vlm.models import qwen2_vl
-    from mlx_vlm.utils import save_config, save_weights
+    from mlx_vlm.utils import save_config
 
     if preset not in VISION_PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(VISION_PRESETS)}")
@@ -130,7 +128,19 @@ def build_vision_model(
         extra_config={"processor_class": "Qwen2VLProcessor"},
     )
     (path / "chat_template.json").write_text(json.dumps({"chat_template": QWEN2_VL_TEMPLATE}), encoding="utf-8")
-    config: dict[str, Any] = {
+    config = _model_config(text, vision, ids)
+    _write_weights(path, config, ids, seed, init_scale)
+    save_config(config, path / "config.json")
+    _write_processor(path, min_pixels, max_pixels)
+    (path / "generation_config.json").write_text(
+        json.dumps({"eos_token_id": config["eos_token_id"], "do_sample": False}, indent=2), encoding="utf-8"
+    )
+    return path
+
+
+def _model_config(text: dict[str, Any], vision: dict[str, Any], ids: dict[str, int]) -> dict[str, Any]:
+    """``config.json`` of a Qwen2-VL model: the text config, the vision tower's, and the special token ids."""
+    return {
         "model_type": "qwen2_vl",
         "architectures": ["Qwen2VLForConditionalGeneration"],
         **text,
@@ -154,6 +164,14 @@ def build_vision_model(
         "pad_token_id": ids["<|endoftext|>"],
         "torch_dtype": "float32",
     }
+
+
+def _write_weights(path: Path, config: dict[str, Any], ids: dict[str, int], seed: int, init_scale: float) -> None:
+    """Random weights of the model ``config`` describes (deterministic for ``seed``), saved in ``path``."""
+    import mlx.core as mx
+    from mlx_vlm.models import qwen2_vl
+    from mlx_vlm.utils import save_weights
+
     model_config = qwen2_vl.ModelConfig.from_dict(json.loads(json.dumps(config)))
     model_config.vision_config = qwen2_vl.VisionConfig.from_dict(config["vision_config"])
     model_config.text_config = qwen2_vl.TextConfig.from_dict(config)
@@ -167,8 +185,10 @@ def build_vision_model(
     emb.weight[quiet] = mx.zeros((2, emb.weight.shape[1]), dtype=emb.weight.dtype)
     mx.eval(emb.weight)
     save_weights(path, model, donate_weights=True)
-    save_config(config, path / "config.json")
 
+
+def _write_processor(path: Path, min_pixels: int, max_pixels: int) -> None:
+    """The image and video processors' configs (Qwen2-VL's, within ``min_pixels`` .. ``max_pixels``)."""
     processor = {
         "image_processor_type": "Qwen2VLImageProcessor",
         "processor_class": "Qwen2VLProcessor",
@@ -197,7 +217,3 @@ def build_vision_model(
     (path / "processor_config.json").write_text(
         json.dumps({"processor_class": "Qwen2VLProcessor"}, indent=2), encoding="utf-8"
     )
-    (path / "generation_config.json").write_text(
-        json.dumps({"eos_token_id": config["eos_token_id"], "do_sample": False}, indent=2), encoding="utf-8"
-    )
-    return path

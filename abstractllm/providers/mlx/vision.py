@@ -24,7 +24,7 @@ import functools
 import hashlib
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from ...enums import ModelCapability
 from ...exceptions import (
@@ -339,49 +339,41 @@ class VisionAdapter(ModelAdapter):
                                         param="kv_group_size", value=group)
         self.info["kv_bits"] = int(bits)
 
-    def steps(self, prepared: PreparedVisionRequest, params: dict[str, Any], cancel: CancelToken,
-              processors: list[Any] | None = None) -> Iterator[Step]:
-        import mlx.core as mx
-        from mlx_vlm import stream_generate
+    def _prompt_cache(self, key: str, use_cache: bool) -> tuple[Any, Any]:
+        """The media's ``PromptCacheState`` (taken out of the store while it is used; a new one if none) and our
+        own KV cache list, or ``(None, None)`` without the prompt cache."""
         from mlx_vlm.generate.common import PromptCacheState
         from mlx_vlm.models.cache import make_prompt_cache
 
-        max_kv = params.get("max_kv_size")
-        use_cache = bool(self.config.get("prompt_cache_bytes")) and max_kv is None
-        key = prepared.media_key
-        state = self._states.pop(key, None) if use_cache else None
+        if not use_cache:
+            return None, None
+        state = self._states.pop(key, None)
+        state = PromptCacheState() if state is None else state
+        # our own cache list: mlx-vlm fills it in place, so a stream stopped early can still be stored
+        # (on a prefix hit mlx-vlm uses the state's trimmed cache instead)
+        return state, make_prompt_cache(self.model.language_model)
+
+    def _generate_kwargs(self, prepared: PreparedVisionRequest, params: dict[str, Any], processors: list[Any] | None,
+                         state: Any, fresh: Any) -> dict[str, Any]:
+        """mlx-vlm's ``stream_generate`` keywords: the processor's extras, sampling, logits processors, the prompt
+        cache (``state`` and ``fresh``, when used), the KV size or quantization, the prefill step."""
         kwargs: dict[str, Any] = dict(prepared.extra)
         kwargs.update(self._sampling(params))
         if processors:
             kwargs["logits_processors"] = list(processors)
-        fresh = None
-        if use_cache:
-            state = PromptCacheState() if state is None else state
-            # our own cache list: mlx-vlm fills it in place, so a stream stopped early can still be stored
-            # (on a prefix hit mlx-vlm uses the state's trimmed cache instead)
-            fresh = make_prompt_cache(self.model.language_model)
+        if state is not None:
             kwargs["prompt_cache_state"] = state
             kwargs["prompt_cache"] = fresh
-        if max_kv is not None:
-            kwargs["max_kv_size"] = int(max_kv)
+        if params.get("max_kv_size") is not None:
+            kwargs["max_kv_size"] = int(params["max_kv_size"])
         elif self.config.get("kv_bits"):  # mlx-vlm's own quantized cache (one request at a time)
             kwargs.update(kv_bits=int(self.config["kv_bits"]), kv_group_size=int(self.config["kv_group_size"]),
                           quantized_kv_start=int(self.config.get("quantized_kv_start") or 0))
         kwargs["prefill_step_size"] = int(self.config["prefill_step_size"])
-        mx.reset_peak_memory()
-        gen = stream_generate(
-            self.model,
-            self.processor,
-            prepared.prompt,
-            input_ids=prepared.input_ids,
-            pixel_values=prepared.pixel_values,
-            mask=prepared.mask,
-            max_tokens=int(params["max_tokens"]),
-            **kwargs,
-        )
-        completed = failed = hit = False
-        generated: list[int] = []  # ids mlx-vlm yielded: each is already in the KV cache
+        return kwargs
 
+    def _stepper(self, params: dict[str, Any]) -> Callable[[Any, str, int, str | None], Step]:
+        """Makes a ``Step`` of one mlx-vlm result (with its log-probabilities when the request asked for them)."""
         want_logprobs = bool(params.get("logprobs"))
         top_k = int(params.get("top_logprobs") or 0)
         decode = getattr(self.processor, "tokenizer", self.processor).decode
@@ -394,51 +386,99 @@ class VisionAdapter(ModelAdapter):
                 fill_logprobs(out, r.logprobs, top_k, decode)
             return out
 
-        def _tok(t: Any) -> int:
-            return int(t.item()) if hasattr(t, "item") else int(t)
+        return step
 
+    def steps(self, prepared: PreparedVisionRequest, params: dict[str, Any], cancel: CancelToken,
+              processors: list[Any] | None = None) -> Iterator[Step]:
+        import mlx.core as mx
+        from mlx_vlm import stream_generate
+
+        use_cache = bool(self.config.get("prompt_cache_bytes")) and params.get("max_kv_size") is None
+        key = prepared.media_key
+        state, fresh = self._prompt_cache(key, use_cache)
+        kwargs = self._generate_kwargs(prepared, params, processors, state, fresh)
+        mx.reset_peak_memory()
+        gen = stream_generate(
+            self.model,
+            self.processor,
+            prepared.prompt,
+            input_ids=prepared.input_ids,
+            pixel_values=prepared.pixel_values,
+            mask=prepared.mask,
+            max_tokens=int(params["max_tokens"]),
+            **kwargs,
+        )
+        run, failed = _Run(), False
+        step = self._stepper(params)
         try:
-            prev = None  # one result held back: mlx-vlm's last result may repeat the last token
-            for r in gen:
-                if r.finish_reason is None:
-                    generated.append(_tok(r.token))
-                    if prev is not None:
-                        yield step(prev, prev.text, _tok(prev.token), None)
-                    prev = r
-                    hit = hit or int(getattr(r, "cached_tokens", 0) or 0) > 0
-                    if cancel.cancelled:
-                        yield step(prev, prev.text, _tok(prev.token), None)
-                        return
-                    continue
-                for _ in gen:  # let mlx-vlm save the prompt-cache state after its last result
-                    pass
-                completed = True
-                if r.finish_reason == "length" and prev is not None:
-                    yield step(r, prev.text + (r.text or ""), _tok(prev.token), "length")
-                elif r.token is None:  # nothing generated
-                    if prev is not None:
-                        yield step(r, prev.text, _tok(prev.token), "length")
-                else:
-                    if prev is not None:
-                        yield step(prev, prev.text, _tok(prev.token), None)
-                    hit = hit or int(getattr(r, "cached_tokens", 0) or 0) > 0
-                    yield step(r, r.text or "", _tok(r.token), r.finish_reason)
-                return
+            yield from _steps_of(gen, step, cancel, run)
         except Exception:
             failed = True  # the KV cache may be half-updated: the entry is dropped (the engine reseeds)
             raise
         finally:
             gen.close()
-            self.cache_hits += int(hit)
+            self.cache_hits += int(run.hit)
             if state is not None and not failed:
-                if not completed and generated:
-                    # stopped early: the cache used (the state's on a prefix hit, else ours) holds the
-                    # prompt and every id mlx-vlm yielded, in that order
-                    cache = state.cache if hit else fresh
-                    ids = [int(t) for t in prepared.input_ids.flatten().tolist()] + generated
-                    if cache is not None and all(getattr(c, "offset", len(ids)) == len(ids) for c in cache):
-                        mx.eval([c.state for c in cache])
-                        state.update(ids, cache)
-                        completed = True
-                if completed and state.cache is not None:
-                    self._store(key, state)
+                self._keep(key, state, fresh, prepared, run)
+
+    def _keep(self, key: str, state: Any, fresh: Any, prepared: PreparedVisionRequest, run: "_Run") -> None:
+        """Store the media's prompt-cache state after a stream that did not fail. A stream stopped early is stored
+        when the cache it used (the state's on a prefix hit, else ours) holds the prompt and every id mlx-vlm
+        yielded, in that order."""
+        import mlx.core as mx
+
+        completed = run.completed
+        if not completed and run.generated:
+            cache = state.cache if run.hit else fresh
+            ids = [int(t) for t in prepared.input_ids.flatten().tolist()] + run.generated
+            if cache is not None and all(getattr(c, "offset", len(ids)) == len(ids) for c in cache):
+                mx.eval([c.state for c in cache])
+                state.update(ids, cache)
+                completed = True
+        if completed and state.cache is not None:
+            self._store(key, state)
+
+
+class _Run:
+    """What one vision stream did, read when it ends (to keep its prompt-cache state): the ids mlx-vlm yielded
+    (each already in the KV cache), whether it reached its end, whether it hit the prompt cache."""
+
+    def __init__(self) -> None:
+        self.generated: list[int] = []
+        self.completed = self.hit = False
+
+
+def _tok(t: Any) -> int:
+    return int(t.item()) if hasattr(t, "item") else int(t)
+
+
+def _steps_of(gen: Iterator[Any], step: Callable[[Any, str, int, str | None], Step], cancel: CancelToken,
+              run: _Run) -> Iterator[Step]:
+    """mlx-vlm's results as steps, one result held back (mlx-vlm's last result may repeat the last token); stops
+    at the first result after a cancel."""
+    prev = None
+    for r in gen:
+        if r.finish_reason is None:
+            run.generated.append(_tok(r.token))
+            if prev is not None:
+                yield step(prev, prev.text, _tok(prev.token), None)
+            prev = r
+            run.hit = run.hit or int(getattr(r, "cached_tokens", 0) or 0) > 0
+            if cancel.cancelled:
+                yield step(prev, prev.text, _tok(prev.token), None)
+                return
+            continue
+        for _ in gen:  # let mlx-vlm save the prompt-cache state after its last result
+            pass
+        run.completed = True
+        if r.finish_reason == "length" and prev is not None:
+            yield step(r, prev.text + (r.text or ""), _tok(prev.token), "length")
+        elif r.token is None:  # nothing generated
+            if prev is not None:
+                yield step(r, prev.text, _tok(prev.token), "length")
+        else:
+            if prev is not None:
+                yield step(prev, prev.text, _tok(prev.token), None)
+            run.hit = run.hit or int(getattr(r, "cached_tokens", 0) or 0) > 0
+            yield step(r, r.text or "", _tok(r.token), r.finish_reason)
+        return

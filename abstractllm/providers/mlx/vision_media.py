@@ -87,14 +87,12 @@ def resize_factor(adapter: VisionModel) -> int:
     return int(patch) * int(merge) if isinstance(patch, int) and isinstance(merge, int) else 1
 
 
-def load_media(request: GenerationRequest, adapter: VisionModel) -> tuple[list[Any], list[Any], list[int], list[int]]:
-    """Read, check (sizes, memory) and decode every image and video of the conversation, in order."""
-    import mlx.core as mx
-
-    from ...media.images import decode_image, plan_image
-    from ...media.memory import check_memory_requirements
+def _plan_media(request: GenerationRequest, adapter: VisionModel) -> tuple[list[Any], list[Any], list[int], list[int]]:
+    """Every image and video of the conversation read and planned from its header (nothing decoded yet), and
+    how many of each every message holds."""
+    from ...media.images import plan_image
     from ...media.sources import read_source
-    from ...media.video import decode_video, plan_video
+    from ...media.video import plan_video
 
     p = request.params
     max_pixels = int(p.get("max_image_pixels") or _default("max_image_pixels"))
@@ -127,6 +125,16 @@ def load_media(request: GenerationRequest, adapter: VisionModel) -> tuple[list[A
             )
         per_msg_images.append(len(msg.images))
         per_msg_videos.append(len(msg.videos))
+    return image_plans, video_plans, per_msg_images, per_msg_videos
+
+
+def _check_plans(adapter: VisionModel, image_plans: list[Any], video_plans: list[Any]) -> None:
+    """The plans against the model (one image for single-image families, a video frame's smallest side) and the
+    memory (decoded pixels plus the model's own vision work)."""
+    import mlx.core as mx
+
+    from ...media.memory import check_memory_requirements
+
     if len(image_plans) > 1 and ModelCapability.MULTI_IMAGE not in adapter.caps:
         raise UnsupportedFeatureError(
             f"{adapter.spec.model_type} models take one image per request in mlx-vlm; got {len(image_plans)}."
@@ -148,6 +156,15 @@ def load_media(request: GenerationRequest, adapter: VisionModel) -> tuple[list[A
         memory_limit=adapter.config.get("memory_limit"),
         in_use=int(mx.get_active_memory()),
     )
+
+
+def load_media(request: GenerationRequest, adapter: VisionModel) -> tuple[list[Any], list[Any], list[int], list[int]]:
+    """Read, check (sizes, memory) and decode every image and video of the conversation, in order."""
+    from ...media.images import decode_image
+    from ...media.video import decode_video
+
+    image_plans, video_plans, per_msg_images, per_msg_videos = _plan_media(request, adapter)
+    _check_plans(adapter, image_plans, video_plans)
     images = [decode_image(pl) for pl in image_plans]
     videos = [decode_video(vp) for vp in video_plans]
     return images, videos, per_msg_images, per_msg_videos

@@ -32,37 +32,55 @@ _TOOLS_OUTRO = (
 )
 
 
-def _qwen_vl_template(*, default_system: bool, qwen3: bool, thinking: bool = False) -> str:
-    """A Qwen-VL chat template.
+#: the ``render`` macro of the Qwen-VL templates: a message's text, its images and videos written as
+#: ``<|vision_start|><|image_pad|><|vision_end|>`` (``<|video_pad|>``) when ``with_media``, ``Picture N: `` before
+#: each when ``add_vision_id`` is passed
+_QWEN_VL_RENDER = (
+    "{%- set vision = namespace(images=0, videos=0) %}"
+    "{%- macro render(content, with_media) -%}"
+    "{%- if content is string -%}{{- content -}}"
+    "{%- elif content -%}{%- for part in content -%}"
+    "{%- if with_media and (part.type == 'image' or 'image' in part or 'image_url' in part) -%}"
+    "{%- set vision.images = vision.images + 1 -%}"
+    "{%- if add_vision_id is defined and add_vision_id -%}{{- 'Picture ' ~ vision.images ~ ': ' -}}{%- endif -%}"
+    "{{- '<|vision_start|><|image_pad|><|vision_end|>' -}}"
+    "{%- elif with_media and (part.type == 'video' or 'video' in part) -%}"
+    "{%- set vision.videos = vision.videos + 1 -%}"
+    "{%- if add_vision_id is defined and add_vision_id -%}{{- 'Video ' ~ vision.videos ~ ': ' -}}{%- endif -%}"
+    "{{- '<|vision_start|><|video_pad|><|vision_end|>' -}}"
+    "{%- elif 'text' in part -%}{{- part.text -}}"
+    "{%- endif -%}"
+    "{%- endfor -%}{%- endif -%}"
+    "{%- endmacro -%}"
+)
 
-    ``default_system`` (Qwen2-VL, Qwen2.5-VL): a conversation without a system message gets
-    ``You are a helpful assistant.``; ``qwen3`` (Qwen3-VL): tool-call arguments given as a string are written
-    as they are and images may appear in tool results; ``thinking`` (Qwen3-VL-Thinking): the generation
-    prompt opens ``<think>``, and the assistant turns after the last user query keep their reasoning as
-    ``<think>`` blocks (earlier ones drop it). Images and videos in user turns are written as
-    ``<|vision_start|><|image_pad|><|vision_end|>`` (``<|video_pad|>``), ``Picture N: `` before each when
-    ``add_vision_id`` is passed; system turns keep only their text.
-    """
-    media = (
-        "{%- set vision = namespace(images=0, videos=0) %}"
-        "{%- macro render(content, with_media) -%}"
-        "{%- if content is string -%}{{- content -}}"
-        "{%- elif content -%}{%- for part in content -%}"
-        "{%- if with_media and (part.type == 'image' or 'image' in part or 'image_url' in part) -%}"
-        "{%- set vision.images = vision.images + 1 -%}"
-        "{%- if add_vision_id is defined and add_vision_id -%}{{- 'Picture ' ~ vision.images ~ ': ' -}}{%- endif -%}"
-        "{{- '<|vision_start|><|image_pad|><|vision_end|>' -}}"
-        "{%- elif with_media and (part.type == 'video' or 'video' in part) -%}"
-        "{%- set vision.videos = vision.videos + 1 -%}"
-        "{%- if add_vision_id is defined and add_vision_id -%}{{- 'Video ' ~ vision.videos ~ ': ' -}}{%- endif -%}"
-        "{{- '<|vision_start|><|video_pad|><|vision_end|>' -}}"
-        "{%- elif 'text' in part -%}{{- part.text -}}"
-        "{%- endif -%}"
-        "{%- endfor -%}{%- endif -%}"
-        "{%- endmacro -%}"
-    )
+#: Qwen3-VL-Thinking: the index of the last user query (a tool response is not one), after which assistant turns
+#: keep their reasoning
+_QWEN_VL_LAST_QUERY = (
+    "{%- set ns = namespace(last_query=messages | length - 1) %}"
+    "{%- for message in messages[::-1] %}{%- set i = messages | length - 1 - loop.index0 %}"
+    "{%- set t = render(message.content, false) %}"
+    "{%- if message.role == 'user' and ns.last_query == messages | length - 1 and not "
+    "(t.startswith('<tool_response>') and t.endswith('</tool_response>')) %}{%- set ns.last_query = i %}"
+    "{%- endif %}{%- endfor %}"
+)
+
+#: Qwen2-VL / Qwen2.5-VL: each tool call as ``<tool_call>`` JSON, its arguments written as JSON
+_QWEN2_VL_TOOL_CALLS = (
+    "{%- for tool_call in message.tool_calls or [] %}"
+    "{%- if tool_call.function is defined %}{%- set tool_call = tool_call.function %}{%- endif %}"
+    "{{- '\\n<tool_call>\\n{\"name\": \"' + tool_call.name + '\", \"arguments\": ' }}"
+    "{{- tool_call.arguments | tojson }}"
+    "{{- '}\\n</tool_call>' }}"
+    "{%- endfor %}"
+)
+
+
+def _qwen_vl_system(default_system: bool) -> str:
+    """The system turn: the tools (with the system message's text, or the default one, before them), else the
+    system message's text, else (``default_system``) ``You are a helpful assistant.``."""
     default = "'You are a helpful assistant.'" if default_system else "''"
-    header = (
+    return (
         "{%- set has_system = messages and messages[0].role == 'system' %}"
         "{%- if tools %}"
         "{{- '<|im_start|>system\\n' }}"
@@ -76,40 +94,38 @@ def _qwen_vl_template(*, default_system: bool, qwen3: bool, thinking: bool = Fal
         + ("{%- else %}{{- '<|im_start|>system\\n' + " + default + " + '<|im_end|>\\n' }}" if default_system else "")
         + "{%- endif %}"
     )
-    last_query = (
-        "{%- set ns = namespace(last_query=messages | length - 1) %}"
-        "{%- for message in messages[::-1] %}{%- set i = messages | length - 1 - loop.index0 %}"
-        "{%- set t = render(message.content, false) %}"
-        "{%- if message.role == 'user' and ns.last_query == messages | length - 1 and not "
-        "(t.startswith('<tool_response>') and t.endswith('</tool_response>')) %}{%- set ns.last_query = i %}"
-        "{%- endif %}{%- endfor %}"
-    ) if thinking else ""
+
+
+def _qwen_vl_assistant(*, qwen3: bool, thinking: bool) -> str:
+    """An assistant turn, up to its ``<|im_end|>``: its text (with its reasoning for Qwen3-VL-Thinking), then its
+    tool calls (Qwen3's block, arguments given as a string written as they are; else arguments as JSON)."""
     if thinking:
-        assistant_body = (
-            "{%- set content = render(message.content, false) %}" + QWEN3_ASSISTANT_TURN
-        )
+        body = "{%- set content = render(message.content, false) %}" + QWEN3_ASSISTANT_TURN
     elif qwen3:
-        assistant_body = (
+        body = (
             "{%- set content = render(message.content, false) %}"
             "{{- '<|im_start|>assistant\\n' + content }}"
         )
     else:  # Qwen2.5: '<|im_start|>assistant' then '\n' + content when there is content
-        assistant_body = (
+        body = (
             "{%- set content = render(message.content, false) %}"
             "{{- '<|im_start|>assistant' }}"
             "{%- if content or not message.tool_calls %}{{- '\\n' + content }}{%- endif %}"
         )
-    if qwen3:
-        call = QWEN3_TOOL_CALLS
-    else:
-        call = (
-            "{%- for tool_call in message.tool_calls or [] %}"
-            "{%- if tool_call.function is defined %}{%- set tool_call = tool_call.function %}{%- endif %}"
-            "{{- '\\n<tool_call>\\n{\"name\": \"' + tool_call.name + '\", \"arguments\": ' }}"
-            "{{- tool_call.arguments | tojson }}"
-            "{{- '}\\n</tool_call>' }}"
-            "{%- endfor %}"
-        )
+    return body + (QWEN3_TOOL_CALLS if qwen3 else _QWEN2_VL_TOOL_CALLS)
+
+
+def _qwen_vl_template(*, default_system: bool, qwen3: bool, thinking: bool = False) -> str:
+    """A Qwen-VL chat template.
+
+    ``default_system`` (Qwen2-VL, Qwen2.5-VL): a conversation without a system message gets
+    ``You are a helpful assistant.``; ``qwen3`` (Qwen3-VL): tool-call arguments given as a string are written
+    as they are and images may appear in tool results; ``thinking`` (Qwen3-VL-Thinking): the generation
+    prompt opens ``<think>``, and the assistant turns after the last user query keep their reasoning as
+    ``<think>`` blocks (earlier ones drop it). Images and videos in user turns are written as
+    ``<|vision_start|><|image_pad|><|vision_end|>`` (``<|video_pad|>``), ``Picture N: `` before each when
+    ``add_vision_id`` is passed; system turns keep only their text.
+    """
     body = (
         "{%- for message in messages %}"
         "{%- if message.role == 'system' %}"
@@ -118,7 +134,7 @@ def _qwen_vl_template(*, default_system: bool, qwen3: bool, thinking: bool = Fal
         "{%- elif message.role == 'user' %}"
         "{{- '<|im_start|>user\\n' + render(message.content, true) + '<|im_end|>\\n' }}"
         "{%- elif message.role == 'assistant' %}"
-        + assistant_body + call +
+        + _qwen_vl_assistant(qwen3=qwen3, thinking=thinking) +
         "{{- '<|im_end|>\\n' }}"
         "{%- elif message.role == 'tool' %}"
         "{%- if loop.first or messages[loop.index0 - 1].role != 'tool' %}{{- '<|im_start|>user' }}{%- endif %}"
@@ -130,7 +146,8 @@ def _qwen_vl_template(*, default_system: bool, qwen3: bool, thinking: bool = Fal
         "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n" + ("<think>\\n" if thinking else "") + "' }}"
         "{%- endif %}"
     )
-    return media + header + last_query + body
+    last_query = _QWEN_VL_LAST_QUERY if thinking else ""
+    return _QWEN_VL_RENDER + _qwen_vl_system(default_system) + last_query + body
 
 
 QWEN2_VL_TEMPLATE = _qwen_vl_template(default_system=True, qwen3=False)
