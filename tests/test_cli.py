@@ -356,3 +356,8 @@ def test_ctrl_c_as_a_reply_ends_never_hangs(tiny_model):
     if chat.proc.poll() is None:
         chat.send("/exit")
     assert chat.finish() == 0, chat.proc.stderr.read()[-2000:]
+
+
+def test_serve_refuses_a_keep_alive_interval_that_is_not_positive():
+    r = run_cli("serve", "--model", "unused", "--sse-ping", "0")
+    assert r.returncode == 2 and "--sse-ping must be a positive number" in r.stderr and "Traceback" not in r.stderr

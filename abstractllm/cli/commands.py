@@ -150,6 +150,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise CLIError(f"--port must be 0-65535, got {args.port}", 2)
     if args.max_tokens and isinstance(args.max_tokens_limit, int) and args.max_tokens > args.max_tokens_limit:
         raise CLIError(f"--max-tokens {args.max_tokens} is above --max-tokens-limit {args.max_tokens_limit}", 2)
+    if not args.sse_ping > 0:
+        raise CLIError(f"--sse-ping must be a positive number of seconds, got {args.sse_ping}", 2)
     llm_config = llm_config_from(args)
     if args.max_tokens:
         llm_config["max_tokens"] = args.max_tokens
@@ -163,7 +165,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_tokens_limit=args.max_tokens_limit, max_n=args.max_n, jobs_db=args.jobs_db,
         log_format=args.log_format, responses_store_size=args.responses_store_size,
         responses_store_bytes=parse_bytes(args.responses_store_bytes, "--responses-store-bytes"),
-        strict_fields=args.strict_fields,
+        strict_fields=args.strict_fields, sse_ping_s=args.sse_ping,
     )
     llm = make_llm(config.model, **llm_config)  # a bad model fails now, before the port opens
     if llm_config.get("distributed"):  # every rank runs this command line under mlx.launch

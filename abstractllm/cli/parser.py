@@ -7,7 +7,7 @@ import importlib
 from typing import Any, Callable
 
 from ..params import (PARAMS, SERVER_LOG_FORMAT, SERVER_MAX_BODY_BYTES, SERVER_MAX_N, SERVER_MAX_TOKENS_LIMIT,
-                      SERVER_PORT, SERVER_RESPONSES_STORE_BYTES, SERVER_RESPONSES_STORE_SIZE)
+                      SERVER_PORT, SERVER_RESPONSES_STORE_BYTES, SERVER_RESPONSES_STORE_SIZE, SERVER_SSE_PING_S)
 
 __all__ = ["build_parser"]
 
@@ -165,6 +165,9 @@ def _add_serve(sub: Any) -> None:
     p.add_argument("--responses-store-bytes", default=f"{SERVER_RESPONSES_STORE_BYTES >> 20}MiB", metavar="SIZE",
                    help="and at most SIZE of them, e.g. 1GiB (default "
                         f"{SERVER_RESPONSES_STORE_BYTES >> 20}MiB)")
+    p.add_argument("--sse-ping", type=float, default=SERVER_SSE_PING_S, metavar="S",
+                   help=f"streams: a keep-alive comment every S seconds while no event is sent, e.g. during a long "
+                        f"prefill (default {SERVER_SSE_PING_S:g})")
     p.add_argument("--jobs-db", metavar="PATH_OR_URL", help="the Batch API's job store: a SQLite file or a "
                    "postgresql:// URL (default: $ABSTRACTLLM_JOBS_DB, else the user's data folder)")
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
