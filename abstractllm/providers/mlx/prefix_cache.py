@@ -17,7 +17,8 @@ prompt gives other ids and misses).
 
 What gets stored (``TextAdapter``): each finished request's cache (prompt + reply) and snapshots taken
 during prefill at message boundaries (``message_bounds``: the end of the system prompt, the end of the
-history before the last message, the end of the conversation before the generation prompt). Recurrent
+history before the last message, the end of the conversation before the generation prompt; a model whose
+layers are all plain attention keeps only the system prompt's: its whole-reply entries serve every shorter prefix). Recurrent
 (Mamba, Gated DeltaNet) and sliding-window caches cannot be cut back to a shorter prefix; the snapshots
 give them exact-prefix hits at those boundaries, so a follow-up turn or another conversation over the same
 system prompt reuses what was computed. A lookup never covers the whole prompt: the last token is always
@@ -32,7 +33,7 @@ import json
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-__all__ = ["PrefixCache", "model_key", "message_bounds", "FORMAT_VERSION"]
+__all__ = ["PrefixCache", "model_key", "message_bounds", "trimmable_layout", "FORMAT_VERSION"]
 
 _DISK_TRIES = 4  # damaged disk entries skipped in one lookup before giving up on the disk tier for it
 FORMAT_VERSION = 1  # of the key and of the disk entries; bump when either changes meaning
@@ -63,6 +64,17 @@ def model_key(folder: str | Path, settings: dict[str, Any]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
+def trimmable_layout(model: Any) -> bool:
+    """Whether every layer of ``model``'s cache is plain attention (mlx-lm's ``KVCache``), which can always be
+    cut back to a shorter prefix; recurrent layers and sliding windows cannot (once a window has wrapped)."""
+    from mlx_lm.models.cache import KVCache, make_prompt_cache
+
+    try:
+        return all(type(c) is KVCache for c in make_prompt_cache(model))
+    except Exception:  # a model whose cache mlx-lm cannot make: no assumption
+        return False
+
+
 def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     n = 0
     for x, y in zip(a, b):
@@ -73,7 +85,7 @@ def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
 
 
 def message_bounds(render: Callable[[list[Any], bool], list[int]], messages: list[Any], prompt: list[int],
-                   system_roles: Callable[[Any], bool]) -> list[int]:
+                   system_roles: Callable[[Any], bool], *, system_only: bool = False) -> list[int]:
     """Positions in ``prompt`` where a snapshot of the KV cache is worth keeping: the end of the system prompt
     (rendered with an empty user turn after it, as mlx-lm's server does), the end of the history before the
     last message and the end of the whole conversation before the generation prompt.
@@ -81,7 +93,7 @@ def message_bounds(render: Callable[[list[Any], bool], list[int]], messages: lis
     ``render(messages, add_generation_prompt)`` templates a part of the conversation (as the prompt was);
     each bound is the common token prefix of that rendering and ``prompt``, so it is exact whatever the
     template does; a template that refuses a partial conversation gives no bound there. Sorted, unique,
-    each within ``(0, len(prompt))``."""
+    each within ``(0, len(prompt))``. ``system_only``: the end of the system prompt alone (none without one)."""
     parts: list[tuple[list[Any], bool]] = []
     n_system = 0
     for m in messages:
@@ -90,9 +102,10 @@ def message_bounds(render: Callable[[list[Any], bool], list[int]], messages: lis
         n_system += 1
     if 0 < n_system < len(messages):
         parts.append((list(messages[:n_system]) + [None], False))  # None: an empty user turn
-    if len(messages) > 1:
-        parts.append((list(messages[:-1]), False))
-    parts.append((list(messages), False))
+    if not system_only:
+        if len(messages) > 1:
+            parts.append((list(messages[:-1]), False))
+        parts.append((list(messages), False))
     bounds = set()
     for msgs, gen in parts:
         try:

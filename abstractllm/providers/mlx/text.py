@@ -25,7 +25,7 @@ from ...types import Message
 from .adapter import ModelAdapter
 from .memory import check_context_window, check_request_memory, kv_bytes_per_token
 from .pipeline import Step
-from .prefix_cache import PrefixCache, message_bounds, model_key
+from .prefix_cache import PrefixCache, message_bounds, model_key, trimmable_layout
 from .constrain import GrammarCompiler, active_tools, chat_dict, constrain_request, is_constrained
 from .reasoning import (ReasoningFormat, detect_reasoning, grammar_thinking, opens_reasoning, request_reasoning,
                         template_kwargs)
@@ -103,6 +103,7 @@ class TextAdapter(ModelAdapter):
         self._cache = None  # mlx_lm LRUPromptCache
         self.kv_bytes_per_token = 0
         self.kv_bits: int | None = None
+        self._trimmable = False  # every layer's cache is plain attention (prefix_cache.trimmable_layout)
         self._batch: Any = None  # mlx_lm BatchGenerator
         self._batch_kv: tuple[Any, ...] | None = None  # (max_kv_size, batch size, prefill step) it was made for
         self._by_uid: dict[int, _Request] = {}  # the batch's requests by their uid in the BatchGenerator
@@ -151,6 +152,7 @@ class TextAdapter(ModelAdapter):
         self.info["quantization"] = config.get("quantization")
         self._cache = self._prefix_cache()
         self.kv_bits = self._check_kv_bits(model)
+        self._trimmable = trimmable_layout(model)
         self.kv_bytes_per_token = kv_bytes_per_token(self.spec.config, float_itemsize(model), self.kv_bits,
                                                      self.config.get("kv_group_size"))
         self.tool_format = text_tool_format(tokenizer)
@@ -328,7 +330,7 @@ class TextAdapter(ModelAdapter):
                 prompt_ids: list[int]) -> dict[int, str]:
         """Where this prompt's KV is worth a snapshot (``prefix_cache.message_bounds``), with the snapshot's
         kind (``system`` / ``user``: they outlive whole-reply entries)."""
-        if not self.tokenizer.has_chat_template:
+        if not self.tokenizer.has_chat_template or (self._trimmable and (not messages or messages[0].role != "system")):
             return {}
         extra = {**kwargs, **({"tools": tools} if tools else {})}
 
@@ -337,7 +339,10 @@ class TextAdapter(ModelAdapter):
             ids = self.tokenizer.apply_chat_template(chat, add_generation_prompt=gen, **extra)
             return list(ids["input_ids"] if isinstance(ids, dict) else ids)
 
-        bounds = message_bounds(render, messages, prompt_ids, lambda m: m.role == "system")
+        # plain attention: a whole-reply entry serves every shorter prefix, so only the system prompt's end is
+        # worth a snapshot (another conversation, or a concurrent request, starts from it); each costs a pass
+        bounds = message_bounds(render, messages, prompt_ids, lambda m: m.role == "system",
+                                system_only=self._trimmable)
         first = bounds[0] if bounds and messages and messages[0].role == "system" else None
         return {b: "system" if b == first else "user" for b in bounds}
 
