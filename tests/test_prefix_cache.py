@@ -128,3 +128,37 @@ def test_the_model_key_changes_with_what_changes_the_kv(tmp_path):
     os.utime(weights, ns=(1, 1))
     assert model_key(folder, {"dtype": "float32", "kv_bits": None}) != base
     assert model_key(src, {"dtype": "float32", "kv_bits": None}) != base  # another folder
+
+
+def test_a_waiting_request_survives_its_leader_leaving_before_a_batch_of_another_shape():
+    """The lock-step loop ends cancelled requests before it admits: a request waiting for a cancelled leader's
+    snapshot must not be dropped when the next request needs another batch shape (it waits instead)."""
+    from abstractllm.providers.worker import CancelToken
+
+    with create_llm("mlx", model=str(family_model("qwen3_5")), temperature=0.0, max_tokens=MAX) as llm:
+        llm.load()
+        engine = llm.engine
+
+        def request(question, **params):
+            messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": question}]
+            return engine.new_request(llm._prepare(None, None, None, messages, params), lambda item: None,
+                                      CancelToken())
+
+        leader, waiting, other = request("What is a list?"), request("Name a colour."), request("Hi", max_kv_size=512)
+
+        def scenario():
+            adapter = llm._adapter
+            assert adapter.admit(leader) and adapter.admit(waiting)
+            deferred = [p.state.req for p in adapter._deferred]
+            adapter.release(leader)  # cancelled before its snapshot
+            admitted_other = adapter.admit(other)  # another batch shape
+            tokens = []
+            for _ in range(60):
+                tokens += [step.token for req, step in adapter.step() if req is waiting]
+                if len(tokens) >= MAX:
+                    break
+            adapter.reset()
+            return deferred, admitted_other, tokens
+
+        deferred, admitted_other, tokens = engine.call(scenario)
+    assert deferred == [waiting] and admitted_other is False and len(tokens) == MAX

@@ -212,3 +212,25 @@ def test_the_server_reports_the_prefix_cache_and_reuses_it_after_a_restart(tmp_p
         assert metrics(srv)[("abstractllm_prompt_cache_disk_operations_total", (("op", "read"),))] >= 1
     finally:
         srv.stop()
+
+
+def test_a_cancelled_full_precision_request_never_serves_a_quantized_one(small):
+    """With quantized_kv_start, short prompts keep full-precision caches: one ended early (cancelled) is stored
+    apart from the quantized entries, so later quantized requests (together in one batch) never meet it."""
+    import time
+
+    config = {"temperature": 0.0, "max_tokens": 12, "kv_bits": 8, "quantized_kv_start": 40}
+    long_q = "Hi " + "tell me about the sea, the waves and the ships that sail on it at night. " * 2
+    other = "Please " + "describe the mountains, the rivers and the forests of a far away land in detail. " * 2
+    with create_llm("mlx", model=str(small), **config) as llm:
+        llm.generate(other)  # quantized: its entry is a quantized one
+        stream = llm.generate("Hi", stream=True, max_tokens=200)  # full precision, cancelled after one chunk
+        next(iter(stream))
+        stream.close()
+        deadline = time.monotonic() + 60
+        while llm.get_stats()["requests_cancelled"] < 1:
+            assert time.monotonic() < deadline, "the cancellation never ended the request"
+            time.sleep(0.05)
+        together = llm.generate([long_q, other + " And more."])  # both quantized, one batch
+    with create_llm("mlx", model=str(small), prompt_cache_bytes=0, **config) as cold:
+        assert [r.token_ids for r in together] == [cold.generate(p).token_ids for p in (long_q, other + " And more.")]

@@ -50,8 +50,24 @@ def _revision(folder: Path) -> list[tuple[str, int, int]]:
         return []
     out = []
     for p in files:
-        st = p.stat()
+        try:
+            st = p.stat()
+        except OSError:  # removed meanwhile
+            continue
         out.append((p.name, int(st.st_size), int(st.st_mtime_ns)))
+    return out
+
+
+def _library_versions() -> dict[str, str | None]:
+    """The versions of the libraries that compute the KV (an upgrade may change it: older entries then miss)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out: dict[str, str | None] = {}
+    for name in ("mlx", "mlx-lm", "mlx-vlm"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = None
     return out
 
 
@@ -60,7 +76,7 @@ def model_key(folder: str | Path, settings: dict[str, Any]) -> str:
     and ``settings`` (dtype applied, quantization, KV-cache settings: whatever changes the KV)."""
     path = Path(folder).expanduser().resolve()
     blob = json.dumps({"format": FORMAT_VERSION, "path": str(path), "revision": _revision(path),
-                       "settings": settings}, sort_keys=True, default=str)
+                       "settings": settings, "libraries": _library_versions()}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -132,6 +148,11 @@ class PrefixCache:
     # ------------------------------------------------------------------ RAM-tier view (LRUPromptCache's)
     def __len__(self) -> int:
         return len(self._ram) if self._ram is not None else 0
+
+    @property
+    def in_ram(self) -> bool:
+        """Whether entries are kept in RAM (a request may wait for another's snapshot only then)."""
+        return self._ram is not None
 
     @property
     def nbytes(self) -> int:

@@ -16,6 +16,7 @@ is skipped with one warning and deleted; another model's entries are left alone.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -100,6 +101,15 @@ class _DirLock:
     def __exit__(self, *exc: Any) -> None:
         if self.fd is not None:
             os.close(self.fd)  # releases the lock
+
+
+def _state_nbytes(cache: list) -> int:
+    """The bytes of ``cache``'s state (its used part; nothing is evaluated or copied)."""
+    from mlx.utils import tree_flatten
+
+    from .prefix_disk_format import compact_state
+
+    return sum(int(v.nbytes) for _, v in tree_flatten([compact_state(c) for c in cache]) if hasattr(v, "nbytes"))
 
 
 def _unlink(path: Path) -> bool:
@@ -232,7 +242,8 @@ class DiskPrefixStore:
             name = entry_name(self.model_key, tokens)
             if not tokens or not cache or self._closed or self._already(name):
                 return
-            host = host_state(cache) if len(self._jobs) < self.max_pending else None
+            fits = _state_nbytes(cache) <= self.max_bytes  # no host copy for an entry that cannot be kept
+            host = host_state(cache) if fits and len(self._jobs) < self.max_pending else None
             size = sum(arr.nbytes for _, arr in host[1].values()) if host else 0
             with self._cond:
                 if host is None or size > self.max_bytes or len(self._jobs) >= self.max_pending:
@@ -299,6 +310,10 @@ class DiskPrefixStore:
         except OSError as exc:
             self._write_failed(tmp, exc)
             return
+        except BaseException:
+            with contextlib.suppress(OSError):
+                _unlink(tmp)
+            raise
         with self._cond:
             self._failing = False
             self._stats["writes"] += 1

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-__all__ = ["FORMAT_VERSION", "Unusable", "EntryInfo", "entry_name", "host_state", "encode", "split_header",
+__all__ = ["FORMAT_VERSION", "Unusable", "EntryInfo", "entry_name", "compact_state", "host_state", "encode", "split_header",
            "entry_info", "read_head", "verify", "decode_arrays", "rebuild"]
 
 #: the on-disk format; files of an older version are deleted, of a newer one ignored
@@ -58,13 +58,13 @@ def entry_name(model_key: str, tokens: list[int] | tuple[int, ...]) -> str:
 
 # --- host copies (caller's thread) -----------------------------------------------------------------------
 
-def _compact_state(c: Any) -> Any:
+def compact_state(c: Any) -> Any:
     """``c.state`` without the unused tail of a preallocated KV buffer (KVCache grows in steps of 256)."""
     from mlx_lm.models import cache as mc
 
     kind = type(c)
     if kind is mc.CacheList:
-        return [(_compact_state(sub), type(sub).__name__) for sub in c.caches]
+        return [(compact_state(sub), type(sub).__name__) for sub in c.caches]
     keys = getattr(c, "keys", None)
     known = kind in (mc.KVCache, mc.RotatingKVCache) or issubclass(kind, mc.QuantizedKVCache)  # kv_quant's too
     if keys is None or not known:
@@ -86,7 +86,7 @@ def host_state(cache: list) -> tuple[list[str], dict[str, tuple[str, Any]], list
 
     arrays: dict[str, tuple[str, Any]] = {}
     scalars: list = [""]  # mlx-lm: must be non-empty
-    for key, value in tree_flatten([_compact_state(c) for c in cache]):
+    for key, value in tree_flatten([compact_state(c) for c in cache]):
         if isinstance(value, mx.array):
             if value.dtype == mx.bfloat16:
                 arrays[key] = ("BF16", np.ascontiguousarray(np.array(value.view(mx.uint16))))

@@ -60,6 +60,12 @@ def plain_prompt(messages: list[Message]) -> str:
     return "\n".join(lines)
 
 
+def _quantized_kv(cache: list[Any]) -> bool:
+    from .kv_quant import is_quantized_cache  # imports mlx: lazily, as the rest of this module
+
+    return is_quantized_cache(cache)
+
+
 @dataclass
 class _Request:
     """The text adapter's state of one admitted request."""
@@ -269,7 +275,7 @@ class TextAdapter(ModelAdapter):
         shape = (max_kv, self.capacity, int(self.config["prefill_step_size"]), quantized)
         if self._batch is not None and self._batch_kv == shape:
             return True
-        if self._by_uid:
+        if self._by_uid or self._deferred:
             return False
         self.reset()
         self._batch = BatchGenerator(
@@ -354,7 +360,7 @@ class TextAdapter(ModelAdapter):
     def _leader_for(self, plan: "_Plan") -> "_Request | None":
         """An admitted request still prefilling a prefix this one shares up to one of its snapshot bounds:
         this one waits for that snapshot instead of computing the same tokens again."""
-        if not plan.use_cache:
+        if not plan.use_cache or not self._cache.in_ram:
             return None
         ids = plan.state.prompt_ids
         for st in self._by_uid.values():
@@ -372,6 +378,8 @@ class TextAdapter(ModelAdapter):
         prompt_ids = st.prompt_ids
         variant = self._variant(plan.quantized)
         cache, cached = self._cache.fetch(prompt_ids, variant) if plan.use_cache else (None, 0)
+        if cache is not None and self.kv_bits and _quantized_kv(cache) != plan.quantized:
+            cache, cached = None, 0  # never another KV layout's entry (a batch holds one kind)
         if cache is None and plan.quantized:
             from .kv_quant import make_quantized_cache
 
@@ -453,14 +461,14 @@ class TextAdapter(ModelAdapter):
             if r.finish_reason is not None:  # the batch dropped it: store its cache now
                 st.in_batch = False
                 del self._by_uid[r.uid]
-                self._store(r.all_tokens, r.prompt_cache, req)
+                self._store(r.all_tokens, r.prompt_cache, st)
             out.append((req, step))
         return out
 
-    def _store(self, tokens: list[int] | None, cache: Any, req: "EngineRequest") -> None:
-        st = self._states.get(req)
-        if self._cache is not None and tokens and cache is not None and req.params.get("max_kv_size") is None:
-            self._cache.store(tokens, cache, "assistant", st.variant if st is not None else "")
+    def _store(self, tokens: list[int] | None, cache: Any, st: _Request) -> None:
+        """A finished request's cache, under its own KV layout's variant."""
+        if self._cache is not None and tokens and cache is not None and st.req.params.get("max_kv_size") is None:
+            self._cache.store(tokens, cache, "assistant", st.variant)
 
     def release(self, req: "EngineRequest", *, failed: bool = False) -> None:
         st = self._states.pop(req, None)
@@ -474,7 +482,7 @@ class TextAdapter(ModelAdapter):
         caches = self._batch.remove([st.uid], return_prompt_caches=not failed)
         if not failed and st.uid in caches:
             cache, tokens = caches[st.uid]
-            self._store(tokens, cache, req)
+            self._store(tokens, cache, st)
 
     def reset(self) -> None:
         self._by_uid.clear()
