@@ -95,10 +95,10 @@ def normalize_response_format(value: Any) -> OutputFormat | None:
         return OutputFormat(_closed(schema) if strict else copy.deepcopy(schema), None,
                             str(spec.get("name") or "response"), strict)
     if "type" in value or "properties" in value or "anyOf" in value or "$ref" in value or "enum" in value:
-        from .tools import _check_schema  # the same structural checks as tool schemas
+        from .tools import check_schema  # the same structural checks as tool schemas
 
         try:
-            _check_schema(value, "response_format")
+            check_schema(value, "response_format")
         except InvalidParameterError as exc:
             raise InvalidParameterError(str(exc), param="response_format") from None
         return OutputFormat(copy.deepcopy(value), None, str(value.get("title") or "response"))

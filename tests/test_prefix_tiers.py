@@ -234,3 +234,20 @@ def test_a_cancelled_full_precision_request_never_serves_a_quantized_one(small):
         together = llm.generate([long_q, other + " And more."])  # both quantized, one batch
     with create_llm("mlx", model=str(small), prompt_cache_bytes=0, **config) as cold:
         assert [r.token_ids for r in together] == [cold.generate(p).token_ids for p in (long_q, other + " And more.")]
+
+
+def test_the_memory_guard_counts_the_quantized_kv_size(small):
+    """A request whose float32 KV cache would not fit the memory limit is refused; with kv_bits=4 the same
+    request fits (the guard counts ~0.16x the bytes per token) and is served."""
+    from abstractllm.exceptions import MemoryLimitError
+
+    config = {"temperature": 0.0, "memory_limit": "120MB", "max_tokens": 30000}
+    with create_llm("mlx", model=str(small), **config) as llm:
+        with pytest.raises(MemoryLimitError) as info:
+            llm.generate("Hi")
+    with create_llm("mlx", model=str(small), kv_bits=4, **config) as llm:
+        stream = llm.generate("Hi", stream=True)  # admitted with the same 30,000-token budget
+        first = next(iter(stream))
+        stream.close()
+    assert first.content is not None
+    assert info.value.required_bytes > 0

@@ -41,7 +41,7 @@ from .core import (
     ToolContext,
     ToolDefinition,
     ToolResult,
-    _check_schema,
+    check_schema,
     function_to_tool_definition,
     normalize_tool_choice,
     normalize_tools,

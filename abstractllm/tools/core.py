@@ -1,26 +1,7 @@
-"""Tools the model may call: definitions, from Python functions or from OpenAI-style dicts.
-
-    from abstractllm.tools import register
-
-    @register
-    def get_weather(city: str, unit: str = "celsius") -> str:
-        '''The current weather in a city.
-
-        Args:
-            city: the city's name.
-            unit: "celsius" or "fahrenheit".
-        '''
-        return f"Sunny in {city}"
-
-    response = llm.generate("Weather in Paris?", tools=[get_weather], tool_choice="required")
-    response.tool_calls  # [ToolCall(id="call_...", name="get_weather", arguments={"city": "Paris"})]
-
-A tool is a Python callable (its JSON schema comes from the signature, type hints and docstring), an
-OpenAI function dict (``{"type": "function", "function": {"name", "description", "parameters"}}``, or
-just the inner dict), or a ``ToolDefinition``. ``tool_choice`` is ``"auto"`` (the model decides),
-``"none"`` (no tool: the tools are not shown to the model), ``"required"`` (a call to some tool), or one
-tool by its name (``"get_weather"`` or ``{"type": "function", "function": {"name": "get_weather"}}``).
-Nothing heavy is imported here.
+"""The definitions behind ``abstractllm.tools`` (its docstring shows them in use): ``ToolDefinition`` from a
+Python callable (its JSON schema from the signature, type hints and docstring), an OpenAI function dict or a
+``ToolDefinition``; ``register`` / ``tool``; ``normalize_tools`` and ``normalize_tool_choice``; ``check_schema``
+(the structural checks shared with ``response_format``); the 1.x names. Nothing heavy is imported here.
 """
 
 from __future__ import annotations
@@ -36,7 +17,7 @@ from ..exceptions import InvalidParameterError
 from ..types import ToolCallResponse
 
 __all__ = ["ToolDefinition", "function_to_tool_definition", "register", "registered_tools", "normalize_tools",
-           "normalize_tool_choice", "ToolChoice", "tool", "ToolContext", "ToolResult", "ToolCallResponse",
+           "normalize_tool_choice", "check_schema", "ToolChoice", "tool", "ToolContext", "ToolResult", "ToolCallResponse",
            "ToolCallRequest"]
 
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -297,7 +278,7 @@ def registered_tools() -> list[ToolDefinition]:
 
 
 # ---------------------------------------------------------------------------------------------- checks
-def _check_schema(schema: Any, where: str, depth: int = 0) -> None:
+def check_schema(schema: Any, where: str, depth: int = 0) -> None:
     """The structural rules of JSON Schema a tool's parameters must follow (typed errors, not crashes)."""
     if depth > 32:
         raise InvalidParameterError(f"{where}: the schema is nested too deeply.", param="tools")
@@ -314,7 +295,7 @@ def _check_schema(schema: Any, where: str, depth: int = 0) -> None:
         if not isinstance(props, dict):
             raise InvalidParameterError(f"{where}: 'properties' must be an object.", param="tools")
         for key, sub in props.items():
-            _check_schema(sub, f"{where}.properties.{key}", depth + 1)
+            check_schema(sub, f"{where}.properties.{key}", depth + 1)
     required = schema.get("required")
     if required is not None and (not isinstance(required, list) or not all(isinstance(r, str) for r in required)):
         raise InvalidParameterError(f"{where}: 'required' must be a list of property names.", param="tools")
@@ -323,7 +304,7 @@ def _check_schema(schema: Any, where: str, depth: int = 0) -> None:
     for key in ("items", "additionalProperties"):
         sub = schema.get(key)
         if isinstance(sub, dict):
-            _check_schema(sub, f"{where}.{key}", depth + 1)
+            check_schema(sub, f"{where}.{key}", depth + 1)
         elif sub is not None and not isinstance(sub, bool):
             raise InvalidParameterError(f"{where}: '{key}' must be a schema.", param="tools")
     for key in ("anyOf", "oneOf", "allOf"):
@@ -332,7 +313,7 @@ def _check_schema(schema: Any, where: str, depth: int = 0) -> None:
             if not isinstance(subs, list) or not subs:
                 raise InvalidParameterError(f"{where}: '{key}' must be a non-empty list of schemas.", param="tools")
             for i, sub in enumerate(subs):
-                _check_schema(sub, f"{where}.{key}[{i}]", depth + 1)
+                check_schema(sub, f"{where}.{key}[{i}]", depth + 1)
     if "enum" in schema and (not isinstance(schema["enum"], list) or not schema["enum"]):
         raise InvalidParameterError(f"{where}: 'enum' must be a non-empty list.", param="tools")
 
@@ -375,7 +356,7 @@ def normalize_tools(tools: Any) -> list[ToolDefinition]:
             raise InvalidParameterError(
                 f"tools[{i}]: the name {definition.name!r} must be 1-64 letters, digits, '_' or '-'.", param="tools")
         params = definition.parameters
-        _check_schema(params, f"tools[{i}] ({definition.name}).parameters")
+        check_schema(params, f"tools[{i}] ({definition.name}).parameters")
         if params.get("type", "object") != "object":
             raise InvalidParameterError(f"tools[{i}] ({definition.name}): parameters must be an object schema.",
                                         param="tools")
