@@ -76,7 +76,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help=f"concurrent requests of row 3 (2..{len(QUESTIONS) - 4})")
     p.add_argument("--decode-tokens", type=int, default=64, help="greedy steps of the kv_bits comparison")
     p.add_argument("--speed-tokens", type=int, default=32, help="tokens per alternating decode-speed run")
-    p.add_argument("--rounds", type=int, default=2, help="alternating float32 / 4-bit decode-speed rounds")
+    p.add_argument("--rounds", type=int, default=3, help="alternating float32 / 4-bit decode-speed rounds")
     p.add_argument("--hybrid", default="auto", choices=("auto", "none", *HYBRID_SHAPES),
                    help="size of the hybrid row (auto: 0.8b with qwen3-0.6b, else zoo)")
     p.add_argument("--skip-server", action="store_true", help="skip row 2 (the server restart)")

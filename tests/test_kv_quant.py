@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import random
+import sys
 
 import pytest
 
@@ -241,3 +242,73 @@ def test_bad_settings_are_refused(kvq, qwen):
         kvq.probe_kv_quantization(model, 4, 128)
     with pytest.raises(UnsupportedFeatureError, match="sinks"):  # gpt-oss: attention sinks
         kvq.probe_kv_quantization(_family("gpt_oss", head_dim=64), 4, 64)
+
+
+# ------------------------------------------------------------------ attention split across the CPU cores
+@pytest.fixture()
+def split_everything(kvq, monkeypatch):
+    """kv_attention with its threshold at 0: every quantized attention call of an installed model is split."""
+    from abstractllm.providers.mlx import kv_attention
+
+    monkeypatch.setattr(kv_attention, "MIN_KEYS", 0)
+    return kv_attention
+
+
+def test_split_attention_is_bit_for_bit_the_unsplit_one(split_everything):
+    """Every mask kind mlx-lm's models pass (none, "causal", a left-padded batch's boolean array), queries of
+    one token and of a chunk, GQA: the split output equals mlx-lm's function exactly."""
+    import mlx.core as mx
+    from mlx_lm.models.base import create_causal_mask
+
+    ka = split_everything
+    if ka.parallel_parts(4) < 2:
+        pytest.skip("one CPU core: nothing to split")
+    cache = ka.BatchQuantizedKVCache([0, 3], group_size=64, bits=4)
+    keys, values = cache.update_and_fetch(mx.random.normal((2, 4, 40, 64)), mx.random.normal((2, 4, 40, 64)))
+    padded = create_causal_mask(5, offset=35, left_padding=mx.array([0, 3]))
+    for length, mask in ((1, None), (5, "causal"), (5, padded)):
+        queries = mx.random.normal((2, 8, length, 64))
+        split = ka.attention(mx.array(queries), keys, values, cache, 0.125, mask)
+        whole = ka._ORIGINAL(mx.array(queries), keys, values, cache=cache, scale=0.125, mask=mask)
+        assert split.shape == whole.shape == (2, 8, length, 64) and mx.array_equal(split, whole).item()
+    assert len(ka._local.streams) >= 1  # the split ran on helper streams
+
+
+def test_installed_model_generates_the_same_tokens(kvq, qwen, split_everything):
+    """A model whose attention is routed through kv_attention: batched, alone and mlx-lm's single-stream
+    QuantizedKVCache (which the router leaves to mlx-lm) give the same greedy tokens."""
+    import mlx.core as mx
+    from mlx_lm.generate import generate_step
+    from mlx_lm.models.cache import QuantizedKVCache
+
+    ka = split_everything
+    _, model = qwen
+    assert ka.install(model) in (0, 1) and ka.install(model) == 0  # idempotent
+    assert sys.modules[type(model).__module__].scaled_dot_product_attention is ka.attention
+    prompts = _prompts()
+    make = lambda: kvq.make_quantized_cache(model, 4, 64)  # noqa: E731
+    together, _ = _run(model, prompts, [make() for _ in prompts], late=1)
+    assert together == _alone(model, prompts, make)
+    for prompt, tokens in zip(prompts, together):
+        steps = generate_step(mx.array(prompt), model, max_tokens=N,
+                              prompt_cache=[QuantizedKVCache(64, 4) for _ in model.layers])
+        assert tokens == [t for t, _ in steps]
+
+
+def test_router_leaves_other_caches_and_sinks_to_mlx_lm(kvq, split_everything):
+    """Full-precision and mlx-lm's own caches take mlx-lm's path; attention sinks on a quantized cache still
+    raise mlx-lm's error (the probe turns it into UnsupportedFeatureError for gpt-oss)."""
+    import mlx.core as mx
+    from mlx_lm.models.cache import KVCache
+
+    ka = split_everything
+    cache = KVCache()
+    keys, values = cache.update_and_fetch(mx.random.normal((1, 2, 9, 64)), mx.random.normal((1, 2, 9, 64)))
+    queries = mx.random.normal((1, 4, 9, 64))
+    assert mx.array_equal(ka.attention(queries, keys, values, cache, 0.125, "causal"),
+                          mx.fast.scaled_dot_product_attention(queries, keys, values, scale=0.125,
+                                                               mask="causal")).item()
+    quant = ka.BatchQuantizedKVCache([0], group_size=64, bits=4)
+    qk, qv = quant.update_and_fetch(mx.random.normal((1, 2, 9, 64)), mx.random.normal((1, 2, 9, 64)))
+    with pytest.raises(ValueError, match="sinks"):
+        ka.attention(queries, qk, qv, quant, 0.125, "causal", sinks=mx.zeros((4,)))

@@ -179,10 +179,12 @@ class TextAdapter(ModelAdapter):
         bits = self.config.get("kv_bits")
         if not bits:
             return None
+        from .kv_attention import install
         from .kv_quant import check_kv_quantization, probe_kv_quantization
 
         group = int(self.config["kv_group_size"])
         check_kv_quantization(int(bits), group, int(self.config.get("quantized_kv_start") or 0))
+        install(model)  # quantized attention on every CPU core
         probe_kv_quantization(model, int(bits), group)
         self.info["kv_bits"] = int(bits)
         return int(bits)
