@@ -237,22 +237,30 @@ def test_a_full_disk_drops_the_entry_and_the_caller_goes_on(tmp_path, caplog, mo
     assert store.flush(30) and store.lookup(PROMPT)[0] == 40
 
 
-def test_save_returns_before_the_write_which_runs_on_another_thread(tmp_path, monkeypatch):
+def test_save_returns_before_the_copy_and_the_write_which_run_on_another_thread(tmp_path, monkeypatch):
+    """The caller (the MLX worker) only evaluates views of the cache: the host copy and the write both run on
+    the store's thread, so a save never holds up decoding."""
     store = _store(tmp_path)
-    original, gate, writers = prefix_disk._write_chunk, threading.Event(), []
+    original, gate, writers, copiers = prefix_disk._write_chunk, threading.Event(), [], []
+    host_state = prefix_disk.host_state
 
     def gated(f, chunk):
         writers.append(threading.get_ident())
         assert gate.wait(30)
         original(f, chunk)
 
+    def copy(state):
+        copiers.append(threading.get_ident())
+        return host_state(state)
+
     monkeypatch.setattr(prefix_disk, "_write_chunk", gated)
+    monkeypatch.setattr(prefix_disk, "host_state", copy)
     store.save(PROMPT, _prefill(_model("qwen3"), PROMPT))  # the write is held at the gate: save returned anyway
     assert store.flush(timeout=0) is False and store.lookup(PROMPT) is None
     deadline = time.monotonic() + 30
     while not writers and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert writers and writers[0] != threading.get_ident()
+    assert writers and writers[0] != threading.get_ident() and copiers == writers[:1]
     gate.set()
     assert store.flush(30) and store.lookup(PROMPT)[0] == 40
 

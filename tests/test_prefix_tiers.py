@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -117,7 +118,10 @@ def _together(llm, prompts):
 
 
 @pytest.mark.parametrize("config", [{"kv_bits": 4}, {"kv_bits": 8, "quantized_kv_start": 30}])
-def test_kv_bits_batched_equals_solo_and_reuses_prefixes(small, config, tmp_path):
+def test_kv_bits_batched_equals_solo_and_reuses_prefixes(small, config, tmp_path, monkeypatch):
+    from abstractllm.providers.mlx import kv_attention
+
+    monkeypatch.setattr(kv_attention, "MIN_KEYS", 0)  # every quantized attention split across the cores
     prompts = ["Hi", "Tell me about the sea, the waves, and the ships that sail on it at night.", "Why?"]
     with create_llm("mlx", model=str(small), temperature=0.0, max_tokens=MAX, prompt_cache_bytes=0, **config) as cold:
         solo = [cold.generate(p).token_ids for p in prompts]
@@ -212,6 +216,67 @@ def test_the_server_reports_the_prefix_cache_and_reuses_it_after_a_restart(tmp_p
         assert metrics(srv)[("abstractllm_prompt_cache_disk_operations_total", (("op", "read"),))] >= 1
     finally:
         srv.stop()
+
+
+def test_two_servers_share_one_cache_folder_without_corruption(tmp_path):
+    """Two ``abstractllm serve`` processes on one ``--prompt-cache-dir`` with a disk budget of a few entries
+    answer different system prompts at the same time (both write and evict under the folder's lock): every
+    file left is whole and valid, no temp file stays, the folder keeps its budget, and a third server serves
+    a stored prompt from it with the tokens a server without a cache gives."""
+    import concurrent.futures
+
+    import httpx
+
+    from abstractllm.providers.mlx.prefix_disk import list_entries
+    from abstractllm.providers.mlx.prefix_disk_format import verify
+    from test_server_support import ServerProcess
+
+    model = family_model("qwen3")
+    systems = [f"{SYSTEM} Project {i}: answer in the voice of team {i}." for i in range(6)]
+
+    def body(system):
+        return {"model": "m", "max_tokens": MAX, "temperature": 0, "messages": [
+            {"role": "system", "content": system}, {"role": "user", "content": "What is a list?"}]}
+
+    def ask(srv, system):
+        r = httpx.post(srv.base_url + "/chat/completions", json=body(system), timeout=120)
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    probe = ServerProcess(model, "--prompt-cache-dir", str(tmp_path / "probe"))
+    try:
+        ask(probe, systems[0])
+        probe_files = list_entries(tmp_path / "probe")
+    finally:
+        assert probe.stop() == 0
+    budget = 3 * max(e["bytes"] for e in probe_files)  # a few entries: both servers must evict
+    shared = tmp_path / "shared"
+    servers = [ServerProcess(model, "--prompt-cache-dir", str(shared), "--prompt-cache-disk-size", str(budget))
+               for _ in range(2)]
+    try:
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            jobs = [pool.submit(ask, servers[i % 2], s) for i, s in enumerate(systems + systems[::-1])]
+            [job.result() for job in jobs]
+        disk = [srv.stats()["prompt_cache"]["disk"] for srv in servers]
+        assert all(d["corrupt"] == 0 and d["writes"] > 0 for d in disk), disk
+        assert sum(d["evicted"] for d in disk) > 0, disk  # the budget was hit: both wrote, somebody evicted
+    finally:
+        assert all(srv.stop() == 0 for srv in servers), "".join(servers[0].log + servers[1].log)
+    entries = list_entries(shared)
+    assert entries and {p.name for p in shared.iterdir()} == {Path(e["path"]).name for e in entries} | {".lock"}
+    for e in entries:  # whole and valid: the checksum over the header and every tensor byte
+        verify(Path(e["path"]).read_bytes(), Path(e["path"]).name, e["model_key"])
+    assert sum(e["bytes"] for e in entries) <= budget
+    with create_llm("mlx", model=str(model), temperature=0.0, max_tokens=MAX, prompt_cache_bytes=0) as cold:
+        expected = [_ask(cold, "What is a list?", system=s).content for s in systems]
+    third = ServerProcess(model, "--prompt-cache-dir", str(shared), "--prompt-cache-disk-size", str(budget))
+    try:
+        served = [ask(third, s) for s in systems]
+        assert third.stats()["prompt_cache"]["disk"]["corrupt"] == 0
+    finally:
+        third.stop()
+    assert any(r["usage"]["prompt_tokens_details"]["cached_tokens"] > 0 for r in served)
+    assert [r["choices"][0]["message"]["content"] for r in served] == expected
 
 
 def test_a_cancelled_full_precision_request_never_serves_a_quantized_one(small):

@@ -6,8 +6,9 @@ so ``mlx_lm.models.cache.load_prompt_cache`` reads it too) plus our metadata und
 ``format`` (``FORMAT_VERSION``), ``model_key``, ``tokens`` (a JSON list), ``cache_type`` and ``checksum``
 (sha256 of the header without it and of the tensor data).
 
-``DiskPrefixStore.save`` copies the arrays to host memory (numpy) on the caller's (MLX worker) thread and
-writes on one background thread: a temp file in the same folder, fsync, ``os.replace``. Files are never
+``DiskPrefixStore.save`` evaluates the cache's arrays on the caller's (MLX worker) thread (views of its
+buffers: nothing is copied there, so saving never holds up decoding) and copies them to host memory and
+writes them on one background thread: a temp file in the same folder, fsync, ``os.replace``. Files are never
 seen half written; two processes can share a folder (eviction runs under an ``fcntl.flock`` lock file, a file
 vanishing under a reader is a miss). ``lookup`` finds the longest stored prefix of a prompt for this
 ``model_key``; ``load`` verifies the file and rebuilds the cache. A corrupt, truncated or older-format file
@@ -32,7 +33,7 @@ from typing import Any
 
 from ...exceptions import InvalidParameterError
 from .prefix_disk_format import (FORMAT_VERSION, EntryInfo, Unusable, decode_arrays, encode, entry_info,
-                                 entry_name, host_state, read_head, rebuild, split_header, verify)
+                                 device_state, entry_name, host_state, read_head, rebuild, split_header, verify)
 
 try:  # POSIX; elsewhere eviction runs without the cross-process lock
     import fcntl
@@ -46,7 +47,7 @@ log = logging.getLogger(__name__)
 
 #: environment variable naming the default folder (``abstractllm cache``)
 DIR_ENV = "ABSTRACTLLM_PROMPT_CACHE_DIR"
-#: saves waiting for the writer thread (each holds a host copy of a cache); more are dropped
+#: saves waiting for the writer thread (each holds a reference to a cache's arrays); more are dropped
 MAX_PENDING_WRITES = 2
 #: temp files older than this (seconds) were left by a dead process and are removed by eviction
 STALE_TMP_S = 3600.0
@@ -235,23 +236,23 @@ class DiskPrefixStore:
 
     # saving ------------------------------------------------------------------------------------------------
     def save(self, tokens: list[int], cache: list, cache_type: str = "assistant") -> None:
-        """Store ``cache`` (the state after ``tokens``): copies its arrays to host memory now, writes them on
-        the store's thread. Never raises and never waits on the disk; an entry already stored is only touched."""
+        """Store ``cache`` (the state after ``tokens``): evaluates its arrays now (no copy), copies and writes
+        them on the store's thread. Never raises and never waits on the disk; an entry already stored is only
+        touched."""
         try:
             tokens = [int(t) for t in tokens]
             name = entry_name(self.model_key, tokens)
             if not tokens or not cache or self._closed or self._already(name):
                 return
-            fits = _state_nbytes(cache) <= self.max_bytes  # no host copy for an entry that cannot be kept
-            host = host_state(cache) if fits and len(self._jobs) < self.max_pending else None
-            size = sum(arr.nbytes for _, arr in host[1].values()) if host else 0
+            size = _state_nbytes(cache)  # nothing is kept for an entry that cannot be written
+            state = device_state(cache) if size <= self.max_bytes and len(self._jobs) < self.max_pending else None
             with self._cond:
-                if host is None or size > self.max_bytes or len(self._jobs) >= self.max_pending:
+                if state is None or len(self._jobs) >= self.max_pending:
                     self._stats["dropped"] += 1
                     log.debug("prompt cache: entry of %d tokens not saved (%d bytes; %d writes waiting)",
                               len(tokens), size, len(self._jobs))
                     return
-                self._jobs.append((name, tokens, str(cache_type), host))
+                self._jobs.append((name, tokens, str(cache_type), state))
                 self._pending.add(name)
                 self._start_writer()
                 self._cond.notify_all()
@@ -294,8 +295,8 @@ class DiskPrefixStore:
                     self._pending.discard(job[0])
                     self._cond.notify_all()
 
-    def _write(self, name: str, tokens: list[int], cache_type: str, host: tuple) -> None:
-        head, buffers, size = encode(self.model_key, tokens, cache_type, host)
+    def _write(self, name: str, tokens: list[int], cache_type: str, state: tuple) -> None:
+        head, buffers, size = encode(self.model_key, tokens, cache_type, host_state(state))
         if size > self.max_bytes:
             self._count(dropped=1)
             return

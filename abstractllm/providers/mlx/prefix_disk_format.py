@@ -1,5 +1,6 @@
 """The file format of the disk prompt cache (``prefix_disk``): mlx-lm's ``save_prompt_cache`` layout plus
-abstractllm's metadata, written and read without MLX on the writer thread.
+abstractllm's metadata, written and read without MLX on the writer thread (``device_state`` on the
+MLX thread evaluates what ``host_state`` then copies there).
 
 A file is safetensors: the flattened cache states (``tree_flatten([c.state for c in cache])``), and as
 metadata the class names (``1.<i>``), mlx-lm's scalar table (``2.<i>``) and, under ``0.`` (mlx-lm's user
@@ -20,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-__all__ = ["FORMAT_VERSION", "Unusable", "EntryInfo", "entry_name", "compact_state", "host_state", "encode", "split_header",
-           "entry_info", "read_head", "verify", "decode_arrays", "rebuild"]
+__all__ = ["FORMAT_VERSION", "Unusable", "EntryInfo", "entry_name", "compact_state", "device_state", "host_state",
+           "encode", "split_header", "entry_info", "read_head", "verify", "decode_arrays", "rebuild"]
 
 #: the on-disk format; files of an older version are deleted, of a newer one ignored
 FORMAT_VERSION = 1
@@ -78,36 +79,68 @@ def compact_state(c: Any) -> Any:
     return (cut(c.keys), cut(c.values)) + tuple(c.state[2:])
 
 
-def host_state(cache: list) -> tuple[list[str], dict[str, tuple[str, Any]], list]:
-    """(class names, {key: (safetensors dtype, numpy array)}, mlx-lm's scalar table), copied to host memory."""
+def device_state(cache: list) -> tuple[list[str], list[tuple[str, Any]]]:
+    """(class names, [(key, value)]) of ``cache``'s compact state, for ``host_state`` on another thread. Run on
+    the MLX thread: the arrays are evaluated here (views of the cache's own buffers: nothing is copied; bfloat16
+    as its uint16 bits), so reading them later needs no MLX stream. ``TypeError`` for a value that cannot be
+    saved."""
     import mlx.core as mx
-    import numpy as np
     from mlx.utils import tree_flatten
 
-    arrays: dict[str, tuple[str, Any]] = {}
-    scalars: list = [""]  # mlx-lm: must be non-empty
+    flat: list[tuple[str, Any]] = []
     for key, value in tree_flatten([compact_state(c) for c in cache]):
         if isinstance(value, mx.array):
-            if value.dtype == mx.bfloat16:
-                arrays[key] = ("BF16", np.ascontiguousarray(np.array(value.view(mx.uint16))))
-                continue
-            host = np.ascontiguousarray(np.array(value))
-        elif isinstance(value, (bool, int, float)):
+            name = str(value.dtype).rsplit(".", 1)[-1]
+            if name == "bfloat16":
+                value = value.view(mx.uint16)
+            elif name not in _TAGS:
+                raise TypeError(f"cache arrays of dtype {name} cannot be saved")
+            flat.append((key, ("BF16" if name == "bfloat16" else _TAGS[name], value)))
+        elif value is None or isinstance(value, (bool, int, float, str)):
+            flat.append((key, value))
+        else:
+            raise TypeError(f"cache state of type {type(value).__name__} cannot be saved")
+    mx.eval([v[1] for _, v in flat if isinstance(v, tuple)])
+    return [type(c).__name__ for c in cache], flat
+
+
+def _to_host(array: Any, tag: str) -> Any:
+    """A contiguous numpy copy of an evaluated MLX array, through its buffer (any thread; numpy's copy loop
+    releases the GIL, so a long copy does not stall the MLX thread's Python code)."""
+    import numpy as np
+
+    if not array.size:
+        return np.zeros(array.shape, dtype=_DTYPES[tag])
+    src = np.asarray(memoryview(array))
+    out = np.empty(src.shape, dtype=src.dtype)
+    np.copyto(out, src)
+    return out
+
+
+def host_state(device: tuple[list[str], list[tuple[str, Any]]]) -> tuple[list[str], dict[str, tuple[str, Any]], list]:
+    """(class names, {key: (safetensors dtype, numpy array)}, mlx-lm's scalar table) from ``device_state``'s
+    result, copied to host memory. Runs on the writer thread."""
+    import numpy as np
+
+    classes, flat = device
+    arrays: dict[str, tuple[str, Any]] = {}
+    scalars: list = [""]  # mlx-lm: must be non-empty
+    for key, value in flat:
+        if isinstance(value, tuple):
+            arrays[key] = (value[0], _to_host(value[1], value[0]))
+            continue
+        if isinstance(value, (bool, int, float)):
             scalars.append((key, "scalar"))
             host = np.array(value, dtype=bool if isinstance(value, bool) else
                             ("int32" if isinstance(value, int) else "float32"))
         elif isinstance(value, str):
             scalars.append((key, "string"))
             host = np.array([ord(ch) for ch in value], dtype="int32")
-        elif value is None:
+        else:
             scalars.append((key, "none"))
             host = np.zeros((0,), dtype="float32")
-        else:
-            raise TypeError(f"cache state of type {type(value).__name__} cannot be saved")
-        if str(host.dtype) not in _TAGS:
-            raise TypeError(f"cache arrays of dtype {host.dtype} cannot be saved")
         arrays[key] = (_TAGS[str(host.dtype)], host)
-    return [type(c).__name__ for c in cache], arrays, scalars
+    return classes, arrays, scalars
 
 
 # --- the file format ----------------------------------------------------------------------------------------
