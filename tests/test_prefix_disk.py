@@ -265,6 +265,32 @@ def test_save_returns_before_the_copy_and_the_write_which_run_on_another_thread(
     assert store.flush(30) and store.lookup(PROMPT)[0] == 40
 
 
+def test_a_cache_updated_after_save_is_written_as_it_was_saved(tmp_path, monkeypatch):
+    """The writer copies the arrays later, on its thread: an in-place update of the cache in between (a
+    ``KVCache`` writes its buffer with ``keys[..., i:j, :] = ...``) does not reach the file."""
+    model = _model("qwen3")
+    prompt = list(range(5, 5 + 256))  # fills KVCache's first 256-slot buffer: its state is the buffer itself
+    cache = _prefill(model, prompt)
+    assert cache[0].keys.shape[2] == cache[0].offset == 256
+    expected = [mx.contiguous(x) for _, x in tree_flatten([c.state for c in cache]) if isinstance(x, mx.array)]
+    mx.eval(expected)
+    store, gate = _store(tmp_path), threading.Event()
+    original = prefix_disk._write_chunk
+    monkeypatch.setattr(prefix_disk, "_write_chunk", lambda f, chunk: (gate.wait(30), original(f, chunk))[1])
+    store.save(prompt, cache)
+    for c in cache:  # overwrite the saved positions in place, as a cache that went on decoding could
+        c.keys[..., :4, :] = 0.0
+        c.values[..., :4, :] = 0.0
+    mx.eval([c.state for c in cache])
+    gate.set()
+    assert store.flush(30)
+    loaded = store.load(store.lookup(prompt)[1])
+    got = [x for _, x in tree_flatten([c.state for c in loaded]) if isinstance(x, mx.array)]
+    assert len(got) == len(expected)
+    for x, y in zip(expected, got):
+        assert mx.array_equal(x[..., : y.shape[2], :] if x.ndim == 4 else x, y).item()
+
+
 def test_eviction_keeps_the_folder_under_max_bytes_least_recently_used_first(tmp_path):
     model = _model("qwen3")
     a, b, c = ([t + k for t in PROMPT[:20]] for k in (0, 100, 200))

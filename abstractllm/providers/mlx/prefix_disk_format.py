@@ -82,7 +82,8 @@ def compact_state(c: Any) -> Any:
 def device_state(cache: list) -> tuple[list[str], list[tuple[str, Any]]]:
     """(class names, [(key, value)]) of ``cache``'s compact state, for ``host_state`` on another thread. Run on
     the MLX thread: the arrays are evaluated here (views of the cache's own buffers: nothing is copied; bfloat16
-    as its uint16 bits), so reading them later needs no MLX stream. ``TypeError`` for a value that cannot be
+    as its uint16 bits), so reading them later needs no MLX stream, and a later update of the cache does not
+    change them. ``TypeError`` for a value that cannot be
     saved."""
     import mlx.core as mx
     from mlx.utils import tree_flatten
@@ -91,10 +92,11 @@ def device_state(cache: list) -> tuple[list[str], list[tuple[str, Any]]]:
     for key, value in tree_flatten([compact_state(c) for c in cache]):
         if isinstance(value, mx.array):
             name = str(value.dtype).rsplit(".", 1)[-1]
-            if name == "bfloat16":
-                value = value.view(mx.uint16)
-            elif name not in _TAGS:
+            if name != "bfloat16" and name not in _TAGS:
                 raise TypeError(f"cache arrays of dtype {name} cannot be saved")
+            # a view is a new array over the same buffer: an in-place update of the cache later (``a[i] = x``
+            # rewrites that array object) leaves it, and the buffer it shares is then copied, not overwritten
+            value = value.view(mx.uint16 if name == "bfloat16" else value.dtype)
             flat.append((key, ("BF16" if name == "bfloat16" else _TAGS[name], value)))
         elif value is None or isinstance(value, (bool, int, float, str)):
             flat.append((key, value))
