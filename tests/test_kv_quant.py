@@ -250,7 +250,7 @@ def split_everything(kvq, monkeypatch):
     """kv_attention with its threshold at 0: every quantized attention call of an installed model is split."""
     from abstractllm.providers.mlx import kv_attention
 
-    monkeypatch.setattr(kv_attention, "MIN_KEYS", 0)
+    monkeypatch.setattr(kv_attention, "MIN_ELEMENTS", 0)
     return kv_attention
 
 

@@ -121,7 +121,7 @@ def _together(llm, prompts):
 def test_kv_bits_batched_equals_solo_and_reuses_prefixes(small, config, tmp_path, monkeypatch):
     from abstractllm.providers.mlx import kv_attention
 
-    monkeypatch.setattr(kv_attention, "MIN_KEYS", 0)  # every quantized attention split across the cores
+    monkeypatch.setattr(kv_attention, "MIN_ELEMENTS", 0)  # every quantized attention split across the cores
     prompts = ["Hi", "Tell me about the sea, the waves, and the ships that sail on it at night.", "Why?"]
     with create_llm("mlx", model=str(small), temperature=0.0, max_tokens=MAX, prompt_cache_bytes=0, **config) as cold:
         solo = [cold.generate(p).token_ids for p in prompts]

@@ -11,7 +11,7 @@ single-stream cache).
 
 ``install(model)`` points the ``scaled_dot_product_attention`` name of the model's mlx-lm modules at
 ``attention``, which takes this path only for this package's quantized caches (``BatchQuantizedKVCache``,
-``MergeableQuantizedKVCache``) on the CPU, without attention sinks, with enough keys to pay for the streams'
+``MergeableQuantizedKVCache``) on the CPU, without attention sinks, with enough work to pay for the streams'
 hand-off; every other call goes to mlx-lm's function unchanged, so raw mlx-lm use of the same modules in the
 process is unaffected. The helper streams are per thread (MLX streams are thread-local) and are released with
 the thread's ``mx.clear_streams()``.
@@ -29,14 +29,15 @@ from mlx_lm.models import base as _base
 
 from .kv_quant import BatchQuantizedKVCache, MergeableQuantizedKVCache
 
-__all__ = ["attention", "install", "parallel_parts", "MIN_KEYS"]
+__all__ = ["attention", "install", "parallel_parts", "MIN_ELEMENTS"]
 
 #: mlx-lm's attention function, which ``attention`` falls back to
 _ORIGINAL = _base.scaled_dot_product_attention
 _QUANTIZED = (BatchQuantizedKVCache, MergeableQuantizedKVCache)
-#: below this many keys x queries per head, one thread is faster than the streams' hand-off (measured on the
-#: 0.6B shape: the split pays from ~1k keys of decode)
-MIN_KEYS = 1024
+#: below this much work per call (queries x keys x KV heads x head size), one thread is faster than the
+#: streams' hand-off (bench/kv_attention.py: on the 0.6B shape, 8 KV heads of 128, the split pays from ~512
+#: keys of decode and clearly from 1,024; on a model of 2 KV heads of 64 not yet at 1,024)
+MIN_ELEMENTS = 1 << 20
 #: at most this many parts (streams) per attention call
 MAX_PARTS = 8
 
@@ -64,7 +65,8 @@ def _helper_streams(n: int) -> list:
 def _splittable(queries: mx.array, keys: tuple, mask: Any) -> int:
     """The number of parts to split this call into (1: do not split)."""
     n_kv = keys[0].shape[-3]
-    if queries.shape[1] % n_kv or queries.shape[2] * keys[0].shape[-2] < MIN_KEYS:
+    head_size = queries.shape[-1]
+    if queries.shape[1] % n_kv or queries.shape[2] * keys[0].shape[-2] * n_kv * head_size < MIN_ELEMENTS:
         return 1
     if isinstance(mask, mx.array) and mask.ndim >= 4 and mask.shape[1] != 1:
         return 1  # a per-head mask: not split (mlx-lm's models pass one mask for all heads)
