@@ -4,8 +4,8 @@ by KV heads across the cores (``abstractllm.providers.mlx.kv_attention``), per l
     python bench/kv_attention.py                       # qwen3-0.6b shape: ~2 min
     python bench/kv_attention.py --keys 256 1024 4096  # other context lengths
 
-Part 1 times one layer's decode attention (the preset's query / KV heads and head size, one query token) at
-each ``--keys`` count: float32 ``mx.fast.scaled_dot_product_attention``, mlx-lm's
+Part 1 times one layer's decode attention (the preset's query / KV heads and head size, one query token per
+sequence) for each ``--batches`` x ``--keys``: float32 ``mx.fast.scaled_dot_product_attention``, mlx-lm's
 ``quantized_scaled_dot_product_attention`` and ``kv_attention.attention`` with the split forced on (its
 output checked bit for bit against mlx-lm's). Part 2 steps the whole model (random weights, built offline by
 ``abstractllm.testing``) one token at a time over caches holding ``--context`` random keys and values:
@@ -27,6 +27,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--preset", default="qwen3-0.6b", help="abstractllm.testing text preset")
     p.add_argument("--keys", type=int, nargs="+", default=[128, 512, 1024, 2048], help="part 1: key counts")
+    p.add_argument("--batches", type=int, nargs="+", default=[1, 8], help="part 1: sequences per call")
     p.add_argument("--context", type=int, default=2028, help="part 2: tokens in the cache")
     p.add_argument("--rounds", type=int, default=4, help="part 2: alternating rounds")
     p.add_argument("--steps", type=int, default=8, help="part 2: decode steps per round (2 warm-up)")
@@ -49,27 +50,32 @@ def timed(mx, fn, n: int = 40) -> float:
 def part_layer(mx, ka, args, heads: int, kv_heads: int, head_dim: int) -> list[str]:
     from mlx_lm.models.base import quantized_scaled_dot_product_attention as mlx_lm_quantized
 
-    rows = ["| keys | float32 SDPA ms | mlx-lm 4-bit ms | split 4-bit ms | split / mlx-lm | float32 / split | equal |",
-            "|---|---|---|---|---|---|---|"]
-    for n in args.keys:
-        cache = ka.BatchQuantizedKVCache([0], group_size=64, bits=args.bits)
-        k, v = mx.random.normal((1, kv_heads, n, head_dim)), mx.random.normal((1, kv_heads, n, head_dim))
-        qk, qv = cache.update_and_fetch(k, v)
-        q = mx.random.normal((1, heads, 1, head_dim))
-        mx.eval(k, v, qk, qv, q)
-        scale = head_dim ** -0.5
-        # mlx-lm scales its queries in place (``queries *= scale``): every call gets a fresh copy
-        f = timed(mx, lambda: mx.fast.scaled_dot_product_attention(q, k, v, scale=scale))
-        unsplit = timed(mx, lambda: mlx_lm_quantized(mx.array(q), qk, qv, scale=scale, mask=None, group_size=64,
-                                                     bits=args.bits))
-        ka.MIN_ELEMENTS = 0
-        split = timed(mx, lambda: ka.attention(mx.array(q), qk, qv, cache, scale, None))
-        equal = mx.array_equal(ka.attention(mx.array(q), qk, qv, cache, scale, None),
-                               mlx_lm_quantized(mx.array(q), qk, qv, scale=scale, mask=None, group_size=64,
-                                                bits=args.bits)).item()
-        rows.append(f"| {n} | {f:.2f} | {unsplit:.2f} | {split:.2f} | {unsplit / split:.2f}x | {f / split:.2f}x | "
-                    f"{'yes' if equal else 'NO'} |")
-        print(rows[-1], flush=True)
+    rows = ["| batch | keys | float32 SDPA ms | mlx-lm 4-bit ms | split 4-bit ms | split / mlx-lm | float32 / split "
+            "| split by the provider | equal |", "|---|---|---|---|---|---|---|---|---|"]
+    threshold = ka.MIN_ELEMENTS
+    for b in args.batches:
+        for n in args.keys:
+            cache = ka.BatchQuantizedKVCache([0] * b, group_size=64, bits=args.bits)
+            k, v = mx.random.normal((b, kv_heads, n, head_dim)), mx.random.normal((b, kv_heads, n, head_dim))
+            qk, qv = cache.update_and_fetch(k, v)
+            q = mx.random.normal((b, heads, 1, head_dim))
+            mx.eval(k, v, qk, qv, q)
+            scale = head_dim ** -0.5
+            ka.MIN_ELEMENTS = threshold
+            routed = ka._splittable(q, qk, None) > 1
+            # mlx-lm scales its queries in place (``queries *= scale``): every call gets a fresh copy
+            f = timed(mx, lambda: mx.fast.scaled_dot_product_attention(q, k, v, scale=scale))
+            unsplit = timed(mx, lambda: mlx_lm_quantized(mx.array(q), qk, qv, scale=scale, mask=None,
+                                                         group_size=64, bits=args.bits))
+            ka.MIN_ELEMENTS = 0
+            split = timed(mx, lambda: ka.attention(mx.array(q), qk, qv, cache, scale, None))
+            equal = mx.array_equal(ka.attention(mx.array(q), qk, qv, cache, scale, None),
+                                   mlx_lm_quantized(mx.array(q), qk, qv, scale=scale, mask=None, group_size=64,
+                                                    bits=args.bits)).item()
+            rows.append(f"| {b} | {n} | {f:.2f} | {unsplit:.2f} | {split:.2f} | {unsplit / split:.2f}x | "
+                        f"{f / split:.2f}x | {'yes' if routed else 'no'} | {'yes' if equal else 'NO'} |")
+            print(rows[-1], flush=True)
+    ka.MIN_ELEMENTS = threshold
     return rows
 
 

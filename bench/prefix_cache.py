@@ -20,7 +20,8 @@ streamed chunk that carries a token (over HTTP: the first event after the role, 
 4. **kv_bits=4**: the prompt cache's bytes per token after one request (question A, cold) against float32's;
    greedy agreement with float32 over ``--decode-tokens`` steps on that prompt (and ``--speed-tokens`` on the
    speed rounds'); decode tokens/s at the system prompt's context (warm prefix, float32 and 4-bit alternating,
-   ``--rounds``, median of the pairs' ratios). The 4-bit cold prefill is timed too (not a target).
+   ``--rounds``, even by default so each side goes first as often; median of the pairs' ratios). The 4-bit
+   cold prefill is timed too (not a target).
 5. **Hybrid**: the zoo's ``qwen3_5`` family (Gated DeltaNet + attention layers; ``--hybrid`` picks its size):
    row 1 again, served from the message-boundary snapshot.
 
@@ -76,7 +77,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help=f"concurrent requests of row 3 (2..{len(QUESTIONS) - 4})")
     p.add_argument("--decode-tokens", type=int, default=64, help="greedy steps of the kv_bits comparison")
     p.add_argument("--speed-tokens", type=int, default=32, help="tokens per alternating decode-speed run")
-    p.add_argument("--rounds", type=int, default=3, help="alternating float32 / 4-bit decode-speed rounds")
+    p.add_argument("--rounds", type=int, default=4,
+                   help="alternating float32 / 4-bit decode-speed rounds (even: each side goes first as often)")
     p.add_argument("--hybrid", default="auto", choices=("auto", "none", *HYBRID_SHAPES),
                    help="size of the hybrid row (auto: 0.8b with qwen3-0.6b, else zoo)")
     p.add_argument("--skip-server", action="store_true", help="skip row 2 (the server restart)")

@@ -247,10 +247,21 @@ def test_bad_settings_are_refused(kvq, qwen):
 # ------------------------------------------------------------------ attention split across the CPU cores
 @pytest.fixture()
 def split_everything(kvq, monkeypatch):
-    """kv_attention with its threshold at 0: every quantized attention call of an installed model is split."""
+    """kv_attention with its threshold at 0: every quantized attention call of an installed model is split;
+    ``kv_attention.splits`` counts the calls that were."""
     from abstractllm.providers.mlx import kv_attention
 
+    if kv_attention.parallel_parts(2) < 2:
+        pytest.skip("one CPU core: nothing to split")
     monkeypatch.setattr(kv_attention, "MIN_ELEMENTS", 0)
+    split, calls = kv_attention._split_attention, []
+
+    def counted(*args, **kwargs):
+        calls.append(args[-1])
+        return split(*args, **kwargs)
+
+    monkeypatch.setattr(kv_attention, "_split_attention", counted)
+    monkeypatch.setattr(kv_attention, "splits", calls, raising=False)
     return kv_attention
 
 
@@ -261,8 +272,6 @@ def test_split_attention_is_bit_for_bit_the_unsplit_one(split_everything):
     from mlx_lm.models.base import create_causal_mask
 
     ka = split_everything
-    if ka.parallel_parts(4) < 2:
-        pytest.skip("one CPU core: nothing to split")
     cache = ka.BatchQuantizedKVCache([0, 3], group_size=64, bits=4)
     keys, values = cache.update_and_fetch(mx.random.normal((2, 4, 40, 64)), mx.random.normal((2, 4, 40, 64)))
     padded = create_causal_mask(5, offset=35, left_padding=mx.array([0, 3]))
@@ -271,7 +280,22 @@ def test_split_attention_is_bit_for_bit_the_unsplit_one(split_everything):
         split = ka.attention(mx.array(queries), keys, values, cache, 0.125, mask)
         whole = ka._ORIGINAL(mx.array(queries), keys, values, cache=cache, scale=0.125, mask=mask)
         assert split.shape == whole.shape == (2, 8, length, 64) and mx.array_equal(split, whole).item()
-    assert len(ka._local.streams) >= 1  # the split ran on helper streams
+    assert len(ka.splits) == 3 and all(parts >= 2 for parts in ka.splits)
+
+
+def test_a_per_head_mask_is_not_split(split_everything):
+    """A mask with a head axis (MLA models' position scores, 3-D or 4-D) goes through mlx-lm's path whole."""
+    import mlx.core as mx
+
+    ka = split_everything
+    cache = ka.BatchQuantizedKVCache([0], group_size=64, bits=4)
+    keys, values = cache.update_and_fetch(mx.random.normal((1, 4, 40, 64)), mx.random.normal((1, 4, 40, 64)))
+    queries = mx.random.normal((1, 4, 3, 64))
+    for mask in (mx.random.normal((1, 4, 3, 40)), mx.random.normal((4, 3, 40))):
+        got = ka.attention(mx.array(queries), keys, values, cache, 0.125, mask)
+        assert mx.array_equal(got, ka._ORIGINAL(mx.array(queries), keys, values, cache=cache, scale=0.125,
+                                                 mask=mask)).item()
+    assert ka.splits == []
 
 
 def test_installed_model_generates_the_same_tokens(kvq, qwen, split_everything):
@@ -288,6 +312,7 @@ def test_installed_model_generates_the_same_tokens(kvq, qwen, split_everything):
     prompts = _prompts()
     make = lambda: kvq.make_quantized_cache(model, 4, 64)  # noqa: E731
     together, _ = _run(model, prompts, [make() for _ in prompts], late=1)
+    assert ka.splits  # the split path ran
     assert together == _alone(model, prompts, make)
     for prompt, tokens in zip(prompts, together):
         steps = generate_step(mx.array(prompt), model, max_tokens=N,

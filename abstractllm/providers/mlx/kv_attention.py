@@ -34,10 +34,10 @@ __all__ = ["attention", "install", "parallel_parts", "MIN_ELEMENTS"]
 #: mlx-lm's attention function, which ``attention`` falls back to
 _ORIGINAL = _base.scaled_dot_product_attention
 _QUANTIZED = (BatchQuantizedKVCache, MergeableQuantizedKVCache)
-#: below this much work per call (queries x keys x KV heads x head size), one thread is faster than the
-#: streams' hand-off (bench/kv_attention.py: on the 0.6B shape, 8 KV heads of 128, the split pays from ~512
-#: keys of decode and clearly from 1,024; on a model of 2 KV heads of 64 not yet at 1,024)
-MIN_ELEMENTS = 1 << 20
+#: below this much work per call (batch x query heads x queries x keys x head size), one thread is faster than
+#: the streams' hand-off (bench/kv_attention.py: one sequence on the 0.6B shape, 16 query heads of 128, pays
+#: from ~512 keys of decode and clearly from 1,024 = 2^21)
+MIN_ELEMENTS = 1 << 21
 #: at most this many parts (streams) per attention call
 MAX_PARTS = 8
 
@@ -49,7 +49,15 @@ def parallel_parts(n_kv_heads: int) -> int:
     ``MAX_PARTS`` and ``n_kv_heads``) on the CPU backend, 1 elsewhere (GPU kernels are parallel already)."""
     if mx.default_device().type != mx.DeviceType.cpu:
         return 1
-    return max(1, min(os.cpu_count() or 1, MAX_PARTS, n_kv_heads))
+    return max(1, min(_cores(), MAX_PARTS, n_kv_heads))
+
+
+def _cores() -> int:
+    """The CPU cores this process may run on (its affinity, e.g. a container's share), else the count."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 def _helper_streams(n: int) -> list:
@@ -65,11 +73,11 @@ def _helper_streams(n: int) -> list:
 def _splittable(queries: mx.array, keys: tuple, mask: Any) -> int:
     """The number of parts to split this call into (1: do not split)."""
     n_kv = keys[0].shape[-3]
-    head_size = queries.shape[-1]
-    if queries.shape[1] % n_kv or queries.shape[2] * keys[0].shape[-2] * n_kv * head_size < MIN_ELEMENTS:
+    batch, heads, length, head_size = queries.shape
+    if heads % n_kv or batch * heads * length * keys[0].shape[-2] * head_size < MIN_ELEMENTS:
         return 1
-    if isinstance(mask, mx.array) and mask.ndim >= 4 and mask.shape[1] != 1:
-        return 1  # a per-head mask: not split (mlx-lm's models pass one mask for all heads)
+    if isinstance(mask, mx.array) and mask.ndim >= 3 and mask.shape[-3] != 1:
+        return 1  # a per-head mask (MLA models' position scores): not split
     return parallel_parts(n_kv)
 
 

@@ -1,6 +1,6 @@
 """The file format of the disk prompt cache (``prefix_disk``): mlx-lm's ``save_prompt_cache`` layout plus
-abstractllm's metadata, written and read without MLX on the writer thread (``device_state`` on the
-MLX thread evaluates what ``host_state`` then copies there).
+abstractllm's metadata, written and read on the writer thread without MLX operations (``device_state`` on
+the MLX thread evaluates the arrays; ``host_state`` there only reads their buffers).
 
 A file is safetensors: the flattened cache states (``tree_flatten([c.state for c in cache])``), and as
 metadata the class names (``1.<i>``), mlx-lm's scalar table (``2.<i>``) and, under ``0.`` (mlx-lm's user
@@ -83,8 +83,7 @@ def device_state(cache: list) -> tuple[list[str], list[tuple[str, Any]]]:
     """(class names, [(key, value)]) of ``cache``'s compact state, for ``host_state`` on another thread. Run on
     the MLX thread: the arrays are evaluated here (views of the cache's own buffers: nothing is copied; bfloat16
     as its uint16 bits), so reading them later needs no MLX stream, and a later update of the cache does not
-    change them. ``TypeError`` for a value that cannot be
-    saved."""
+    change them. ``TypeError`` for a value that cannot be saved."""
     import mlx.core as mx
     from mlx.utils import tree_flatten
 
