@@ -19,6 +19,7 @@ the thread's ``mx.clear_streams()``.
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import threading
@@ -52,8 +53,10 @@ def parallel_parts(n_kv_heads: int) -> int:
     return max(1, min(_cores(), MAX_PARTS, n_kv_heads))
 
 
+@functools.lru_cache(maxsize=1)
 def _cores() -> int:
-    """The CPU cores this process may run on (its affinity, e.g. a container's share), else the count."""
+    """The CPU cores this process may run on (its affinity, e.g. a container's share), else the count; read
+    once (it is asked on every attention call)."""
     try:
         return len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
