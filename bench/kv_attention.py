@@ -22,6 +22,9 @@ import statistics
 import sys
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import offline_env  # noqa: E402  (bench/common.py, same folder)
+
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -122,7 +125,7 @@ def part_model(mx, ka, args, model, threshold: int) -> list[str]:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    offline_env()
     from abstractllm.providers.mlx.backend import enable_fast_blas, fast_blas_status
 
     enable_fast_blas()

@@ -47,6 +47,9 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import offline_env  # noqa: E402  (bench/common.py, same folder)
+
 QUESTIONS = ["What is a list?", "Name a colour.", "Why do we write tests?", "What does a linter do?",
              "Explain a merge conflict.", "What is a pure function?", "Why pin dependencies?",
              "What is a race condition?", "When is recursion useful?", "What does CI stand for?",
@@ -453,10 +456,7 @@ def environment(args, path, gflops_note: str) -> dict:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    if args.cache_dir:
-        os.environ["ABSTRACTLLM_DEMO_CACHE"] = args.cache_dir
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    offline_env(args.cache_dir)
     from abstractllm.providers.mlx.backend import enable_fast_blas, fast_blas_status
 
     enable_fast_blas()

@@ -25,6 +25,7 @@ import time
 from datetime import datetime, timezone
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import offline_env  # noqa: E402  (bench/common.py, same folder)
 from text import Timeline, median, run_raw, sgemm_gflops  # noqa: E402  (bench/text.py, same folder)
 
 PROMPT = [{"role": "user", "content": "List the things a lighthouse keeper checks every evening."}]
@@ -64,10 +65,7 @@ def run_provider(llm, max_tokens: int, **params) -> tuple[Timeline, object]:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    if args.cache_dir:
-        os.environ["ABSTRACTLLM_DEMO_CACHE"] = args.cache_dir
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    offline_env(args.cache_dir)
     from abstractllm.providers.mlx.backend import enable_fast_blas, fast_blas_status
 
     enable_fast_blas()  # before mlx.core, so raw mlx-lm here runs on the same BLAS as the provider

@@ -26,6 +26,9 @@ import sys
 import time
 from datetime import datetime, timezone
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import offline_env  # noqa: E402  (bench/common.py, same folder)
+
 PROMPTS = [
     "Explain in a few sentences why the sky is blue.",
     "Write a short poem about a robot that learns to paint the sea.",
@@ -160,10 +163,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     if args.no_fast_blas:
         os.environ["ABSTRACTLLM_FAST_BLAS"] = "0"
-    if args.cache_dir:
-        os.environ["ABSTRACTLLM_DEMO_CACHE"] = args.cache_dir
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    offline_env(args.cache_dir)
     # The provider's backend preloads OpenBLAS before the first `import mlx.core`: do it here, first,
     # so raw mlx-lm in this process runs on the same BLAS.
     from abstractllm.providers.mlx.backend import enable_fast_blas, fast_blas_status, on_gpu

@@ -210,28 +210,23 @@ class _OpenItems:
         self.thought: dict[str, Any] | None = None
 
     def close_thought(self, status: str) -> list[ServerSentEvent]:
-        thought, ev = self.thought, self.ev
-        if thought is None:
-            return []
-        item = self.reply.reasoning(thought["text"], status, thought["id"])
-        part = item["content"][0]
-        where = {"item_id": thought["id"], "output_index": thought["index"]}
-        self.reply.output[thought["index"]] = item
-        self.thought = None
-        return [ev("response.reasoning_text.done", **where, content_index=0, text=part["text"]),
-                ev("response.content_part.done", **where, content_index=0, part=part),
-                ev("response.output_item.done", output_index=where["output_index"], item=item)]
+        return self._close("thought", self.reply.reasoning, "response.reasoning_text.done", status)
 
     def close_text(self, status: str) -> list[ServerSentEvent]:
-        text, ev = self.text, self.ev
-        if text is None:
+        return self._close("text", self.reply.message, "response.output_text.done", status, logprobs=[])
+
+    def _close(self, kind: str, make: Any, done: str, status: str, **extra: Any) -> list[ServerSentEvent]:
+        """Finish the open ``kind`` item ("thought" or "text"): its final form (``make``) in the output, and
+        its ``done`` / ``content_part.done`` / ``output_item.done`` events."""
+        open_item, ev = getattr(self, kind), self.ev
+        if open_item is None:
             return []
-        item = self.reply.message(text["text"], status, text["id"])
+        item = make(open_item["text"], status, open_item["id"])
         part = item["content"][0]
-        where = {"item_id": text["id"], "output_index": text["index"]}
-        self.reply.output[text["index"]] = item
-        self.text = None
-        return [ev("response.output_text.done", **where, content_index=0, text=part["text"], logprobs=[]),
+        where = {"item_id": open_item["id"], "output_index": open_item["index"]}
+        self.reply.output[open_item["index"]] = item
+        setattr(self, kind, None)
+        return [ev(done, **where, content_index=0, text=part["text"], **extra),
                 ev("response.content_part.done", **where, content_index=0, part=part),
                 ev("response.output_item.done", output_index=where["output_index"], item=item)]
 
